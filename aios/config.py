@@ -1,0 +1,141 @@
+"""Engine configuration: one dataclass, every lesson's switch is a field here.
+
+A field that a lesson turns on or off names that lesson in its comment. `Config` is built once by
+`LLMEngine` from the user's keyword arguments and then treated as read-only, except for the
+fields the engine derives at start-up (`hf_config`, `eos_token_ids`, `num_kvcache_blocks`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+_DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+}
+
+
+def parse_dtype(dtype: str | torch.dtype | None, default: torch.dtype) -> torch.dtype:
+    if dtype is None or dtype == "auto":
+        return default
+    if isinstance(dtype, torch.dtype):
+        if dtype not in _DTYPES.values():
+            raise ValueError(f"unsupported dtype {dtype}; use float32, bfloat16 or float16")
+        return dtype
+    if dtype not in _DTYPES:
+        raise ValueError(f"unsupported dtype {dtype!r}; use one of float32, bfloat16, float16")
+    return _DTYPES[dtype]
+
+
+@dataclass
+class ModelConfig:
+    """The parts of a HuggingFace Qwen3 config.json that the engine uses."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    rms_norm_eps: float
+    rope_theta: float
+    max_position_embeddings: int
+    tie_word_embeddings: bool
+    torch_dtype: str | None
+    eos_token_id: list[int]
+    rope_scaling: dict | None = None
+
+    @classmethod
+    def from_dir(cls, model_dir: str) -> ModelConfig:
+        path = os.path.join(model_dir, "config.json")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"no config.json in model directory {model_dir!r}")
+        try:
+            with open(path) as f:
+                raw: dict[str, Any] = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"malformed {path}: {e}") from e
+        if raw.get("model_type") not in ("qwen3", None):
+            raise ValueError(f"{path}: model_type {raw.get('model_type')!r} is not supported (qwen3 only)")
+        try:
+            heads = raw["num_attention_heads"]
+            eos = raw.get("eos_token_id")
+            rope_params = raw.get("rope_parameters") or {}
+            return cls(
+                vocab_size=raw["vocab_size"],
+                hidden_size=raw["hidden_size"],
+                intermediate_size=raw["intermediate_size"],
+                num_hidden_layers=raw["num_hidden_layers"],
+                num_attention_heads=heads,
+                num_key_value_heads=raw.get("num_key_value_heads") or heads,
+                head_dim=raw.get("head_dim") or raw["hidden_size"] // heads,
+                rms_norm_eps=raw.get("rms_norm_eps", 1e-6),
+                rope_theta=raw.get("rope_theta", rope_params.get("rope_theta", 1e6)),
+                max_position_embeddings=raw.get("max_position_embeddings", 40960),
+                tie_word_embeddings=raw.get("tie_word_embeddings", False),
+                torch_dtype=raw.get("torch_dtype") or raw.get("dtype"),
+                eos_token_id=[] if eos is None else ([eos] if isinstance(eos, int) else list(eos)),
+                rope_scaling=raw.get("rope_scaling"),
+            )
+        except KeyError as e:
+            raise ValueError(f"{path} lacks the field {e.args[0]!r}") from e
+
+
+@dataclass
+class Config:
+    model: str
+    device: str | None = None                 # "cuda" when available, else "cpu"
+    dtype: str | torch.dtype | None = None    # default: checkpoint's dtype on GPU, float32 on CPU
+    max_model_len: int = 4096                 # prompt + output tokens of one sequence
+    max_num_seqs: int = 256                   # lesson 08: sequences in one step
+    max_num_batched_tokens: int = 8192        # lesson 08: token budget of one step (chunked prefill)
+    kvcache_block_size: int = 16              # lesson 06: tokens per KV block
+    num_kvcache_blocks: int | None = None     # None: sized from memory (GPU: after a profiling pass)
+    gpu_memory_utilization: float = 0.90      # share of GPU memory the engine may use
+    cpu_kvcache_space_gib: float = 1.0        # KV-cache budget on CPU
+    enforce_eager: bool = False               # lesson 11: True turns CUDA graphs off
+    tensor_parallel_size: int = 1             # lesson 14
+    enable_prefix_caching: bool = True        # lesson 13
+    enable_chunked_prefill: bool = True       # lesson 08: split long prompts across steps
+    load_format: str = "auto"                 # "auto": safetensors; "dummy": random weights (benchmarks)
+    cudagraph_batch_sizes: list[int] | None = None  # lesson 11: None -> [1, 2, 4, 8, 16, 32, ...]
+    seed: int = 0                             # seeds the engine's sampler for unseeded requests
+    hf_config: ModelConfig = field(init=False)
+    eos_token_ids: list[int] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not os.path.isdir(self.model):
+            raise FileNotFoundError(f"model directory {self.model!r} does not exist")
+        self.hf_config = ModelConfig.from_dir(self.model)
+        if self.device is None:
+            self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError("device='cuda' but torch sees no CUDA GPU")
+        checkpoint_dtype = parse_dtype(self.hf_config.torch_dtype, torch.bfloat16)
+        self.dtype = parse_dtype(self.dtype, checkpoint_dtype if self.device != "cpu" else torch.float32)
+        self.max_model_len = min(self.max_model_len, self.hf_config.max_position_embeddings)
+        for name in ("max_model_len", "max_num_seqs", "max_num_batched_tokens", "kvcache_block_size",
+                     "tensor_parallel_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.num_kvcache_blocks is not None and self.num_kvcache_blocks < 1:
+            raise ValueError(f"num_kvcache_blocks must be >= 1, got {self.num_kvcache_blocks}")
+        if not self.enable_chunked_prefill and self.max_num_batched_tokens < self.max_model_len:
+            raise ValueError("without chunked prefill, max_num_batched_tokens must be >= max_model_len")
+        if self.load_format not in ("auto", "dummy"):
+            raise ValueError(f"load_format must be 'auto' or 'dummy', got {self.load_format!r}")
+        if self.cudagraph_batch_sizes is None:
+            top = min(self.max_num_seqs, 512)
+            sizes = [1, 2, 4, 8] + list(range(16, top + 1, 16))
+            self.cudagraph_batch_sizes = sorted({s for s in sizes if s <= top} | {top})

@@ -1,0 +1,172 @@
+"""Paged KV-cache bookkeeping: which physical block holds which tokens of which sequence
+(lesson 06), and hash-chain prefix caching over those blocks (lesson 13).
+
+Invariants (tests/test_block_manager.py and tests/test_prefix_stress.py check them):
+- A block is free (ref_count == 0, in free_block_ids) or used (ref_count >= 1), never both.
+- ref_count of a block = number of sequences whose block_table holds it.
+- seq.block_table[i] holds tokens [i * block_size, (i + 1) * block_size) of seq.
+- A block is in hash_to_block only after the step that filled it has written its K/V
+  (register_computed_blocks runs in postprocess, never at allocation), so a prefix hit never
+  reads unwritten slots.
+- A freed block keeps its hash and contents until it is handed out again (lazy eviction); free
+  blocks are reused least-recently-freed first, blocks with no hash before any cached block.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+import xxhash
+
+from aios.engine.sequence import Sequence
+
+
+def hash_block(token_ids: list[int], prev_hash: int) -> int:
+    """Chain hash: block i's hash covers every token of blocks 0..i."""
+    h = xxhash.xxh64()
+    h.update(prev_hash.to_bytes(8, "little", signed=True))
+    h.update(np.asarray(token_ids, dtype=np.int64).tobytes())
+    return h.intdigest() & 0x7FFF_FFFF_FFFF_FFFF
+
+
+class Block:
+    __slots__ = ("block_id", "ref_count", "hash", "token_ids")
+
+    def __init__(self, block_id: int) -> None:
+        self.block_id = block_id
+        self.ref_count = 0
+        self.hash = -1                       # -1: not in the prefix cache
+        self.token_ids: list[int] = []       # kept to guard against hash collisions
+
+
+class BlockManager:
+    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True) -> None:
+        self.block_size = block_size
+        self.num_blocks = num_blocks
+        self.enable_prefix_caching = enable_prefix_caching
+        self.blocks = [Block(i) for i in range(num_blocks)]
+        self.free_block_ids: OrderedDict[int, None] = OrderedDict((i, None) for i in range(num_blocks))
+        self.hash_to_block: dict[int, int] = {}
+        # counters, kept by the scheduler at admission and reported by the engine
+        self.num_prefix_queries = 0          # prompt tokens looked up in the prefix cache
+        self.num_prefix_hits = 0             # of those, tokens served from the cache
+
+    # ---- state ---------------------------------------------------------------------------------
+
+    @property
+    def num_free_blocks(self) -> int:
+        return len(self.free_block_ids)
+
+    @property
+    def num_used_blocks(self) -> int:
+        return self.num_blocks - len(self.free_block_ids)
+
+    @property
+    def prefix_cache_hit_rate(self) -> float:
+        return self.num_prefix_hits / self.num_prefix_queries if self.num_prefix_queries else 0.0
+
+    def blocks_needed(self, seq: Sequence, num_tokens: int) -> int:
+        """New blocks seq needs so that its first num_tokens tokens all have a slot."""
+        need = (num_tokens + self.block_size - 1) // self.block_size
+        return max(0, need - len(seq.block_table))
+
+    # ---- allocation ----------------------------------------------------------------------------
+
+    def _take_free_block(self) -> int:
+        block_id, _ = self.free_block_ids.popitem(last=False)
+        block = self.blocks[block_id]
+        if block.hash != -1:                 # evict: its cached contents are about to be overwritten
+            if self.hash_to_block.get(block.hash) == block_id:
+                del self.hash_to_block[block.hash]
+            block.hash = -1
+            block.token_ids = []
+        block.ref_count = 1
+        return block_id
+
+    def _acquire(self, block_id: int) -> None:
+        block = self.blocks[block_id]
+        if block.ref_count == 0:
+            del self.free_block_ids[block_id]
+        block.ref_count += 1
+
+    def match_prefix(self, seq: Sequence) -> tuple[list[int], list[int]]:
+        """Cached blocks that hold seq's leading full blocks: (block ids, their chain hashes).
+
+        Only blocks that end before seq's last token count, so at least one token is always left
+        to compute (its logits are what the next token is sampled from)."""
+        if not self.enable_prefix_caching:
+            return [], []
+        block_ids, hashes = [], []
+        prev = -1
+        for i in range((len(seq) - 1) // self.block_size):
+            token_ids = seq.block_token_ids(i)
+            h = hash_block(token_ids, prev)
+            block_id = self.hash_to_block.get(h)
+            if block_id is None or self.blocks[block_id].token_ids != token_ids:
+                break
+            block_ids.append(block_id)
+            hashes.append(h)
+            prev = h
+        return block_ids, hashes
+
+    def allocate(self, seq: Sequence, num_new_tokens: int) -> int:
+        """Give seq slots for its next tokens; return how many of num_new_tokens got slots.
+
+        A sequence with no blocks first takes what the prefix cache holds of it (ref count + 1 on
+        each hit block) and skips those tokens. Then it takes as many fresh blocks as are free, up
+        to what num_new_tokens needs; the caller schedules only the tokens that got slots."""
+        if not seq.block_table and seq.num_computed_tokens == 0:
+            hit_ids, hit_hashes = self.match_prefix(seq)
+            for block_id in hit_ids:
+                self._acquire(block_id)
+            seq.block_table = list(hit_ids)
+            seq.block_hashes = list(hit_hashes)
+            seq.num_computed_tokens = seq.num_cached_tokens = len(hit_ids) * self.block_size
+            num_new_tokens = min(num_new_tokens, len(seq) - seq.num_computed_tokens)
+        target = seq.num_computed_tokens + num_new_tokens
+        have = len(seq.block_table) * self.block_size + self.num_free_blocks * self.block_size
+        target = min(target, have)
+        for _ in range(self.blocks_needed(seq, target)):
+            seq.block_table.append(self._take_free_block())
+        return max(0, target - seq.num_computed_tokens)
+
+    def free(self, seq: Sequence) -> None:
+        """Release seq's blocks (in reverse, so a chain's tail is evicted before its head)."""
+        for block_id in reversed(seq.block_table):
+            block = self.blocks[block_id]
+            assert block.ref_count > 0, f"double free of block {block_id}"
+            block.ref_count -= 1
+            if block.ref_count == 0:
+                self.free_block_ids[block_id] = None
+                if block.hash == -1:         # nothing cached here: hand it out first
+                    self.free_block_ids.move_to_end(block_id, last=False)
+        seq.block_table = []
+        seq.block_hashes = []
+        seq.num_computed_tokens = 0
+
+    # ---- prefix cache --------------------------------------------------------------------------
+
+    def register_computed_blocks(self, seq: Sequence) -> None:
+        """After a step: enter every block of seq that is now full and written into the cache."""
+        if not self.enable_prefix_caching:
+            return
+        num_full = min(seq.num_computed_tokens // self.block_size, len(seq.block_table))
+        prev = seq.block_hashes[-1] if seq.block_hashes else -1
+        for i in range(len(seq.block_hashes), num_full):
+            token_ids = seq.block_token_ids(i)
+            h = hash_block(token_ids, prev)
+            seq.block_hashes.append(h)
+            block = self.blocks[seq.block_table[i]]
+            if h not in self.hash_to_block and block.hash == -1:
+                # A duplicate (same prefix computed by two sequences in one step) stays unregistered.
+                block.hash = h
+                block.token_ids = token_ids
+                self.hash_to_block[h] = block.block_id
+            prev = h
+
+    def reset_prefix_cache(self) -> None:
+        for block in self.blocks:
+            block.hash = -1
+            block.token_ids = []
+        self.hash_to_block.clear()

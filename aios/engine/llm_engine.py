@@ -1,0 +1,196 @@
+"""The engine loop: tokenizer + scheduler + block manager + model runner.
+
+    add_request(prompt, params) -> Sequence          (validated; queued as WAITING)
+    step() -> list[StepOutput]                       (schedule -> run -> postprocess)
+    abort_request(seq_id)                            (frees its blocks at once)
+
+`step` never raises for one request's sake: bad requests are refused in add_request, before they
+reach the scheduler, so a serving loop keeps going.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import dataclass
+
+from transformers import AutoTokenizer
+
+from aios.config import Config
+from aios.engine.block_manager import BlockManager
+from aios.engine.model_runner import ModelRunner
+from aios.engine.scheduler import Scheduler
+from aios.engine.sequence import Sequence
+from aios.sampling_params import SamplingParams
+
+
+@dataclass
+class StepOutput:
+    seq: Sequence
+    new_token_ids: list[int]
+    finished: bool
+
+
+def _eos_token_ids(model_dir: str, config: Config, tokenizer) -> list[int]:
+    ids: list[int] = []
+    path = os.path.join(model_dir, "generation_config.json")
+    if os.path.isfile(path):
+        with open(path) as f:
+            eos = json.load(f).get("eos_token_id")
+        ids += [eos] if isinstance(eos, int) else list(eos or [])
+    ids += config.hf_config.eos_token_id
+    if tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    return sorted(set(ids))
+
+
+class LLMEngine:
+    def __init__(self, model: str, **kwargs) -> None:
+        self.config = config = Config(model, **kwargs)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model)
+        except Exception as e:  # noqa: BLE001 - tokenizers raise many types for broken files
+            raise ValueError(f"cannot load the tokenizer from {model!r}: {e}") from e
+        config.eos_token_ids = _eos_token_ids(model, config, self.tokenizer)
+        if config.tensor_parallel_size > 1:
+            from aios.distributed.launcher import create_tp_runner  # lesson 14
+            self.model_runner = create_tp_runner(config)
+        else:
+            self.model_runner = ModelRunner(config)
+        self.block_manager = BlockManager(config.num_kvcache_blocks, config.kvcache_block_size,
+                                          config.enable_prefix_caching)
+        self.scheduler = Scheduler(config, self.block_manager)
+        self.seqs: dict[int, Sequence] = {}
+        self._next_seq_id = 0
+        self._rng = random.Random(config.seed)
+        self.num_generated_tokens = 0
+
+    # ---- requests ------------------------------------------------------------------------------
+
+    def tokenize(self, prompt: str | list[int]) -> list[int]:
+        if isinstance(prompt, str):
+            return self.tokenizer.encode(prompt, add_special_tokens=False)
+        if not isinstance(prompt, (list, tuple)) or not all(isinstance(t, int) and not isinstance(t, bool)
+                                                            for t in prompt):
+            raise TypeError(f"a prompt must be a str or a list of token ids, got {type(prompt).__name__}")
+        vocab = self.config.hf_config.vocab_size
+        bad = [t for t in prompt if not 0 <= t < vocab]
+        if bad:
+            raise ValueError(f"prompt token ids {bad[:5]} are outside the vocabulary [0, {vocab})")
+        return list(prompt)
+
+    def validate(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
+        cfg = self.config
+        n = len(prompt_token_ids)
+        if n == 0:
+            raise ValueError("the prompt is empty: give at least one token")
+        if n >= cfg.max_model_len:
+            raise ValueError(f"the prompt has {n} tokens but max_model_len is {cfg.max_model_len} "
+                             f"(prompt plus at least one output token must fit)")
+        if not isinstance(params, SamplingParams):
+            raise TypeError(f"sampling_params must be SamplingParams, got {type(params).__name__}")
+        total = min(n + params.max_tokens, cfg.max_model_len)
+        need = (total + cfg.kvcache_block_size - 1) // cfg.kvcache_block_size
+        if need > cfg.num_kvcache_blocks:
+            raise ValueError(f"a sequence of {total} tokens needs {need} KV blocks but the cache has only "
+                             f"{cfg.num_kvcache_blocks}; lower max_tokens or give the cache more memory")
+
+    def add_request(self, prompt: str | list[int], params: SamplingParams | None = None) -> Sequence:
+        params = params or SamplingParams()
+        token_ids = self.tokenize(prompt)
+        self.validate(token_ids, params)
+        seed = params.seed if params.seed is not None else self._rng.getrandbits(63)
+        seq = Sequence(self._next_seq_id, token_ids, params, seed, self.config.kvcache_block_size)
+        self._next_seq_id += 1
+        self.seqs[seq.seq_id] = seq
+        self.scheduler.add(seq)
+        return seq
+
+    def abort_request(self, seq_id: int) -> None:
+        seq = self.seqs.pop(seq_id, None)
+        if seq is not None and not seq.is_finished:
+            self.scheduler.abort(seq)
+            seq.finish_reason = "abort"
+
+    def has_unfinished_requests(self) -> bool:
+        return self.scheduler.has_unfinished()
+
+    # ---- the loop ------------------------------------------------------------------------------
+
+    def step(self) -> list[StepOutput]:
+        batch = self.scheduler.schedule()
+        if not batch.seqs:
+            return []
+        sampled_seqs = [s for s, n in zip(batch.seqs, batch.num_new_tokens) if s.num_computed_tokens + n == len(s)]
+        token_ids = self.model_runner.run(batch)
+        self.scheduler.postprocess(batch)
+        outputs = []
+        for seq, token_id in zip(sampled_seqs, token_ids):
+            seq.append_token(token_id)
+            self.num_generated_tokens += 1
+            reason = self.check_stop(seq)
+            if reason is not None:
+                self.scheduler.finish(seq, reason)
+                self.seqs.pop(seq.seq_id, None)
+            outputs.append(StepOutput(seq, [token_id], reason is not None))
+        return outputs
+
+    def check_stop(self, seq: Sequence) -> str | None:
+        """Finish reason for seq after its newest token, or None to go on."""
+        p, token = seq.sampling_params, seq.token_ids[-1]
+        if (not p.ignore_eos and token in self.config.eos_token_ids) or token in p.stop_token_ids:
+            seq.stop_reason = token
+            return "stop"
+        if p.stop_strings:
+            tail = self.tokenizer.decode(seq.output_token_ids[-(max(map(len, p.stop_strings)) + 8):],
+                                         skip_special_tokens=True)
+            if any(s in tail for s in p.stop_strings):
+                seq.stop_reason = next(s for s in p.stop_strings if s in tail)
+                return "stop"
+        if seq.num_output_tokens >= p.max_tokens or len(seq) >= self.config.max_model_len:
+            return "length"
+        return None
+
+    def output_text(self, seq: Sequence) -> str:
+        """The generated text: special tokens skipped, a stop string and what follows cut off."""
+        ids = seq.output_token_ids
+        if seq.finish_reason == "stop" and isinstance(seq.stop_reason, int):
+            ids = ids[:-1]
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        if isinstance(seq.stop_reason, str):
+            text = text[: text.find(seq.stop_reason)] if seq.stop_reason in text else text
+        return text
+
+    def output(self, seq: Sequence) -> dict:
+        ttft = None if seq.first_token_time is None else seq.first_token_time - seq.arrival_time
+        itl = [b - a for a, b in zip(seq.token_times, seq.token_times[1:])]
+        return {
+            "request_id": seq.seq_id,
+            "text": self.output_text(seq),
+            "token_ids": seq.output_token_ids,
+            "prompt_token_ids": seq.prompt_token_ids,
+            "finish_reason": seq.finish_reason,
+            "num_cached_tokens": seq.num_cached_tokens,
+            "metrics": {"ttft_s": ttft, "itl_s": itl, "num_preemptions": seq.num_preemptions},
+        }
+
+    def stats(self) -> dict:
+        bm = self.block_manager
+        return {
+            "num_running": len(self.scheduler.running),
+            "num_waiting": len(self.scheduler.waiting),
+            "kv_blocks_used": bm.num_used_blocks,
+            "kv_blocks_free": bm.num_free_blocks,
+            "kv_blocks_total": bm.num_blocks,
+            "prefix_cache_hit_rate": bm.prefix_cache_hit_rate,
+            "prefix_cache_queries": bm.num_prefix_queries,
+            "prefix_cache_hits": bm.num_prefix_hits,
+            "num_preemptions": self.scheduler.num_preemptions,
+            "num_generated_tokens": self.num_generated_tokens,
+        }
+
+    def close(self) -> None:
+        runner = getattr(self, "model_runner", None)
+        if runner is not None and hasattr(runner, "close"):
+            runner.close()

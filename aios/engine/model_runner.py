@@ -1,0 +1,318 @@
+"""One model shard on one device: weights, KV cache, step inputs, CUDA graphs, sampling.
+
+`run(batch)` is one engine step on rank 0:
+    prepare_inputs (host, vectorized numpy) -> execute (every TP rank) -> sample (rank 0)
+`execute` takes only flat arrays, so TP workers (aios/distributed/worker.py) run the very same
+code with the arrays rank 0 sends them.
+
+KV cache: one tensor [2, num_layers, num_blocks, block_size, num_kv_heads, head_dim]; layer i's
+Attention module holds views kv_cache[0, i] and kv_cache[1, i].
+CUDA graphs (lesson 11): pure-decode steps replay a graph captured for the smallest captured
+batch size >= the batch; the graph reads its inputs from static buffers that prepare fills.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from aios.config import Config
+from aios.distributed.tp_group import TPGroup
+from aios.engine.scheduler import ScheduledBatch
+from aios.layers.attention import Attention
+from aios.layers.sampler import Sampler, SamplingTensors
+from aios.models.qwen3 import Qwen3ForCausalLM
+from aios.utils.context import Context
+from aios.utils.loader import init_dummy_weights, load_model
+
+
+@dataclass
+class StepInputs:
+    """Flat host arrays of one step: what rank 0 computes and sends to every other rank."""
+
+    input_ids: np.ndarray          # [num_tokens] int64
+    positions: np.ndarray          # [num_tokens] int64
+    slot_mapping: np.ndarray       # [num_tokens] int64
+    block_tables: np.ndarray       # [num_seqs, max_blocks] int32, -1 padded
+    context_lens: np.ndarray       # [num_seqs] int32 (= seqlen_k)
+    cu_seqlens_q: np.ndarray       # [num_seqs + 1] int32
+    logits_indices: np.ndarray     # [num_sampled] int64: rows of the hidden states to sample from
+    is_prefill: bool
+    max_seqlen_q: int
+    max_seqlen_k: int
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype):
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
+class ModelRunner:
+    def __init__(self, config: Config, tp: TPGroup | None = None, device: torch.device | None = None) -> None:
+        self.config = config
+        self.tp = tp or TPGroup()
+        self.device = device or torch.device(config.device)
+        self.dtype: torch.dtype = config.dtype  # type: ignore[assignment]
+        self.block_size = config.kvcache_block_size
+        self.max_blocks_per_seq = (config.max_model_len + self.block_size - 1) // self.block_size
+        hf = config.hf_config
+        with _default_dtype(self.dtype), torch.device(self.device):
+            self.model = Qwen3ForCausalLM(hf, self.tp)
+        if config.load_format == "dummy":
+            init_dummy_weights(self.model, config.seed)
+        else:
+            load_model(self.model, config.model)
+        self.model.eval()
+        self.sampler = Sampler()
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed + self.tp.rank)
+        self.attn_layers = [m for m in self.model.modules() if isinstance(m, Attention)]
+        self.num_kv_heads = self.attn_layers[0].num_kv_heads
+        self.head_dim = hf.head_dim
+        self.is_cuda = self.device.type == "cuda"
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.kv_cache = torch.empty(0)
+        if config.num_kvcache_blocks is None:
+            config.num_kvcache_blocks = self.profile_num_blocks()
+        self.allocate_kv_cache(config.num_kvcache_blocks)
+        if self.is_cuda and not config.enforce_eager:
+            self.capture_cudagraphs()
+
+    # ---- memory --------------------------------------------------------------------------------
+
+    @property
+    def block_bytes(self) -> int:
+        """Bytes of one KV block across all layers (K and V)."""
+        el = torch.empty(0, dtype=self.dtype).element_size()
+        return 2 * len(self.attn_layers) * self.block_size * self.num_kv_heads * self.head_dim * el
+
+    def allocate_kv_cache(self, num_blocks: int) -> None:
+        self.kv_cache = torch.empty(2, len(self.attn_layers), num_blocks, self.block_size, self.num_kv_heads,
+                                    self.head_dim, dtype=self.dtype, device=self.device)
+        for i, layer in enumerate(self.attn_layers):
+            layer.k_cache, layer.v_cache = self.kv_cache[0, i], self.kv_cache[1, i]
+
+    def profile_num_blocks(self) -> int:
+        """How many KV blocks fit: on CPU a fixed budget; on GPU what is left under
+        gpu_memory_utilization after weights and the peak activations of the largest step."""
+        cfg = self.config
+        if not self.is_cuda:
+            useful = self.max_blocks_per_seq * min(cfg.max_num_seqs, 64)
+            return max(1, min(int(cfg.cpu_kvcache_space_gib * 2**30) // self.block_bytes, useful))
+        torch.cuda.synchronize(self.device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(self.device)
+        num_tokens = cfg.max_num_batched_tokens
+        seq_len = min(cfg.max_model_len, num_tokens)
+        num_seqs = max(1, min(cfg.max_num_seqs, num_tokens // seq_len))
+        seq_lens = [seq_len] * num_seqs
+        seq_lens[-1] += num_tokens - sum(seq_lens)
+        blocks_per_seq = [(n + self.block_size - 1) // self.block_size for n in seq_lens]
+        self.allocate_kv_cache(sum(blocks_per_seq))
+        cache_bytes = self.kv_cache.numel() * self.kv_cache.element_size()
+        inputs = self._dummy_prefill_inputs(seq_lens, blocks_per_seq)
+        logits = self.execute(inputs)
+        rows = cfg.max_num_seqs
+        logits = logits[:1].expand(rows, -1).contiguous()
+        self.sampler(logits, self._worst_case_sampling(rows), self.generator)
+        torch.cuda.synchronize(self.device)
+        peak = torch.cuda.max_memory_allocated(self.device) - cache_bytes
+        self.kv_cache = torch.empty(0)
+        for layer in self.attn_layers:
+            layer.k_cache = layer.v_cache = torch.empty(0)
+        del logits
+        torch.cuda.empty_cache()
+        free, total = torch.cuda.mem_get_info(self.device)
+        non_torch = (total - free) - torch.cuda.memory_reserved(self.device)
+        budget = int(total * cfg.gpu_memory_utilization) - non_torch - peak
+        num_blocks = budget // self.block_bytes
+        if self.tp.size > 1:                 # every rank must hold the same number of blocks
+            t = torch.tensor([num_blocks], device=self.device)
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN, group=self.tp.group)
+            num_blocks = int(t.item())
+        if num_blocks < self.max_blocks_per_seq:
+            raise RuntimeError(f"only {num_blocks} KV blocks fit in GPU memory, fewer than one sequence of "
+                               f"max_model_len={cfg.max_model_len} needs; raise gpu_memory_utilization or "
+                               f"lower max_model_len / max_num_batched_tokens")
+        return num_blocks
+
+    def _dummy_prefill_inputs(self, seq_lens: list[int], blocks_per_seq: list[int]) -> StepInputs:
+        width = max(blocks_per_seq)
+        block_tables = np.full((len(seq_lens), width), -1, dtype=np.int32)
+        start = 0
+        for i, n in enumerate(blocks_per_seq):
+            block_tables[i, :n] = np.arange(start, start + n)
+            start += n
+        lens = np.asarray(seq_lens, dtype=np.int64)
+        return self._build_inputs(np.zeros(int(lens.sum()), np.int64), np.zeros(len(lens), np.int64), lens,
+                                  block_tables, np.cumsum(lens) - 1)
+
+    def _worst_case_sampling(self, rows: int) -> SamplingTensors:
+        d = self.device
+        return SamplingTensors(temperatures=torch.ones(rows, device=d),
+                               top_ks=torch.full((rows,), 50, device=d), top_ps=torch.full((rows,), 0.9, device=d),
+                               min_ps=torch.full((rows,), 0.05, device=d))
+
+    # ---- step inputs ---------------------------------------------------------------------------
+
+    def prepare_inputs(self, batch: ScheduledBatch) -> StepInputs:
+        """Flatten the batch: chunk i covers tokens [num_computed, num_computed + num_new) of seq i."""
+        seqs = batch.seqs
+        starts = np.fromiter((s.num_computed_tokens for s in seqs), np.int64, len(seqs))
+        q_lens = np.asarray(batch.num_new_tokens, dtype=np.int64)
+        input_ids = np.fromiter((t for s, a, n in zip(seqs, starts, q_lens) for t in s.token_ids[a: a + n]),
+                                np.int64, int(q_lens.sum())) if batch.num_tokens > len(seqs) else \
+            np.fromiter((s.token_ids[a] for s, a in zip(seqs, starts)), np.int64, len(seqs))
+        width = max(len(s.block_table) for s in seqs)
+        block_tables = np.full((len(seqs), width), -1, dtype=np.int32)
+        for i, s in enumerate(seqs):
+            block_tables[i, : len(s.block_table)] = s.block_table
+        # sample only for sequences whose chunk reaches their last token
+        ends = starts + q_lens
+        seq_lens = np.fromiter((len(s) for s in seqs), np.int64, len(seqs))
+        last_rows = np.cumsum(q_lens) - 1
+        logits_indices = last_rows[ends == seq_lens]
+        return self._build_inputs(input_ids, starts, q_lens, block_tables, logits_indices)
+
+    def _build_inputs(self, input_ids: np.ndarray, starts: np.ndarray, q_lens: np.ndarray,
+                      block_tables: np.ndarray, logits_indices: np.ndarray) -> StepInputs:
+        num_seqs = len(q_lens)
+        cu_seqlens_q = np.zeros(num_seqs + 1, dtype=np.int32)
+        np.cumsum(q_lens, out=cu_seqlens_q[1:])
+        seq_idx = np.repeat(np.arange(num_seqs), q_lens)                    # [num_tokens]
+        positions = np.arange(len(input_ids), dtype=np.int64) - np.repeat(cu_seqlens_q[:-1] - starts, q_lens)
+        block_ids = block_tables[seq_idx, positions // self.block_size].astype(np.int64)
+        slot_mapping = block_ids * self.block_size + positions % self.block_size
+        context_lens = (starts + q_lens).astype(np.int32)
+        return StepInputs(input_ids=input_ids, positions=positions, slot_mapping=slot_mapping,
+                          block_tables=block_tables, context_lens=context_lens, cu_seqlens_q=cu_seqlens_q,
+                          logits_indices=logits_indices.astype(np.int64), is_prefill=bool((q_lens > 1).any()),
+                          max_seqlen_q=int(q_lens.max()), max_seqlen_k=int(context_lens.max()))
+
+    def _to_device(self, a: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(a)
+        if self.is_cuda:
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t
+
+    # ---- forward -------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def execute(self, inputs: StepInputs) -> torch.Tensor:
+        """Run the model on one step's inputs; return logits [len(logits_indices), vocab]."""
+        num_seqs = len(inputs.context_lens)
+        graph_bs = self._graph_batch_size(inputs)
+        if graph_bs is not None:
+            return self._replay(inputs, graph_bs)
+        d = self._to_device
+        cu_q = d(inputs.cu_seqlens_q)
+        context = Context(
+            is_prefill=inputs.is_prefill,
+            slot_mapping=d(inputs.slot_mapping),
+            block_tables=d(inputs.block_tables),
+            context_lens=d(inputs.context_lens),
+            cu_seqlens_q=cu_q,
+            cu_seqlens_k=d(np.concatenate([[0], np.cumsum(inputs.context_lens)]).astype(np.int32)),
+            max_seqlen_q=inputs.max_seqlen_q,
+            max_seqlen_k=inputs.max_seqlen_k,
+        )
+        hidden = self.model(d(inputs.input_ids), d(inputs.positions), context)
+        if len(inputs.logits_indices) != num_seqs or inputs.is_prefill:
+            hidden = hidden[d(inputs.logits_indices)]
+        return self.model.compute_logits(hidden)
+
+    # ---- CUDA graphs (lesson 11) ---------------------------------------------------------------
+
+    def _graph_batch_size(self, inputs: StepInputs) -> int | None:
+        """The captured batch size to replay for this step, or None to run eagerly."""
+        if not self.graphs or inputs.is_prefill:
+            return None
+        bs = len(inputs.context_lens)
+        if inputs.block_tables.shape[1] > self.max_blocks_per_seq or len(inputs.logits_indices) != bs:
+            return None
+        return next((s for s in self.config.cudagraph_batch_sizes if s >= bs and s in self.graphs), None)
+
+    @torch.inference_mode()
+    def capture_cudagraphs(self) -> None:
+        max_bs = max(self.config.cudagraph_batch_sizes)
+        d, width = self.device, self.max_blocks_per_seq
+        self.graph_vars = {
+            "input_ids": torch.zeros(max_bs, dtype=torch.int64, device=d),
+            "positions": torch.zeros(max_bs, dtype=torch.int64, device=d),
+            "slot_mapping": torch.full((max_bs,), -1, dtype=torch.int64, device=d),
+            "context_lens": torch.ones(max_bs, dtype=torch.int32, device=d),
+            "block_tables": torch.zeros(max_bs, width, dtype=torch.int32, device=d),
+        }
+        v = self.graph_vars
+        self.graph_logits: dict[int, torch.Tensor] = {}
+        pool = None
+        for bs in sorted(self.config.cudagraph_batch_sizes, reverse=True):
+            context = Context(is_prefill=False, slot_mapping=v["slot_mapping"][:bs],
+                              block_tables=v["block_tables"][:bs], context_lens=v["context_lens"][:bs])
+            # warm up (Triton compiles, cuBLAS picks kernels) outside the capture
+            self.model.compute_logits(self.model(v["input_ids"][:bs], v["positions"][:bs], context))
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=pool):
+                hidden = self.model(v["input_ids"][:bs], v["positions"][:bs], context)
+                self.graph_logits[bs] = self.model.compute_logits(hidden)
+            if pool is None:
+                pool = graph.pool()
+            self.graphs[bs] = graph
+            torch.cuda.synchronize(d)
+
+    def _replay(self, inputs: StepInputs, graph_bs: int) -> torch.Tensor:
+        v, bs = self.graph_vars, len(inputs.context_lens)
+        width = inputs.block_tables.shape[1]
+        d = self._to_device
+        v["input_ids"][:bs].copy_(d(inputs.input_ids), non_blocking=True)
+        v["positions"][:bs].copy_(d(inputs.positions), non_blocking=True)
+        v["slot_mapping"][:bs].copy_(d(inputs.slot_mapping), non_blocking=True)
+        v["slot_mapping"][bs:graph_bs].fill_(-1)
+        v["context_lens"][:bs].copy_(d(inputs.context_lens), non_blocking=True)
+        v["context_lens"][bs:graph_bs].fill_(1)
+        v["block_tables"][:bs, :width].copy_(d(inputs.block_tables), non_blocking=True)
+        v["block_tables"][:graph_bs, width:].fill_(-1)
+        v["block_tables"][bs:graph_bs, :1].fill_(0)   # padding rows read block 0, write nothing
+        self.graphs[graph_bs].replay()
+        return self.graph_logits[graph_bs][:bs]
+
+    # ---- sampling ------------------------------------------------------------------------------
+
+    def sampling_tensors(self, seqs: list) -> SamplingTensors:
+        params = [s.sampling_params for s in seqs]
+        d = self._to_device
+        temps = np.asarray([p.temperature for p in params], dtype=np.float32)
+        t = SamplingTensors(temperatures=d(temps), all_greedy=bool((temps == 0).all()))
+        if t.all_greedy:
+            return t
+        vocab = self.config.hf_config.vocab_size
+        if any(p.top_k > 0 for p in params):
+            t.top_ks = d(np.asarray([p.top_k if p.top_k > 0 else vocab for p in params], dtype=np.int64))
+        if any(p.top_p < 1.0 for p in params):
+            t.top_ps = d(np.asarray([p.top_p for p in params], dtype=np.float32))
+        if any(p.min_p > 0.0 for p in params):
+            t.min_ps = d(np.asarray([p.min_p for p in params], dtype=np.float32))
+        seeded = [i for i, p in enumerate(params) if p.seed is not None and p.temperature > 0]
+        if seeded:
+            t.seeded_rows = d(np.asarray(seeded, dtype=np.int64))
+            t.seeds = d(np.asarray([seqs[i].seed & 0x7FFF_FFFF_FFFF_FFFF for i in seeded], dtype=np.int64))
+            t.positions = d(np.asarray([seqs[i].num_output_tokens for i in seeded], dtype=np.int64))
+        return t
+
+    def run(self, batch: ScheduledBatch, inputs: StepInputs | None = None) -> list[int]:
+        """One step on rank 0: returns the sampled token of each sequence that finished its prompt
+        (in batch order); partial prefill chunks sample nothing."""
+        inputs = inputs or self.prepare_inputs(batch)
+        logits = self.execute(inputs)
+        if len(inputs.logits_indices) == 0:
+            return []
+        sampled_seqs = [s for s, n in zip(batch.seqs, batch.num_new_tokens) if s.num_computed_tokens + n == len(s)]
+        tokens = self.sampler(logits, self.sampling_tensors(sampled_seqs), self.generator)
+        return tokens.tolist()

@@ -1,0 +1,86 @@
+"""One request's state: its tokens, its KV blocks, and where it is in its life.
+
+    WAITING --schedule--> RUNNING --stop condition--> FINISHED
+       ^                     |
+       +----preemption-------+   (blocks freed, num_computed_tokens reset: recompute later)
+
+Invariants:
+- token_ids = prompt tokens followed by generated tokens; len(token_ids) only grows.
+- Tokens [0, num_computed_tokens) have their K/V in the cache, in block_table order:
+  token i lives in block block_table[i // block_size] at offset i % block_size.
+- block_hashes[i] is the prefix-cache hash of block i (chained over blocks 0..i); it exists only
+  for full blocks whose K/V is written.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+
+from aios.sampling_params import SamplingParams
+
+
+class SequenceStatus(enum.Enum):
+    WAITING = enum.auto()
+    RUNNING = enum.auto()
+    FINISHED = enum.auto()
+
+
+class Sequence:
+    def __init__(self, seq_id: int, prompt_token_ids: list[int], sampling_params: SamplingParams,
+                 seed: int, block_size: int) -> None:
+        self.seq_id = seq_id
+        self.status = SequenceStatus.WAITING
+        self.token_ids: list[int] = list(prompt_token_ids)
+        self.num_prompt_tokens = len(prompt_token_ids)
+        self.sampling_params = sampling_params
+        self.seed = seed                  # every request has one; unseeded ones get a random one
+        self.block_size = block_size
+        self.block_table: list[int] = []
+        self.block_hashes: list[int] = []
+        self.num_computed_tokens = 0
+        self.num_cached_tokens = 0        # prompt tokens served by the prefix cache (last admission)
+        self.num_preemptions = 0
+        self.finish_reason: str | None = None
+        self.stop_reason: str | int | None = None
+        self.arrival_time = time.perf_counter()
+        self.first_token_time: float | None = None
+        self.token_times: list[float] = []
+
+    def __len__(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def prompt_token_ids(self) -> list[int]:
+        return self.token_ids[: self.num_prompt_tokens]
+
+    @property
+    def output_token_ids(self) -> list[int]:
+        return self.token_ids[self.num_prompt_tokens:]
+
+    @property
+    def num_output_tokens(self) -> int:
+        return len(self.token_ids) - self.num_prompt_tokens
+
+    @property
+    def num_blocks(self) -> int:
+        return (len(self.token_ids) + self.block_size - 1) // self.block_size
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status == SequenceStatus.FINISHED
+
+    @property
+    def is_decode(self) -> bool:
+        """All tokens but the newest have K/V in the cache: the next step computes one token."""
+        return self.num_computed_tokens == len(self.token_ids) - 1
+
+    def block_token_ids(self, i: int) -> list[int]:
+        return self.token_ids[i * self.block_size: (i + 1) * self.block_size]
+
+    def append_token(self, token_id: int) -> None:
+        now = time.perf_counter()
+        if self.first_token_time is None:
+            self.first_token_time = now
+        self.token_times.append(now)
+        self.token_ids.append(token_id)

@@ -1,0 +1,247 @@
+"""Causal attention for a variable-length batch of query spans over the paged KV cache.
+
+Sequence s of the batch contributes `seqlen_q = cu_seqlens_q[s+1] - cu_seqlens_q[s]` query tokens,
+and they are the LAST seqlen_q of its `seqlen_k = cu_seqlens_k[s+1] - cu_seqlens_k[s]` tokens
+(the first seqlen_k - seqlen_q were cached by earlier steps: prefix-cache hits, earlier chunks of
+a chunked prefill, or the whole context of a decode mixed into a prefill step).
+
+Invariants (tests/test_kernels.py checks each):
+- Every key and value is read from the paged cache through block_tables: the token at position p
+  of sequence s lives at `k_cache[block_tables[s, p // block_size], p % block_size]`. The new
+  tokens' K/V must already be stored there (store_kvcache runs first).
+- Causal: query i of sequence s sits at position `seqlen_k - seqlen_q + i` and attends keys
+  0..that position, never later ones.
+- GQA: query head h reads kv head `h // (num_heads // num_kv_heads)`; K/V are never repeated.
+- Softmax runs in fp32; the output has q's dtype and shape `[total_q, num_heads, head_dim]`.
+
+The Triton kernel is FlashAttention-2 style: one program owns BLOCK_M query rows of one head of
+one sequence, streams the keys in BLOCK_N tiles with an online softmax (exp2, log2(e) folded into
+the scale), runs the tiles left of the diagonal without a mask, and never visits tiles right of it.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+
+
+def _gather_paged(cache: torch.Tensor, block_table: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    """Tokens 0..num_tokens-1 of one sequence, gathered from the paged cache."""
+    block_size = cache.shape[1]
+    positions = torch.arange(num_tokens, device=cache.device)
+    blocks = block_table.long()[positions // block_size]
+    return cache[blocks, positions % block_size]  # [num_tokens, num_kv_heads, head_dim]
+
+
+def prefill_attention_ref(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    cu_seqlens_k: torch.Tensor,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+    block_tables: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
+    """Plain-torch spec: loop over sequences, gather K/V through the block table, fp32 softmax."""
+    total_q, num_heads, head_dim = q.shape
+    num_kv_heads = k_cache.shape[2]
+    group = num_heads // num_kv_heads
+    out = torch.empty(total_q, num_heads, head_dim, dtype=q.dtype, device=q.device)
+    cu_q, cu_k = cu_seqlens_q.tolist(), cu_seqlens_k.tolist()
+    for s in range(len(cu_q) - 1):
+        seqlen_q, seqlen_k = cu_q[s + 1] - cu_q[s], cu_k[s + 1] - cu_k[s]
+        if seqlen_q == 0:
+            continue
+        k = _gather_paged(k_cache, block_tables[s], seqlen_k).float()
+        v = _gather_paged(v_cache, block_tables[s], seqlen_k).float()
+        qs = q[cu_q[s]:cu_q[s + 1]].float().reshape(seqlen_q, num_kv_heads, group, head_dim)
+        scores = torch.einsum("qhgd,khd->hgqk", qs, k) * scale  # [kv_heads, group, seqlen_q, seqlen_k]
+        q_pos = torch.arange(seqlen_k - seqlen_q, seqlen_k, device=q.device)
+        k_pos = torch.arange(seqlen_k, device=q.device)
+        scores = scores.masked_fill(k_pos[None, :] > q_pos[:, None], float("-inf"))
+        probs = torch.softmax(scores, dim=-1)
+        o = torch.einsum("hgqk,khd->qhgd", probs, v)
+        out[cu_q[s]:cu_q[s + 1]] = o.reshape(seqlen_q, num_heads, head_dim).to(q.dtype)
+    return out
+
+
+@triton.jit
+def _paged_token_offsets(
+    block_table_row, start_n, mask_n, stride_block, stride_slot,
+    BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, TILE_IN_BLOCK: tl.constexpr,
+):
+    """Element offsets in the cache of tokens start_n .. start_n + BLOCK_N - 1 of one sequence."""
+    if TILE_IN_BLOCK:
+        # The whole tile sits inside one block (block_size % BLOCK_N == 0, start_n % BLOCK_N == 0).
+        block = tl.load(block_table_row + start_n // BLOCK_SIZE).to(tl.int64)
+        in_block = (start_n % BLOCK_SIZE) + tl.arange(0, BLOCK_N)
+        return block * stride_block + in_block * stride_slot
+    else:
+        # Any block size: look up each token's block.
+        pos = start_n + tl.arange(0, BLOCK_N)
+        block = tl.load(block_table_row + pos // BLOCK_SIZE, mask=mask_n, other=0).to(tl.int64)
+        return block * stride_block + (pos % BLOCK_SIZE) * stride_slot
+
+
+@triton.jit
+def _dot(a, b, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    # UPCAST: Triton's CPU interpreter multiplies bf16 tiles as raw uint16; fp32 there is exact.
+    if UPCAST:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    else:
+        return tl.dot(a, b, input_precision=PRECISION)
+
+
+@triton.jit
+def _prefill_tile(
+    acc, l_i, m_i, q, q_pos, k_head_ptr, v_head_ptr, block_table_row, start_n, seqlen_k,
+    qk_scale, stride_block, stride_slot,
+    HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr,
+    TILE_IN_BLOCK: tl.constexpr, MASKED: tl.constexpr, PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+):
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    mask_n = offs_n < seqlen_k
+    tok = _paged_token_offsets(block_table_row, start_n, mask_n, stride_block, stride_slot,
+                               BLOCK_SIZE, BLOCK_N, TILE_IN_BLOCK)
+    k_ptrs = k_head_ptr + tok[None, :] + offs_d[:, None]  # K^T tile [HEAD_DIM, BLOCK_N]
+    v_ptrs = v_head_ptr + tok[:, None] + offs_d[None, :]  # V tile   [BLOCK_N, HEAD_DIM]
+    if MASKED:
+        k = tl.load(k_ptrs, mask=mask_n[None, :], other=0.0)
+    else:
+        k = tl.load(k_ptrs)
+    qk = _dot(q, k, PRECISION, UPCAST) * qk_scale  # [BLOCK_M, BLOCK_N], log2 units
+    if MASKED:
+        visible = (offs_n[None, :] <= q_pos[:, None]) & mask_n[None, :]
+        qk = tl.where(visible, qk, float("-inf"))
+    # Every row sees key 0 in its first tile, so m_new is finite and exp2 never sees inf - inf.
+    m_new = tl.maximum(m_i, tl.max(qk, 1))
+    p = tl.exp2(qk - m_new[:, None])
+    alpha = tl.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    if MASKED:
+        v = tl.load(v_ptrs, mask=mask_n[:, None], other=0.0)
+    else:
+        v = tl.load(v_ptrs)
+    acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, PRECISION, UPCAST)
+    return acc, l_i, m_new
+
+
+@triton.jit
+def _prefill_attention_kernel(
+    q_ptr, k_cache_ptr, v_cache_ptr, out_ptr,
+    cu_seqlens_q_ptr, cu_seqlens_k_ptr, block_tables_ptr, qk_scale,
+    stride_qt, stride_qh, stride_ot, stride_oh,
+    stride_block, stride_slot, stride_kv_head, stride_bt,
+    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_IN_BLOCK: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+):
+    # Causal tiles near the end of a sequence do the most work: launch them first.
+    m_block = tl.num_programs(0) - 1 - tl.program_id(0)
+    head = tl.program_id(1)
+    seq = tl.program_id(2)
+    q_start = tl.load(cu_seqlens_q_ptr + seq)
+    seqlen_q = tl.load(cu_seqlens_q_ptr + seq + 1) - q_start
+    if m_block * BLOCK_M >= seqlen_q:
+        return
+    seqlen_k = tl.load(cu_seqlens_k_ptr + seq + 1) - tl.load(cu_seqlens_k_ptr + seq)
+    num_cached_tokens = seqlen_k - seqlen_q
+
+    offs_m = m_block * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    mask_m = offs_m < seqlen_q
+    q_rows = (q_start + offs_m).to(tl.int64)
+    q = tl.load(q_ptr + q_rows[:, None] * stride_qt + head * stride_qh + offs_d[None, :],
+                mask=mask_m[:, None], other=0.0)  # [BLOCK_M, HEAD_DIM]
+    q_pos = num_cached_tokens + offs_m
+
+    kv_head = head // GROUP
+    k_head_ptr = k_cache_ptr + kv_head * stride_kv_head
+    v_head_ptr = v_cache_ptr + kv_head * stride_kv_head
+    block_table_row = block_tables_ptr + seq.to(tl.int64) * stride_bt
+
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    # Keys before this tile's first query position are visible to all its rows: no mask.
+    full_end = ((num_cached_tokens + m_block * BLOCK_M) // BLOCK_N) * BLOCK_N
+    for start_n in range(0, full_end, BLOCK_N):
+        acc, l_i, m_i = _prefill_tile(
+            acc, l_i, m_i, q, q_pos, k_head_ptr, v_head_ptr, block_table_row, start_n, seqlen_k,
+            qk_scale, stride_block, stride_slot, HEAD_DIM, BLOCK_SIZE, BLOCK_N, TILE_IN_BLOCK,
+            False, PRECISION, UPCAST)
+    # Tiles crossing the diagonal; tiles wholly right of it are never visited.
+    end = tl.minimum(num_cached_tokens + (m_block + 1) * BLOCK_M, seqlen_k)
+    for start_n in range(full_end, end, BLOCK_N):
+        acc, l_i, m_i = _prefill_tile(
+            acc, l_i, m_i, q, q_pos, k_head_ptr, v_head_ptr, block_table_row, start_n, seqlen_k,
+            qk_scale, stride_block, stride_slot, HEAD_DIM, BLOCK_SIZE, BLOCK_N, TILE_IN_BLOCK,
+            True, PRECISION, UPCAST)
+
+    acc = acc / l_i[:, None]
+    out_ptrs = out_ptr + q_rows[:, None] * stride_ot + head * stride_oh + offs_d[None, :]
+    tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask_m[:, None])
+
+
+def _prefill_config(head_dim: int, dtype: torch.dtype, device: torch.device, max_seqlen_q: int) -> dict:
+    """Tile sizes: large tiles for long prompts on the GPU, tiny ones under the CPU interpreter."""
+    if device.type != "cuda":
+        return dict(block_m=16, block_n=16, num_warps=4, num_stages=1)
+    if dtype == torch.float32 or head_dim > 128:
+        cfg = dict(block_m=64, block_n=32, num_warps=4, num_stages=2)
+    elif head_dim <= 64:
+        cfg = dict(block_m=128, block_n=64, num_warps=4, num_stages=3)
+    else:
+        cfg = dict(block_m=128, block_n=64, num_warps=8, num_stages=3)
+    if max_seqlen_q <= 64:  # decode-heavy chunked-prefill steps: don't pad 1-token spans to 128 rows
+        cfg.update(block_m=max(16, triton.next_power_of_2(max_seqlen_q)), num_warps=4)
+    return cfg
+
+
+def _prefill_attention_launch(
+    q, k_cache, v_cache, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, block_tables, scale,
+    block_m: int, block_n: int, num_warps: int, num_stages: int,
+) -> torch.Tensor:
+    total_q, num_heads, head_dim = q.shape
+    num_seqs = cu_seqlens_q.shape[0] - 1
+    block_size, num_kv_heads = k_cache.shape[1], k_cache.shape[2]
+    assert num_heads % num_kv_heads == 0 and k_cache.shape[3] == head_dim
+    assert head_dim >= 16 and head_dim & (head_dim - 1) == 0, "Triton path needs a power-of-two head_dim"
+    assert k_cache.stride() == v_cache.stride() and k_cache.stride(-1) == 1 and q.stride(-1) == 1
+    out = torch.empty(total_q, num_heads, head_dim, dtype=q.dtype, device=q.device)
+    if total_q == 0 or num_seqs == 0:
+        return out
+    grid = (triton.cdiv(max_seqlen_q, block_m), num_heads, num_seqs)
+    _prefill_attention_kernel[grid](
+        q, k_cache, v_cache, out, cu_seqlens_q, cu_seqlens_k, block_tables, scale * LOG2E,
+        q.stride(0), q.stride(1), out.stride(0), out.stride(1),
+        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
+        GROUP=num_heads // num_kv_heads, HEAD_DIM=head_dim, BLOCK_SIZE=block_size,
+        BLOCK_M=block_m, BLOCK_N=block_n, TILE_IN_BLOCK=block_size % block_n == 0,
+        PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        UPCAST=q.device.type != "cuda",
+        num_warps=num_warps, num_stages=num_stages,
+    )
+    return out
+
+
+def prefill_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    cu_seqlens_k: torch.Tensor,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+    block_tables: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
+    """Triton version of prefill_attention_ref (same arguments, same result)."""
+    cfg = _prefill_config(q.shape[2], q.dtype, q.device, max_seqlen_q)
+    return _prefill_attention_launch(q, k_cache, v_cache, cu_seqlens_q, cu_seqlens_k,
+                                     max_seqlen_q, block_tables, scale, **cfg)

@@ -1,0 +1,131 @@
+"""Qwen3's per-head RMSNorm of q and k, then NeoX-style rotary embedding, in one pass.
+
+q `[N, num_heads, head_dim]` and k `[N, num_kv_heads, head_dim]` may be strided views into the
+fused qkv projection output `[N, (num_heads + 2 * num_kv_heads) * head_dim]`. For each head:
+    x = weight * rmsnorm(x).to(dtype)                       (HF Qwen3RMSNorm, weight `[head_dim]`)
+    x = x * cos + rotate_half(x) * sin                      (HF apply_rotary_pos_emb)
+with rotate_half(x) = cat(-x[half:], x[:half]). `cos_sin_cache` `[max_position, head_dim]` fp32
+holds cos(pos * inv_freq) in its first head_dim/2 columns and sin(...) in the last head_dim/2;
+HF casts cos/sin to the activation dtype and does the rotation in that dtype, and so do we.
+
+Invariants (tests/test_kernels.py checks each):
+- Outputs are new contiguous `[N, heads, head_dim]` tensors in q's dtype (the norm weights are
+  expected in that dtype too, as the model loads them); the inputs are never written.
+- The Triton kernel rounds at every point HF rounds (norm output, each product, the sum), so it
+  differs from the ref only through the fp32 sum of squares and rsqrt: at most 1 ulp of the dtype
+  on the normed value, which the rotation can carry to ~2 ulp of the output.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+from aios.kernels.rmsnorm import rms_norm_ref
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def qk_norm_rope_ref(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    q_weight: torch.Tensor,
+    k_weight: torch.Tensor,
+    positions: torch.Tensor,
+    cos_sin_cache: torch.Tensor,
+    eps: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """HF Qwen3Attention's q_norm/k_norm followed by apply_rotary_pos_emb."""
+    half = q.shape[-1] // 2
+    cos_sin = cos_sin_cache[positions]  # [N, head_dim]
+    cos = torch.cat((cos_sin[:, :half], cos_sin[:, :half]), dim=-1)[:, None, :].to(q.dtype)
+    sin = torch.cat((cos_sin[:, half:], cos_sin[:, half:]), dim=-1)[:, None, :].to(q.dtype)
+
+    def norm_rope(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        x = rms_norm_ref(x, weight, eps)
+        return ((x * cos) + (_rotate_half(x) * sin)).contiguous()
+
+    return norm_rope(q, q_weight), norm_rope(k, k_weight)
+
+
+@triton.jit
+def _norm_rope_heads(
+    src_ptr, dst_ptr, weight_ptr, stride_h, cos, sin, eps,
+    NUM_HEADS: tl.constexpr, BLOCK_H: tl.constexpr, HALF: tl.constexpr, BLOCK_HALF: tl.constexpr,
+):
+    offs_h = tl.arange(0, BLOCK_H)[:, None]
+    offs_d = tl.arange(0, BLOCK_HALF)[None, :]
+    mask = (offs_h < NUM_HEADS) & (offs_d < HALF)
+    x1 = tl.load(src_ptr + offs_h * stride_h + offs_d, mask=mask, other=0.0)
+    x2 = tl.load(src_ptr + offs_h * stride_h + HALF + offs_d, mask=mask, other=0.0)
+    dtype = dst_ptr.dtype.element_ty
+    h1 = x1.to(tl.float32)
+    h2 = x2.to(tl.float32)
+    rstd = tl.rsqrt((tl.sum(h1 * h1, 1) + tl.sum(h2 * h2, 1)) / (2 * HALF) + eps)[:, None]
+    w1 = tl.load(weight_ptr + offs_d, mask=offs_d < HALF, other=0.0).to(tl.float32)
+    w2 = tl.load(weight_ptr + HALF + offs_d, mask=offs_d < HALF, other=0.0).to(tl.float32)
+    # Round wherever HF rounds: normed value, weight product, each rotation product, the sum.
+    n1 = (w1 * (h1 * rstd).to(dtype).to(tl.float32)).to(dtype).to(tl.float32)
+    n2 = (w2 * (h2 * rstd).to(dtype).to(tl.float32)).to(dtype).to(tl.float32)
+    o1 = (n1 * cos).to(dtype).to(tl.float32) - (n2 * sin).to(dtype).to(tl.float32)
+    o2 = (n2 * cos).to(dtype).to(tl.float32) + (n1 * sin).to(dtype).to(tl.float32)
+    dst = dst_ptr + offs_h * (2 * HALF) + offs_d
+    tl.store(dst, o1.to(dtype), mask=mask)
+    tl.store(dst + HALF, o2.to(dtype), mask=mask)
+
+
+@triton.jit
+def _qk_norm_rope_kernel(
+    q_ptr, k_ptr, q_weight_ptr, k_weight_ptr, positions_ptr, cos_sin_ptr, q_out_ptr, k_out_ptr, eps,
+    stride_qt, stride_qh, stride_kt, stride_kh, stride_cs,
+    NUM_HEADS: tl.constexpr, NUM_KV_HEADS: tl.constexpr, BLOCK_QH: tl.constexpr,
+    BLOCK_KH: tl.constexpr, HALF: tl.constexpr, BLOCK_HALF: tl.constexpr,
+):
+    # One program per token: all its q heads and k heads share one cos/sin row.
+    token = tl.program_id(0).to(tl.int64)
+    pos = tl.load(positions_ptr + token).to(tl.int64)
+    offs_d = tl.arange(0, BLOCK_HALF)[None, :]
+    dtype = q_out_ptr.dtype.element_ty
+    cos = tl.load(cos_sin_ptr + pos * stride_cs + offs_d, mask=offs_d < HALF, other=0.0)
+    sin = tl.load(cos_sin_ptr + pos * stride_cs + HALF + offs_d, mask=offs_d < HALF, other=0.0)
+    cos = cos.to(dtype).to(tl.float32)  # HF casts cos/sin to the activation dtype
+    sin = sin.to(dtype).to(tl.float32)
+    head_dim = 2 * HALF
+    _norm_rope_heads(q_ptr + token * stride_qt, q_out_ptr + token * NUM_HEADS * head_dim,
+                     q_weight_ptr, stride_qh, cos, sin, eps, NUM_HEADS, BLOCK_QH, HALF, BLOCK_HALF)
+    _norm_rope_heads(k_ptr + token * stride_kt, k_out_ptr + token * NUM_KV_HEADS * head_dim,
+                     k_weight_ptr, stride_kh, cos, sin, eps, NUM_KV_HEADS, BLOCK_KH, HALF, BLOCK_HALF)
+
+
+def qk_norm_rope(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    q_weight: torch.Tensor,
+    k_weight: torch.Tensor,
+    positions: torch.Tensor,
+    cos_sin_cache: torch.Tensor,
+    eps: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Triton version of qk_norm_rope_ref (same arguments, same result within ~2 ulp)."""
+    num_tokens, num_heads, head_dim = q.shape
+    num_kv_heads = k.shape[1]
+    assert k.shape == (num_tokens, num_kv_heads, head_dim) and head_dim % 2 == 0
+    assert q.stride(-1) == 1 and k.stride(-1) == 1 and cos_sin_cache.stride(-1) == 1
+    assert positions.shape == (num_tokens,) and cos_sin_cache.shape[1] == head_dim
+    q_out = torch.empty(num_tokens, num_heads, head_dim, dtype=q.dtype, device=q.device)
+    k_out = torch.empty(num_tokens, num_kv_heads, head_dim, dtype=k.dtype, device=k.device)
+    if num_tokens == 0:
+        return q_out, k_out
+    half = head_dim // 2
+    block_qh = triton.next_power_of_2(num_heads)
+    _qk_norm_rope_kernel[(num_tokens,)](
+        q, k, q_weight, k_weight, positions, cos_sin_cache, q_out, k_out, eps,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), cos_sin_cache.stride(0),
+        NUM_HEADS=num_heads, NUM_KV_HEADS=num_kv_heads, BLOCK_QH=block_qh,
+        BLOCK_KH=triton.next_power_of_2(num_kv_heads), HALF=half,
+        BLOCK_HALF=triton.next_power_of_2(half),
+        num_warps=4 if block_qh * head_dim >= 2048 else 2,
+    )
+    return q_out, k_out

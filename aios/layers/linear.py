@@ -1,0 +1,113 @@
+"""Linear layers that know how they are split across tensor-parallel ranks (lessons 10, 14).
+
+Each parameter carries a `weight_loader(param, loaded_weight[, shard_id])` that copies this
+rank's slice of a checkpoint tensor into it, so the loader never needs to know the layout:
+- ColumnParallelLinear: output features split across ranks; no communication.
+- MergedColumnParallelLinear: several column-parallel matrices fused into one (gate_up_proj);
+  shard_id says which of them a checkpoint tensor is.
+- QKVParallelLinear: q, k, v fused into one matmul; shard_id is "q", "k" or "v". KV heads are
+  split across ranks, replicated when ranks outnumber KV heads.
+- RowParallelLinear: input features split; one all-reduce sums the ranks' partial outputs.
+With tp.size == 1 they are plain (fused) linear layers.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aios.distributed.tp_group import TPGroup
+
+
+def _divide(a: int, b: int, what: str) -> int:
+    if a % b:
+        raise ValueError(f"{what} ({a}) is not divisible by tensor_parallel_size ({b})")
+    return a // b
+
+
+class LinearBase(nn.Module):
+    def __init__(self, in_features: int, out_features: int, bias: bool, tp: TPGroup | None) -> None:
+        super().__init__()
+        self.tp = tp or TPGroup()
+        self.weight = nn.Parameter(torch.empty(out_features, in_features), requires_grad=False)
+        self.weight.weight_loader = self.weight_loader
+        if bias:
+            self.bias = nn.Parameter(torch.empty(out_features), requires_grad=False)
+            self.bias.weight_loader = self.weight_loader
+        else:
+            self.register_parameter("bias", None)
+
+    def weight_loader(self, param: nn.Parameter, loaded_weight: torch.Tensor) -> None:
+        param.data.copy_(loaded_weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+
+class ColumnParallelLinear(LinearBase):
+    def __init__(self, in_features: int, out_features: int, bias: bool = False, tp: TPGroup | None = None):
+        tp = tp or TPGroup()
+        super().__init__(in_features, _divide(out_features, tp.size, "output features"), bias, tp)
+
+    def weight_loader(self, param: nn.Parameter, loaded_weight: torch.Tensor) -> None:
+        size = param.shape[0]
+        param.data.copy_(loaded_weight.narrow(0, self.tp.rank * size, size))
+
+
+class MergedColumnParallelLinear(ColumnParallelLinear):
+    def __init__(self, in_features: int, output_sizes: list[int], bias: bool = False, tp: TPGroup | None = None):
+        self.output_sizes = output_sizes
+        super().__init__(in_features, sum(output_sizes), bias, tp)
+
+    def weight_loader(self, param: nn.Parameter, loaded_weight: torch.Tensor, shard_id: int) -> None:
+        size = self.output_sizes[shard_id] // self.tp.size
+        offset = sum(self.output_sizes[:shard_id]) // self.tp.size
+        param.data.narrow(0, offset, size).copy_(loaded_weight.narrow(0, self.tp.rank * size, size))
+
+
+class QKVParallelLinear(ColumnParallelLinear):
+    def __init__(self, hidden_size: int, head_dim: int, total_num_heads: int, total_num_kv_heads: int,
+                 bias: bool = False, tp: TPGroup | None = None):
+        tp = tp or TPGroup()
+        self.head_dim = head_dim
+        self.num_heads = _divide(total_num_heads, tp.size, "attention heads")
+        if tp.size >= total_num_kv_heads:
+            if tp.size % total_num_kv_heads:
+                raise ValueError(f"tensor_parallel_size ({tp.size}) must be a multiple of the number "
+                                 f"of KV heads ({total_num_kv_heads}) when it exceeds it")
+            self.num_kv_heads = 1
+            self.kv_rank = tp.rank // (tp.size // total_num_kv_heads)   # replicated KV heads
+        else:
+            self.num_kv_heads = _divide(total_num_kv_heads, tp.size, "KV heads")
+            self.kv_rank = tp.rank
+        out = (self.num_heads + 2 * self.num_kv_heads) * head_dim
+        LinearBase.__init__(self, hidden_size, out, bias, tp)
+
+    def weight_loader(self, param: nn.Parameter, loaded_weight: torch.Tensor, shard_id: str) -> None:
+        q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        if shard_id == "q":
+            offset, size, rank = 0, q_size, self.tp.rank
+        elif shard_id == "k":
+            offset, size, rank = q_size, kv_size, self.kv_rank
+        else:
+            offset, size, rank = q_size + kv_size, kv_size, self.kv_rank
+        param.data.narrow(0, offset, size).copy_(loaded_weight.narrow(0, rank * size, size))
+
+
+class RowParallelLinear(LinearBase):
+    def __init__(self, in_features: int, out_features: int, bias: bool = False, tp: TPGroup | None = None):
+        tp = tp or TPGroup()
+        super().__init__(_divide(in_features, tp.size, "input features"), out_features, bias, tp)
+
+    def weight_loader(self, param: nn.Parameter, loaded_weight: torch.Tensor) -> None:
+        if param.dim() == 1:                 # bias: added once, after the all-reduce
+            param.data.copy_(loaded_weight)
+            return
+        size = param.shape[1]
+        param.data.copy_(loaded_weight.narrow(1, self.tp.rank * size, size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.linear(x, self.weight)
+        y = self.tp.all_reduce(y)
+        return y if self.bias is None else y + self.bias

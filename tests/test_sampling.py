@@ -1,0 +1,64 @@
+"""Sampling: seeds make a request reproducible whatever its batch; top-k/top-p/min-p restrict the support."""
+
+import pytest
+import torch
+
+from aios import LLM, SamplingParams
+from aios.layers.sampler import Sampler, SamplingTensors, apply_top_k_top_p_min_p, seeded_exponential
+from helpers import random_prompts
+
+
+def test_seeded_request_samples_the_same_tokens_alone_and_in_a_batch(tiny_ckpt):
+    llm = LLM(tiny_ckpt, device="cpu", dtype="float32")
+    p = random_prompts(512, [7], seed=1)[0]
+    others = random_prompts(512, [3, 25, 11], seed=2)
+    params = SamplingParams(temperature=1.0, top_p=0.95, max_tokens=16, seed=1234, ignore_eos=True)
+    alone = llm.generate([p], params, use_tqdm=False)[0]["token_ids"]
+    mixed = llm.generate(others[:1] + [p] + others[1:],
+                         [SamplingParams(temperature=0.8, max_tokens=16)] + [params] * 1 +
+                         [SamplingParams(temperature=0.8, max_tokens=16)] * 2, use_tqdm=False)[1]["token_ids"]
+    assert alone == mixed
+    other_seed = llm.generate([p], SamplingParams(temperature=1.0, top_p=0.95, max_tokens=16, seed=99,
+                                                  ignore_eos=True), use_tqdm=False)[0]["token_ids"]
+    assert other_seed != alone
+
+
+def test_seeded_noise_is_exponential_and_depends_on_seed_and_position():
+    n = seeded_exponential(torch.tensor([1, 1, 2]), torch.tensor([0, 1, 0]), 20000)
+    assert n.min() > 0
+    assert abs(n.mean().item() - 1.0) < 0.03                # Exp(1) has mean 1
+    assert not torch.equal(n[0], n[1]) and not torch.equal(n[0], n[2])
+    again = seeded_exponential(torch.tensor([1]), torch.tensor([0]), 20000)
+    assert torch.equal(again[0], n[0])
+
+
+def test_sampling_follows_the_distribution():
+    probs = torch.tensor([0.5, 0.3, 0.2, 0.0])
+    logits = probs.log().expand(20000, -1).contiguous()
+    t = SamplingTensors(temperatures=torch.ones(20000))
+    tokens = Sampler()(logits, t, torch.Generator().manual_seed(0))
+    freq = torch.bincount(tokens, minlength=4).float() / 20000
+    assert torch.allclose(freq, probs, atol=0.02)
+
+
+def test_greedy_rows_take_the_argmax_in_a_mixed_batch():
+    logits = torch.randn(4, 50)
+    t = SamplingTensors(temperatures=torch.tensor([0.0, 1.0, 0.0, 1.0]))
+    tokens = Sampler()(logits, t, torch.Generator().manual_seed(0))
+    assert tokens[0] == logits[0].argmax() and tokens[2] == logits[2].argmax()
+
+
+@pytest.mark.parametrize("top_k,top_p,min_p,allowed", [
+    (2, 1.0, 0.0, {0, 1}),
+    (-1, 0.7, 0.0, {0, 1}),          # 0.4 + 0.3 reaches 0.7: tokens 0 and 1
+    (-1, 0.3, 0.0, {0}),
+    (-1, 1.0, 0.45, {0, 1, 2}),      # min_p 0.45 * p_max 0.4 = 0.18: keeps 0.2, drops 0.1
+])
+def test_top_k_top_p_min_p_keep_only_their_support(top_k, top_p, min_p, allowed):
+    probs = torch.tensor([[0.4, 0.3, 0.2, 0.1]])
+    t = SamplingTensors(temperatures=torch.ones(1),
+                        top_ks=torch.tensor([top_k if top_k > 0 else 4]),
+                        top_ps=torch.tensor([top_p]), min_ps=torch.tensor([min_p]))
+    masked = apply_top_k_top_p_min_p(probs.log(), t)
+    kept = set(torch.isfinite(masked[0]).nonzero().flatten().tolist())
+    assert kept == allowed

@@ -100,6 +100,8 @@ class Config:
     num_kvcache_blocks: int | None = None     # None: sized from memory (GPU: after a profiling pass)
     gpu_memory_utilization: float = 0.90      # share of GPU memory the engine may use
     cpu_kvcache_space_gib: float = 1.0        # KV-cache budget on CPU
+    attention_backend: str = "triton"         # lesson 09: "triton" (FlashAttention kernels) | "torch" (reference)
+    fused_kernels: bool = True                # lesson 10: Triton RMSNorm+residual, q/k-norm+RoPE, SiLU*mul
     enforce_eager: bool = False               # lesson 11: True turns CUDA graphs off
     tensor_parallel_size: int = 1             # lesson 14
     enable_prefix_caching: bool = True        # lesson 13
@@ -133,6 +135,8 @@ class Config:
             raise ValueError(f"num_kvcache_blocks must be >= 1, got {self.num_kvcache_blocks}")
         if not self.enable_chunked_prefill and self.max_num_batched_tokens < self.max_model_len:
             raise ValueError("without chunked prefill, max_num_batched_tokens must be >= max_model_len")
+        if self.attention_backend not in ("triton", "torch"):
+            raise ValueError(f"attention_backend must be 'triton' or 'torch', got {self.attention_backend!r}")
         if self.load_format not in ("auto", "dummy"):
             raise ValueError(f"load_format must be 'auto' or 'dummy', got {self.load_format!r}")
         if self.cudagraph_batch_sizes is None:

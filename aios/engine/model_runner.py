@@ -71,6 +71,11 @@ class ModelRunner:
         else:
             load_model(self.model, config.model)
         self.model.eval()
+        for m in self.model.modules():        # lessons 09/10 switch kernels off to show what they buy
+            if isinstance(m, Attention):
+                m.use_triton = config.attention_backend == "triton"
+            elif hasattr(m, "use_triton"):
+                m.use_triton = config.fused_kernels
         self.sampler = Sampler()
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed + self.tp.rank)
         self.attn_layers = [m for m in self.model.modules() if isinstance(m, Attention)]

@@ -33,10 +33,11 @@ class Attention(nn.Module):
         self.scale = scale
         self.k_cache = torch.tensor([])       # set by ModelRunner once the cache is allocated
         self.v_cache = torch.tensor([])
+        self.use_triton = True                # ModelRunner: False for attention_backend="torch"
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, context: Context) -> torch.Tensor:
         # q: [num_tokens, num_heads, head_dim]; k, v: [num_tokens, num_kv_heads, head_dim]
-        on_gpu = q.is_cuda
+        on_gpu = q.is_cuda and self.use_triton
         (store_kvcache if on_gpu else store_kvcache_ref)(k, v, self.k_cache, self.v_cache, context.slot_mapping)
         if context.is_prefill:
             fn = prefill_attention if on_gpu else prefill_attention_ref

@@ -17,8 +17,10 @@ class RMSNorm(nn.Module):
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(hidden_size), requires_grad=False)
+        self.use_triton = True                # ModelRunner: False when fused_kernels is off
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None):
+        triton = x.is_cuda and self.use_triton
         if residual is None:
-            return (rms_norm if x.is_cuda else rms_norm_ref)(x, self.weight, self.eps)
-        return (fused_add_rms_norm if x.is_cuda else fused_add_rms_norm_ref)(x, residual, self.weight, self.eps)
+            return (rms_norm if triton else rms_norm_ref)(x, self.weight, self.eps)
+        return (fused_add_rms_norm if triton else fused_add_rms_norm_ref)(x, residual, self.weight, self.eps)

@@ -50,7 +50,7 @@ class Qwen3Attention(nn.Module):
         q = q.view(-1, self.num_heads, self.head_dim)         # [num_tokens, num_heads, head_dim]
         k = k.view(-1, self.num_kv_heads, self.head_dim)      # [num_tokens, num_kv_heads, head_dim]
         v = v.view(-1, self.num_kv_heads, self.head_dim)
-        norm_rope = qk_norm_rope if q.is_cuda else qk_norm_rope_ref
+        norm_rope = qk_norm_rope if q.is_cuda and self.q_norm.use_triton else qk_norm_rope_ref
         q, k = norm_rope(q, k, self.q_norm.weight, self.k_norm.weight, positions,
                          self.rotary_emb.cos_sin_cache, self.q_norm.eps)
         o = self.attn(q, k, v, context)                       # [num_tokens, num_heads, head_dim]

@@ -106,6 +106,8 @@ class Config:
     tensor_parallel_size: int = 1             # lesson 14
     enable_prefix_caching: bool = True        # lesson 13
     enable_chunked_prefill: bool = True       # lesson 08: split long prompts across steps
+    static_batching: bool = False             # lesson 07: admit a new batch only when the last one is done
+    skip_tokenizer_init: bool = False         # prompts as token ids only, no text out (benchmarks)
     load_format: str = "auto"                 # "auto": safetensors; "dummy": random weights (benchmarks)
     cudagraph_batch_sizes: list[int] | None = None  # lesson 11: None -> [1, 2, 4, 8, 16, 32, ...]
     seed: int = 0                             # seeds the engine's sampler for unseeded requests

@@ -20,6 +20,7 @@ def expected(tiny_ckpt):
     dict(kvcache_block_size=16),
     dict(kvcache_block_size=256),
     dict(max_num_seqs=1),
+    dict(static_batching=True, max_num_seqs=4),
     dict(max_num_batched_tokens=7),                            # chunked prefill, chunks off block edges
     dict(max_num_batched_tokens=16, kvcache_block_size=16),    # chunks exactly on block edges
     dict(num_kvcache_blocks=8, kvcache_block_size=16),         # tiny pool: preemption

@@ -31,13 +31,15 @@ def hash_block(token_ids: list[int], prev_hash: int) -> int:
 
 
 class Block:
-    __slots__ = ("block_id", "ref_count", "hash", "token_ids")
+    __slots__ = ("block_id", "ref_count", "hash", "prev_hash", "token_ids")
 
     def __init__(self, block_id: int) -> None:
         self.block_id = block_id
         self.ref_count = 0
         self.hash = -1                       # -1: not in the prefix cache
-        self.token_ids: list[int] = []       # kept to guard against hash collisions
+        # kept to guard against hash collisions: a hit needs equal tokens at an equal chain position
+        self.prev_hash = -1
+        self.token_ids: list[int] = []
 
 
 class BlockManager:
@@ -79,7 +81,7 @@ class BlockManager:
         if block.hash != -1:                 # evict: its cached contents are about to be overwritten
             if self.hash_to_block.get(block.hash) == block_id:
                 del self.hash_to_block[block.hash]
-            block.hash = -1
+            block.hash = block.prev_hash = -1
             block.token_ids = []
         block.ref_count = 1
         return block_id
@@ -103,7 +105,8 @@ class BlockManager:
             token_ids = seq.block_token_ids(i)
             h = hash_block(token_ids, prev)
             block_id = self.hash_to_block.get(h)
-            if block_id is None or self.blocks[block_id].token_ids != token_ids:
+            if (block_id is None or self.blocks[block_id].token_ids != token_ids
+                    or self.blocks[block_id].prev_hash != prev):
                 break
             block_ids.append(block_id)
             hashes.append(h)
@@ -160,13 +163,13 @@ class BlockManager:
             block = self.blocks[seq.block_table[i]]
             if h not in self.hash_to_block and block.hash == -1:
                 # A duplicate (same prefix computed by two sequences in one step) stays unregistered.
-                block.hash = h
+                block.hash, block.prev_hash = h, prev
                 block.token_ids = token_ids
                 self.hash_to_block[h] = block.block_id
             prev = h
 
     def reset_prefix_cache(self) -> None:
         for block in self.blocks:
-            block.hash = -1
+            block.hash = block.prev_hash = -1
             block.token_ids = []
         self.hash_to_block.clear()

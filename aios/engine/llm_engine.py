@@ -15,8 +15,6 @@ import os
 import random
 from dataclasses import dataclass
 
-from transformers import AutoTokenizer
-
 from aios.config import Config
 from aios.engine.block_manager import BlockManager
 from aios.engine.model_runner import ModelRunner
@@ -40,7 +38,7 @@ def _eos_token_ids(model_dir: str, config: Config, tokenizer) -> list[int]:
             eos = json.load(f).get("eos_token_id")
         ids += [eos] if isinstance(eos, int) else list(eos or [])
     ids += config.hf_config.eos_token_id
-    if tokenizer.eos_token_id is not None:
+    if tokenizer is not None and tokenizer.eos_token_id is not None:
         ids.append(tokenizer.eos_token_id)
     return sorted(set(ids))
 
@@ -48,10 +46,13 @@ def _eos_token_ids(model_dir: str, config: Config, tokenizer) -> list[int]:
 class LLMEngine:
     def __init__(self, model: str, **kwargs) -> None:
         self.config = config = Config(model, **kwargs)
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(model)
-        except Exception as e:  # noqa: BLE001 - tokenizers raise many types for broken files
-            raise ValueError(f"cannot load the tokenizer from {model!r}: {e}") from e
+        self.tokenizer = None
+        if not config.skip_tokenizer_init:
+            from transformers import AutoTokenizer  # here, not at the top: TP workers import aios without it
+            try:
+                self.tokenizer = AutoTokenizer.from_pretrained(model)
+            except Exception as e:  # noqa: BLE001 - tokenizers raise many types for broken files
+                raise ValueError(f"cannot load the tokenizer from {model!r}: {e}") from e
         config.eos_token_ids = _eos_token_ids(model, config, self.tokenizer)
         if config.tensor_parallel_size > 1:
             from aios.distributed.launcher import create_tp_runner  # lesson 14
@@ -70,6 +71,8 @@ class LLMEngine:
 
     def tokenize(self, prompt: str | list[int]) -> list[int]:
         if isinstance(prompt, str):
+            if self.tokenizer is None:
+                raise ValueError("skip_tokenizer_init=True: prompts must be lists of token ids")
             return self.tokenizer.encode(prompt, add_special_tokens=False)
         if not isinstance(prompt, (list, tuple)) or not all(isinstance(t, int) and not isinstance(t, bool)
                                                             for t in prompt):
@@ -90,6 +93,8 @@ class LLMEngine:
                              f"(prompt plus at least one output token must fit)")
         if not isinstance(params, SamplingParams):
             raise TypeError(f"sampling_params must be SamplingParams, got {type(params).__name__}")
+        if params.stop_strings and self.tokenizer is None:
+            raise ValueError("stop strings need a tokenizer (skip_tokenizer_init=True)")
         total = min(n + params.max_tokens, cfg.max_model_len)
         need = (total + cfg.kvcache_block_size - 1) // cfg.kvcache_block_size
         if need > cfg.num_kvcache_blocks:
@@ -154,6 +159,8 @@ class LLMEngine:
 
     def output_text(self, seq: Sequence) -> str:
         """The generated text: special tokens skipped, a stop string and what follows cut off."""
+        if self.tokenizer is None:
+            return ""
         ids = seq.output_token_ids
         if seq.finish_reason == "stop" and isinstance(seq.stop_reason, int):
             ids = ids[:-1]

@@ -47,6 +47,7 @@ class Scheduler:
         self.max_num_seqs = config.max_num_seqs
         self.max_num_batched_tokens = config.max_num_batched_tokens
         self.chunked_prefill = config.enable_chunked_prefill
+        self.static_batching = config.static_batching
         self.block_manager = block_manager
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
@@ -77,7 +78,8 @@ class Scheduler:
     def schedule(self) -> ScheduledBatch:
         batch = ScheduledBatch()
         budget = self.max_num_batched_tokens
-        preempted = False
+        # static batching (lesson 07) admits only into an empty engine: a batch runs to its end
+        admit = not (self.static_batching and self.running)
 
         # 1. running sequences, oldest first
         i = 0
@@ -91,7 +93,7 @@ class Scheduler:
             while got == 0:                  # no free block: preempt the newest running sequence
                 victim = self.running[-1]
                 self._preempt(victim)
-                preempted = True
+                admit = False                # no new work in a step that had to preempt
                 if victim is seq:
                     break
                 got = self.block_manager.allocate(seq, want)
@@ -102,8 +104,8 @@ class Scheduler:
             budget -= got
             i += 1
 
-        # 2. admit waiting sequences with what is left (not in a step that had to preempt)
-        while (self.waiting and not preempted and budget > 0 and len(batch) < self.max_num_seqs):
+        # 2. admit waiting sequences with what is left
+        while self.waiting and admit and budget > 0 and len(batch) < self.max_num_seqs:
             seq = self.waiting[0]
             remaining = len(seq) - seq.num_computed_tokens
             if not self.chunked_prefill and remaining > budget:

@@ -1,0 +1,63 @@
+"""On a CUDA GPU: the Triton path and CUDA graphs give HuggingFace's greedy tokens."""
+
+import gc
+
+import pytest
+import torch
+
+from aios import LLM, SamplingParams
+from helpers import assert_no_leaked_blocks, greedy, hf_greedy, random_prompts
+
+pytestmark = pytest.mark.gpu
+
+PROMPT_LENS = [3, 9, 30, 50, 70, 17, 120]
+
+
+@pytest.mark.parametrize("block_size", [16, 64, 256])
+def test_gpu_greedy_equals_hf_in_fp32(tiny_ckpt, block_size):
+    prompts = random_prompts(512, PROMPT_LENS, seed=21)
+    llm = LLM(tiny_ckpt, device="cuda", dtype="float32", kvcache_block_size=block_size, num_kvcache_blocks=64,
+              max_model_len=512)
+    assert greedy(llm, prompts, 24) == hf_greedy(tiny_ckpt, prompts, 24)
+    assert_no_leaked_blocks(llm)
+
+
+def test_gpu_chunked_prefill_and_preemption_equal_hf(tiny_ckpt):
+    prompts = random_prompts(512, PROMPT_LENS, seed=22)
+    llm = LLM(tiny_ckpt, device="cuda", dtype="float32", kvcache_block_size=16, num_kvcache_blocks=12,
+              max_num_batched_tokens=24, max_model_len=512)
+    assert greedy(llm, prompts, 24) == hf_greedy(tiny_ckpt, prompts, 24)
+    assert llm.stats()["num_preemptions"] > 0
+    assert_no_leaked_blocks(llm)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_cuda_graph_output_equals_eager_output(tiny_ckpt, dtype):
+    prompts = random_prompts(512, [5, 40, 100, 7, 64, 33, 18, 90, 3], seed=23)
+    kw = dict(device="cuda", dtype=dtype, kvcache_block_size=16, max_model_len=512, num_kvcache_blocks=256)
+    graphs = LLM(tiny_ckpt, **kw)
+    assert graphs.model_runner.graphs, "no CUDA graphs were captured"
+    eager = LLM(tiny_ckpt, enforce_eager=True, **kw)
+    assert greedy(graphs, prompts, 32) == greedy(eager, prompts, 32)
+
+
+def test_seeded_sampling_is_the_same_on_gpu_alone_and_batched(tiny_ckpt):
+    llm = LLM(tiny_ckpt, device="cuda", dtype="float32", max_model_len=512, num_kvcache_blocks=128)
+    p = random_prompts(512, [7], seed=1)[0]
+    params = SamplingParams(temperature=1.0, top_k=50, max_tokens=16, seed=7, ignore_eos=True)
+    alone = llm.generate([p], params, use_tqdm=False)[0]["token_ids"]
+    others = random_prompts(512, [30, 4], seed=2)
+    batch = llm.generate([others[0], p, others[1]], [SamplingParams(temperature=0.7, max_tokens=16), params,
+                                                      SamplingParams(temperature=0.7, max_tokens=16)],
+                         use_tqdm=False)
+    assert batch[1]["token_ids"] == alone
+
+
+def test_kv_cache_is_sized_from_free_memory(tiny_ckpt):
+    gc.collect()
+    torch.cuda.empty_cache()
+    llm = LLM(tiny_ckpt, device="cuda", dtype="bfloat16", gpu_memory_utilization=0.3, max_model_len=1024)
+    free, total = torch.cuda.mem_get_info()
+    used_by_cache = llm.model_runner.kv_cache.numel() * llm.model_runner.kv_cache.element_size()
+    assert used_by_cache > 0.1 * total
+    assert torch.cuda.memory_allocated() < 0.35 * total

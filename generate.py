@@ -15,7 +15,7 @@ import time
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="HF Qwen3 checkpoint directory (default: the bundled model)")
-    ap.add_argument("--prompt", default="Once upon a time", help="the prompt text")
+    ap.add_argument("--prompt", default="And the king said", help="the prompt text")
     ap.add_argument("--max-tokens", type=int, default=64, help="tokens to generate at most")
     ap.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     ap.add_argument("--top-p", type=float, default=1.0)

@@ -1,0 +1,224 @@
+"""Prefix caching through the real engine: each failure mode nano-vllm and mini-sglang have hit,
+as a regression test. The oracle is the same engine with caching off and ample memory: greedy
+tokens must be equal, and the block manager's state must say that the cache really was used.
+"""
+
+import pytest
+import torch
+
+from aios import LLM, SamplingParams
+from helpers import assert_no_leaked_blocks, random_prompts
+
+VOCAB = 512
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The tiny model's ops are microseconds; thread wake-ups would dominate them."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_ckpt):
+    """greedy(prompts, max_tokens) of an engine with caching off and memory to spare."""
+    llm = LLM(tiny_ckpt, device="cpu", dtype="float32", enable_prefix_caching=False)
+
+    def run(prompts: list[list[int]], max_tokens: int) -> list[list[int]]:
+        return generate(llm, prompts, max_tokens)
+    return run
+
+
+def make_llm(tiny_ckpt: str, **kwargs) -> LLM:
+    return LLM(tiny_ckpt, device="cpu", dtype="float32", **kwargs)
+
+
+def params(max_tokens: int) -> SamplingParams:
+    return SamplingParams(temperature=0, max_tokens=max_tokens, ignore_eos=True)
+
+
+def generate(llm: LLM, prompts: list[list[int]], max_tokens: int) -> list[list[int]]:
+    return [o["token_ids"] for o in llm.generate(prompts, params(max_tokens), use_tqdm=False)]
+
+
+def run_to_end(llm: LLM) -> None:
+    for _ in range(10_000):
+        if not llm.has_unfinished_requests():
+            return
+        llm.step()
+    raise AssertionError("the engine did not finish in 10000 steps")
+
+
+def count_computed_tokens(llm: LLM) -> list[int]:
+    """Wrap the runner: the returned list gets the number of tokens computed by each step."""
+    counts: list[int] = []
+    run = llm.model_runner.run
+
+    def counting_run(batch, *args, **kwargs):
+        counts.append(batch.num_tokens)
+        return run(batch, *args, **kwargs)
+    llm.model_runner.run = counting_run
+    return counts
+
+
+def assert_free_list_whole(llm: LLM) -> None:
+    bm = llm.block_manager
+    assert_no_leaked_blocks(llm)
+    assert sorted(bm.free_block_ids) == list(range(bm.num_blocks))
+    for h, b in bm.hash_to_block.items():
+        assert bm.blocks[b].hash == h
+
+
+@pytest.mark.parametrize("prompt_len", [4, 12, 13, 3], ids=lambda n: f"len{n}")
+def test_a_fully_cached_prompt_computes_only_its_last_token(tiny_ckpt, reference, prompt_len):
+    # 4 and 12: an exact multiple of the block size (the last block is recomputed, not hit);
+    # 13: every full block hits; 3: shorter than a block, nothing to hit.
+    block_size, max_tokens = 4, 6
+    prompt = random_prompts(VOCAB, [prompt_len], seed=prompt_len)[0]
+    want = reference([prompt], max_tokens)
+    llm = make_llm(tiny_ckpt, kvcache_block_size=block_size)
+    assert generate(llm, [prompt], max_tokens) == want
+    counts = count_computed_tokens(llm)
+    seq = llm.add_request(prompt, params(max_tokens))
+    run_to_end(llm)
+    cached = (prompt_len - 1) // block_size * block_size
+    assert seq.num_cached_tokens == cached
+    assert counts[0] == prompt_len - cached >= 1
+    assert sum(counts) == prompt_len - cached + max_tokens - 1
+    assert seq.output_token_ids == want[0]
+    assert_free_list_whole(llm)
+
+
+def test_a_preempted_sequence_re_hits_its_own_blocks(tiny_ckpt, reference):
+    # 16 blocks of 4; each sequence grows to 44 tokens = 11 blocks: both cannot run to the end.
+    prompts = random_prompts(VOCAB, [20, 20], seed=3)
+    max_tokens = 24
+    want = reference(prompts, max_tokens)
+    llm = make_llm(tiny_ckpt, kvcache_block_size=4, num_kvcache_blocks=16)
+    seqs = [llm.add_request(p, params(max_tokens)) for p in prompts]
+    admissions = []                                # (seq_id, num_cached_tokens) of each admission
+    schedule = llm.scheduler.schedule
+
+    def recording_schedule():
+        waiting = set(map(id, llm.scheduler.waiting))
+        batch = schedule()
+        admissions.extend((s.seq_id, s.num_cached_tokens) for s in batch.seqs if id(s) in waiting)
+        return batch
+    llm.scheduler.schedule = recording_schedule
+    run_to_end(llm)
+    assert [s.output_token_ids for s in seqs] == want
+    victim = seqs[1]
+    assert victim.num_preemptions >= 1 and llm.stats()["num_preemptions"] >= 1
+    readmissions = [cached for seq_id, cached in admissions if seq_id == victim.seq_id][1:]
+    assert readmissions and readmissions[0] >= 16, "the preempted sequence recomputed its prompt"
+    assert llm.stats()["prefix_cache_hits"] >= readmissions[0]   # the prompts share nothing else
+    assert_free_list_whole(llm)
+
+
+def test_two_requests_with_one_prefix_in_one_step_compute_it_twice_and_register_it_once(tiny_ckpt, reference):
+    prefix = random_prompts(VOCAB, [16], seed=5)[0]
+    prompts = [prefix + [7, 8, 9], prefix + [10]]
+    want = reference(prompts, 5)
+    llm = make_llm(tiny_ckpt, kvcache_block_size=4)
+    bm = llm.block_manager
+    a, b = (llm.add_request(p, params(5)) for p in prompts)
+    llm.step()                                     # both prefills in one step: no hit possible
+    assert a.num_cached_tokens == b.num_cached_tokens == 0
+    assert not set(a.block_table) & set(b.block_table)
+    assert a.block_hashes[:4] == b.block_hashes[:4]
+    assert [bm.hash_to_block[h] for h in a.block_hashes[:4]] == a.block_table[:4]
+    assert all(bm.blocks[i].hash == -1 for i in b.block_table[:4])    # the duplicate stays out
+    assert all(bm.blocks[i].ref_count == 1 for i in a.block_table + b.block_table)
+    run_to_end(llm)
+    assert [a.output_token_ids, b.output_token_ids] == want
+    assert_free_list_whole(llm)
+    # the registered copy still serves the next request; the duplicate was recycled
+    c = llm.add_request(prefix + [11, 12], params(2))
+    run_to_end(llm)
+    assert c.num_cached_tokens == 16
+
+
+def test_a_prefix_hit_never_reuses_a_block_before_its_kv_is_written(tiny_ckpt, reference):
+    # Budget 16, blocks of 4. Step 1: A computes tokens 0..15 (blocks 0-3, then registered).
+    # Step 2: A's chunk 16..23 goes into blocks 4-5, unwritten while B, the same prompt, is
+    # admitted in the same schedule(): B may hit blocks 0-3 only.
+    prompt = random_prompts(VOCAB, [24], seed=6)[0]
+    want = reference([prompt, prompt], 4)
+    llm = make_llm(tiny_ckpt, kvcache_block_size=4, max_num_batched_tokens=16)
+    bm = llm.block_manager
+    a = llm.add_request(prompt, params(4))
+    llm.step()
+    assert a.num_computed_tokens == 16 and len(bm.hash_to_block) == 4
+    b = llm.add_request(prompt, params(4))
+    batch = llm.scheduler.schedule()
+    assert batch.seqs == [a, b] and batch.num_new_tokens == [8, 8]
+    assert b.num_cached_tokens == 16
+    assert b.block_table[:4] == a.block_table[:4]
+    assert not set(b.block_table[4:]) & set(a.block_table[4:])
+    assert not set(a.block_table[4:]) & set(bm.hash_to_block.values())   # in flight: not in the cache
+    tokens = llm.model_runner.run(batch)
+    llm.scheduler.postprocess(batch)
+    for seq, token_id in zip(batch.seqs, tokens):
+        seq.append_token(token_id)
+    run_to_end(llm)
+    assert [a.output_token_ids, b.output_token_ids] == want
+    assert_free_list_whole(llm)
+
+
+@pytest.mark.parametrize("block_size,budget", [(4, 6), (4, 8), (4, 4), (16, 16), (16, 7), (1, 3)],
+                         ids=lambda v: str(v))
+def test_chunked_prefill_with_prefix_hits_matches_at_every_chunk_to_block_alignment(tiny_ckpt, reference,
+                                                                                    block_size, budget):
+    # (4, 8), (4, 4), (16, 16): chunks end on block edges; the others end inside blocks.
+    system = random_prompts(VOCAB, [21], seed=7)[0]
+    suffixes = random_prompts(VOCAB, [3, 9, 1, 14, 5], seed=8)
+    prompts = [system + s for s in suffixes] + [system[:9], system + suffixes[1]]
+    max_tokens = 5
+    want = reference(prompts, max_tokens)
+    llm = make_llm(tiny_ckpt, kvcache_block_size=block_size, max_num_batched_tokens=budget)
+    seqs = [llm.add_request(prompts[0], params(max_tokens))]
+    for p in prompts[1:]:                          # arrivals while earlier prompts are mid-prefill
+        for _ in range(3):
+            llm.step()
+        seqs.append(llm.add_request(p, params(max_tokens)))
+    run_to_end(llm)
+    assert [s.output_token_ids for s in seqs] == want
+    assert llm.stats()["prefix_cache_hits"] > 0
+    assert_free_list_whole(llm)
+
+
+def test_counters_move_as_blocks_are_used_and_prefixes_hit(tiny_ckpt):
+    llm = make_llm(tiny_ckpt, kvcache_block_size=4)
+    total = llm.block_manager.num_blocks
+    s = llm.stats()
+    assert (s["prefix_cache_queries"], s["prefix_cache_hits"], s["prefix_cache_hit_rate"]) == (0, 0, 0.0)
+    assert (s["kv_blocks_used"], s["kv_blocks_free"], s["kv_blocks_total"]) == (0, total, total)
+    prompt = random_prompts(VOCAB, [13], seed=9)[0]
+    llm.add_request(prompt, params(3))
+    llm.step()
+    s = llm.stats()
+    assert s["kv_blocks_used"] == 4 and s["kv_blocks_used"] + s["kv_blocks_free"] == total
+    assert (s["prefix_cache_queries"], s["prefix_cache_hits"]) == (12, 0)
+    run_to_end(llm)
+    assert llm.stats()["kv_blocks_used"] == 0
+    generate(llm, [prompt], 3)
+    s = llm.stats()
+    assert (s["prefix_cache_queries"], s["prefix_cache_hits"], s["prefix_cache_hit_rate"]) == (24, 12, 0.5)
+    assert s["num_preemptions"] == 0 and s["kv_blocks_used"] == 0
+
+
+def test_prefix_caching_cuts_the_prefill_tokens_computed(tiny_ckpt, reference):
+    system = random_prompts(VOCAB, [32], seed=10)[0]
+    prompts = [system + q for q in random_prompts(VOCAB, [5, 6, 7, 8], seed=11)]
+    want = reference(prompts, 4)
+    computed = {}
+    for caching in (False, True):
+        llm = make_llm(tiny_ckpt, kvcache_block_size=4, enable_prefix_caching=caching)
+        counts = count_computed_tokens(llm)
+        out = generate(llm, prompts[:1], 4) + generate(llm, prompts[1:], 4)
+        assert out == want
+        computed[caching] = sum(counts)
+    assert computed[False] == sum(map(len, prompts)) + 4 * 3
+    assert computed[True] == computed[False] - 3 * len(system)        # 3 later prompts hit 8 blocks

@@ -73,7 +73,7 @@ def get_workload(name: str, args: argparse.Namespace) -> workloads.Workload:
 
 
 def run_aios(model_dir: str, wl: workloads.Workload, engine_kwargs: dict, limit: int | None = None,
-             use_tqdm: bool = False) -> dict:
+             use_tqdm: bool = False, profile: bool = False) -> dict:
     from aios import LLM, SamplingParams
 
     prompts, max_tokens = wl.prompts[:limit], wl.max_tokens[:limit]
@@ -86,8 +86,7 @@ def run_aios(model_dir: str, wl: workloads.Workload, engine_kwargs: dict, limit:
         torch.cuda.reset_peak_memory_stats()
     llm.block_manager.reset_prefix_cache()
     before = llm.stats()
-    params = [SamplingParams(temperature=wl.temperature, max_tokens=n, ignore_eos=True, seed=i)
-              for i, n in enumerate(max_tokens)]
+    params = [SamplingParams(temperature=wl.temperature, max_tokens=n, ignore_eos=True) for n in max_tokens]
     t = time.perf_counter()
     outs = llm.generate(prompts, params, use_tqdm=use_tqdm)
     elapsed = time.perf_counter() - t
@@ -114,6 +113,11 @@ def run_aios(model_dir: str, wl: workloads.Workload, engine_kwargs: dict, limit:
         res["ms_per_token"] = round(1000 * decode_s / (out_tokens - 1), 3)
     if llm.config.device == "cuda":
         res["peak_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    if profile:
+        from benchmarks.profile_steps import profile_engine
+        res["profile"] = profile_engine(llm, prompts, params)
+        print(res["profile"].pop("kernel_table"), flush=True)
+        print({k: v for k, v in res["profile"].items()}, flush=True)
     llm.close()
     del llm
     gc.collect()
@@ -209,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-num-batched-tokens", type=int, default=8192)
     ap.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     ap.add_argument("--enforce-eager", action="store_true")
+    ap.add_argument("--profile", action="store_true", help="after each run, a per-step time breakdown + kernel table")
     ap.add_argument("--out", default=RESULTS, help="where JSON results and plots go")
     ap.add_argument("--tag", default="", help="suffix of the result file names")
     args = ap.parse_args(argv)
@@ -247,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{k:12s} prefill tokens computed {r['prefill_tokens_computed']:>8,}  "
                       f"TTFT p50 {r['ttft_ms'].get('p50')} ms  {r['output_tok_per_s']:,.0f} out tok/s", flush=True)
         else:
-            result.update(run_aios(model_dir, wl, kw))
+            result.update(run_aios(model_dir, wl, kw, profile=args.profile))
             print(f"aios {name}: {result['output_tok_per_s']:,.1f} out tok/s, {result['total_tok_per_s']:,.1f} "
                   f"total tok/s, TTFT {result['ttft_ms']}, ITL {result['itl_ms']}"
                   + (f", batch-1 decode {result['decode_tok_per_s']} tok/s" if "decode_tok_per_s" in result else ""),

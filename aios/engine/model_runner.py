@@ -14,6 +14,7 @@ batch size >= the batch; the graph reads its inputs from static buffers that pre
 from __future__ import annotations
 
 import contextlib
+from itertools import chain
 from dataclasses import dataclass
 
 import numpy as np
@@ -168,22 +169,23 @@ class ModelRunner:
     # ---- step inputs ---------------------------------------------------------------------------
 
     def prepare_inputs(self, batch: ScheduledBatch) -> StepInputs:
-        """Flatten the batch: chunk i covers tokens [num_computed, num_computed + num_new) of seq i."""
+        """Flatten the batch: chunk i covers tokens [num_computed, num_computed + num_new) of seq i.
+
+        Per-sequence work is slicing lists; everything per token is numpy."""
         seqs = batch.seqs
-        starts = np.fromiter((s.num_computed_tokens for s in seqs), np.int64, len(seqs))
+        n = len(seqs)
+        starts = np.fromiter((s.num_computed_tokens for s in seqs), np.int64, n)
         q_lens = np.asarray(batch.num_new_tokens, dtype=np.int64)
-        input_ids = np.fromiter((t for s, a, n in zip(seqs, starts, q_lens) for t in s.token_ids[a: a + n]),
-                                np.int64, int(q_lens.sum())) if batch.num_tokens > len(seqs) else \
-            np.fromiter((s.token_ids[a] for s, a in zip(seqs, starts)), np.int64, len(seqs))
-        width = max(len(s.block_table) for s in seqs)
-        block_tables = np.full((len(seqs), width), -1, dtype=np.int32)
-        for i, s in enumerate(seqs):
-            block_tables[i, : len(s.block_table)] = s.block_table
+        input_ids = np.fromiter(chain.from_iterable(s.token_ids[a: a + q] for s, a, q in zip(seqs, starts, q_lens)),
+                                np.int64, int(q_lens.sum()))
+        num_blocks = np.fromiter((len(s.block_table) for s in seqs), np.int64, n)
+        block_tables = np.full((n, int(num_blocks.max())), -1, dtype=np.int32)
+        rows = np.repeat(np.arange(n), num_blocks)
+        cols = np.arange(len(rows)) - np.repeat(np.cumsum(num_blocks) - num_blocks, num_blocks)
+        block_tables[rows, cols] = np.fromiter(chain.from_iterable(s.block_table for s in seqs), np.int32, len(rows))
         # sample only for sequences whose chunk reaches their last token
-        ends = starts + q_lens
-        seq_lens = np.fromiter((len(s) for s in seqs), np.int64, len(seqs))
-        last_rows = np.cumsum(q_lens) - 1
-        logits_indices = last_rows[ends == seq_lens]
+        seq_lens = np.fromiter((len(s) for s in seqs), np.int64, n)
+        logits_indices = (np.cumsum(q_lens) - 1)[starts + q_lens == seq_lens]
         return self._build_inputs(input_ids, starts, q_lens, block_tables, logits_indices)
 
     def _build_inputs(self, input_ids: np.ndarray, starts: np.ndarray, q_lens: np.ndarray,
@@ -209,28 +211,41 @@ class ModelRunner:
 
     # ---- forward -------------------------------------------------------------------------------
 
+    def _upload(self, inputs: StepInputs) -> dict[str, torch.Tensor]:
+        """Two host-to-device copies per step (one int64 pack, one int32 pack) instead of one per array."""
+        packs = {np.int64: ("input_ids", "positions", "slot_mapping", "logits_indices"),
+                 np.int32: ("block_tables", "context_lens", "cu_seqlens_q")}
+        out: dict[str, torch.Tensor] = {}
+        for dtype, names in packs.items():
+            arrays = [getattr(inputs, k) for k in names]
+            flat = torch.from_numpy(np.concatenate([a.reshape(-1).astype(dtype, copy=False) for a in arrays]))
+            if self.is_cuda:
+                flat = flat.pin_memory().to(self.device, non_blocking=True)
+            for k, a, part in zip(names, arrays, flat.split([a.size for a in arrays])):
+                out[k] = part.view(a.shape)
+        return out
+
     @torch.inference_mode()
     def execute(self, inputs: StepInputs) -> torch.Tensor:
         """Run the model on one step's inputs; return logits [len(logits_indices), vocab]."""
-        num_seqs = len(inputs.context_lens)
+        t = self._upload(inputs)
         graph_bs = self._graph_batch_size(inputs)
         if graph_bs is not None:
-            return self._replay(inputs, graph_bs)
-        d = self._to_device
-        cu_q = d(inputs.cu_seqlens_q)
+            return self._replay(t, graph_bs)
+        cu_q = t["cu_seqlens_q"]
         context = Context(
             is_prefill=inputs.is_prefill,
-            slot_mapping=d(inputs.slot_mapping),
-            block_tables=d(inputs.block_tables),
-            context_lens=d(inputs.context_lens),
+            slot_mapping=t["slot_mapping"],
+            block_tables=t["block_tables"],
+            context_lens=t["context_lens"],
             cu_seqlens_q=cu_q,
-            cu_seqlens_k=d(np.concatenate([[0], np.cumsum(inputs.context_lens)]).astype(np.int32)),
+            cu_seqlens_k=torch.nn.functional.pad(t["context_lens"].cumsum(0, dtype=torch.int32), (1, 0)),
             max_seqlen_q=inputs.max_seqlen_q,
             max_seqlen_k=inputs.max_seqlen_k,
         )
-        hidden = self.model(d(inputs.input_ids), d(inputs.positions), context)
-        if len(inputs.logits_indices) != num_seqs or inputs.is_prefill:
-            hidden = hidden[d(inputs.logits_indices)]
+        hidden = self.model(t["input_ids"], t["positions"], context)
+        if len(inputs.logits_indices) != len(inputs.context_lens) or inputs.is_prefill:
+            hidden = hidden[t["logits_indices"]]
         return self.model.compute_logits(hidden)
 
     # ---- CUDA graphs (lesson 11) ---------------------------------------------------------------
@@ -252,7 +267,7 @@ class ModelRunner:
             "input_ids": torch.zeros(max_bs, dtype=torch.int64, device=d),
             "positions": torch.zeros(max_bs, dtype=torch.int64, device=d),
             "slot_mapping": torch.full((max_bs,), -1, dtype=torch.int64, device=d),
-            "context_lens": torch.ones(max_bs, dtype=torch.int32, device=d),
+            "context_lens": torch.zeros(max_bs, dtype=torch.int32, device=d),
             "block_tables": torch.zeros(max_bs, width, dtype=torch.int32, device=d),
         }
         v = self.graph_vars
@@ -272,19 +287,15 @@ class ModelRunner:
             self.graphs[bs] = graph
             torch.cuda.synchronize(d)
 
-    def _replay(self, inputs: StepInputs, graph_bs: int) -> torch.Tensor:
-        v, bs = self.graph_vars, len(inputs.context_lens)
-        width = inputs.block_tables.shape[1]
-        d = self._to_device
-        v["input_ids"][:bs].copy_(d(inputs.input_ids), non_blocking=True)
-        v["positions"][:bs].copy_(d(inputs.positions), non_blocking=True)
-        v["slot_mapping"][:bs].copy_(d(inputs.slot_mapping), non_blocking=True)
-        v["slot_mapping"][bs:graph_bs].fill_(-1)
-        v["context_lens"][:bs].copy_(d(inputs.context_lens), non_blocking=True)
-        v["context_lens"][bs:graph_bs].fill_(1)
-        v["block_tables"][:bs, :width].copy_(d(inputs.block_tables), non_blocking=True)
+    def _replay(self, t: dict[str, torch.Tensor], graph_bs: int) -> torch.Tensor:
+        v, bs = self.graph_vars, t["context_lens"].shape[0]
+        width = t["block_tables"].shape[1]
+        for k in ("input_ids", "positions", "slot_mapping", "context_lens"):
+            v[k][:bs].copy_(t[k])
+        v["slot_mapping"][bs:graph_bs].fill_(-1)       # padding rows write nothing
+        v["context_lens"][bs:graph_bs].fill_(0)        # ... and read nothing
+        v["block_tables"][:bs, :width].copy_(t["block_tables"])
         v["block_tables"][:graph_bs, width:].fill_(-1)
-        v["block_tables"][bs:graph_bs, :1].fill_(0)   # padding rows read block 0, write nothing
         self.graphs[graph_bs].replay()
         return self.graph_logits[graph_bs][:bs]
 

@@ -141,10 +141,12 @@ def _prefill_attention_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_IN_BLOCK: tl.constexpr,
     PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):
-    # Causal tiles near the end of a sequence do the most work: launch them first.
-    m_block = tl.num_programs(0) - 1 - tl.program_id(0)
-    head = tl.program_id(1)
-    seq = tl.program_id(2)
+    # The query-tile index varies slowest and counts down, so the heaviest causal tiles (the last
+    # rows of every sequence and head) launch in the first wave and the light ones fill the tail.
+    # Heads vary fastest: neighbouring programs share a kv head, so its K/V tiles hit in L2.
+    head = tl.program_id(0)
+    seq = tl.program_id(1)
+    m_block = tl.num_programs(2) - 1 - tl.program_id(2)
     q_start = tl.load(cu_seqlens_q_ptr + seq)
     seqlen_q = tl.load(cu_seqlens_q_ptr + seq + 1) - q_start
     if m_block * BLOCK_M >= seqlen_q:
@@ -194,10 +196,8 @@ def _prefill_config(head_dim: int, dtype: torch.dtype, device: torch.device, max
         return dict(block_m=16, block_n=16, num_warps=4, num_stages=1)
     if dtype == torch.float32 or head_dim > 128:
         cfg = dict(block_m=64, block_n=32, num_warps=4, num_stages=2)
-    elif head_dim <= 64:
-        cfg = dict(block_m=128, block_n=64, num_warps=4, num_stages=3)
-    else:
-        cfg = dict(block_m=128, block_n=64, num_warps=8, num_stages=3)
+    else:  # fastest of the sweep in benchmarks/bench_kernels.py on H100 (see kernels/NOTES.md)
+        cfg = dict(block_m=64, block_n=64, num_warps=4, num_stages=3)
     if max_seqlen_q <= 64:  # decode-heavy chunked-prefill steps: don't pad 1-token spans to 128 rows
         cfg.update(block_m=max(16, triton.next_power_of_2(max_seqlen_q)), num_warps=4)
     return cfg
@@ -216,7 +216,7 @@ def _prefill_attention_launch(
     out = torch.empty(total_q, num_heads, head_dim, dtype=q.dtype, device=q.device)
     if total_q == 0 or num_seqs == 0:
         return out
-    grid = (triton.cdiv(max_seqlen_q, block_m), num_heads, num_seqs)
+    grid = (num_heads, num_seqs, triton.cdiv(max_seqlen_q, block_m))
     _prefill_attention_kernel[grid](
         q, k_cache, v_cache, out, cu_seqlens_q, cu_seqlens_k, block_tables, scale * LOG2E,
         q.stride(0), q.stride(1), out.stride(0), out.stride(1),

@@ -31,14 +31,36 @@ def test_gpu_chunked_prefill_and_preemption_equal_hf(tiny_ckpt):
     assert_no_leaked_blocks(llm)
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_cuda_graph_output_equals_eager_output(tiny_ckpt, dtype):
+def test_cuda_graph_output_equals_eager_output_in_fp32(tiny_ckpt):
     prompts = random_prompts(512, [5, 40, 100, 7, 64, 33, 18, 90, 3], seed=23)
-    kw = dict(device="cuda", dtype=dtype, kvcache_block_size=16, max_model_len=512, num_kvcache_blocks=256)
+    kw = dict(device="cuda", dtype="float32", kvcache_block_size=16, max_model_len=512, num_kvcache_blocks=256)
     graphs = LLM(tiny_ckpt, **kw)
     assert graphs.model_runner.graphs, "no CUDA graphs were captured"
     eager = LLM(tiny_ckpt, enforce_eager=True, **kw)
     assert greedy(graphs, prompts, 32) == greedy(eager, prompts, 32)
+
+
+def test_cuda_graph_logits_match_eager_logits_in_bf16(tiny_ckpt):
+    """bf16 greedy tokens can differ after a near-tie (cuBLAS picks other kernels for the padded graph
+    batch), so compare one decode step's logits on identical inputs instead."""
+    llm = LLM(tiny_ckpt, device="cuda", dtype="bfloat16", kvcache_block_size=16, max_model_len=512,
+              num_kvcache_blocks=256)
+    for p in random_prompts(512, [5, 40, 100, 7, 64, 33, 18, 90, 3], seed=24):
+        llm.add_request(p, SamplingParams(temperature=0, max_tokens=8))
+    while not all(s.is_decode for s in llm.scheduler.running) or llm.scheduler.waiting:
+        llm.step()
+    batch = llm.scheduler.schedule()
+    assert batch.is_pure_decode and len(batch) == 9
+    runner = llm.model_runner
+    inputs = runner.prepare_inputs(batch)
+    assert runner._graph_batch_size(inputs) == 16
+    graph_logits = runner.execute(inputs).float().clone()
+    graphs, runner.graphs = runner.graphs, {}
+    eager_logits = runner.execute(inputs).float()
+    runner.graphs = graphs
+    assert (graph_logits - eager_logits).abs().max().item() < 0.05 * eager_logits.abs().max().item()
+    for seq in list(llm.seqs.values()):
+        llm.abort_request(seq.seq_id)
 
 
 def test_seeded_sampling_is_the_same_on_gpu_alone_and_batched(tiny_ckpt):

@@ -103,6 +103,7 @@ class Config:
     attention_backend: str = "triton"         # lesson 09: "triton" (FlashAttention kernels) | "torch" (reference)
     fused_kernels: bool = True                # lesson 10: Triton RMSNorm+residual, q/k-norm+RoPE, SiLU*mul
     enforce_eager: bool = False               # lesson 11: True turns CUDA graphs off
+    async_scheduling: bool = True             # lesson 11: schedule step N+1 while the GPU runs step N
     tensor_parallel_size: int = 1             # lesson 14
     enable_prefix_caching: bool = True        # lesson 13
     enable_chunked_prefill: bool = True       # lesson 08: split long prompts across steps

@@ -25,6 +25,8 @@ def expected(tiny_ckpt):
     dict(max_num_batched_tokens=16, kvcache_block_size=16),    # chunks exactly on block edges
     dict(num_kvcache_blocks=8, kvcache_block_size=16),         # tiny pool: preemption
     dict(num_kvcache_blocks=6, kvcache_block_size=16, max_num_batched_tokens=9),
+    dict(async_scheduling=False),
+    dict(async_scheduling=False, num_kvcache_blocks=8, kvcache_block_size=16),
     dict(enable_prefix_caching=False, enable_chunked_prefill=False, max_num_batched_tokens=256, max_model_len=256),
 ], ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()))
 def test_greedy_tokens_equal_hf_under_every_schedule(tiny_ckpt, expected, kwargs):
@@ -49,8 +51,7 @@ def test_small_budget_mixes_decodes_and_prefill_chunks_in_one_step(tiny_ckpt):
     llm.add_request(long, SamplingParams(temperature=0, max_tokens=4))
     batch = llm.scheduler.schedule()
     assert sorted(batch.num_new_tokens) == [1, 7]     # one decode + a 7-token chunk of the long prompt
-    llm.model_runner.run(batch)
-    llm.scheduler.postprocess(batch)
+    llm._resolve(llm._launch(batch))
 
 
 def test_every_bad_input_is_a_clear_error_and_the_engine_keeps_serving(tiny_ckpt):
@@ -80,6 +81,37 @@ def test_every_bad_input_is_a_clear_error_and_the_engine_keeps_serving(tiny_ckpt
     assert not llm.scheduler.waiting
     out = llm.generate([good], SamplingParams(temperature=0, max_tokens=5), use_tqdm=False)
     assert len(out[0]["token_ids"]) >= 1
+    assert_no_leaked_blocks(llm)
+
+
+def test_async_and_sync_scheduling_stop_at_the_same_eos(tiny_ckpt):
+    prompts = random_prompts(512, [4, 12, 25, 40], seed=13)
+    outs = []
+    for flag in (False, True):
+        llm = LLM(tiny_ckpt, device="cpu", dtype="float32", async_scheduling=flag)
+        eos = llm.config.eos_token_ids[0]
+        free = greedy(llm, prompts, 16, ignore_eos=True)
+        stop_ids = [f[3] for f in free]                   # each prompt's 4th token ends it
+        params = [SamplingParams(temperature=0, max_tokens=16, stop_token_ids=[t]) for t in stop_ids]
+        res = llm.generate(prompts, params, use_tqdm=False)
+        outs.append([(r["token_ids"], r["finish_reason"]) for r in res])
+        assert all(r["token_ids"][-1] in (stop_ids[i], eos) or r["finish_reason"] == "length"
+                   for i, r in enumerate(res))
+        assert_no_leaked_blocks(llm)
+    assert outs[0] == outs[1]
+
+
+def test_abort_of_a_sequence_in_flight_frees_its_blocks(tiny_ckpt):
+    llm = LLM(tiny_ckpt, device="cpu", dtype="float32", async_scheduling=True)
+    a, b = (llm.add_request(p, SamplingParams(temperature=0, max_tokens=30, ignore_eos=True))
+            for p in random_prompts(512, [20, 9], seed=14))
+    for _ in range(3):
+        llm.step()
+    llm.abort_request(a.seq_id)                          # a has a token in flight
+    assert a.finish_reason == "abort" and -1 not in a.token_ids
+    while llm.has_unfinished_requests():
+        llm.step()
+    assert b.finish_reason == "length" and len(b.output_token_ids) == 30
     assert_no_leaked_blocks(llm)
 
 

@@ -121,7 +121,8 @@ def test_two_requests_with_one_prefix_in_one_step_compute_it_twice_and_register_
     prefix = random_prompts(VOCAB, [16], seed=5)[0]
     prompts = [prefix + [7, 8, 9], prefix + [10]]
     want = reference(prompts, 5)
-    llm = make_llm(tiny_ckpt, kvcache_block_size=4)
+    # synchronous steps, so registration happens in the step that computed the blocks
+    llm = make_llm(tiny_ckpt, kvcache_block_size=4, async_scheduling=False)
     bm = llm.block_manager
     a, b = (llm.add_request(p, params(5)) for p in prompts)
     llm.step()                                     # both prefills in one step: no hit possible
@@ -146,7 +147,7 @@ def test_a_prefix_hit_never_reuses_a_block_before_its_kv_is_written(tiny_ckpt, r
     # admitted in the same schedule(): B may hit blocks 0-3 only.
     prompt = random_prompts(VOCAB, [24], seed=6)[0]
     want = reference([prompt, prompt], 4)
-    llm = make_llm(tiny_ckpt, kvcache_block_size=4, max_num_batched_tokens=16)
+    llm = make_llm(tiny_ckpt, kvcache_block_size=4, max_num_batched_tokens=16, async_scheduling=False)
     bm = llm.block_manager
     a = llm.add_request(prompt, params(4))
     llm.step()
@@ -158,10 +159,7 @@ def test_a_prefix_hit_never_reuses_a_block_before_its_kv_is_written(tiny_ckpt, r
     assert b.block_table[:4] == a.block_table[:4]
     assert not set(b.block_table[4:]) & set(a.block_table[4:])
     assert not set(a.block_table[4:]) & set(bm.hash_to_block.values())   # in flight: not in the cache
-    tokens = llm.model_runner.run(batch)
-    llm.scheduler.postprocess(batch)
-    for seq, token_id in zip(batch.seqs, tokens):
-        seq.append_token(token_id)
+    llm._resolve(llm._launch(batch))              # the rest of the step: launch, read the tokens back
     run_to_end(llm)
     assert [a.output_token_ids, b.output_token_ids] == want
     assert_free_list_whole(llm)

@@ -181,7 +181,7 @@ def run_case(ckpt: str, case: Case, want: list[list[int]], tally: Tally) -> None
     schedule = llm.scheduler.schedule
 
     def checked_schedule():
-        had_work = llm.has_unfinished_requests()
+        had_work = llm.scheduler.has_unfinished()   # (a step in flight alone is no work to schedule)
         batch = schedule()
         check_batch(llm, batch, had_work)
         tally.chunked_steps += any(s.num_computed_tokens + n < len(s) for s, n in zip(batch.seqs, batch.num_new_tokens))

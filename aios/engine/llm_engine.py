@@ -1,7 +1,7 @@
 """The engine loop: tokenizer + scheduler + block manager + model runner.
 
     add_request(prompt, params) -> Sequence          (validated; queued as WAITING)
-    step() -> list[StepOutput]                       (schedule -> run -> postprocess)
+    step() -> list[StepOutput]                       (schedule -> launch -> resolve tokens)
     abort_request(seq_id)                            (frees its blocks at once)
 
 `step` never raises for one request's sake: bad requests are refused in add_request, before they
@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import os
 import random
+import time
 from dataclasses import dataclass
 
 from aios.config import Config
 from aios.engine.block_manager import BlockManager
 from aios.engine.model_runner import ModelRunner
 from aios.engine.scheduler import Scheduler
-from aios.engine.sequence import Sequence
+from aios.engine.sequence import PLACEHOLDER, Sequence, SequenceStatus
 from aios.sampling_params import SamplingParams
 
 
@@ -64,6 +65,9 @@ class LLMEngine:
         self.scheduler = Scheduler(config, self.block_manager)
         self.seqs: dict[int, Sequence] = {}
         self._next_seq_id = 0
+        # TP workers take their input tokens from rank 0's host arrays: TP steps run synchronously
+        self.async_scheduling = config.async_scheduling and config.tensor_parallel_size == 1
+        self._inflight: tuple | None = None
         self._rng = random.Random(config.seed)
         self.num_generated_tokens = 0
 
@@ -115,45 +119,81 @@ class LLMEngine:
     def abort_request(self, seq_id: int) -> None:
         seq = self.seqs.pop(seq_id, None)
         if seq is not None and not seq.is_finished:
-            self.scheduler.abort(seq)
+            self.scheduler.release(seq)
+            seq.status = SequenceStatus.FINISHED
             seq.finish_reason = "abort"
+            del seq.token_ids[len(seq.prompt_token_ids) + len(seq.output_token_ids):]   # in-flight tokens
 
     def has_unfinished_requests(self) -> bool:
-        return self.scheduler.has_unfinished()
+        return self.scheduler.has_unfinished() or self._inflight is not None
 
     # ---- the loop ------------------------------------------------------------------------------
 
     def step(self) -> list[StepOutput]:
+        """Schedule and launch one step; return the tokens the host learned in this call.
+
+        Synchronous: launch step N, wait for its tokens, process them.
+        Async scheduling (lesson 11): launch step N, then process step N-1's tokens while the GPU
+        runs step N, so the host's scheduling and bookkeeping hide behind GPU time. Sequences
+        carry a PLACEHOLDER for a token in flight; step N reads it on the device."""
         batch = self.scheduler.schedule()
-        if not batch.seqs:
-            return []
-        sampled_seqs = [s for s, n in zip(batch.seqs, batch.num_new_tokens) if s.num_computed_tokens + n == len(s)]
-        token_ids = self.model_runner.run(batch)
+        launched = self._launch(batch) if batch.seqs else None
+        if not self.async_scheduling:
+            return self._resolve(launched) if launched else []
+        previous, self._inflight = self._inflight, launched
+        return self._resolve(previous) if previous else []
+
+    def _launch(self, batch) -> tuple:
+        handle = self.model_runner.run(batch)
         self.scheduler.postprocess(batch)
+        indices = []
+        for seq in handle.sampled:
+            indices.append(len(seq.token_ids))
+            seq.token_ids.append(PLACEHOLDER)
+            if seq.num_output_tokens >= seq.sampling_params.max_tokens or len(seq) >= self.config.max_model_len:
+                self.scheduler.release(seq)      # finishes on "length" whatever the token: no more steps
+        return batch, handle, indices
+
+    def _resolve(self, launched: tuple) -> list[StepOutput]:
+        batch, handle, indices = launched
+        token_ids = handle.tokens()
+        now = time.perf_counter()
         outputs = []
-        for seq, token_id in zip(sampled_seqs, token_ids):
-            seq.append_token(token_id)
+        for seq, idx, token_id in zip(handle.sampled, indices, token_ids):
+            if seq.is_finished:                   # aborted, or stopped at an earlier token
+                continue
+            seq.token_ids[idx] = token_id
+            seq.record_token_time(now)
             self.num_generated_tokens += 1
-            reason = self.check_stop(seq)
+            reason = self.check_stop(seq, idx)
             if reason is not None:
-                self.scheduler.finish(seq, reason)
+                del seq.token_ids[idx + 1:]       # a token sampled after the stop is dropped
+                self.scheduler.release(seq)
+                seq.status = SequenceStatus.FINISHED
+                seq.finish_reason = reason
                 self.seqs.pop(seq.seq_id, None)
             outputs.append(StepOutput(seq, [token_id], reason is not None))
+        # every token before num_computed_tokens is known now: register full blocks in the prefix cache
+        for seq in batch.seqs:
+            if seq.block_table:
+                self.block_manager.register_computed_blocks(seq)
         return outputs
 
-    def check_stop(self, seq: Sequence) -> str | None:
-        """Finish reason for seq after its newest token, or None to go on."""
-        p, token = seq.sampling_params, seq.token_ids[-1]
+    def check_stop(self, seq: Sequence, idx: int) -> str | None:
+        """Finish reason for seq after its token at index idx, or None to go on."""
+        p, token = seq.sampling_params, seq.token_ids[idx]
         if (not p.ignore_eos and token in self.config.eos_token_ids) or token in p.stop_token_ids:
             seq.stop_reason = token
             return "stop"
+        num_output = idx + 1 - seq.num_prompt_tokens
         if p.stop_strings:
-            tail = self.tokenizer.decode(seq.output_token_ids[-(max(map(len, p.stop_strings)) + 8):],
+            window = max(map(len, p.stop_strings)) + 8
+            tail = self.tokenizer.decode(seq.token_ids[max(seq.num_prompt_tokens, idx + 1 - window): idx + 1],
                                          skip_special_tokens=True)
             if any(s in tail for s in p.stop_strings):
                 seq.stop_reason = next(s for s in p.stop_strings if s in tail)
                 return "stop"
-        if seq.num_output_tokens >= p.max_tokens or len(seq) >= self.config.max_model_len:
+        if num_output >= p.max_tokens or idx + 1 >= self.config.max_model_len:
             return "length"
         return None
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from itertools import chain
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -41,9 +41,31 @@ class StepInputs:
     context_lens: np.ndarray       # [num_seqs] int32 (= seqlen_k)
     cu_seqlens_q: np.ndarray       # [num_seqs + 1] int32
     logits_indices: np.ndarray     # [num_sampled] int64: rows of the hidden states to sample from
+    placeholder_dst: np.ndarray    # [k] int64: input positions whose token is still on the GPU ...
+    placeholder_src: np.ndarray    # [k] int64: ... at this row of the previous step's sampled tokens
     is_prefill: bool
     max_seqlen_q: int
     max_seqlen_k: int
+
+
+@dataclass
+class StepHandle:
+    """A launched step: its sampled tokens live on the device until `tokens()` reads them.
+
+    With async scheduling the engine schedules and launches step N+1 before it calls tokens() of
+    step N; a decode in step N+1 whose input is step N's token reads it on the device
+    (placeholder_dst / placeholder_src), so the host never waits in between."""
+
+    sampled: list                              # sequences that sampled a token, in row order
+    tokens_device: torch.Tensor                # [len(sampled)] int64 on the device
+    tokens_host: torch.Tensor                  # pinned host copy, filled asynchronously
+    event: torch.cuda.Event | None = None      # recorded after the copy (CUDA only)
+    row_of: dict[int, int] = field(default_factory=dict)   # seq_id -> row
+
+    def tokens(self) -> list[int]:
+        if self.event is not None:
+            self.event.synchronize()
+        return self.tokens_host.tolist()
 
 
 @contextlib.contextmanager
@@ -85,6 +107,7 @@ class ModelRunner:
         self.is_cuda = self.device.type == "cuda"
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.kv_cache = torch.empty(0)
+        self.last_handle: StepHandle | None = None   # the previous step, for on-device input tokens
         if config.num_kvcache_blocks is None:
             config.num_kvcache_blocks = self.profile_num_blocks()
         self.allocate_kv_cache(config.num_kvcache_blocks)
@@ -186,7 +209,17 @@ class ModelRunner:
         # sample only for sequences whose chunk reaches their last token
         seq_lens = np.fromiter((len(s) for s in seqs), np.int64, n)
         logits_indices = (np.cumsum(q_lens) - 1)[starts + q_lens == seq_lens]
-        return self._build_inputs(input_ids, starts, q_lens, block_tables, logits_indices)
+        inputs = self._build_inputs(input_ids, starts, q_lens, block_tables, logits_indices)
+        dst = np.flatnonzero(input_ids < 0)             # tokens sampled by the step still in flight
+        if len(dst):
+            owner = np.repeat(np.arange(n), q_lens)[dst]
+            row_of = self.last_handle.row_of if self.last_handle is not None else {}
+            try:
+                inputs.placeholder_src = np.fromiter((row_of[seqs[i].seq_id] for i in owner), np.int64, len(dst))
+            except KeyError as e:
+                raise RuntimeError(f"sequence {e.args[0]} has an unresolved token the last step did not sample") from e
+            inputs.placeholder_dst = dst.astype(np.int64)
+        return inputs
 
     def _build_inputs(self, input_ids: np.ndarray, starts: np.ndarray, q_lens: np.ndarray,
                       block_tables: np.ndarray, logits_indices: np.ndarray) -> StepInputs:
@@ -200,7 +233,8 @@ class ModelRunner:
         context_lens = (starts + q_lens).astype(np.int32)
         return StepInputs(input_ids=input_ids, positions=positions, slot_mapping=slot_mapping,
                           block_tables=block_tables, context_lens=context_lens, cu_seqlens_q=cu_seqlens_q,
-                          logits_indices=logits_indices.astype(np.int64), is_prefill=bool((q_lens > 1).any()),
+                          logits_indices=logits_indices.astype(np.int64), placeholder_dst=np.zeros(0, np.int64),
+                          placeholder_src=np.zeros(0, np.int64), is_prefill=bool((q_lens > 1).any()),
                           max_seqlen_q=int(q_lens.max()), max_seqlen_k=int(context_lens.max()))
 
     def _to_device(self, a: np.ndarray) -> torch.Tensor:
@@ -213,7 +247,8 @@ class ModelRunner:
 
     def _upload(self, inputs: StepInputs) -> dict[str, torch.Tensor]:
         """Two host-to-device copies per step (one int64 pack, one int32 pack) instead of one per array."""
-        packs = {np.int64: ("input_ids", "positions", "slot_mapping", "logits_indices"),
+        packs = {np.int64: ("input_ids", "positions", "slot_mapping", "logits_indices", "placeholder_dst",
+                            "placeholder_src"),
                  np.int32: ("block_tables", "context_lens", "cu_seqlens_q")}
         out: dict[str, torch.Tensor] = {}
         for dtype, names in packs.items():
@@ -229,6 +264,8 @@ class ModelRunner:
     def execute(self, inputs: StepInputs) -> torch.Tensor:
         """Run the model on one step's inputs; return logits [len(logits_indices), vocab]."""
         t = self._upload(inputs)
+        if len(inputs.placeholder_dst):
+            t["input_ids"][t["placeholder_dst"]] = self.last_handle.tokens_device[t["placeholder_src"]]
         graph_bs = self._graph_batch_size(inputs)
         if graph_bs is not None:
             return self._replay(t, graph_bs)
@@ -322,13 +359,21 @@ class ModelRunner:
             t.positions = d(np.asarray([seqs[i].num_output_tokens for i in seeded], dtype=np.int64))
         return t
 
-    def run(self, batch: ScheduledBatch, inputs: StepInputs | None = None) -> list[int]:
-        """One step on rank 0: returns the sampled token of each sequence that finished its prompt
-        (in batch order); partial prefill chunks sample nothing."""
+    def run(self, batch: ScheduledBatch, inputs: StepInputs | None = None) -> StepHandle:
+        """Launch one step on rank 0 and return at once: the model, then sampling for each sequence
+        whose chunk reaches its last token (partial prefill chunks sample nothing)."""
+        sampled = [s for s, n in zip(batch.seqs, batch.num_new_tokens) if s.num_computed_tokens + n == len(s)]
         inputs = inputs or self.prepare_inputs(batch)
         logits = self.execute(inputs)
-        if len(inputs.logits_indices) == 0:
-            return []
-        sampled_seqs = [s for s, n in zip(batch.seqs, batch.num_new_tokens) if s.num_computed_tokens + n == len(s)]
-        tokens = self.sampler(logits, self.sampling_tensors(sampled_seqs), self.generator)
-        return tokens.tolist()
+        if sampled:
+            tokens = self.sampler(logits, self.sampling_tensors(sampled), self.generator)
+        else:
+            tokens = torch.zeros(0, dtype=torch.int64, device=self.device)
+        handle = StepHandle(sampled, tokens, tokens, row_of={s.seq_id: i for i, s in enumerate(sampled)})
+        if self.is_cuda:
+            handle.tokens_host = torch.empty(len(sampled), dtype=torch.int64, pin_memory=True)
+            handle.tokens_host.copy_(tokens, non_blocking=True)
+            handle.event = torch.cuda.Event()
+            handle.event.record()
+        self.last_handle = handle
+        return handle

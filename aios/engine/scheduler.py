@@ -59,13 +59,16 @@ class Scheduler:
     def has_unfinished(self) -> bool:
         return bool(self.waiting or self.running)
 
-    def abort(self, seq: Sequence) -> None:
+    def release(self, seq: Sequence) -> None:
+        """seq takes no more steps (finished or aborted): drop it from the queues, free its blocks.
+
+        Freeing while a launched step still writes seq's K/V is safe: any step that reuses the
+        blocks is launched later on the same CUDA stream, so it runs after that write."""
         if seq in self.running:
             self.running.remove(seq)
         elif seq in self.waiting:
             self.waiting.remove(seq)
         self.block_manager.free(seq)
-        seq.status = SequenceStatus.FINISHED
 
     def _preempt(self, seq: Sequence) -> None:
         self.running.remove(seq)
@@ -127,13 +130,6 @@ class Scheduler:
         return batch
 
     def postprocess(self, batch: ScheduledBatch) -> None:
-        """After the model ran: the chunk's K/V is written; register full blocks in the prefix cache."""
+        """Once the step is launched: its chunks' K/V are (being) written, in stream order."""
         for seq, n in zip(batch.seqs, batch.num_new_tokens):
             seq.num_computed_tokens += n
-            self.block_manager.register_computed_blocks(seq)
-
-    def finish(self, seq: Sequence, reason: str) -> None:
-        seq.status = SequenceStatus.FINISHED
-        seq.finish_reason = reason
-        self.running.remove(seq)
-        self.block_manager.free(seq)

@@ -8,6 +8,8 @@ Invariants:
 - token_ids = prompt tokens followed by generated tokens; len(token_ids) only grows.
 - Tokens [0, num_computed_tokens) have their K/V in the cache, in block_table order:
   token i lives in block block_table[i // block_size] at offset i % block_size.
+- At most the last two entries of token_ids are PLACEHOLDER (tokens sampled by steps in flight);
+  every token before them is known.
 - block_hashes[i] is the prefix-cache hash of block i (chained over blocks 0..i); it exists only
   for full blocks whose K/V is written.
 """
@@ -18,6 +20,8 @@ import enum
 import time
 
 from aios.sampling_params import SamplingParams
+
+PLACEHOLDER = -1   # a sampled token still on the GPU (async scheduling); replaced when the host reads it
 
 
 class SequenceStatus(enum.Enum):
@@ -56,7 +60,11 @@ class Sequence:
 
     @property
     def output_token_ids(self) -> list[int]:
-        return self.token_ids[self.num_prompt_tokens:]
+        """Generated tokens the host knows (placeholders of steps in flight left out)."""
+        end = len(self.token_ids)
+        while end > self.num_prompt_tokens and self.token_ids[end - 1] == PLACEHOLDER:
+            end -= 1
+        return self.token_ids[self.num_prompt_tokens: end]
 
     @property
     def num_output_tokens(self) -> int:
@@ -78,9 +86,11 @@ class Sequence:
     def block_token_ids(self, i: int) -> list[int]:
         return self.token_ids[i * self.block_size: (i + 1) * self.block_size]
 
-    def append_token(self, token_id: int) -> None:
-        now = time.perf_counter()
+    def record_token_time(self, now: float) -> None:
         if self.first_token_time is None:
             self.first_token_time = now
         self.token_times.append(now)
+
+    def append_token(self, token_id: int) -> None:
+        self.record_token_time(time.perf_counter())
         self.token_ids.append(token_id)

@@ -1,0 +1,15 @@
+"""OpenAI-compatible HTTP server (lesson 15): FastAPI routes over one engine thread, SSE streaming.
+
+    python -m aios.server [--model DIR] [--port 8000]        # see --help
+
+    app.py           routes and error handling; create_app(engine) builds a server
+    async_engine.py  the engine thread: one continuous batch for every HTTP request
+    detokenizer.py   a sequence's new tokens -> the text a stream may send now
+    protocol.py      request bodies -> SamplingParams; OpenAI error bodies
+    responses.py     response bodies and SSE chunks
+    metrics.py       Prometheus text for GET /metrics
+"""
+
+from aios.server.app import create_app
+
+__all__ = ["create_app"]

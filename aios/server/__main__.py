@@ -1,0 +1,110 @@
+"""Command line: load a model, then serve it over an OpenAI-compatible HTTP API.
+
+    python -m aios.server                                    # the bundled default model
+    python -m aios.server --model /path/to/Qwen3-0.6B --port 8000
+    curl localhost:8000/v1/completions -H 'Content-Type: application/json' \\
+         -d '{"prompt": "In the beginning", "max_tokens": 32, "stream": true}'
+
+SIGINT / SIGTERM shut down gracefully: uvicorn stops accepting, lets requests in flight finish
+(up to --shutdown-timeout seconds), the engine thread stops, the engine closes, and the process
+exits with status 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+import uvicorn
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m aios.server", description=__doc__.split("\n\n")[0])
+    srv = ap.add_argument_group("server")
+    srv.add_argument("--model", default=None, help="HF Qwen3 checkpoint directory (default: the bundled model)")
+    srv.add_argument("--served-model-name", default=None,
+                     help="the name clients pass as `model` (default: the model directory's name)")
+    srv.add_argument("--host", default="127.0.0.1",
+                     help="address to listen on; 0.0.0.0: every interface (default: %(default)s)")
+    srv.add_argument("--port", type=int, default=8000,
+                     help="port to listen on; 0: any free port (default: %(default)s)")
+    srv.add_argument("--max-waiting", type=int, default=512,
+                     help="sequences that may wait for the batch; past it requests get 429 + Retry-After "
+                          "(default: %(default)s)")
+    srv.add_argument("--shutdown-timeout", type=float, default=10.0,
+                     help="seconds requests in flight get to finish after SIGINT/SIGTERM (default: %(default)s)")
+    srv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                     help="uvicorn's log level (default: %(default)s)")
+    eng = ap.add_argument_group("engine (default: aios.Config's)")
+    eng.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available")
+    eng.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: checkpoint's; "
+                                                   "float32 on CPU)")
+    eng.add_argument("--max-model-len", type=int, default=None, help="prompt + output tokens of one sequence")
+    eng.add_argument("--max-num-seqs", type=int, default=None, help="sequences in one step")
+    eng.add_argument("--max-num-batched-tokens", type=int, default=None, help="token budget of one step")
+    eng.add_argument("--kvcache-block-size", type=int, default=None, help="tokens per KV block")
+    eng.add_argument("--num-kvcache-blocks", type=int, default=None, help="default: sized from memory")
+    eng.add_argument("--tp", type=int, default=None, help="tensor-parallel size")
+    eng.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs")
+    eng.add_argument("--no-prefix-caching", action="store_true", help="turn prefix caching off")
+    return ap.parse_args(argv)
+
+
+def engine_kwargs(args: argparse.Namespace) -> dict:
+    """Only the flags given, so aios.Config's defaults stay the defaults."""
+    kwargs = {"max_model_len": args.max_model_len, "max_num_seqs": args.max_num_seqs,
+              "max_num_batched_tokens": args.max_num_batched_tokens,
+              "kvcache_block_size": args.kvcache_block_size, "num_kvcache_blocks": args.num_kvcache_blocks,
+              "tensor_parallel_size": args.tp}
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if args.enforce_eager:
+        kwargs["enforce_eager"] = True
+    if args.no_prefix_caching:
+        kwargs["enable_prefix_caching"] = False
+    return kwargs
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, printing the URL once it really listens (the model is loaded by then)."""
+
+    def __init__(self, config: uvicorn.Config, model_name: str) -> None:
+        super().__init__(config)
+        self.model_name = model_name
+
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets)
+        if not self.should_exit:
+            host, port = self.servers[0].sockets[0].getsockname()[:2]
+            print(f"AIOS serving {self.model_name!r} at http://{host}:{port}/v1 "
+                  f"(health: /health, metrics: /metrics; Ctrl-C stops)", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # imported after parsing, so that --help is instant
+    from aios.llm import LLM
+    from aios.server.app import create_app
+
+    try:
+        engine = LLM(args.model, device=args.device, dtype=args.dtype, **engine_kwargs(args))
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        app = create_app(engine, served_model_name=args.served_model_name, max_waiting=args.max_waiting)
+        config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
+                                timeout_graceful_shutdown=args.shutdown_timeout)
+        server = Server(config, app.state.model_name)
+        # uvicorn handles SIGINT/SIGTERM while it runs, then re-raises the signal into the handlers
+        # that were there before it: make those a no-op, so a graceful stop ends with status 0.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: None)
+        server.run()
+    finally:
+        engine.close()
+    return 0 if server.started else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""The HTTP routes: an OpenAI-compatible API over one AsyncEngine.
+
+    POST /v1/completions         prompt: str | list[str] | list[int] | list[list[int]]
+    POST /v1/chat/completions    messages: [{"role", "content"}]
+    GET  /v1/models, /health, /metrics
+
+`create_app(engine)` builds everything a server needs and keeps it on the app (no module-level
+state), so two servers can live in one process. The engine thread starts and stops with the app's
+lifespan; the caller that made the engine closes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException
+
+from aios.llm import LLM
+from aios.server.async_engine import AsyncEngine, RequestStream
+from aios.server.metrics import ServerMetrics
+from aios.server.protocol import APIError, ChatCompletionRequest, CompletionRequest, validation_error
+from aios.server.responses import DONE, ResponseBuilder, sse, usage
+
+CLIENT_CLOSED_REQUEST = 499      # nginx's status for "the client left first"; nobody reads it
+
+
+def create_app(engine: LLM, served_model_name: str | None = None, max_waiting: int = 512) -> FastAPI:
+    """An app serving `engine` (an aios.LLM) under `served_model_name` (default: the model dir's name)."""
+    model_name = served_model_name or os.path.basename(os.path.normpath(engine.config.model))
+    metrics = ServerMetrics(model_name)
+    async_engine = AsyncEngine(engine, max_waiting=max_waiting, metrics=metrics)
+    created = int(time.time())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        async_engine.start()
+        try:
+            yield
+        finally:
+            async_engine.shutdown()
+
+    app = FastAPI(title="AIOS", description="OpenAI-compatible server of the AIOS engine", lifespan=lifespan)
+    app.state.async_engine = async_engine
+    app.state.model_name = model_name
+
+    def error_response(e: APIError) -> JSONResponse:
+        metrics.count_error(e.status)
+        return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, e: APIError) -> JSONResponse:
+        return error_response(e)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_body(request: Request, e: RequestValidationError) -> JSONResponse:
+        return error_response(validation_error(list(e.errors())))
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, e: HTTPException) -> JSONResponse:
+        kind = "not_found_error" if e.status_code == 404 else "invalid_request_error"
+        return error_response(APIError(e.status_code, str(e.detail), type=kind))
+
+    # ---- routes ----------------------------------------------------------------------------------
+
+    @app.get("/health")
+    async def health() -> Response:
+        return Response(status_code=200 if async_engine.is_alive else 503)
+
+    @app.get("/v1/models")
+    async def models() -> dict:
+        return {"object": "list", "data": [{"id": model_name, "object": "model", "created": created,
+                                            "owned_by": "aios", "max_model_len": engine.config.max_model_len}]}
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> PlainTextResponse:
+        return PlainTextResponse(metrics.render(async_engine.stats), media_type="text/plain; version=0.0.4")
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest, request: Request) -> Response:
+        return await generate(body, request, chat=False)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+        return await generate(body, request, chat=True)
+
+    # ---- one generation request ------------------------------------------------------------------
+
+    async def generate(body: CompletionRequest | ChatCompletionRequest, request: Request, chat: bool) -> Response:
+        arrival_time = time.perf_counter()
+        if body.model is not None and body.model != model_name:
+            raise APIError(404, f"the model {body.model!r} does not exist; this server serves {model_name!r}",
+                           param="model", code="model_not_found")
+        params = body.sampling_params()
+        prompts = [body.conversation()] if chat else body.prompts()
+        stream = await async_engine.generate(prompts, params, chat=chat, arrival_time=arrival_time,
+                                             fill_max_tokens=body.requested_max_tokens() is None)
+        builder = ResponseBuilder(model_name, chat)
+        if body.stream:
+            # background runs once the response ends, even if the client left before the first
+            # chunk (then the generator below never started and its `finally` never runs)
+            return StreamingResponse(sse_events(stream, builder, body.include_usage_in_stream),
+                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"},
+                                     background=BackgroundTask(stream.abort))
+        return await whole_response(stream, builder, request)
+
+    async def sse_events(stream: RequestStream, builder: ResponseBuilder, include_usage: bool) -> AsyncIterator[str]:
+        # A client that disconnects cancels this generator (Starlette listens for http.disconnect):
+        # `finally` then aborts its sequences, which frees their KV blocks at once.
+        completion_tokens = [0] * stream.num_choices
+        try:
+            if builder.chat:
+                for i in range(stream.num_choices):
+                    yield sse(builder.role_chunk(i, include_usage))
+            async for delta in stream:
+                if delta.finish_reason is not None:
+                    completion_tokens[delta.index] = delta.num_output_tokens
+                yield sse(builder.delta_chunk(delta.index, delta.text, delta.finish_reason, include_usage))
+            if include_usage:
+                yield sse(builder.usage_chunk(usage(stream.prompt_tokens, sum(completion_tokens))))
+        except APIError as e:                 # headers are sent: the error travels as an event
+            metrics.count_error(e.status)
+            yield sse(e.body())
+        finally:
+            stream.abort()
+        yield DONE
+
+    async def whole_response(stream: RequestStream, builder: ResponseBuilder, request: Request) -> Response:
+        async def collect() -> dict:
+            texts, reasons = [""] * stream.num_choices, [None] * stream.num_choices
+            completion_tokens = 0
+            async for delta in stream:
+                if delta.finish_reason is not None:
+                    texts[delta.index], reasons[delta.index] = delta.final_text, delta.finish_reason
+                    completion_tokens += delta.num_output_tokens
+            return builder.response(texts, reasons, usage(stream.prompt_tokens, completion_tokens))
+
+        async def client_gone() -> None:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+
+        # Nothing is written until the end, so watch for a disconnect while waiting.
+        collecting, watching = asyncio.ensure_future(collect()), asyncio.ensure_future(client_gone())
+        try:
+            done, _ = await asyncio.wait({collecting, watching}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watching.cancel()
+            if not collecting.done():
+                collecting.cancel()
+                stream.abort()
+        if collecting not in done:
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
+        return JSONResponse(collecting.result())
+
+    return app

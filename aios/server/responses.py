@@ -1,0 +1,77 @@
+"""The OpenAI wire format on the way out: response bodies and server-sent-event (SSE) chunks.
+
+A streamed response is a sequence of `data: {json}\\n\\n` events, one per text delta of one choice,
+each choice's last carrying its finish_reason, and then, when the client asked with
+`stream_options.include_usage`, one chunk with no choices and the usage; then `data: [DONE]`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+DONE = "data: [DONE]\n\n"
+
+
+def sse(body: dict) -> str:
+    return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+class ResponseBuilder:
+    """Bodies of one response: the id and creation time are shared by all its chunks."""
+
+    def __init__(self, model: str, chat: bool) -> None:
+        self.model, self.chat = model, chat
+        self.id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+
+    def _envelope(self, object_: str, choices: list[dict]) -> dict:
+        return {"id": self.id, "object": object_, "created": self.created, "model": self.model,
+                "choices": choices}
+
+    # ---- whole responses -----------------------------------------------------------------------
+
+    def response(self, texts: list[str], finish_reasons: list[str | None], usage_: dict) -> dict:
+        if self.chat:
+            choices = [{"index": i, "message": {"role": "assistant", "content": t}, "logprobs": None,
+                        "finish_reason": r} for i, (t, r) in enumerate(zip(texts, finish_reasons))]
+            body = self._envelope("chat.completion", choices)
+        else:
+            choices = [{"index": i, "text": t, "logprobs": None, "finish_reason": r}
+                       for i, (t, r) in enumerate(zip(texts, finish_reasons))]
+            body = self._envelope("text_completion", choices)
+        body["usage"] = usage_
+        return body
+
+    # ---- stream chunks -------------------------------------------------------------------------
+
+    def role_chunk(self, index: int, include_usage: bool) -> dict:
+        """Chat streams open each choice with the assistant role and empty content."""
+        return self._chunk(index, {"role": "assistant", "content": ""}, None, include_usage)
+
+    def delta_chunk(self, index: int, text: str, finish_reason: str | None, include_usage: bool) -> dict:
+        if self.chat:
+            return self._chunk(index, {"content": text} if text else {}, finish_reason, include_usage)
+        return self._chunk(index, text, finish_reason, include_usage)
+
+    def _chunk(self, index: int, delta: dict | str, finish_reason: str | None, include_usage: bool) -> dict:
+        if self.chat:
+            choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            body = self._envelope("chat.completion.chunk", [choice])
+        else:
+            choice = {"index": index, "text": delta, "logprobs": None, "finish_reason": finish_reason}
+            body = self._envelope("text_completion", [choice])
+        if include_usage:
+            body["usage"] = None                 # OpenAI: null on every chunk but the last
+        return body
+
+    def usage_chunk(self, usage_: dict) -> dict:
+        body = self._envelope("chat.completion.chunk" if self.chat else "text_completion", [])
+        body["usage"] = usage_
+        return body

@@ -1,0 +1,216 @@
+"""Serving benchmark: a load generator for an OpenAI-compatible server (aios.server, vLLM, SGLang).
+
+    python -m aios.server --model /path/to/Qwen3-0.6B &                  # or any OpenAI-compatible server
+    python benchmarks/serve.py --rate 8 --num-requests 256               # Poisson arrivals, 8 req/s
+    python benchmarks/serve.py --concurrency 32 --num-requests 256 --out benchmarks/results
+
+Each request is a streamed POST /v1/completions (httpx, asyncio) of a random token-id prompt whose
+length is uniform in --input-len, asking for exactly a length uniform in --output-len
+(`ignore_eos`, a vLLM extension aios.server also takes). Arrivals are a Poisson process at --rate
+requests per second, or --concurrency clients each sending its next request when the last one
+ends; with neither, every request is sent at once.
+
+Reported: request and token throughput; time to first token (TTFT), inter-token latency (ITL: the
+gaps between streamed chunks) and end-to-end latency, mean / p50 / p90 / p99, in ms. With --out,
+one flat JSON file in that folder (see DESIGN.md, Benchmarks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import httpx
+import numpy as np
+
+
+@dataclass
+class RequestResult:
+    ok: bool = False
+    error: str = ""
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    ttft_s: float = 0.0
+    e2e_s: float = 0.0
+    itl_s: list[float] = field(default_factory=list)
+
+
+def make_workload(args: argparse.Namespace) -> list[tuple[list[int], int]]:
+    rng = random.Random(args.seed)
+    lo, hi = args.token_id_range
+    return [([rng.randrange(lo, hi) for _ in range(rng.randint(*args.input_len))], rng.randint(*args.output_len))
+            for _ in range(args.num_requests)]
+
+
+async def send(http: httpx.AsyncClient, args: argparse.Namespace, prompt: list[int], max_tokens: int) -> RequestResult:
+    body = {"model": args.model, "prompt": prompt, "max_tokens": max_tokens, "temperature": args.temperature,
+            "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
+    result, start = RequestResult(), time.perf_counter()
+    last = None
+    try:
+        async with http.stream("POST", f"{args.url}/v1/completions", json=body) as response:
+            if response.status_code != 200:
+                result.error = f"HTTP {response.status_code}: {(await response.aread()).decode()[:200]}"
+                return result
+            async for line in response.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[len("data: "):])
+                if "error" in chunk:
+                    result.error = chunk["error"].get("message", "error event")
+                    return result
+                if chunk.get("usage"):
+                    result.prompt_tokens = chunk["usage"]["prompt_tokens"]
+                    result.output_tokens = chunk["usage"]["completion_tokens"]
+                if chunk["choices"] and chunk["choices"][0]["text"]:
+                    now = time.perf_counter()
+                    if last is None:
+                        result.ttft_s = now - start
+                    else:
+                        result.itl_s.append(now - last)
+                    last = now
+        result.e2e_s = time.perf_counter() - start
+        result.ok = True
+    except (httpx.HTTPError, json.JSONDecodeError, KeyError) as e:
+        result.error = f"{type(e).__name__}: {e}"
+    return result
+
+
+async def run(args: argparse.Namespace, workload: list[tuple[list[int], int]]) -> tuple[list[RequestResult], float]:
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(args.timeout), limits=limits) as http:
+        start = time.perf_counter()
+        if args.concurrency:
+            queue = list(reversed(workload))
+            results: list[RequestResult] = []
+
+            async def client() -> None:
+                while queue:
+                    results.append(await send(http, args, *queue.pop()))
+
+            await asyncio.gather(*[client() for _ in range(args.concurrency)])
+        else:
+            rng = random.Random(args.seed + 1)
+            tasks = []
+            for i, (prompt, max_tokens) in enumerate(workload):
+                if i and args.rate != float("inf"):
+                    await asyncio.sleep(rng.expovariate(args.rate))     # Poisson process: exponential gaps
+                tasks.append(asyncio.create_task(send(http, args, prompt, max_tokens)))
+            results = list(await asyncio.gather(*tasks))
+        return results, time.perf_counter() - start
+
+
+def percentiles(values: list[float]) -> dict:
+    if not values:
+        return {"mean": None, "p50": None, "p90": None, "p99": None}
+    ms = np.asarray(values) * 1e3
+    return {"mean": float(ms.mean()), **{f"p{q}": float(np.percentile(ms, q)) for q in (50, 90, 99)}}
+
+
+def summarize(args: argparse.Namespace, results: list[RequestResult], duration_s: float) -> dict:
+    done = [r for r in results if r.ok]
+    out_tokens = sum(r.output_tokens for r in done)
+    prompt_tokens = sum(r.prompt_tokens for r in done)
+    return {
+        "engine": args.engine, "benchmark": "serve", "url": args.url, "model": args.model,
+        "date": datetime.datetime.now().isoformat(timespec="seconds"), "aios_git": git_sha(),
+        "mode": f"concurrency={args.concurrency}" if args.concurrency else f"rate={args.rate}",
+        "num_requests": len(results), "completed": len(done), "failed": len(results) - len(done),
+        "input_len": list(args.input_len), "output_len": list(args.output_len), "seed": args.seed,
+        "duration_s": duration_s, "request_per_s": len(done) / duration_s,
+        "output_tok_per_s": out_tokens / duration_s, "total_tok_per_s": (out_tokens + prompt_tokens) / duration_s,
+        "ttft_ms": percentiles([r.ttft_s for r in done]),
+        "itl_ms": percentiles([gap for r in done for gap in r.itl_s]),
+        "e2e_ms": percentiles([r.e2e_s for r in done]),
+        "errors": sorted({r.error for r in results if not r.ok})[:5],
+    }
+
+
+def git_sha() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def print_report(s: dict) -> None:
+    print(f"\n{s['completed']}/{s['num_requests']} requests ({s['mode']}) in {s['duration_s']:.2f} s"
+          + (f", {s['failed']} failed: {s['errors']}" if s["failed"] else ""))
+    print(f"throughput: {s['request_per_s']:.2f} req/s, {s['output_tok_per_s']:.1f} output tok/s, "
+          f"{s['total_tok_per_s']:.1f} total tok/s")
+    print(f"{'ms':<6}{'mean':>10}{'p50':>10}{'p90':>10}{'p99':>10}")
+    for key in ("ttft_ms", "itl_ms", "e2e_ms"):
+        row = s[key]
+        cells = "".join(f"{row[k]:>10.1f}" if row[k] is not None else f"{'-':>10}"
+                        for k in ("mean", "p50", "p90", "p99"))
+        print(f"{key[:-3].upper():<6}{cells}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 epilog="Example: python benchmarks/serve.py --rate 4 --num-requests 64 "
+                                        "--input-len 32 128 --output-len 32 128")
+    ap.add_argument("--url", default="http://127.0.0.1:8000", help="server base URL (default: %(default)s)")
+    ap.add_argument("--model", default=None, help="model name to send (default: the server's first, /v1/models)")
+    load = ap.add_mutually_exclusive_group()
+    load.add_argument("--rate", type=float, default=float("inf"),
+                      help="Poisson arrivals, requests per second (default: inf, all at once)")
+    load.add_argument("--concurrency", type=int, default=None, help="N clients, each one request at a time")
+    ap.add_argument("--num-requests", type=int, default=64, help="(default: %(default)s)")
+    ap.add_argument("--input-len", type=int, nargs=2, default=[100, 1024], metavar=("MIN", "MAX"),
+                    help="prompt tokens, uniform in [MIN, MAX] (default: 100 1024)")
+    ap.add_argument("--output-len", type=int, nargs=2, default=[100, 1024], metavar=("MIN", "MAX"),
+                    help="output tokens, uniform in [MIN, MAX] (default: 100 1024)")
+    ap.add_argument("--token-id-range", type=int, nargs=2, default=[10, 500], metavar=("LO", "HI"),
+                    help="prompt token ids are drawn from [LO, HI) (default: 10 500; fits every vocabulary)")
+    ap.add_argument("--temperature", type=float, default=0.0, help="(default: %(default)s)")
+    ap.add_argument("--seed", type=int, default=0, help="seeds the workload and the arrivals (default: 0)")
+    ap.add_argument("--timeout", type=float, default=600.0, help="per-request timeout, s (default: %(default)s)")
+    ap.add_argument("--engine", default="aios", help="engine name recorded in the JSON (default: %(default)s)")
+    ap.add_argument("--out", default=None, help="folder for the JSON result, e.g. benchmarks/results")
+    args = ap.parse_args(argv)
+    for name in ("input_len", "output_len", "token_id_range"):
+        lo, hi = getattr(args, name)
+        if not 0 < lo <= hi:
+            ap.error(f"--{name.replace('_', '-')} needs 0 < MIN <= MAX, got {lo} {hi}")
+    if args.rate <= 0 or (args.concurrency is not None and args.concurrency < 1) or args.num_requests < 1:
+        ap.error("--rate, --concurrency and --num-requests must be positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        models = httpx.get(f"{args.url}/v1/models", timeout=10).json()["data"]
+    except (httpx.HTTPError, KeyError, ValueError) as e:
+        print(f"error: cannot reach an OpenAI-compatible server at {args.url}: {e}", file=sys.stderr)
+        return 2
+    args.model = args.model or models[0]["id"]
+    workload = make_workload(args)
+    print(f"{args.num_requests} requests to {args.url} ({args.model}), "
+          + (f"concurrency {args.concurrency}" if args.concurrency else f"rate {args.rate} req/s"))
+    results, duration_s = asyncio.run(run(args, workload))
+    summary = summarize(args, results, duration_s)
+    print_report(summary)
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        mode = f"c{args.concurrency}" if args.concurrency else f"rate{args.rate:g}"
+        name = f"{datetime.date.today()}-serve-{args.engine}-{os.path.basename(args.model)}-{mode}.json"
+        path = os.path.join(args.out, name)
+        with open(path, "w") as f:
+            json.dump(summary, f, indent=2)
+        print(f"wrote {path}")
+    return 0 if summary["completed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

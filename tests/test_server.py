@@ -1,0 +1,330 @@
+"""The OpenAI-compatible server (lesson 15) keeps serving: real uvicorn on 127.0.0.1, real clients.
+
+- Greedy output through HTTP (completions and chat, streamed and not) equals LLM.generate / chat.
+- 64 concurrent streams, some dropped early: survivors complete and exact, dropped ones aborted,
+  no KV block left in use.
+- Every bad request gets its status and OpenAI error body, and the next good request succeeds.
+- An exception inside the engine step fails its requests with 500; the server goes on.
+- SIGTERM stops a server process cleanly (exit status 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+import uvicorn
+
+from aios import LLM, SamplingParams
+from aios.server import create_app
+
+MODEL = "tiny"
+MAX_MODEL_LEN = 128
+PROMPTS = ["Once upon a time there was", "The quick brown dog", "An inference engine schedules",
+           "The king said to the queen"]
+
+
+@contextlib.contextmanager
+def serve(app):
+    """Run `app` under uvicorn in a background thread on a free port; yield its base URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def make_llm(ckpt: str, **kw) -> LLM:
+    return LLM(ckpt, device="cpu", dtype="float32", max_model_len=MAX_MODEL_LEN, **kw)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_ckpt):
+    llm = make_llm(tiny_ckpt)
+    yield llm
+    llm.close()
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_ckpt):
+    """A second engine on the same checkpoint: what LLM.generate says, to compare HTTP against."""
+    return make_llm(tiny_ckpt)
+
+
+@pytest.fixture(scope="module")
+def url(engine):
+    with serve(create_app(engine, served_model_name=MODEL, max_waiting=256)) as base:
+        yield base
+
+
+@pytest.fixture
+def client(url):
+    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+
+
+def wait_for_no_used_blocks(engine: LLM, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while engine.block_manager.num_used_blocks and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert engine.block_manager.num_used_blocks == 0, f"{engine.block_manager.num_used_blocks} blocks still used"
+
+
+def greedy(reference: LLM, prompts, max_tokens: int, **kw) -> list[dict]:
+    return reference.generate(prompts, SamplingParams(temperature=0.0, max_tokens=max_tokens, **kw), use_tqdm=False)
+
+
+# ---- results equal the offline API -------------------------------------------------------------------
+
+
+def test_greedy_completions_equal_llm_generate(client, reference):
+    want = greedy(reference, PROMPTS, 12)
+    got = client.completions.create(model=MODEL, prompt=PROMPTS, max_tokens=12, temperature=0)
+    assert [c.index for c in got.choices] == list(range(len(PROMPTS)))
+    assert [c.text for c in got.choices] == [w["text"] for w in want]
+    assert got.usage.completion_tokens == sum(len(w["token_ids"]) for w in want)
+    assert got.usage.prompt_tokens == sum(len(w["prompt_token_ids"]) for w in want)
+    assert got.usage.total_tokens == got.usage.prompt_tokens + got.usage.completion_tokens
+
+
+def test_streamed_completion_equals_llm_generate_and_ends_with_usage(client, reference):
+    want = greedy(reference, [PROMPTS[0]], 16)[0]
+    chunks = list(client.completions.create(model=MODEL, prompt=PROMPTS[0], max_tokens=16, temperature=0,
+                                            stream=True, stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == want["text"]
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == want["finish_reason"]
+    assert not chunks[-1].choices and chunks[-1].usage.completion_tokens == len(want["token_ids"])
+    assert chunks[-1].usage.prompt_tokens == len(want["prompt_token_ids"])
+
+
+def test_token_id_prompt_equals_llm_generate(client, reference):
+    ids = reference.tokenize(PROMPTS[1])
+    want = greedy(reference, [ids], 10)[0]
+    got = client.completions.create(model=MODEL, prompt=ids, max_tokens=10, temperature=0)
+    assert got.choices[0].text == want["text"]
+
+
+def test_chat_streamed_and_not_equal_llm_chat(client, reference):
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": PROMPTS[2]}]
+    want = reference.chat(messages, SamplingParams(temperature=0, max_tokens=12), use_tqdm=False)[0]
+    got = client.chat.completions.create(model=MODEL, messages=messages, max_completion_tokens=12, temperature=0)
+    assert got.choices[0].message.role == "assistant"
+    assert got.choices[0].message.content == want["text"]
+    assert got.usage.completion_tokens == len(want["token_ids"])
+    chunks = list(client.chat.completions.create(model=MODEL, messages=messages, max_tokens=12, temperature=0,
+                                                 stream=True))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == want["text"]
+    assert chunks[-1].choices[0].finish_reason == want["finish_reason"]
+
+
+def test_n_seeded_choices_are_independent_samples_of_one_prompt(client, reference):
+    got = client.completions.create(model=MODEL, prompt=PROMPTS[3], max_tokens=10, temperature=1.0, seed=7, n=3)
+    assert [c.index for c in got.choices] == [0, 1, 2]
+    for j, choice in enumerate(got.choices):          # choice j samples with seed + j
+        want = reference.generate(PROMPTS[3], SamplingParams(temperature=1.0, max_tokens=10, seed=7 + j),
+                                  use_tqdm=False)[0]
+        assert choice.text == want["text"]
+
+
+def test_stop_string_is_never_streamed(client, reference):
+    text = greedy(reference, [PROMPTS[0]], 24)[0]["text"]
+    i = next(i for i in range(3, len(text) - 1) if text[i:i + 2].isalnum())
+    stop = text[i:i + 2]
+    want = greedy(reference, [PROMPTS[0]], 24, stop=stop)[0]
+    assert want["finish_reason"] == "stop" and stop not in want["text"]
+    got = client.completions.create(model=MODEL, prompt=PROMPTS[0], max_tokens=24, temperature=0, stop=stop)
+    assert got.choices[0].text == want["text"] and got.choices[0].finish_reason == "stop"
+    chunks = list(client.completions.create(model=MODEL, prompt=PROMPTS[0], max_tokens=24, temperature=0,
+                                            stop=[stop], stream=True))
+    assert "".join(c.choices[0].text for c in chunks) == want["text"]
+
+
+# ---- many clients, some leaving -------------------------------------------------------------------------
+
+
+async def stream_completion(http: httpx.AsyncClient, url: str, body: dict, leave_after_chunks: int | None):
+    """Concatenated text and finish reason of one SSE stream; leaves early after that many text chunks."""
+    text, finish_reason, chunks, done = "", None, 0, False
+    async with http.stream("POST", f"{url}/v1/completions", json={**body, "stream": True}) as response:
+        assert response.status_code == 200
+        async for line in response.aiter_lines():
+            if not line.startswith("data: "):
+                continue
+            if line == "data: [DONE]":
+                done = True
+                break
+            choice = json.loads(line[len("data: "):])["choices"][0]
+            text += choice["text"]
+            finish_reason = choice["finish_reason"] or finish_reason
+            chunks += bool(choice["text"])
+            if leave_after_chunks is not None and chunks >= leave_after_chunks:
+                return None                            # closing the response drops the connection
+    assert done
+    return text, finish_reason
+
+
+def test_64_concurrent_streams_some_disconnecting_leave_no_used_blocks(url, engine, reference):
+    prompts = [f"{PROMPTS[i % 4]} {i}" for i in range(64)]
+    leaving = {i for i in range(64) if i % 4 == 1}
+    want = greedy(reference, prompts, 12)
+    aborts_before = metric_value(httpx.get(f"{url}/metrics").text, 'finish_reason="abort"')
+
+    async def run_all():
+        limits = httpx.Limits(max_connections=128, max_keepalive_connections=0)
+        async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+            return await asyncio.gather(*[
+                stream_completion(http, url, {"model": MODEL, "prompt": p, "temperature": 0, "ignore_eos": i in leaving,
+                                              "max_tokens": 100 if i in leaving else 12},
+                                  leave_after_chunks=1 if i in leaving else None)
+                for i, p in enumerate(prompts)])
+
+    results = asyncio.run(run_all())
+    for i, (result, w) in enumerate(zip(results, want)):
+        if i not in leaving:
+            assert result == (w["text"], w["finish_reason"]), f"stream {i}"
+    wait_for_no_used_blocks(engine)
+    aborts = metric_value(httpx.get(f"{url}/metrics").text, 'finish_reason="abort"') - aborts_before
+    assert aborts == len(leaving)                      # each left before its 100 tokens: aborted, not finished
+
+
+def test_a_client_leaving_a_non_streamed_request_aborts_it(url, engine, monkeypatch):
+    run = engine.model_runner.run
+    monkeypatch.setattr(engine.model_runner, "run", lambda batch: (time.sleep(0.01), run(batch))[1])
+    aborts_before = metric_value(httpx.get(f"{url}/metrics").text, 'finish_reason="abort"')
+    with pytest.raises(httpx.ReadTimeout):      # 100 tokens take > 1 s; the client leaves after 0.3 s
+        httpx.post(f"{url}/v1/completions", json={"prompt": "hi", "max_tokens": 100, "ignore_eos": True}, timeout=0.3)
+    wait_for_no_used_blocks(engine)
+    assert metric_value(httpx.get(f"{url}/metrics").text, 'finish_reason="abort"') == aborts_before + 1
+
+
+# ---- bad requests, engine errors, limits -------------------------------------------------------------------
+
+
+def metric_value(text: str, selector: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if not line.startswith("#") and selector in line)
+
+
+BAD_REQUESTS = {
+    "malformed_json": ("completions", '{"prompt": "hi", ', 400, None),
+    "wrong_type": ("completions", {"prompt": "hi", "max_tokens": "ten"}, 400, "max_tokens"),
+    "wrong_messages_type": ("chat/completions", {"messages": "hi"}, 400, "messages"),
+    "prompt_too_long": ("completions", {"prompt": [5] * 200}, 400, "prompt"),
+    "bad_top_p": ("completions", {"prompt": "hi", "top_p": 1.5}, 400, "top_p"),
+    "empty_prompt": ("completions", {"prompt": ""}, 400, "prompt"),
+    "unknown_model": ("completions", {"model": "gpt-4", "prompt": "hi"}, 404, "model"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_REQUESTS))
+def test_bad_request_gets_its_status_and_error_body_and_the_server_goes_on(url, client, case):
+    route, body, status, param = BAD_REQUESTS[case]
+    kw = {"content": body, "headers": {"Content-Type": "application/json"}} if isinstance(body, str) else {"json": body}
+    response = httpx.post(f"{url}/v1/{route}", **kw)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"]
+    assert error["param"] == param
+    if case == "prompt_too_long":
+        assert "200" in error["message"] and str(MAX_MODEL_LEN) in error["message"]
+    assert client.completions.create(model=MODEL, prompt="hi", max_tokens=2).choices[0].finish_reason
+
+
+def test_engine_step_exception_fails_its_requests_with_500_and_the_server_goes_on(url, client, engine, monkeypatch):
+    run = engine.model_runner.run
+    calls = []
+
+    def fail_once(batch):
+        calls.append(batch)
+        if len(calls) == 1:
+            raise RuntimeError("simulated device error")
+        return run(batch)
+
+    monkeypatch.setattr(engine.model_runner, "run", fail_once)
+    response = httpx.post(f"{url}/v1/completions", json={"prompt": "hi", "max_tokens": 4}, timeout=30)
+    assert response.status_code == 500
+    assert "simulated device error" in response.json()["error"]["message"]
+    wait_for_no_used_blocks(engine)
+    assert client.completions.create(model=MODEL, prompt="hi", max_tokens=3).usage.completion_tokens == 3
+
+
+def test_too_many_waiting_requests_get_429_with_retry_after(tiny_ckpt, url):
+    """A second server in the same process: one running sequence, at most one waiting."""
+    small = make_llm(tiny_ckpt, max_num_seqs=1)
+    run = small.model_runner.run
+    small.model_runner.run = lambda batch: (time.sleep(0.02), run(batch))[1]    # 100 tokens take > 2 s
+    body = {"prompt": "hi", "max_tokens": 100, "ignore_eos": True, "stream": True}
+    try:
+        app = create_app(small, served_model_name="tiny-2", max_waiting=1)
+        with serve(app) as url2, httpx.Client(timeout=30) as http:
+            with http.stream("POST", f"{url2}/v1/completions", json=body) as running:
+                lines = running.iter_lines()            # kept: a closed iterator closes the connection
+                next(line for line in lines if line.startswith("data: "))                 # it runs
+                with http.stream("POST", f"{url2}/v1/completions", json=body) as waiting:
+                    assert waiting.status_code == 200                                       # accepted: it waits
+                    refused = httpx.post(f"{url2}/v1/completions", json={"prompt": "hi"})
+                    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+                    assert refused.json()["error"]["code"] == "too_many_waiting_requests"
+            wait_for_no_used_blocks(small)
+            ok = httpx.post(f"{url2}/v1/completions", json={"prompt": "hi", "max_tokens": 2})
+            assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] == 2
+            assert httpx.get(f"{url2}/v1/models").json()["data"][0]["id"] == "tiny-2"
+            assert httpx.get(f"{url}/v1/models").json()["data"][0]["id"] == MODEL            # the first still serves
+    finally:
+        small.close()
+
+
+def test_health_models_and_metrics(url, client, engine):
+    assert httpx.get(f"{url}/health").status_code == 200
+    assert [m.id for m in client.models.list().data] == [MODEL]
+    client.completions.create(model=MODEL, prompt=PROMPTS[0], max_tokens=3)
+    text = httpx.get(f"{url}/metrics").text
+    for name in ("aios_num_requests_running", "aios_num_requests_waiting", "aios_kv_cache_blocks_used",
+                 "aios_kv_cache_blocks_total", "aios_prefix_cache_hit_rate", "aios_generation_tokens_total",
+                 "aios_time_to_first_token_seconds_bucket", "aios_time_to_first_token_seconds_count"):
+        assert f"\n{name}{{" in text, name
+    assert metric_value(text, "aios_generation_tokens_total") >= 3
+    assert metric_value(text, "aios_time_to_first_token_seconds_count") >= 1
+    assert metric_value(text, "aios_kv_cache_blocks_total") == engine.config.num_kvcache_blocks
+
+
+# ---- the process -----------------------------------------------------------------------------------------
+
+
+def test_sigterm_stops_the_server_process_with_status_0(tiny_ckpt):
+    cmd = [sys.executable, "-m", "aios.server", "--model", tiny_ckpt, "--port", "0", "--device", "cpu",
+           "--dtype", "float32", "--log-level", "warning"]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = ""
+        deadline = time.monotonic() + 60
+        while "AIOS serving" not in line and time.monotonic() < deadline and proc.poll() is None:
+            line = proc.stdout.readline()
+        assert "AIOS serving" in line, f"no URL printed: {line!r}"
+        base = line.split("at ", 1)[1].split()[0].removesuffix("/v1")
+        assert httpx.get(f"{base}/health").status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

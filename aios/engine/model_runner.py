@@ -14,8 +14,8 @@ batch size >= the batch; the graph reads its inputs from static buffers that pre
 from __future__ import annotations
 
 import contextlib
-from itertools import chain
 from dataclasses import dataclass, field
+from itertools import chain
 
 import numpy as np
 import torch

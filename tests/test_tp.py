@@ -64,7 +64,7 @@ def expected(tiny_ckpt, prompts):
 @pytest.mark.parametrize("tp,kwargs", [(2, {}), (2, TINY_POOL), (4, TINY_POOL)],
                          ids=["tp2", "tp2-tiny-pool", "tp4-replicated-kv-heads-tiny-pool"])
 def test_tp_greedy_tokens_equal_one_rank(tiny_ckpt, prompts, expected, tp, kwargs, hang_guard):
-    with tp_llm(tiny_ckpt, tp, **kwargs) as llm:
+    with tp_llm(tiny_ckpt, tp, **{"kvcache_block_size": 16, **kwargs}) as llm:
         assert greedy(llm, prompts, MAX_TOKENS) == expected
         assert greedy(llm, prompts[-3:], MAX_TOKENS) == expected[-3:]     # again: prefix-cache hits
         assert_no_leaked_blocks(llm)

@@ -130,7 +130,7 @@ def run_aios(model_dir: str, wl: workloads.Workload, engine_kwargs: dict, limit:
 def run_peer(peer: str, model_dir: str, workload: str, args: argparse.Namespace, limit: int | None) -> dict:
     module = {"hf": "benchmarks.peers.hf_runner", "vllm": "benchmarks.peers.vllm_runner"}[peer]
     cmd = [sys.executable, "-m", module, "--model", model_dir, "--workload", workload,
-           "--num-seqs", str(args.num_seqs), "--input-len", str(args.input_len),
+           "--num-seqs", str(args.ladder_num_seqs if workload == "ladder" else args.num_seqs), "--input-len", str(args.input_len),
            "--output-len", str(args.output_len), "--seed", str(args.seed), "--vocab", str(args.vocab)]
     if limit:
         cmd += ["--limit", str(limit)]
@@ -263,8 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.peer and device == "cuda":
             result["peers"] = {}
             for peer in args.peer:
-                limit = args.hf_limit if peer == "hf" and name in ("standard", "ladder") else None
-                p = run_peer(peer, model_dir, "standard" if name == "ladder" else name, args, limit)
+                limit = args.hf_limit if peer == "hf" and name == "standard" else None
+                p = run_peer(peer, model_dir, name, args, limit)
                 result["peers"][peer] = p
                 mine = result["ladder"][-1] if name == "ladder" else result
                 if "output_tok_per_s" in p and "output_tok_per_s" in mine:

@@ -342,7 +342,8 @@ class ModelRunner:
         params = [s.sampling_params for s in seqs]
         d = self._to_device
         temps = np.asarray([p.temperature for p in params], dtype=np.float32)
-        t = SamplingTensors(temperatures=d(temps), all_greedy=bool((temps == 0).all()))
+        t = SamplingTensors(temperatures=d(temps), all_greedy=bool((temps == 0).all()),
+                            any_greedy=bool((temps == 0).any()))
         if t.all_greedy:
             return t
         vocab = self.config.hf_config.vocab_size

@@ -51,6 +51,7 @@ class SamplingTensors:
     seeds: torch.Tensor | None = None        # int64 [num_seeded]
     positions: torch.Tensor | None = None    # int64 [num_seeded]: index of the sampled token in its output
     all_greedy: bool = False
+    any_greedy: bool = True
 
 
 def apply_top_k_top_p_min_p(logits: torch.Tensor, t: SamplingTensors) -> torch.Tensor:
@@ -77,16 +78,15 @@ def apply_top_k_top_p_min_p(logits: torch.Tensor, t: SamplingTensors) -> torch.T
 class Sampler(nn.Module):
     def forward(self, logits: torch.Tensor, t: SamplingTensors, generator: torch.Generator | None = None
                 ) -> torch.Tensor:
-        logits = logits.float()                                     # [num_seqs, vocab]
-        greedy_tokens = logits.argmax(dim=-1)
         if t.all_greedy:
-            return greedy_tokens
+            return logits.argmax(dim=-1)
+        greedy_tokens = logits.argmax(dim=-1) if t.any_greedy else None
         temps = t.temperatures.unsqueeze(1)
-        logits = logits / torch.where(temps > 0, temps, torch.ones_like(temps))
+        logits = logits.float() / torch.where(temps > 0, temps, torch.ones_like(temps))   # [num_seqs, vocab]
         logits = apply_top_k_top_p_min_p(logits, t)
         probs = logits.softmax(dim=-1)
         noise = torch.empty_like(probs).exponential_(generator=generator)
         if t.seeded_rows is not None:
             noise[t.seeded_rows] = seeded_exponential(t.seeds, t.positions, probs.shape[-1])
         sampled = (probs / noise).argmax(dim=-1)
-        return torch.where(t.temperatures > 0, sampled, greedy_tokens)
+        return sampled if greedy_tokens is None else torch.where(t.temperatures > 0, sampled, greedy_tokens)

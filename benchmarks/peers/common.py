@@ -14,6 +14,8 @@ def workload_from_args(args: argparse.Namespace) -> workloads.Workload:
     if args.workload.startswith("batch"):
         return workloads.fixed(int(args.workload[5:]), args.input_len, args.output_len, seed=args.seed,
                                vocab=args.vocab)
+    if args.workload == "ladder":
+        return workloads.standard(num_seqs=args.num_seqs, lo=64, hi=256, seed=args.seed, vocab=args.vocab)
     if args.workload == "prefix":
         return workloads.shared_prefix(seed=args.seed, vocab=args.vocab)
     raise ValueError(f"unknown workload {args.workload!r}")

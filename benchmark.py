@@ -200,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="standard | batch1 | batch32 | batchN | prefix (several allowed)")
     ap.add_argument("--ladder", action="store_true", help="run every lesson's settings (see benchmarks/ladder.py)")
     ap.add_argument("--ladder-num-seqs", type=int, default=64)
+    ap.add_argument("--ladder-sequential-seqs", type=int, default=8,
+                    help="the one-sequence-at-a-time rung runs only this many (it is slow)")
     ap.add_argument("--peer", action="append", default=[], choices=["hf", "vllm"], help="peers, each in its process")
     ap.add_argument("--hf-limit", type=int, default=64, help="HF runs only the first N sequences (it is slow)")
     ap.add_argument("--num-seqs", type=int, default=256)
@@ -242,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         if name == "ladder":
             result["ladder"] = []
             for lesson, what, overrides in rungs(device):
-                limit = 8 if overrides.get("max_num_seqs") == 1 else None
+                limit = args.ladder_sequential_seqs if overrides.get("max_num_seqs") == 1 else None
                 r = run_aios(model_dir, wl, {**kw, **overrides}, limit=limit)
                 r.update(lesson=lesson, adds=what, note=f"first {limit} sequences" if limit else "")
                 result["ladder"].append(r)

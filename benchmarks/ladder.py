@@ -9,7 +9,8 @@ lesson 12 (sampling) and 14 (tensor parallelism) change results or hardware, not
 from __future__ import annotations
 
 # lesson -> (what it adds, Config overrides relative to the engine's defaults)
-_OFF = dict(attention_backend="torch", fused_kernels=False, enforce_eager=True, enable_prefix_caching=False)
+_OFF = dict(attention_backend="torch", fused_kernels=False, enforce_eager=True, async_scheduling=False,
+            enable_prefix_caching=False)
 
 LADDER: list[tuple[str, str, dict]] = [
     ("06", "paged KV cache, one sequence at a time", dict(_OFF, max_num_seqs=1)),
@@ -18,8 +19,8 @@ LADDER: list[tuple[str, str, dict]] = [
     ("09", "+ Triton FlashAttention (prefill + paged decode)", dict(_OFF, attention_backend="triton")),
     ("10", "+ fused Triton kernels (norm+residual, qk-norm+RoPE, SiLU*mul)",
      dict(_OFF, attention_backend="triton", fused_kernels=True)),
-    ("11", "+ CUDA graphs for decode", dict(_OFF, attention_backend="triton", fused_kernels=True,
-                                            enforce_eager=False)),
+    ("11", "+ CUDA graphs for decode, async scheduling", dict(_OFF, attention_backend="triton", fused_kernels=True,
+                                                              enforce_eager=False, async_scheduling=True)),
     ("13", "+ prefix caching (no shared prefixes here: no change expected)", dict()),
 ]
 

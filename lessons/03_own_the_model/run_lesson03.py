@@ -1,0 +1,83 @@
+#!/usr/bin/env python
+"""Lesson 03: own the model. aios's Qwen3 nn.Module, weights loaded straight from safetensors.
+
+    HF transformers : lesson 02's baseline (its generate keeps a KV cache)
+    aios, no cache  : our modules (aios.models.qwen3) + our loader (aios.utils.loader), run by the
+                      teaching loop in no_cache_loop.py, which recomputes the whole sequence
+                      for every new token. Slow on purpose: lesson 04 fixes it.
+
+Checks: the loaded weights give HF's logits (max |difference|) and the same greedy tokens.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import common  # noqa: E402
+
+
+def main() -> None:
+    ap = common.parser(__doc__)
+    ap.add_argument("--max-tokens", type=int, default=None, help="default 128; 16 with --quick")
+    args = common.setup(ap.parse_args())
+    max_tokens = args.max_tokens or (16 if args.quick else 128)
+
+    import torch
+    import transformers
+    from safetensors import safe_open
+    from transformers import AutoTokenizer, Qwen3ForCausalLM
+
+    loop = common.load_module("03_own_the_model/no_cache_loop.py")
+    transformers.utils.logging.disable_progress_bar()
+    print(common.describe(args))
+
+    common.heading("loading: checkpoint tensors -> fused aios parameters (layer 0)")
+    model = loop.load(args.model, args.device)
+    path = next(Path(args.model).glob("*.safetensors"))
+    with safe_open(str(path), "pt") as f:
+        names = [n for n in f.keys() if n.startswith("model.layers.0.")]
+        shapes = {n: tuple(f.get_slice(n).get_shape()) for n in names}
+    params = dict(model.named_parameters())
+    rows = []
+    for name in names:
+        target = name
+        for ckpt_key, (fused, shard) in model.packed_modules_mapping.items():
+            if f".{ckpt_key}." in name:
+                target = name.replace(f".{ckpt_key}.", f".{fused}.") + f"  (shard {shard!r})"
+        rows.append([name.removeprefix("model.layers.0."), str(shapes[name]),
+                     target.removeprefix("model.layers.0."), str(tuple(params[target.split()[0]].shape))])
+    print(common.table(["checkpoint tensor", "shape", "aios parameter", "its shape"], rows))
+
+    tok = AutoTokenizer.from_pretrained(args.model)
+    prompt = common.PROMPTS[0]
+    ids = tok.encode(prompt, add_special_tokens=False)
+    hf = Qwen3ForCausalLM.from_pretrained(args.model, dtype=torch.float32).to(args.device).eval()
+
+    common.heading("same logits as HF?")
+    x = torch.tensor(ids, device=args.device)
+    with torch.no_grad():
+        hf_logits = hf(x[None]).logits[0, -1]
+    ours = loop.forward(model, x, torch.arange(len(ids), device=args.device))
+    print(f"prompt {prompt!r}: max |aios - HF| over {len(ours):,} logits = {float((ours - hf_logits).abs().max()):.2e}")
+
+    common.heading(f"generate {max_tokens} tokens, greedy")
+    with torch.no_grad(), common.Timer(args.device) as t_hf:
+        out = hf.generate(x[None], attention_mask=torch.ones_like(x[None]), max_new_tokens=max_tokens,
+                          min_new_tokens=max_tokens, do_sample=False, pad_token_id=0)
+    hf_tokens = out[0, len(ids):].tolist()
+    with common.Timer(args.device) as t_ours:
+        tokens, computed = loop.generate_no_cache(model, ids, max_tokens)
+    print(common.table(["engine", "tokens computed", "seconds", "tok/s", "same tokens as HF"], [
+        ["HF transformers (KV cache)", len(ids) + max_tokens - 1, t_hf.seconds, max_tokens / t_hf.seconds, "-"],
+        ["aios modules, no cache", computed, t_ours.seconds, max_tokens / t_ours.seconds,
+         "yes" if tokens == hf_tokens else "NO"],
+    ]))
+    print(f"no cache computes {computed / (len(ids) + max_tokens - 1):.1f}x the tokens: step i runs all "
+          f"{len(ids)} + i tokens again")
+    print(f"\n{prompt}{tok.decode(tokens)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+#!/usr/bin/env python
+"""Lesson 09: FlashAttention. Online softmax, tiled; AIOS's Triton prefill and paged-decode kernels.
+
+    torch reference (lesson 08) : attention_backend="torch": the score matrix is built whole
+    FlashAttention  (lesson 09) : attention_backend="triton": tiles of keys streamed through an
+                                  online softmax, never the whole matrix (aios/kernels/)
+
+On a CPU: the online-softmax math (reference vs a tiled torch loop), then the Triton kernels
+themselves, run by Triton's CPU interpreter (TRITON_INTERPRET=1) at tiny shapes, against their
+torch references. On a GPU: the engine with attention_backend torch vs triton.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import common  # noqa: E402
+
+
+def main() -> None:
+    import torch
+
+    args = common.parser(__doc__).parse_args()
+    if args.device == "cpu" or not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is first imported: @jit reads it
+    args = common.setup(args)
+
+    from aios import LLM, SamplingParams
+    from aios.kernels import decode_attention, decode_attention_ref, prefill_attention, prefill_attention_ref
+    from benchmarks.ladder import LADDER
+
+    tiled = common.load_module("09_flash_attention/online_softmax.py")
+    print(common.describe(args))
+
+    common.heading("online softmax, one query row, 8 keys in tiles of 2")
+    g = torch.Generator().manual_seed(0)
+    scores, values = torch.randn(8, generator=g) * 3, torch.randn(8, 2, generator=g)
+    rows = [[tile, m_i, l_i, f"[{o[0]:+.4f}, {o[1]:+.4f}]"]
+            for tile, m_i, l_i, o in tiled.online_softmax_trace(scores, values, 2)]
+    print(common.table(["after tile", "running max m_i", "running sum l_i", "output so far acc / l_i"], rows))
+    exact = scores.softmax(-1) @ values
+    print(f"softmax(scores) @ values = [{exact[0]:+.4f}, {exact[1]:+.4f}]  (the last row must equal it)")
+
+    n = 256 if args.quick else 2048
+    common.heading(f"one head, {n} tokens, head_dim 64, causal: whole matrix vs 64 x 64 tiles")
+    q, k, v = (torch.randn(n, 64, generator=g) for _ in range(3))
+    with common.Timer() as t_ref:
+        ref, ref_bytes = tiled.attention_reference(q, k, v)
+    with common.Timer() as t_tiled:
+        out, st = tiled.attention_tiled(q, k, v)
+    total_tiles = st["tiles_visited"] + st["tiles_skipped"]
+    print(common.table(["attention", "score bytes held at once", "score tiles computed", "seconds", "max |diff|"], [
+        ["whole matrix (torch reference)", ref_bytes, total_tiles, t_ref.seconds, "-"],
+        ["online softmax, tiled (FlashAttention)", st["score_bytes_held"], st["tiles_visited"], t_tiled.seconds,
+         f"{float((out - ref).abs().max()):.1e}"],
+    ]))
+    print(f"({st['tiles_skipped']} of {total_tiles} tiles lie wholly above the diagonal: never computed. "
+          f"The Python tile loop is slow on purpose; in Triton one GPU program runs it per query tile.)")
+
+    common.heading("AIOS's Triton kernels vs their torch references (paged KV cache, GQA 8/4 heads, block 16)"
+                   + (" under TRITON_INTERPRET=1" if args.device == "cpu" else ""))
+    dev = args.device
+    heads, kv_heads, head_dim, block = 8, 4, 64, 16
+    seq_lens = [40, 17, 64] if args.device == "cpu" else [1900, 700, 4096]
+    blocks_per_seq = [(s + block - 1) // block for s in seq_lens]
+    k_cache = torch.randn(sum(blocks_per_seq) + 2, block, kv_heads, head_dim, generator=g).to(dev)
+    v_cache = torch.randn(k_cache.shape, generator=g).to(dev)
+    perm = torch.randperm(len(k_cache), generator=g).tolist()          # blocks scattered in the pool
+    block_tables = torch.full((len(seq_lens), max(blocks_per_seq)), -1, dtype=torch.int32)
+    for i, nb in enumerate(blocks_per_seq):
+        block_tables[i, :nb] = torch.tensor(perm[sum(blocks_per_seq[:i]): sum(blocks_per_seq[:i]) + nb])
+    block_tables = block_tables.to(dev)
+    cu = torch.tensor([0] + list(torch.tensor(seq_lens).cumsum(0)), dtype=torch.int32, device=dev)
+    scale = head_dim ** -0.5
+    qp = torch.randn(int(cu[-1]), heads, head_dim, generator=g).to(dev)
+    qd = torch.randn(len(seq_lens), heads, head_dim, generator=g).to(dev)
+    lens = torch.tensor(seq_lens, dtype=torch.int32, device=dev)
+    rows = []
+    for name, fn, ref, fargs in (
+            ("prefill_attention", prefill_attention, prefill_attention_ref,
+             (qp, k_cache, v_cache, cu, cu, max(seq_lens), max(seq_lens), block_tables, scale)),
+            ("decode_attention", decode_attention, decode_attention_ref,
+             (qd, k_cache, v_cache, block_tables, lens, scale))):
+        fn(*fargs)                                                      # compile (or interpret) once
+        with common.Timer(dev) as t_fn:
+            a = fn(*fargs)
+        with common.Timer(dev) as t_ref:
+            b = ref(*fargs)
+        rows.append([name, str(seq_lens), t_ref.seconds * 1000, t_fn.seconds * 1000,
+                     f"{float((a.float() - b.float()).abs().max()):.1e}"])
+    print(common.table(["kernel", "sequence lengths", "torch ref ms", "Triton ms", "max |diff|"], rows))
+    if args.device == "cpu":
+        print("(on a CPU the 'Triton ms' column is Triton's interpreter, a numpy emulation: it checks the "
+              "kernel's result, not its speed)")
+
+    common.heading("the engine: attention_backend torch (lesson 08) vs triton (lesson 09)")
+    rungs = {lesson: overrides for lesson, _, overrides in LADDER}
+    n_prompts, max_tokens = (2, 8) if args.quick else (16, 64)
+    prompts = [common.PROMPTS[i % len(common.PROMPTS)] for i in range(n_prompts)]
+    params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
+    results = []
+    for lesson in ("08", "09"):
+        llm = LLM(args.model, device=args.device, **rungs[lesson])
+        llm.generate(prompts[:1], SamplingParams(max_tokens=2), use_tqdm=False)
+        with common.Timer(args.device) as t:
+            outs = llm.generate(prompts, params, use_tqdm=False)
+        results.append((f"attention_backend={llm.config.attention_backend!r} (lesson {lesson})",
+                        [o["token_ids"] for o in outs], t.seconds))
+        llm.close()
+    total = n_prompts * max_tokens
+    print(common.table(["engine", "seconds", "tok/s", "same tokens"], [
+        [label, s, total / s, "-" if i == 0 else ("yes" if toks == results[0][1] else "NO")]
+        for i, (label, toks, s) in enumerate(results)]))
+    if args.device == "cpu":
+        print("(on a CPU both settings run the torch references: Triton kernels run on CUDA tensors only)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+#!/usr/bin/env python
+"""Lesson 10: fused layers. Fewer, bigger kernels: one matmul for q/k/v, one for gate/up, and
+Triton kernels that do a layer's small element-wise steps in one pass.
+
+    unfused (lesson 09) : fused_kernels=False: RMSNorm, q/k-norm + RoPE and SiLU*mul run as
+                          chains of torch ops (the references in aios/kernels)
+    fused   (lesson 10) : fused_kernels=True: one Triton kernel each (on a GPU)
+
+The q/k/v and gate/up fusions are always on in aios (the loader writes q_proj, k_proj, v_proj into
+one qkv_proj weight: Qwen3ForCausalLM.packed_modules_mapping); here they are measured against
+separate matmuls with the same weights.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import common  # noqa: E402
+
+
+def time_per_call(fn, device: str, repeat: int, *args) -> float:
+    fn(*args)
+    with common.Timer(device) as t:
+        for _ in range(repeat):
+            fn(*args)
+    return t.seconds / repeat
+
+
+def main() -> None:
+    args = common.setup(common.parser(__doc__).parse_args())
+
+    import torch
+    import torch.nn.functional as F
+
+    from aios import LLM, SamplingParams
+    from aios.kernels import qk_norm_rope_ref, rms_norm_ref, silu_and_mul_ref
+    from aios.models.qwen3 import Qwen3ForCausalLM
+    from benchmarks.ladder import LADDER
+
+    loop = common.load_module("03_own_the_model/no_cache_loop.py")
+    print(common.describe(args))
+    dtype = torch.float32 if args.device == "cpu" else torch.bfloat16
+    model = loop.load(args.model, args.device, dtype)
+    layer = model.model.layers[0]
+    attn, mlp = layer.self_attn, layer.mlp
+    print(f"packed_modules_mapping: {Qwen3ForCausalLM.packed_modules_mapping}")
+
+    common.heading("separate matmuls vs fused ones, layer 0's weights, microseconds per call")
+    w_qkv = attn.qkv_proj.weight
+    w_q, w_k, w_v = w_qkv.split([attn.q_size, attn.kv_size, attn.kv_size])
+    w_gu = mlp.gate_up_proj.weight
+    w_gate, w_up = w_gu.chunk(2)
+    rows = []
+    for num_tokens in ([1, 64] if args.quick else [1, 16, 256, 2048]):
+        repeat = 20 if args.quick else max(20, 20_000 // num_tokens)
+        x = torch.randn(num_tokens, w_qkv.shape[1], device=args.device, dtype=dtype)
+        separate = time_per_call(lambda x: (F.linear(x, w_q), F.linear(x, w_k), F.linear(x, w_v)), args.device,
+                                 repeat, x)
+        fused = time_per_call(lambda x: F.linear(x, w_qkv), args.device, repeat, x)
+        rows.append([num_tokens, "q, k, v: 3 matmuls", 1e6 * separate, "qkv_proj: 1 matmul", 1e6 * fused,
+                     separate / fused])
+        separate = time_per_call(lambda x: (F.linear(x, w_gate), F.linear(x, w_up)), args.device, repeat, x)
+        fused = time_per_call(lambda x: F.linear(x, w_gu), args.device, repeat, x)
+        rows.append([num_tokens, "gate, up: 2 matmuls", 1e6 * separate, "gate_up_proj: 1 matmul", 1e6 * fused,
+                     separate / fused])
+    print(common.table(["tokens", "unfused", "us", "fused", "us", "speed-up"], rows))
+
+    common.heading("element-wise steps of one decoder layer: torch ops (the references) vs Triton kernels")
+    n = 16
+    x = torch.randn(n, model.config.hidden_size, device=args.device, dtype=dtype)
+    q = torch.randn(n, attn.num_heads, attn.head_dim, device=args.device, dtype=dtype)
+    k = torch.randn(n, attn.num_kv_heads, attn.head_dim, device=args.device, dtype=dtype)
+    pos = torch.arange(n, device=args.device)
+    gu = torch.randn(n, 2 * model.config.intermediate_size, device=args.device, dtype=dtype)
+    w = layer.input_layernorm.weight
+
+    def add_and_norm():
+        s = x + x
+        return rms_norm_ref(s, w, 1e-6), s
+
+    pieces = [
+        ("RMSNorm + residual add (x2 per layer)", add_and_norm, 2),
+        ("q/k RMSNorm + RoPE", lambda: qk_norm_rope_ref(q, k, attn.q_norm.weight, attn.k_norm.weight, pos,
+                                                       attn.rotary_emb.cos_sin_cache, 1e-6), 1),
+        ("SiLU(gate) * up", lambda: silu_and_mul_ref(gu), 1),
+    ]
+    rows, total_ref, total_fused = [], 0, 0
+    for name, fn, per_layer in pieces:
+        _, ops = common.count_kernels(fn)
+        rows.append([name, ops * per_layer, per_layer])
+        total_ref += ops * per_layer
+        total_fused += per_layer
+    rows.append(["per decoder layer", total_ref, total_fused])
+    layers = model.config.num_hidden_layers
+    rows.append([f"per forward ({layers} layers)", total_ref * layers, total_fused * layers])
+    print(common.table(["step", "kernels, unfused (torch ops)", "kernels, fused (Triton)"], rows))
+
+    common.heading("the engine: fused_kernels=False (lesson 09) vs True (lesson 10)")
+    rungs = {lesson: overrides for lesson, _, overrides in LADDER}
+    n_prompts, max_tokens = (2, 8) if args.quick else (16, 64)
+    prompts = [common.PROMPTS[i % len(common.PROMPTS)] for i in range(n_prompts)]
+    params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
+    results = []
+    for lesson in ("09", "10"):
+        llm = LLM(args.model, device=args.device, **rungs[lesson])
+        llm.generate(prompts[:1], SamplingParams(max_tokens=2), use_tqdm=False)
+        with common.Timer(args.device) as t:
+            outs = llm.generate(prompts, params, use_tqdm=False)
+        results.append((f"fused_kernels={llm.config.fused_kernels} (lesson {lesson})", [o["token_ids"] for o in outs],
+                        t.seconds))
+        llm.close()
+    total = n_prompts * max_tokens
+    print(common.table(["engine", "seconds", "tok/s", "same tokens"], [
+        [label, s, total / s, "-" if i == 0 else ("yes" if toks == results[0][1] else "NO")]
+        for i, (label, toks, s) in enumerate(results)]))
+    if args.device == "cpu":
+        print("(on a CPU both settings run the torch references: the Triton kernels run on CUDA tensors only)")
+
+
+if __name__ == "__main__":
+    main()

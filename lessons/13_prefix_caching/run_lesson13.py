@@ -1,0 +1,98 @@
+#!/usr/bin/env python
+"""Lesson 13: prefix caching. Requests that share a prefix share its KV blocks, computed once.
+
+    off (lesson 11) : enable_prefix_caching=False: every request prefills its whole prompt
+    on  (lesson 13) : enable_prefix_caching=True: each full KV block is registered under a chain
+                      hash of its tokens and all the tokens before it (BlockManager.register_computed_blocks);
+                      a new request walks its prompt block by block and reuses every block whose
+                      hash is cached (BlockManager.match_prefix), computing only the rest
+
+The workload: one long shared system prompt, then a short question per request. The first request
+runs alone (it fills the cache), the others follow together. Settings from benchmarks/ladder.py.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import common  # noqa: E402
+
+
+def abbreviate(xs: list[int]) -> str:
+    return str(xs) if len(xs) <= 8 else f"[{', '.join(map(str, xs[:4]))}, ..., {', '.join(map(str, xs[-3:]))}]"
+
+
+def main() -> None:
+    ap = common.parser(__doc__)
+    ap.add_argument("--prefix-tokens", type=int, default=None,
+                    help="shared prefix length (default 1024; two KV blocks with --quick)")
+    ap.add_argument("--num-prompts", type=int, default=None, help="requests (default 16; 4 with --quick)")
+    args = common.setup(ap.parse_args())
+    n = args.num_prompts or (4 if args.quick else 16)
+    max_tokens = 8 if args.quick else 32
+
+    from aios import LLM, Config, SamplingParams
+    from benchmarks.ladder import LADDER
+
+    block_size = Config.__dataclass_fields__["kvcache_block_size"].default   # only full blocks are cached
+    prefix_len = args.prefix_tokens or (2 * block_size if args.quick else 1024)
+
+    print(common.describe(args))
+    rungs = {lesson: overrides for lesson, _, overrides in LADDER}
+    params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
+    results = {}
+    for lesson in ("11", "13"):
+        llm = LLM(args.model, device=args.device, max_model_len=2048, **rungs[lesson])
+        text = " ".join(common.PROMPTS) + "."
+        base = llm.tokenize(text)
+        system = (base * (prefix_len // len(base) + 1))[:prefix_len]
+        prompts = [system + llm.tokenize(" " + q) for q in common.PROMPTS[:n]]
+        llm.generate([prompts[0][:20]], SamplingParams(max_tokens=2), use_tqdm=False)     # warm-up
+        llm.block_manager.reset_prefix_cache()
+        before = llm.stats()
+        with common.Timer(args.device) as t:
+            first = llm.generate(prompts[:1], params, use_tqdm=False)                     # fills the cache
+            if lesson == "13":                                                           # look inside once
+                a, b = (llm.add_request(p, params) for p in prompts[1:3])
+                llm.step()
+                shared = [x for x, y in zip(a.block_table, b.block_table) if x == y]
+                inside = (list(a.block_table), list(b.block_table), a.num_cached_tokens, len(shared),
+                          llm.block_manager.blocks[shared[0]].ref_count if shared else 0)
+                while not (a.is_finished and b.is_finished):
+                    llm.step()
+                rest = [llm.output(a), llm.output(b)] + llm.generate(prompts[3:], params, use_tqdm=False)
+            else:
+                rest = llm.generate(prompts[1:], params, use_tqdm=False)
+        outs = first + rest
+        s = llm.stats()
+        prompt_tokens = sum(map(len, prompts))
+        hits = s["prefix_cache_hits"] - before["prefix_cache_hits"]
+        queries = s["prefix_cache_queries"] - before["prefix_cache_queries"]
+        ttft = [o["metrics"]["ttft_s"] for o in outs[1:]]
+        results[lesson] = dict(label=f"enable_prefix_caching={llm.config.enable_prefix_caching} (lesson {lesson})",
+                               tokens=[o["token_ids"] for o in outs], prompt_tokens=prompt_tokens,
+                               computed=prompt_tokens - hits, hit_rate=hits / queries if queries else 0.0,
+                               seconds=t.seconds, ttft_ms=1000 * sum(ttft) / len(ttft))
+        llm.close()
+
+    common.heading(f"{n} requests: a {prefix_len}-token shared prefix + a short question each, "
+                   f"{max_tokens} tokens out")
+    rows = []
+    for lesson, r in results.items():
+        same = "-" if lesson == "11" else ("yes" if r["tokens"] == results["11"]["tokens"] else "NO")
+        rows.append([r["label"], r["prompt_tokens"], r["computed"], f"{100 * r['hit_rate']:.0f}%", r["ttft_ms"],
+                     r["seconds"], same])
+    print(common.table(["engine", "prompt tokens", "prefill tokens computed", "hit rate", "mean TTFT ms (2..n)",
+                        "seconds", "same tokens"], rows))
+    table_a, table_b, cached, num_shared, refs = inside
+    common.heading("inside: requests 2 and 3 while both run (prefix caching on)")
+    print(f"block_table of request 2: {abbreviate(table_a)}")
+    print(f"block_table of request 3: {abbreviate(table_b)}")
+    print(f"{num_shared} physical blocks shared (ref_count {refs}); request 2 skipped {cached} prompt tokens "
+          f"(num_cached_tokens)")
+
+
+if __name__ == "__main__":
+    main()

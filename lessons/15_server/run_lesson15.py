@@ -1,0 +1,135 @@
+#!/usr/bin/env python
+"""Lesson 15: an OpenAI-compatible HTTP server, streaming tokens as Server-Sent Events.
+
+    offline (lesson 14) : LLM.generate(prompts): one Python call owns the engine loop
+    server  (lesson 15) : aios.server.create_app(llm) under uvicorn: HTTP requests arrive at any
+                          time, a background thread (AsyncEngine) runs one continuous batch for all
+                          of them, and each client reads its tokens as they are made (SSE)
+
+The server runs in this process on a free port; the clients are the official `openai` package
+and raw `httpx`. Greedy outputs over HTTP must equal the offline ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import common  # noqa: E402
+
+
+def serve(app):
+    """Start uvicorn on 127.0.0.1, any free port, in a thread; return (server, base URL)."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    return server, thread, f"http://127.0.0.1:{port}"
+
+
+async def stream_all(url: str, model: str, prompts: list[str], max_tokens: int) -> tuple[list[dict], float]:
+    """Send every prompt at once as a streamed completion; per request: text, tokens, TTFT."""
+    import openai
+
+    client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+
+    async def one(prompt: str) -> dict:
+        start = time.perf_counter()
+        text, ttft, tokens = "", None, 0
+        stream = await client.completions.create(
+            model=model, prompt=prompt, max_tokens=max_tokens, temperature=0.0, stream=True,
+            stream_options={"include_usage": True}, extra_body={"ignore_eos": True})
+        async for chunk in stream:
+            if chunk.choices and chunk.choices[0].text:
+                ttft = ttft if ttft is not None else time.perf_counter() - start
+                text += chunk.choices[0].text
+            if chunk.usage:
+                tokens = chunk.usage.completion_tokens
+        return {"text": text, "ttft_s": ttft, "tokens": tokens}
+
+    start = time.perf_counter()
+    results = await asyncio.gather(*(one(p) for p in prompts))
+    await client.close()
+    return list(results), time.perf_counter() - start
+
+
+def main() -> None:
+    ap = common.parser(__doc__)
+    ap.add_argument("--num-prompts", type=int, default=None, help="concurrent requests (default 16; 4 with --quick)")
+    args = common.setup(ap.parse_args())
+    n = args.num_prompts or (4 if args.quick else 16)
+    max_tokens = 8 if args.quick else 64
+
+    try:
+        import httpx
+        import openai  # noqa: F401
+        import uvicorn  # noqa: F401
+
+        from aios.server import create_app
+    except ImportError as e:
+        print(f"SKIPPED: the server needs fastapi, uvicorn, httpx and openai ({e}); "
+              f"pip install -r lessons/15_server/requirements.txt")
+        return
+    from aios import LLM, SamplingParams
+
+    print(common.describe(args))
+    llm = LLM(args.model, device=args.device, max_model_len=1024)
+    prompts = [common.PROMPTS[i % len(common.PROMPTS)] for i in range(n)]
+    params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
+    llm.generate(prompts[:1], SamplingParams(max_tokens=2), use_tqdm=False)               # warm-up
+    with common.Timer(args.device) as t_offline:
+        offline = llm.generate(prompts, params, use_tqdm=False)
+
+    app = create_app(llm, served_model_name="aios-tiny")
+    server, thread, url = serve(app)
+    try:
+        common.heading(f"the server: {url}/v1")
+        models = httpx.get(f"{url}/v1/models").json()
+        print(f"GET /v1/models -> {[m['id'] for m in models['data']]}")
+        body = {"model": "aios-tiny", "prompt": prompts[0], "max_tokens": 4, "temperature": 0, "stream": True}
+        print(f"POST /v1/completions {body}  ->  (raw Server-Sent Events)")
+        with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=60) as r:
+            events = [line for line in r.iter_lines() if line]
+        print(f"  {events[0]}")                                  # the first event whole, then only its changes
+        for line in events[1:]:
+            if line.startswith("data: {"):
+                print(f"  data: {{..., \"choices\": {json.dumps(json.loads(line[6:])['choices'])}}}")
+            else:
+                print(f"  {line}")
+
+        online, seconds = asyncio.run(stream_all(url, "aios-tiny", prompts, max_tokens))
+        total = n * max_tokens
+        ttft_offline = sum(o["metrics"]["ttft_s"] for o in offline) / n
+        ttft_online = sum(o["ttft_s"] for o in online) / n
+        same = all(a["text"] == b["text"] for a, b in zip(offline, online))
+        common.heading(f"{n} requests x {max_tokens} tokens, greedy: offline vs {n} concurrent HTTP streams")
+        print(common.table(["engine", "seconds", "tok/s", "mean TTFT ms", "output tokens", "same text"], [
+            ["offline LLM.generate (lesson 14)", t_offline.seconds, total / t_offline.seconds, 1000 * ttft_offline,
+             sum(len(o["token_ids"]) for o in offline), "-"],
+            ["HTTP server, streamed (lesson 15)", seconds, total / seconds, 1000 * ttft_online,
+             sum(o["tokens"] for o in online), "yes" if same else "NO"],
+        ]))
+        metrics = httpx.get(f"{url}/metrics").text.splitlines()
+        print("\nGET /metrics (first lines):")
+        for line in [m for m in metrics if m and not m.startswith("#")][:6]:
+            print(f"  {line}")
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        llm.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""What every lesson script shares: the repo on sys.path, the common flags, timing, and tables.
+
+A lesson script starts with
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # lessons/, for this file
+    import common                                                    # puts the repo root on sys.path
+
+so `python lessons/NN_slug/run_lessonNN.py` works from anywhere without installing aios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+# Prompts in the style the bundled model (aios-tiny-bible, trained on the KJV) knows.
+PROMPTS = [
+    "And the king said",
+    "In the beginning",
+    "And it came to pass, when",
+    "The LORD is my shepherd",
+    "Then Jesus answered and said unto them",
+    "And the people of Israel",
+    "Blessed are the meek",
+    "Now the serpent was",
+    "And Moses went up",
+    "Wisdom is the principal thing",
+    "And David said to Saul",
+    "Thus saith the LORD",
+    "And the angel of the LORD",
+    "Hear, O Israel",
+    "And they came unto Jericho",
+    "For God so loved the world",
+]
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    """The flags every lesson takes: --model, --device, --quick, --threads."""
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None,
+                    help="a HuggingFace Qwen3 checkpoint directory (default: the bundled aios-tiny-bible)")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available, else cpu")
+    ap.add_argument("--quick", action="store_true", help="a tiny run that finishes in seconds on a CPU (what CI runs)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (default 1: a tiny model's matmuls are too small to split, and "
+                         "spinning threads on a busy machine slow it down many times)")
+    return ap
+
+
+def setup(args: argparse.Namespace) -> argparse.Namespace:
+    """Resolve the device and the model directory; set the CPU thread count. Returns args."""
+    import torch
+
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("error: --device cuda, but torch sees no CUDA GPU")
+    torch.set_num_threads(max(1, args.threads))
+    if args.model is None:
+        from aios.assets import default_model_path
+        args.model = default_model_path()
+    elif not os.path.isdir(args.model):
+        sys.exit(f"error: --model {args.model!r} is not a directory")
+    return args
+
+
+def describe(args: argparse.Namespace) -> str:
+    """One line naming the model and the device, printed at the top of every run."""
+    import platform
+
+    import torch
+
+    dev = torch.cuda.get_device_name(0) if args.device == "cuda" else \
+        f"CPU ({platform.machine()}, {torch.get_num_threads()} thread{'s' * (torch.get_num_threads() > 1)})"
+    return f"model: {Path(args.model).name}   device: {dev}   torch {torch.__version__}"
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+        torch.cuda.synchronize()
+
+
+class Timer:
+    """`with Timer(device) as t: ...` then t.seconds (synchronizes the GPU at both ends)."""
+
+    def __init__(self, device: str = "cpu") -> None:
+        self.device = device
+        self.seconds = 0.0
+
+    def __enter__(self) -> Timer:
+        sync(self.device)
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        sync(self.device)
+        self.seconds = time.perf_counter() - self._start
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+    """A plain-text table, numbers right-aligned."""
+    def fmt(x) -> str:
+        if isinstance(x, float):
+            return f"{x:,.1f}" if abs(x) >= 10 else f"{x:,.3f}"
+        if isinstance(x, int) and not isinstance(x, bool):
+            return f"{x:,}"
+        return str(x)
+
+    cells = [[fmt(x) for x in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+
+    def line(items: list[str], raw: list | None = None) -> str:
+        out = []
+        for i, (s, w) in enumerate(zip(items, widths)):
+            numeric = raw is not None and isinstance(raw[i], (int, float)) and not isinstance(raw[i], bool)
+            out.append(s.rjust(w) if numeric else s.ljust(w))
+        return "  ".join(out).rstrip()
+
+    sep = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), sep] + [line(c, r) for c, r in zip(cells, rows)])
+
+
+def load_module(relpath: str) -> ModuleType:
+    """Import a file of another lesson, e.g. load_module("03_own_the_model/no_cache_loop.py")."""
+    path = REPO / "lessons" / relpath
+    name = "lesson_" + path.stem
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def heading(text: str) -> None:
+    print(f"\n== {text} ==")
+
+
+def count_kernels(fn, *args, **kwargs):
+    """(fn's result, number of torch ops that launch a kernel). Views and empty allocations are
+    free; every other aten op is one kernel launch on a GPU (what CUDA graphs and fused kernels
+    save). A Triton kernel bypasses torch's dispatcher: count it yourself."""
+    from collections import Counter
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class _Count(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ops: Counter = Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if not func.is_view and not func.overloadpacket.__name__.startswith("empty"):
+                self.ops[func.overloadpacket.__name__] += 1
+            return func(*args, **(kwargs or {}))
+
+    with _Count() as counter:
+        result = fn(*args, **kwargs)
+    return result, sum(counter.ops.values())

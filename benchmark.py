@@ -55,8 +55,8 @@ def device_info(device: str) -> dict:
     try:
         info["aios_git"] = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True,
                                                    stderr=subprocess.DEVNULL).strip()
-    except (OSError, subprocess.CalledProcessError):
-        info["aios_git"] = None
+    except (OSError, subprocess.CalledProcessError):       # e.g. a copy of the tree without .git
+        info["aios_git"] = os.environ.get("AIOS_GIT")
     return info
 
 

@@ -10,6 +10,9 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+    # the tiny test models' ops take microseconds: waking a second thread costs more than it saves,
+    # and on a shared 2-core machine it can slow every op tenfold
+    torch.set_num_threads(1)
 
 import json  # noqa: E402
 

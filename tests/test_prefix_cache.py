@@ -4,21 +4,11 @@ tokens must be equal, and the block manager's state must say that the cache real
 """
 
 import pytest
-import torch
 
 from aios import LLM, SamplingParams
 from helpers import assert_no_leaked_blocks, random_prompts
 
 VOCAB = 512
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tiny model's ops are microseconds; thread wake-ups would dominate them."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

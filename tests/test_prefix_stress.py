@@ -15,7 +15,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import pytest
-import torch
 
 import aios.engine.block_manager as block_manager_module
 from aios import LLM, SamplingParams
@@ -25,15 +24,6 @@ from conftest import make_checkpoint
 MAX_MODEL_LEN = 96
 MAX_STEPS = 5_000                     # far above what any case needs: more means a livelock
 NUM_CASES = 24                        # per block size
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tiny model's ops are microseconds; thread wake-ups would dominate them."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

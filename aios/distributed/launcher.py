@@ -41,7 +41,7 @@ from aios.config import Config
 from aios.distributed.process_group import COLLECTIVE_TIMEOUT, abort_process_group, create_process_group, create_store
 from aios.distributed.tp_group import TPGroup
 from aios.distributed.worker import SHUTDOWN, worker_main
-from aios.engine.model_runner import ModelRunner, StepInputs
+from aios.engine.model_runner import ModelRunner, StepHandle, StepInputs
 from aios.engine.scheduler import ScheduledBatch
 from aios.models.qwen3 import Qwen3ForCausalLM
 
@@ -135,19 +135,20 @@ class TPModelRunner(ModelRunner):
     def worker_pids(self) -> list[int]:
         return [w.process.pid for w in self.workers]
 
-    def run(self, batch: ScheduledBatch, inputs: StepInputs | None = None) -> list[int]:
+    def run(self, batch: ScheduledBatch, inputs: StepInputs | None = None) -> StepHandle:
         self._raise_if_failed()
         inputs = inputs or self.prepare_inputs(batch)
         payload = pickle.dumps(inputs, protocol=pickle.HIGHEST_PROTOCOL)
         try:
             for w in self.workers:
                 w.conn.send_bytes(payload)
-            tokens = super().run(batch, inputs)
+            handle = super().run(batch, inputs)
+            handle.tokens()                   # TP steps are synchronous: wait here, inside the guard
         except BaseException as e:
             self._fail(e)
             raise
         self._raise_if_failed()               # NCCL aborted under us returns garbage, not an error
-        return tokens
+        return handle
 
     def close(self) -> None:
         self._finalizer()

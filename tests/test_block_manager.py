@@ -1,7 +1,7 @@
 """BlockManager on its own (no model): every invariant its docstring states, one test each.
 
 A sequence's K/V "is written" here when the test says so: it advances num_computed_tokens and
-calls register_computed_blocks, as Scheduler.postprocess does after the model ran.
+calls register_computed_blocks, as LLMEngine does once a step's tokens are known.
 """
 
 import pytest

@@ -5,9 +5,10 @@ Invariants (tests/test_block_manager.py and tests/test_prefix_stress.py check th
 - A block is free (ref_count == 0, in free_block_ids) or used (ref_count >= 1), never both.
 - ref_count of a block = number of sequences whose block_table holds it.
 - seq.block_table[i] holds tokens [i * block_size, (i + 1) * block_size) of seq.
-- A block is in hash_to_block only after the step that filled it has written its K/V
-  (register_computed_blocks runs in postprocess, never at allocation), so a prefix hit never
-  reads unwritten slots.
+- A block is in hash_to_block only after the step that fills it has been launched and its tokens
+  are known (LLMEngine registers blocks when it reads a step's tokens, never at allocation).
+  Kernels run in launch order on one stream, so a prefix hit, which is only ever read by a later
+  step, never reads unwritten slots.
 - A freed block keeps its hash and contents until it is handed out again (lazy eviction); free
   blocks are reused least-recently-freed first, blocks with no hash before any cached block.
 """

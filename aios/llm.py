@@ -95,6 +95,10 @@ class LLM(LLMEngine):
             while not seq.is_finished:
                 self.step()
                 text = self.output_text(seq)
+                if not seq.is_finished:                       # hold back a tail that may start a stop string
+                    stops = seq.sampling_params.stop_strings
+                    held = max((k for s in stops for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
+                    text = text[: len(text) - held]
                 if seq.is_finished or not text.endswith("\ufffd"):   # hold back half a UTF-8 character
                     if len(text) > len(emitted) and text.startswith(emitted):
                         yield text[len(emitted):]

@@ -6,7 +6,8 @@ Invariants (tests/test_block_manager.py and tests/test_prefix_stress.py check th
 - ref_count of a block = number of sequences whose block_table holds it.
 - seq.block_table[i] holds tokens [i * block_size, (i + 1) * block_size) of seq.
 - A block is in hash_to_block only after the step that fills it has been launched and its tokens
-  are known (LLMEngine registers blocks when it reads a step's tokens, never at allocation).
+  are known (LLMEngine registers blocks when it reads a step's tokens, or just before it frees a
+  finishing sequence; never at allocation; never a block that still holds a PLACEHOLDER).
   Kernels run in launch order on one stream, so a prefix hit, which is only ever read by a later
   step, never reads unwritten slots.
 - A freed block keeps its hash and contents until it is handed out again (lazy eviction); free
@@ -20,7 +21,7 @@ from collections import OrderedDict
 import numpy as np
 import xxhash
 
-from aios.engine.sequence import Sequence
+from aios.engine.sequence import PLACEHOLDER, Sequence
 
 
 def hash_block(token_ids: list[int], prev_hash: int) -> int:
@@ -159,6 +160,8 @@ class BlockManager:
         prev = seq.block_hashes[-1] if seq.block_hashes else -1
         for i in range(len(seq.block_hashes), num_full):
             token_ids = seq.block_token_ids(i)
+            if PLACEHOLDER in token_ids:     # a token still on the device: registered once it is read
+                break
             h = hash_block(token_ids, prev)
             seq.block_hashes.append(h)
             block = self.blocks[seq.block_table[i]]

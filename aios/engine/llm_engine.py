@@ -100,7 +100,8 @@ class LLMEngine:
         if params.stop_strings and self.tokenizer is None:
             raise ValueError("stop strings need a tokenizer (skip_tokenizer_init=True)")
         total = min(n + params.max_tokens, cfg.max_model_len)
-        need = (total + cfg.kvcache_block_size - 1) // cfg.kvcache_block_size
+        # the last token is sampled, never fed back: its K/V is never written, so it needs no slot
+        need = (total - 1 + cfg.kvcache_block_size - 1) // cfg.kvcache_block_size
         if need > cfg.num_kvcache_blocks:
             raise ValueError(f"a sequence of {total} tokens needs {need} KV blocks but the cache has only "
                              f"{cfg.num_kvcache_blocks}; lower max_tokens or give the cache more memory")
@@ -151,6 +152,7 @@ class LLMEngine:
             indices.append(len(seq.token_ids))
             seq.token_ids.append(PLACEHOLDER)
             if seq.num_output_tokens >= seq.sampling_params.max_tokens or len(seq) >= self.config.max_model_len:
+                self.block_manager.register_computed_blocks(seq)   # before its blocks are freed
                 self.scheduler.release(seq)      # finishes on "length" whatever the token: no more steps
         return batch, handle, indices
 
@@ -168,6 +170,7 @@ class LLMEngine:
             reason = self.check_stop(seq, idx)
             if reason is not None:
                 del seq.token_ids[idx + 1:]       # a token sampled after the stop is dropped
+                self.block_manager.register_computed_blocks(seq)   # before its blocks are freed
                 self.scheduler.release(seq)
                 seq.status = SequenceStatus.FINISHED
                 seq.finish_reason = reason

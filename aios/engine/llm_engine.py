@@ -160,11 +160,12 @@ class LLMEngine:
         batch, handle, indices = launched
         token_ids = handle.tokens()
         now = time.perf_counter()
+        live = [(seq, idx, t) for seq, idx, t in zip(handle.sampled, indices, token_ids)
+                if not seq.is_finished]           # aborted, or stopped at an earlier token
+        for seq, idx, token_id in live:           # first every placeholder, so that an error in a
+            seq.token_ids[idx] = token_id         # stop check below leaves no sequence half-known
         outputs = []
-        for seq, idx, token_id in zip(handle.sampled, indices, token_ids):
-            if seq.is_finished:                   # aborted, or stopped at an earlier token
-                continue
-            seq.token_ids[idx] = token_id
+        for seq, idx, token_id in live:
             seq.record_token_time(now)
             self.num_generated_tokens += 1
             reason = self.check_stop(seq, idx)

@@ -168,3 +168,27 @@ def count_kernels(fn, *args, **kwargs):
     with _Count() as counter:
         result = fn(*args, **kwargs)
     return result, sum(counter.ops.values())
+
+
+def compare_rungs(args: argparse.Namespace, lessons: tuple[str, str], label) -> None:
+    """Run the same greedy prompts under two ladder rungs and print time, tok/s and whether the
+    tokens agree. `label(llm, lesson)` names a row (the switch that differs)."""
+    from aios import LLM, SamplingParams
+    from benchmarks.ladder import LADDER
+
+    rungs = {lesson: overrides for lesson, _, overrides in LADDER}
+    n_prompts, max_tokens = (2, 8) if args.quick else (16, 64)
+    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(n_prompts)]
+    params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
+    results = []
+    for lesson in lessons:
+        llm = LLM(args.model, device=args.device, **rungs[lesson])
+        llm.generate(prompts[:1], SamplingParams(max_tokens=2), use_tqdm=False)      # warm-up
+        with Timer(args.device) as t:
+            outs = llm.generate(prompts, params, use_tqdm=False)
+        results.append((label(llm, lesson), [o["token_ids"] for o in outs], t.seconds))
+        llm.close()
+    total = n_prompts * max_tokens
+    print(table(["engine", "seconds", "tok/s", "same tokens"], [
+        [name, s, total / s, "-" if i == 0 else ("yes" if toks == results[0][1] else "NO")]
+        for i, (name, toks, s) in enumerate(results)]))

@@ -28,9 +28,7 @@ def main() -> None:
         os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is first imported: @jit reads it
     args = common.setup(args)
 
-    from aios import LLM, SamplingParams
     from aios.kernels import decode_attention, decode_attention_ref, prefill_attention, prefill_attention_ref
-    from benchmarks.ladder import LADDER
 
     tiled = common.load_module("09_flash_attention/online_softmax.py")
     print(common.describe(args))
@@ -97,23 +95,8 @@ def main() -> None:
               "kernel's result, not its speed)")
 
     common.heading("the engine: attention_backend torch (lesson 08) vs triton (lesson 09)")
-    rungs = {lesson: overrides for lesson, _, overrides in LADDER}
-    n_prompts, max_tokens = (2, 8) if args.quick else (16, 64)
-    prompts = [common.PROMPTS[i % len(common.PROMPTS)] for i in range(n_prompts)]
-    params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
-    results = []
-    for lesson in ("08", "09"):
-        llm = LLM(args.model, device=args.device, **rungs[lesson])
-        llm.generate(prompts[:1], SamplingParams(max_tokens=2), use_tqdm=False)
-        with common.Timer(args.device) as t:
-            outs = llm.generate(prompts, params, use_tqdm=False)
-        results.append((f"attention_backend={llm.config.attention_backend!r} (lesson {lesson})",
-                        [o["token_ids"] for o in outs], t.seconds))
-        llm.close()
-    total = n_prompts * max_tokens
-    print(common.table(["engine", "seconds", "tok/s", "same tokens"], [
-        [label, s, total / s, "-" if i == 0 else ("yes" if toks == results[0][1] else "NO")]
-        for i, (label, toks, s) in enumerate(results)]))
+    common.compare_rungs(args, ("08", "09"),
+                         lambda llm, lesson: f"attention_backend={llm.config.attention_backend!r} (lesson {lesson})")
     if args.device == "cpu":
         print("(on a CPU both settings run the torch references: Triton kernels run on CUDA tensors only)")
 

@@ -34,10 +34,8 @@ def main() -> None:
     import torch
     import torch.nn.functional as F
 
-    from aios import LLM, SamplingParams
     from aios.kernels import qk_norm_rope_ref, rms_norm_ref, silu_and_mul_ref
     from aios.models.qwen3 import Qwen3ForCausalLM
-    from benchmarks.ladder import LADDER
 
     loop = common.load_module("03_own_the_model/no_cache_loop.py")
     print(common.describe(args))
@@ -98,23 +96,8 @@ def main() -> None:
     print(common.table(["step", "kernels, unfused (torch ops)", "kernels, fused (Triton)"], rows))
 
     common.heading("the engine: fused_kernels=False (lesson 09) vs True (lesson 10)")
-    rungs = {lesson: overrides for lesson, _, overrides in LADDER}
-    n_prompts, max_tokens = (2, 8) if args.quick else (16, 64)
-    prompts = [common.PROMPTS[i % len(common.PROMPTS)] for i in range(n_prompts)]
-    params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
-    results = []
-    for lesson in ("09", "10"):
-        llm = LLM(args.model, device=args.device, **rungs[lesson])
-        llm.generate(prompts[:1], SamplingParams(max_tokens=2), use_tqdm=False)
-        with common.Timer(args.device) as t:
-            outs = llm.generate(prompts, params, use_tqdm=False)
-        results.append((f"fused_kernels={llm.config.fused_kernels} (lesson {lesson})", [o["token_ids"] for o in outs],
-                        t.seconds))
-        llm.close()
-    total = n_prompts * max_tokens
-    print(common.table(["engine", "seconds", "tok/s", "same tokens"], [
-        [label, s, total / s, "-" if i == 0 else ("yes" if toks == results[0][1] else "NO")]
-        for i, (label, toks, s) in enumerate(results)]))
+    common.compare_rungs(args, ("09", "10"),
+                         lambda llm, lesson: f"fused_kernels={llm.config.fused_kernels} (lesson {lesson})")
     if args.device == "cpu":
         print("(on a CPU both settings run the torch references: the Triton kernels run on CUDA tensors only)")
 

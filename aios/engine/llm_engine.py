@@ -123,7 +123,7 @@ class LLMEngine:
             self.scheduler.release(seq)
             seq.status = SequenceStatus.FINISHED
             seq.finish_reason = "abort"
-            del seq.token_ids[len(seq.prompt_token_ids) + len(seq.output_token_ids):]   # in-flight tokens
+            del seq.token_ids[seq.num_prompt_tokens + len(seq.output_token_ids):]   # in-flight tokens
 
     def has_unfinished_requests(self) -> bool:
         return self.scheduler.has_unfinished() or self._inflight is not None

@@ -71,10 +71,6 @@ class Sequence:
         return len(self.token_ids) - self.num_prompt_tokens
 
     @property
-    def num_blocks(self) -> int:
-        return (len(self.token_ids) + self.block_size - 1) // self.block_size
-
-    @property
     def is_finished(self) -> bool:
         return self.status == SequenceStatus.FINISHED
 

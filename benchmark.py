@@ -130,10 +130,13 @@ def run_aios(model_dir: str, wl: workloads.Workload, engine_kwargs: dict, limit:
 def run_peer(peer: str, model_dir: str, workload: str, args: argparse.Namespace, limit: int | None) -> dict:
     module = {"hf": "benchmarks.peers.hf_runner", "vllm": "benchmarks.peers.vllm_runner"}[peer]
     cmd = [sys.executable, "-m", module, "--model", model_dir, "--workload", workload,
-           "--num-seqs", str(args.ladder_num_seqs if workload == "ladder" else args.num_seqs), "--input-len", str(args.input_len),
+           "--num-seqs", str(args.ladder_num_seqs if workload == "ladder" else args.num_seqs),
+           "--input-len", str(args.input_len),
            "--output-len", str(args.output_len), "--seed", str(args.seed), "--vocab", str(args.vocab)]
     if limit:
         cmd += ["--limit", str(limit)]
+    if peer == "hf":
+        cmd += ["--batch-size", str(args.hf_batch_size)]
     env = dict(os.environ, NCCL_NVLS_ENABLE="0")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
                           cwd=os.path.dirname(os.path.abspath(__file__)))
@@ -203,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ladder-sequential-seqs", type=int, default=8,
                     help="the one-sequence-at-a-time rung runs only this many (it is slow)")
     ap.add_argument("--peer", action="append", default=[], choices=["hf", "vllm"], help="peers, each in its process")
-    ap.add_argument("--hf-limit", type=int, default=64, help="HF runs only the first N sequences (it is slow)")
+    ap.add_argument("--hf-limit", type=int, default=64,
+                    help="HF runs only the first N sequences of the standard workload (it is slow)")
+    ap.add_argument("--hf-batch-size", type=int, default=64, help="HF's static batch size")
     ap.add_argument("--num-seqs", type=int, default=256)
     ap.add_argument("--input-len", type=int, default=128)
     ap.add_argument("--output-len", type=int, default=512)

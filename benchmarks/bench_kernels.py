@@ -6,7 +6,8 @@
   the paged cache at block sizes 16/64/256, vs torch SDPA on contiguous K/V: ms and TFLOP/s.
 - decode attention (batch 1/32/256, context 512..4096) vs the bandwidth floor
   (bytes of K/V read / 3.0 TB/s): us, achieved TB/s, % of floor.
-- rms_norm, fused_add_rms_norm, silu_and_mul, qk_norm_rope, store_kvcache vs their torch refs.
+- rms_norm, fused_add_rms_norm, silu_and_mul, qk_norm_rope (alone and fused with the KV store),
+  store_kvcache, sample (one-pass Gumbel-max over a 151,936 vocabulary) vs their torch refs.
 
 Every case checks the kernel's output against its ref before timing it. Decode and the small
 kernels are timed inside a CUDA graph (as the engine runs them) over enough distinct copies of
@@ -37,8 +38,12 @@ from aios.kernels import (  # noqa: E402
     prefill_attention_ref,
     qk_norm_rope,
     qk_norm_rope_ref,
+    qk_norm_rope_store_kvcache,
+    qk_norm_rope_store_kvcache_ref,
     rms_norm,
     rms_norm_ref,
+    sample,
+    sample_ref,
     silu_and_mul,
     silu_and_mul_ref,
     store_kvcache,
@@ -180,6 +185,7 @@ def bench_decode(args, results):
         for ctx in contexts:
             kv_bytes = 2 * batch * ctx * num_kv_heads * head_dim * 2
             num_copies = copies_for(kv_bytes)
+            locks = torch.zeros(batch * num_kv_heads, dtype=torch.int32, device="cuda")  # as the engine's
             for block_size in (16, 64, 256):
                 copies = []
                 for _ in range(num_copies):
@@ -187,8 +193,8 @@ def bench_decode(args, results):
                         batch, ctx, block_size, num_kv_heads, head_dim, dtype, gen)
                     q = torch.randn(batch, num_heads, head_dim, dtype=dtype, device="cuda", generator=gen)
                     lens = torch.full((batch,), ctx, dtype=torch.int32, device="cuda")
-                    copies.append((q, k_cache, v_cache, block_tables, lens, scale))
-                err = max_err(decode_attention(*copies[0]), decode_attention_ref(*copies[0]))
+                    copies.append((q, k_cache, v_cache, block_tables, lens, scale, locks))
+                err = max_err(decode_attention(*copies[0]), decode_attention_ref(*copies[0][:-1]))
                 cfg = _decode_config(head_dim, dtype, q.device)
                 splits = _decode_num_splits(batch, num_kv_heads, block_tables.shape[1] * block_size, q.device,
                                             cfg["block_n"])
@@ -255,6 +261,22 @@ def bench_small_kernels(args, results):
             slots = torch.randperm(cache.shape[0] * 16, device="cuda", generator=gen)[:n]
             return (kv[:, 0], kv[:, 1], cache, torch.empty_like(cache), slots)
         cases.append(("store_kvcache", 4 * n * num_kv_heads * head_dim * 2, kv_args, store_kvcache, None))
+
+        def qkv_store_args(i, n=n):
+            q, k, qw, kw, pos, cs, eps = qk_args(i)
+            v = randn(n, num_kv_heads, head_dim)
+            cache = torch.empty(triton.cdiv(n, 16) + 1, 16, num_kv_heads, head_dim, dtype=dtype, device="cuda")
+            slots = torch.randperm(cache.shape[0] * 16, device="cuda", generator=gen)[:n]
+            return (q, k, v, qw, kw, pos, cs, eps, cache, torch.empty_like(cache), slots)
+        cases.append(("qk_norm_rope+store_kv", 2 * n * (num_heads + 3 * num_kv_heads) * head_dim * 2, qkv_store_args,
+                      qk_norm_rope_store_kvcache, qk_norm_rope_store_kvcache_ref))
+        if n <= 256:
+            vocab = 151936
+
+            def sample_args(i, n=n, vocab=vocab):
+                keys = torch.randint(0, 2**32, (n,), device="cuda", generator=gen)
+                return (randn(n, vocab), torch.full((n,), 0.6, device="cuda"), keys)
+            cases.append(("sample (T=0.6)", n * vocab * 2, sample_args, sample, sample_ref))
 
         for name, nbytes, make_args, triton_fn, ref_fn in cases:
             num_copies = copies_for(nbytes)

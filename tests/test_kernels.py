@@ -25,6 +25,8 @@ from aios.kernels import (  # noqa: E402
     prefill_attention_ref,
     qk_norm_rope,
     qk_norm_rope_ref,
+    qk_norm_rope_store_kvcache,
+    qk_norm_rope_store_kvcache_ref,
     rms_norm,
     rms_norm_ref,
     silu_and_mul,
@@ -208,8 +210,19 @@ def test_decode_attention_matches_ref(block_size, num_heads, num_kv_heads, head_
 def test_decode_attention_is_the_same_for_any_number_of_splits(num_splits):
     args, _, _ = make_decode_batch(DECODE_CONTEXTS, 16, 4, 2, 32, torch.float32)
     cfg = _decode_config(32, torch.float32, args[0].device)
-    out = _decode_attention_launch(*args, num_splits=num_splits, **cfg)
+    out = _decode_attention_launch(*args, None, num_splits=num_splits, **cfg)
     assert_attention_close(out, decode_attention_ref(*args), torch.float32)
+
+
+def test_decode_attention_leaves_its_split_counters_zeroed_for_the_next_call():
+    # One locks buffer serves every layer and step: each launch must hand it back all zeros.
+    locks = torch.zeros(64, dtype=torch.int32, device=DEVICE)
+    for block_size, num_splits in [(16, 3), (16, 8), (8, 5)]:
+        args, _, _ = make_decode_batch(DECODE_CONTEXTS, block_size, 4, 2, 32, torch.float32, seed=num_splits)
+        cfg = _decode_config(32, torch.float32, args[0].device)
+        out = _decode_attention_launch(*args, locks, num_splits=num_splits, **cfg)
+        assert_attention_close(out, decode_attention_ref(*args), torch.float32)
+        assert torch.equal(locks, torch.zeros_like(locks))
 
 
 @pytest.mark.parametrize("num_splits", [1, 4])
@@ -221,7 +234,7 @@ def test_decode_attention_gives_zeros_for_empty_padding_rows(num_splits):
     lens = torch.cat([lens, torch.zeros_like(lens)])
     args = (q, k_cache, v_cache, block_tables, lens, scale)
     cfg = _decode_config(32, torch.float32, q.device)
-    out = _decode_attention_launch(*args, num_splits=num_splits, **cfg)
+    out = _decode_attention_launch(*args, None, num_splits=num_splits, **cfg)
     expected = decode_attention_ref(*args)
     assert torch.equal(expected[2:], torch.zeros_like(expected[2:]))
     assert_attention_close(out, expected, torch.float32)
@@ -321,6 +334,35 @@ def test_qk_norm_rope_matches_ref(dtype, num_tokens, num_heads, num_kv_heads, he
 
 
 @pytest.mark.parametrize("dtype", ELEMENTWISE_DTYPES)
+@pytest.mark.parametrize("num_tokens, num_heads, num_kv_heads, head_dim, block_size",
+                         [(1, 4, 4, 64, 16), (7, 6, 2, 128, 4)])
+def test_qk_norm_rope_store_kvcache_writes_the_ref_k_and_v_into_mapped_slots_only(
+        dtype, num_tokens, num_heads, num_kv_heads, head_dim, block_size):
+    q, k, q_weight, k_weight, positions, cos_sin = make_qk(num_tokens, num_heads, num_kv_heads, head_dim, dtype)
+    v = torch.randn(num_tokens, num_kv_heads, head_dim, generator=torch.Generator().manual_seed(5)).to(dtype)
+    v = v.to(DEVICE)
+    shape = (5, block_size, num_kv_heads, head_dim)
+    slots = torch.randperm(5 * block_size, generator=torch.Generator().manual_seed(6))[:num_tokens].to(DEVICE)
+    if num_tokens > 1:
+        slots[1] = -1  # a padding row: nothing written
+    caches = {}
+    for name, fn in [("triton", qk_norm_rope_store_kvcache), ("ref", qk_norm_rope_store_kvcache_ref)]:
+        k_cache = torch.full(shape, float("nan"), dtype=dtype, device=DEVICE)
+        v_cache = torch.full(shape, float("nan"), dtype=dtype, device=DEVICE)
+        q_out = fn(q, k, v, q_weight, k_weight, positions, cos_sin, 1e-6, k_cache, v_cache, slots)
+        caches[name] = (q_out, k_cache, v_cache)
+    (q_out, k_cache, v_cache), (q_ref, k_ref_cache, v_ref_cache) = caches["triton"], caches["ref"]
+    assert_close_ulps(q_out, q_ref, ulps=2, scale=q_ref.abs().max().item())
+    written = torch.zeros(shape[:2], dtype=torch.bool, device=DEVICE).flatten()
+    written[slots[slots >= 0]] = True
+    written = written.view(shape[:2])
+    assert k_cache[~written].isnan().all() and v_cache[~written].isnan().all()
+    assert torch.equal(v_cache[written], v_ref_cache[written])
+    k_ref = k_ref_cache[written]
+    assert_close_ulps(k_cache[written], k_ref, ulps=2, scale=k_ref.abs().max().item())
+
+
+@pytest.mark.parametrize("dtype", ELEMENTWISE_DTYPES)
 @pytest.mark.parametrize("num_rows, intermediate", [(1, 64), (3, 1500)])
 def test_silu_and_mul_matches_ref(dtype, num_rows, intermediate):
     torch.manual_seed(0)
@@ -359,13 +401,18 @@ def test_decode_attention_matches_ref_at_real_sizes(block_size, batch):
 def test_decode_attention_replays_in_a_cuda_graph_with_new_context_lens():
     args, _, _ = make_decode_batch([700, 30, 1200, 5], 16, 16, 8, 128, torch.bfloat16)
     q, k_cache, v_cache, block_tables, lens, scale = args
-    decode_attention(*args)  # compile outside capture
+    locks = torch.zeros(4 * 8, dtype=torch.int32, device=DEVICE)  # shared by both calls, as in the engine
+    decode_attention(*args, locks)  # compile outside capture
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        out = decode_attention(q, k_cache, v_cache, block_tables, lens, scale)
-    lens.copy_(torch.tensor([1, 30, 1000, 4], dtype=torch.int32))
-    q.copy_(torch.randn_like(q))
-    graph.replay()
-    torch.cuda.synchronize()
-    assert_attention_close(out, decode_attention_ref(q, k_cache, v_cache, block_tables, lens, scale),
-                           torch.bfloat16)
+        out = decode_attention(q, k_cache, v_cache, block_tables, lens, scale, locks)
+        out2 = decode_attention(q, k_cache, v_cache, block_tables, lens, scale, locks)
+    for step in range(3):
+        lens.copy_(torch.tensor([1 + step, 30, 1000 - step, 4], dtype=torch.int32))
+        q.copy_(torch.randn_like(q))
+        graph.replay()
+        torch.cuda.synchronize()
+        expected = decode_attention_ref(q, k_cache, v_cache, block_tables, lens, scale)
+        assert_attention_close(out, expected, torch.bfloat16)
+        assert torch.equal(out, out2)
+    assert torch.equal(locks, torch.zeros_like(locks))

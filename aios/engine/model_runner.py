@@ -23,6 +23,7 @@ import torch
 from aios.config import Config
 from aios.distributed.tp_group import TPGroup
 from aios.engine.scheduler import ScheduledBatch
+from aios.kernels.sampling import seeded_row_keys
 from aios.layers.attention import Attention
 from aios.layers.sampler import Sampler, SamplingTensors
 from aios.models.qwen3 import Qwen3ForCausalLM
@@ -100,9 +101,17 @@ class ModelRunner:
             elif hasattr(m, "use_triton"):
                 m.use_triton = config.fused_kernels
         self.sampler = Sampler()
+        self.sampler.use_triton = config.fused_kernels
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed + self.tp.rank)
+        self.rng = np.random.default_rng(config.seed + self.tp.rank)   # sampling noise keys
         self.attn_layers = [m for m in self.model.modules() if isinstance(m, Attention)]
         self.num_kv_heads = self.attn_layers[0].num_kv_heads
+        # Split counters of the decode kernel, zero between launches; every layer shares them
+        # (the layers run one after another on one stream).
+        max_decode_rows = max([config.max_num_seqs, *config.cudagraph_batch_sizes])
+        self.decode_locks = torch.zeros(max_decode_rows * self.num_kv_heads, dtype=torch.int32, device=self.device)
+        for layer in self.attn_layers:
+            layer.decode_locks = self.decode_locks
         self.head_dim = hf.head_dim
         self.is_cuda = self.device.type == "cuda"
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
@@ -339,25 +348,31 @@ class ModelRunner:
     # ---- sampling ------------------------------------------------------------------------------
 
     def sampling_tensors(self, seqs: list) -> SamplingTensors:
+        """Settings of the sequences that sample this step. Greedy rows ignore top-k/top-p/min-p.
+        Noise keys: a seeded request's is a hash of (seed, output position), so its draw is the same
+        in any batch; the other rows' come from the runner's own generator."""
         params = [s.sampling_params for s in seqs]
         d = self._to_device
         temps = np.asarray([p.temperature for p in params], dtype=np.float32)
-        t = SamplingTensors(temperatures=d(temps), all_greedy=bool((temps == 0).all()),
-                            any_greedy=bool((temps == 0).any()))
+        t = SamplingTensors(temperatures=d(temps), all_greedy=bool((temps == 0).all()))
         if t.all_greedy:
             return t
+        sampled = temps > 0
         vocab = self.config.hf_config.vocab_size
-        if any(p.top_k > 0 for p in params):
-            t.top_ks = d(np.asarray([p.top_k if p.top_k > 0 else vocab for p in params], dtype=np.int64))
-        if any(p.top_p < 1.0 for p in params):
-            t.top_ps = d(np.asarray([p.top_p for p in params], dtype=np.float32))
-        if any(p.min_p > 0.0 for p in params):
-            t.min_ps = d(np.asarray([p.min_p for p in params], dtype=np.float32))
+        if any(p.top_k > 0 and p.temperature > 0 for p in params):
+            top_ks = np.asarray([p.top_k if p.top_k > 0 else vocab for p in params], dtype=np.int64)
+            t.top_ks = d(np.where(sampled, top_ks, vocab))
+        if any(p.top_p < 1.0 and p.temperature > 0 for p in params):
+            t.top_ps = d(np.where(sampled, np.asarray([p.top_p for p in params], dtype=np.float32), 1.0))
+        if any(p.min_p > 0.0 and p.temperature > 0 for p in params):
+            t.min_ps = d(np.where(sampled, np.asarray([p.min_p for p in params], dtype=np.float32), 0.0))
+        keys = self.rng.integers(0, 2**32, len(seqs), dtype=np.int64)
         seeded = [i for i, p in enumerate(params) if p.seed is not None and p.temperature > 0]
         if seeded:
-            t.seeded_rows = d(np.asarray(seeded, dtype=np.int64))
-            t.seeds = d(np.asarray([seqs[i].seed & 0x7FFF_FFFF_FFFF_FFFF for i in seeded], dtype=np.int64))
-            t.positions = d(np.asarray([seqs[i].num_output_tokens for i in seeded], dtype=np.int64))
+            seeds = torch.tensor([seqs[i].seed & 0x7FFF_FFFF_FFFF_FFFF for i in seeded], dtype=torch.int64)
+            positions = torch.tensor([seqs[i].num_output_tokens for i in seeded], dtype=torch.int64)
+            keys[seeded] = seeded_row_keys(seeds, positions).numpy()
+        t.row_keys = d(keys)
         return t
 
     def run(self, batch: ScheduledBatch, inputs: StepInputs | None = None) -> StepHandle:

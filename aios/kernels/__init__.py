@@ -7,8 +7,14 @@ Importing this package needs triton importable but no GPU.
 from aios.kernels.activation import silu_and_mul, silu_and_mul_ref
 from aios.kernels.decode_attention import decode_attention, decode_attention_ref
 from aios.kernels.prefill_attention import prefill_attention, prefill_attention_ref
-from aios.kernels.qk_norm_rope import qk_norm_rope, qk_norm_rope_ref
+from aios.kernels.qk_norm_rope import (
+    qk_norm_rope,
+    qk_norm_rope_ref,
+    qk_norm_rope_store_kvcache,
+    qk_norm_rope_store_kvcache_ref,
+)
 from aios.kernels.rmsnorm import fused_add_rms_norm, fused_add_rms_norm_ref, rms_norm, rms_norm_ref
+from aios.kernels.sampling import sample, sample_ref
 from aios.kernels.store_kvcache import store_kvcache, store_kvcache_ref
 
 __all__ = [
@@ -16,7 +22,9 @@ __all__ = [
     "fused_add_rms_norm", "fused_add_rms_norm_ref",
     "prefill_attention", "prefill_attention_ref",
     "qk_norm_rope", "qk_norm_rope_ref",
+    "qk_norm_rope_store_kvcache", "qk_norm_rope_store_kvcache_ref",
     "rms_norm", "rms_norm_ref",
+    "sample", "sample_ref",
     "silu_and_mul", "silu_and_mul_ref",
     "store_kvcache", "store_kvcache_ref",
 ]

@@ -14,6 +14,11 @@ Invariants (tests/test_kernels.py checks each):
 - The Triton kernel rounds at every point HF rounds (norm output, each product, the sum), so it
   differs from the ref only through the fp32 sum of squares and rsqrt: at most 1 ulp of the dtype
   on the normed value, which the rotation can carry to ~2 ulp of the output.
+
+`qk_norm_rope_store_kvcache` is the same pass that also writes the new k (normed and rotated) and v
+into their slots of the paged KV cache, instead of handing k back for store_kvcache: one launch
+per layer instead of two (lesson 10; at batch 1 every launch saved is ~1% of a token's time).
+Slot -1 (a padding row) writes nothing, as in store_kvcache.
 """
 
 import torch
@@ -21,6 +26,7 @@ import triton
 import triton.language as tl
 
 from aios.kernels.rmsnorm import rms_norm_ref
+from aios.kernels.store_kvcache import store_kvcache_ref
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -48,6 +54,25 @@ def qk_norm_rope_ref(
         return ((x * cos) + (_rotate_half(x) * sin)).contiguous()
 
     return norm_rope(q, q_weight), norm_rope(k, k_weight)
+
+
+def qk_norm_rope_store_kvcache_ref(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    q_weight: torch.Tensor,
+    k_weight: torch.Tensor,
+    positions: torch.Tensor,
+    cos_sin_cache: torch.Tensor,
+    eps: float,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> torch.Tensor:
+    """qk_norm_rope_ref, then store_kvcache_ref of the new k and v; returns q."""
+    q, k = qk_norm_rope_ref(q, k, q_weight, k_weight, positions, cos_sin_cache, eps)
+    store_kvcache_ref(k, v, k_cache, v_cache, slot_mapping)
+    return q
 
 
 @triton.jit
@@ -78,10 +103,12 @@ def _norm_rope_heads(
 
 @triton.jit
 def _qk_norm_rope_kernel(
-    q_ptr, k_ptr, q_weight_ptr, k_weight_ptr, positions_ptr, cos_sin_ptr, q_out_ptr, k_out_ptr, eps,
-    stride_qt, stride_qh, stride_kt, stride_kh, stride_cs,
+    q_ptr, k_ptr, v_ptr, q_weight_ptr, k_weight_ptr, positions_ptr, cos_sin_ptr, q_out_ptr, k_out_ptr,
+    v_cache_ptr, slot_mapping_ptr, eps,
+    stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_cs,
     NUM_HEADS: tl.constexpr, NUM_KV_HEADS: tl.constexpr, BLOCK_QH: tl.constexpr,
     BLOCK_KH: tl.constexpr, HALF: tl.constexpr, BLOCK_HALF: tl.constexpr,
+    STORE_KV: tl.constexpr,
 ):
     # One program per token: all its q heads and k heads share one cos/sin row.
     token = tl.program_id(0).to(tl.int64)
@@ -95,8 +122,43 @@ def _qk_norm_rope_kernel(
     head_dim = 2 * HALF
     _norm_rope_heads(q_ptr + token * stride_qt, q_out_ptr + token * NUM_HEADS * head_dim,
                      q_weight_ptr, stride_qh, cos, sin, eps, NUM_HEADS, BLOCK_QH, HALF, BLOCK_HALF)
-    _norm_rope_heads(k_ptr + token * stride_kt, k_out_ptr + token * NUM_KV_HEADS * head_dim,
-                     k_weight_ptr, stride_kh, cos, sin, eps, NUM_KV_HEADS, BLOCK_KH, HALF, BLOCK_HALF)
+    if STORE_KV:
+        # k_out_ptr is the k cache; a cache slot holds NUM_KV_HEADS contiguous heads, as k_out rows do.
+        slot = tl.load(slot_mapping_ptr + token).to(tl.int64)
+        if slot >= 0:
+            _norm_rope_heads(k_ptr + token * stride_kt, k_out_ptr + slot * NUM_KV_HEADS * head_dim,
+                             k_weight_ptr, stride_kh, cos, sin, eps, NUM_KV_HEADS, BLOCK_KH, HALF, BLOCK_HALF)
+            offs_h = tl.arange(0, BLOCK_KH)[:, None]
+            offs_v = tl.arange(0, 2 * BLOCK_HALF)[None, :]
+            mask = (offs_h < NUM_KV_HEADS) & (offs_v < head_dim)
+            v = tl.load(v_ptr + token * stride_vt + offs_h * stride_vh + offs_v, mask=mask)
+            tl.store(v_cache_ptr + slot * NUM_KV_HEADS * head_dim + offs_h * head_dim + offs_v, v, mask=mask)
+    else:
+        _norm_rope_heads(k_ptr + token * stride_kt, k_out_ptr + token * NUM_KV_HEADS * head_dim,
+                         k_weight_ptr, stride_kh, cos, sin, eps, NUM_KV_HEADS, BLOCK_KH, HALF, BLOCK_HALF)
+
+
+def _launch(q, k, v, q_weight, k_weight, positions, cos_sin_cache, eps, q_out, k_out, v_cache, slot_mapping):
+    num_tokens, num_heads, head_dim = q.shape
+    num_kv_heads = k.shape[1]
+    assert k.shape == (num_tokens, num_kv_heads, head_dim) and head_dim % 2 == 0
+    assert q.stride(-1) == 1 and k.stride(-1) == 1 and cos_sin_cache.stride(-1) == 1
+    assert positions.shape == (num_tokens,) and cos_sin_cache.shape[1] == head_dim
+    if num_tokens == 0:
+        return
+    store_kv = v_cache is not None
+    half = head_dim // 2
+    block_qh = triton.next_power_of_2(num_heads)
+    _qk_norm_rope_kernel[(num_tokens,)](
+        q, k, v if store_kv else k, q_weight, k_weight, positions, cos_sin_cache, q_out, k_out,
+        v_cache if store_kv else k_out, slot_mapping if store_kv else positions, eps,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1),
+        v.stride(0) if store_kv else 0, v.stride(1) if store_kv else 0, cos_sin_cache.stride(0),
+        NUM_HEADS=num_heads, NUM_KV_HEADS=num_kv_heads, BLOCK_QH=block_qh,
+        BLOCK_KH=triton.next_power_of_2(num_kv_heads), HALF=half,
+        BLOCK_HALF=triton.next_power_of_2(half), STORE_KV=store_kv,
+        num_warps=4 if block_qh * head_dim >= 2048 else 2,
+    )
 
 
 def qk_norm_rope(
@@ -109,23 +171,31 @@ def qk_norm_rope(
     eps: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Triton version of qk_norm_rope_ref (same arguments, same result within ~2 ulp)."""
-    num_tokens, num_heads, head_dim = q.shape
-    num_kv_heads = k.shape[1]
-    assert k.shape == (num_tokens, num_kv_heads, head_dim) and head_dim % 2 == 0
-    assert q.stride(-1) == 1 and k.stride(-1) == 1 and cos_sin_cache.stride(-1) == 1
-    assert positions.shape == (num_tokens,) and cos_sin_cache.shape[1] == head_dim
-    q_out = torch.empty(num_tokens, num_heads, head_dim, dtype=q.dtype, device=q.device)
-    k_out = torch.empty(num_tokens, num_kv_heads, head_dim, dtype=k.dtype, device=k.device)
-    if num_tokens == 0:
-        return q_out, k_out
-    half = head_dim // 2
-    block_qh = triton.next_power_of_2(num_heads)
-    _qk_norm_rope_kernel[(num_tokens,)](
-        q, k, q_weight, k_weight, positions, cos_sin_cache, q_out, k_out, eps,
-        q.stride(0), q.stride(1), k.stride(0), k.stride(1), cos_sin_cache.stride(0),
-        NUM_HEADS=num_heads, NUM_KV_HEADS=num_kv_heads, BLOCK_QH=block_qh,
-        BLOCK_KH=triton.next_power_of_2(num_kv_heads), HALF=half,
-        BLOCK_HALF=triton.next_power_of_2(half),
-        num_warps=4 if block_qh * head_dim >= 2048 else 2,
-    )
+    q_out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    k_out = torch.empty(k.shape, dtype=k.dtype, device=k.device)
+    _launch(q, k, None, q_weight, k_weight, positions, cos_sin_cache, eps, q_out, k_out, None, None)
     return q_out, k_out
+
+
+def qk_norm_rope_store_kvcache(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    q_weight: torch.Tensor,
+    k_weight: torch.Tensor,
+    positions: torch.Tensor,
+    cos_sin_cache: torch.Tensor,
+    eps: float,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> torch.Tensor:
+    """Triton version of qk_norm_rope_store_kvcache_ref: one launch; returns q."""
+    num_kv_heads, head_dim = k.shape[1:]
+    assert v.shape == k.shape and v.stride(-1) == 1 and slot_mapping.shape == (q.shape[0],)
+    assert k_cache.shape[2:] == (num_kv_heads, head_dim) and v_cache.shape == k_cache.shape
+    assert k_cache.is_contiguous() and v_cache.is_contiguous(), "slot s starts at s * kv_heads * head_dim"
+    assert k_cache.dtype == k.dtype and v_cache.dtype == v.dtype
+    q_out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    _launch(q, k, v, q_weight, k_weight, positions, cos_sin_cache, eps, q_out, k_cache, v_cache, slot_mapping)
+    return q_out

@@ -33,15 +33,23 @@ class Attention(nn.Module):
         self.scale = scale
         self.k_cache = torch.tensor([])       # set by ModelRunner once the cache is allocated
         self.v_cache = torch.tensor([])
+        self.decode_locks: torch.Tensor | None = None   # ModelRunner's zeroed split counters (decode kernel)
         self.use_triton = True                # ModelRunner: False for attention_backend="torch"
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, context: Context) -> torch.Tensor:
-        # q: [num_tokens, num_heads, head_dim]; k, v: [num_tokens, num_kv_heads, head_dim]
+    def forward(self, q: torch.Tensor, k: torch.Tensor | None, v: torch.Tensor | None, context: Context
+                ) -> torch.Tensor:
+        # q: [num_tokens, num_heads, head_dim]; k, v: [num_tokens, num_kv_heads, head_dim], or None
+        # when the caller already wrote them into the cache (qk_norm_rope_store_kvcache, lesson 10)
         on_gpu = q.is_cuda and self.use_triton
-        (store_kvcache if on_gpu else store_kvcache_ref)(k, v, self.k_cache, self.v_cache, context.slot_mapping)
+        if k is not None:
+            store = store_kvcache if on_gpu else store_kvcache_ref
+            store(k, v, self.k_cache, self.v_cache, context.slot_mapping)
         if context.is_prefill:
             fn = prefill_attention if on_gpu else prefill_attention_ref
             return fn(q, self.k_cache, self.v_cache, context.cu_seqlens_q, context.cu_seqlens_k,
                       context.max_seqlen_q, context.max_seqlen_k, context.block_tables, self.scale)
-        fn = decode_attention if on_gpu else decode_attention_ref
-        return fn(q, self.k_cache, self.v_cache, context.block_tables, context.context_lens, self.scale)
+        if on_gpu:
+            return decode_attention(q, self.k_cache, self.v_cache, context.block_tables, context.context_lens,
+                                    self.scale, self.decode_locks)
+        return decode_attention_ref(q, self.k_cache, self.v_cache, context.block_tables, context.context_lens,
+                                    self.scale)

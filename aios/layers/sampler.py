@@ -1,13 +1,14 @@
 """Turn each sequence's last-token logits into its next token, on the device (lesson 12).
 
-Sampling is Gumbel-max in its exponential-race form: token = argmax(p_i / E_i) with
-E_i ~ Exp(1) is a sample from p, with no cumulative sums and no host sync. Greedy rows
-(temperature 0) take argmax(logits). top-k / top-p / min-p mask the logits first; they run only
-when some row in the batch asks for them.
+Sampling is Gumbel-max: token = argmax(logits / T + g) with g ~ Gumbel(0, 1) per token is a sample
+from softmax(logits / T), with no softmax, no cumulative sum and no host sync; on the GPU it is one
+Triton kernel that reads the logits once (aios/kernels/sampling.py). Greedy rows (temperature 0)
+take argmax(logits). top-k / top-p / min-p mask the scaled logits first; they run only when some
+row in the batch asks for them.
 
-Seeded requests draw their E_i from a counter-based hash of (seed, output position, token id),
-so the same request samples the same tokens whatever batch it lands in and whoever else runs.
-Unseeded requests draw from the engine's own torch.Generator (fast, one kernel).
+The noise of row r is a hash of (row_keys[r], token id). A seeded request's key is a hash of
+(seed, output position), so it samples the same tokens whatever batch it lands in and whoever else
+runs; the engine draws the other rows' keys from its own random generator.
 """
 
 from __future__ import annotations
@@ -17,26 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-_MASK32 = 0xFFFFFFFF
-
-
-def _hash32(x: torch.Tensor) -> torch.Tensor:
-    """lowbias32 (C. Wellons): a 32-bit integer mix, computed in int64 and masked to 32 bits."""
-    x = x & _MASK32
-    x = x ^ (x >> 16)
-    x = (x * 0x7FEB352D) & _MASK32
-    x = x ^ (x >> 15)
-    x = (x * 0x846CA68B) & _MASK32
-    return x ^ (x >> 16)
-
-
-def seeded_exponential(seeds: torch.Tensor, positions: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """Exp(1) noise [num_seqs, vocab], a pure function of (seed, position, token id)."""
-    row = _hash32(_hash32(seeds ^ (seeds >> 32)) ^ _hash32(positions + 0x9E3779B9))   # [num_seqs]
-    token = torch.arange(vocab_size, device=seeds.device, dtype=torch.int64)
-    bits = _hash32(row.unsqueeze(1) * 0x01000193 + token)                               # [num_seqs, vocab]
-    u = (bits.double() + 0.5) / 4294967296.0                                            # U(0, 1), open
-    return (-torch.log(u)).float()
+from aios.kernels.sampling import sample, sample_ref
 
 
 @dataclass
@@ -47,11 +29,8 @@ class SamplingTensors:
     top_ks: torch.Tensor | None = None       # int64; vocab_size means off
     top_ps: torch.Tensor | None = None       # float32; 1 means off
     min_ps: torch.Tensor | None = None       # float32; 0 means off
-    seeded_rows: torch.Tensor | None = None  # int64 [num_seeded]: rows whose request set a seed
-    seeds: torch.Tensor | None = None        # int64 [num_seeded]
-    positions: torch.Tensor | None = None    # int64 [num_seeded]: index of the sampled token in its output
+    row_keys: torch.Tensor | None = None     # int64 32-bit noise keys; None: drawn from the generator
     all_greedy: bool = False
-    any_greedy: bool = True
 
 
 def apply_top_k_top_p_min_p(logits: torch.Tensor, t: SamplingTensors) -> torch.Tensor:
@@ -76,17 +55,22 @@ def apply_top_k_top_p_min_p(logits: torch.Tensor, t: SamplingTensors) -> torch.T
 
 
 class Sampler(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.use_triton = True               # ModelRunner: False with fused_kernels=False (lesson 10)
+
     def forward(self, logits: torch.Tensor, t: SamplingTensors, generator: torch.Generator | None = None
                 ) -> torch.Tensor:
         if t.all_greedy:
             return logits.argmax(dim=-1)
-        greedy_tokens = logits.argmax(dim=-1) if t.any_greedy else None
-        temps = t.temperatures.unsqueeze(1)
-        logits = logits.float() / torch.where(temps > 0, temps, torch.ones_like(temps))   # [num_seqs, vocab]
-        logits = apply_top_k_top_p_min_p(logits, t)
-        probs = logits.softmax(dim=-1)
-        noise = torch.empty_like(probs).exponential_(generator=generator)
-        if t.seeded_rows is not None:
-            noise[t.seeded_rows] = seeded_exponential(t.seeds, t.positions, probs.shape[-1])
-        sampled = (probs / noise).argmax(dim=-1)
-        return sampled if greedy_tokens is None else torch.where(t.temperatures > 0, sampled, greedy_tokens)
+        temps = t.temperatures
+        keys = t.row_keys
+        if keys is None:
+            keys = torch.randint(0, 2**32, temps.shape, generator=generator, device=logits.device)
+        if t.top_ks is not None or t.top_ps is not None or t.min_ps is not None:
+            greedy = (temps == 0).unsqueeze(1)
+            logits = logits.float() / torch.where(greedy, 1.0, temps.unsqueeze(1))
+            logits = apply_top_k_top_p_min_p(logits, t)
+            temps = (temps > 0).float()      # already scaled: greedy rows stay 0, the others 1
+        fn = sample if logits.is_cuda and self.use_triton else sample_ref
+        return fn(logits, temps, keys)

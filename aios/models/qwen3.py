@@ -16,7 +16,7 @@ from torch import nn
 
 from aios.config import ModelConfig
 from aios.distributed.tp_group import TPGroup
-from aios.kernels import qk_norm_rope, qk_norm_rope_ref
+from aios.kernels import qk_norm_rope_ref, qk_norm_rope_store_kvcache
 from aios.layers.activation import SiluAndMul
 from aios.layers.attention import Attention
 from aios.layers.embed_head import ParallelLMHead, VocabParallelEmbedding
@@ -50,9 +50,14 @@ class Qwen3Attention(nn.Module):
         q = q.view(-1, self.num_heads, self.head_dim)         # [num_tokens, num_heads, head_dim]
         k = k.view(-1, self.num_kv_heads, self.head_dim)      # [num_tokens, num_kv_heads, head_dim]
         v = v.view(-1, self.num_kv_heads, self.head_dim)
-        norm_rope = qk_norm_rope if q.is_cuda and self.q_norm.use_triton else qk_norm_rope_ref
-        q, k = norm_rope(q, k, self.q_norm.weight, self.k_norm.weight, positions,
-                         self.rotary_emb.cos_sin_cache, self.q_norm.eps)
+        if q.is_cuda and self.q_norm.use_triton:              # one kernel; k and v go straight to the cache
+            q = qk_norm_rope_store_kvcache(q, k, v, self.q_norm.weight, self.k_norm.weight, positions,
+                                           self.rotary_emb.cos_sin_cache, self.q_norm.eps,
+                                           self.attn.k_cache, self.attn.v_cache, context.slot_mapping)
+            k = v = None
+        else:                                                 # the plain-torch path (CPU): norm + RoPE
+            q, k = qk_norm_rope_ref(q, k, self.q_norm.weight, self.k_norm.weight, positions,
+                                    self.rotary_emb.cos_sin_cache, self.q_norm.eps)
         o = self.attn(q, k, v, context)                       # [num_tokens, num_heads, head_dim]
         return self.o_proj(o.reshape(-1, self.q_size))
 

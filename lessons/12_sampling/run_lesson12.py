@@ -4,7 +4,7 @@
     greedy  : temperature=0: always the most likely token (every earlier lesson)
     sampled : temperature > 0 draws from softmax(logits / temperature), optionally cut to the
               top_k likeliest tokens or to the smallest set whose mass reaches top_p
-              (aios/layers/sampler.py: Gumbel-max as an exponential race, argmax(p / E), E ~ Exp(1))
+              (aios/layers/sampler.py: Gumbel-max, argmax(logits / T + g), g ~ Gumbel(0, 1))
 
 A request with a seed gets the same tokens every time, whatever else shares its batch.
 """

@@ -6,6 +6,7 @@
   the paged cache at block sizes 16/64/256, vs torch SDPA on contiguous K/V: ms and TFLOP/s.
 - decode attention (batch 1/32/256, context 512..4096) vs the bandwidth floor
   (bytes of K/V read / 3.0 TB/s): us, achieved TB/s, % of floor.
+- gemv (batch-1 linear layers of Qwen3-0.6B and 8B) vs cuBLAS (F.linear), with a config sweep.
 - rms_norm, fused_add_rms_norm, silu_and_mul, qk_norm_rope (alone and fused with the KV store),
   store_kvcache, sample (one-pass Gumbel-max over a 151,936 vocabulary) vs their torch refs.
 
@@ -49,6 +50,7 @@ from aios.kernels import (  # noqa: E402
     store_kvcache,
 )
 from aios.kernels.decode_attention import _decode_attention_launch, _decode_config, _decode_num_splits  # noqa: E402
+from aios.kernels.gemv import gemv, gemv_config  # noqa: E402
 from aios.kernels.prefill_attention import _prefill_attention_launch, _prefill_config  # noqa: E402
 
 HBM_BYTES_PER_S = 3.0e12  # H100 SXM HBM3, the floor the brief names (spec 3.35 TB/s)
@@ -299,6 +301,44 @@ def bench_small_kernels(args, results):
 
 # ---------------------------------------------------------------------------------------------
 
+GEMV_SHAPES = {  # (N, K) of each linear layer at batch 1: qkv, o, gate_up, down
+    "qwen3-0.6b": [(4096, 1024), (1024, 2048), (6144, 1024), (1024, 3072)],
+    "qwen3-8b": [(6144, 4096), (4096, 4096), (24576, 4096), (4096, 12288)],
+}
+
+
+def bench_gemv(args, results):
+    dtype, gen = torch.bfloat16, torch.Generator(device="cuda").manual_seed(0)
+    sweep = [(bn, bk, w) for bn in (1, 2, 4, 8, 16) for bk in (256, 512, 1024) for w in (2, 4, 8)]
+    for shape, layers in GEMV_SHAPES.items():
+        for n, k in layers:
+            nbytes = n * k * 2
+            num_copies = copies_for(nbytes)
+            copies = [(torch.randn(1, k, dtype=dtype, device="cuda", generator=gen),
+                       torch.randn(n, k, dtype=dtype, device="cuda", generator=gen) / k ** 0.5)
+                      for _ in range(num_copies)]
+            err = max_err(gemv(*copies[0]), F.linear(*copies[0]))
+            cfg = gemv_config(n, k, copies[0][0].device)
+            variants = [("cuBLAS F.linear", F.linear, None), ("triton default", gemv, cfg)]
+            if "gemv" in args.sweep:
+                variants += [(f"sweep {c}", lambda x, w, c=c: gemv(x, w, *c),
+                              dict(zip(("block_n", "block_k", "num_warps"), c))) for c in sweep]
+            for label, fn, c in variants:
+                us = 1e3 * bench_graph(lambda i, fn=fn, a=copies: (lambda: fn(*a[i])), num_copies)
+                row = dict(kernel="gemv", shape=shape, n=n, k=k, impl=label, config=c, us=us,
+                           tb_per_s=nbytes / (us * 1e-6) / 1e12, max_abs_err=err)
+                results["gemv"].append(row)
+                if not label.startswith("sweep"):
+                    print(f"gemv {shape:10s} N={n:5d} K={k:5d} {label:16s} {us:7.2f} us {row['tb_per_s']:5.2f} TB/s"
+                          f" err {err:.1e}", flush=True)
+            best = min((r for r in results["gemv"] if r["n"] == n and r["k"] == k and r["shape"] == shape),
+                       key=lambda r: r["us"])
+            print(f"gemv {shape:10s} N={n:5d} K={k:5d} best: {best['impl']} {best['us']:.2f} us", flush=True)
+            copies = None
+
+
+# ---------------------------------------------------------------------------------------------
+
 
 def summary_markdown(results):
     lines = [f"# Kernel benchmark: {results['gpu']}", "",
@@ -329,6 +369,17 @@ def summary_markdown(results):
                   "| batch | context | block size | impl | splits | us | TB/s |", "|---|---|---|---|---|---|---|"]
         lines += [f"| {r['batch']} | {r['context']} | {r['block_size']} | {r['impl']} | {r['num_splits']} | "
                   f"{r['us']:.1f} | {r['tb_per_s']:.2f} |" for r in sweep]
+    if results.get("gemv"):
+        lines += ["", "## Batch-1 linear layers: gemv vs cuBLAS (CUDA graph; bytes = the weight)", "",
+                  "| model | N | K | impl | us | TB/s |", "|---|---|---|---|---|---|"]
+        for (shape, n, k) in dict.fromkeys((r["shape"], r["n"], r["k"]) for r in results["gemv"]):
+            rows = [r for r in results["gemv"] if (r["shape"], r["n"], r["k"]) == (shape, n, k)]
+            shown = [r for r in rows if not r["impl"].startswith("sweep")]
+            swept = [r for r in rows if r["impl"].startswith("sweep")]
+            if swept:
+                best = min(swept, key=lambda r: r["us"])
+                shown.append(dict(best, impl="best of sweep " + best["impl"][6:]))
+            lines += [f"| {shape} | {n} | {k} | {r['impl']} | {r['us']:.2f} | {r['tb_per_s']:.2f} |" for r in shown]
     lines += ["", "## Small kernels (CUDA graph; bytes = reads + writes)", "",
               "| kernel | tokens | impl | us | TB/s |", "|---|---|---|---|---|"]
     lines += [f"| {r['kernel']} | {r['num_tokens']} | {r['impl']} | {r['us']:.2f} | {r['tb_per_s']:.2f} |"
@@ -339,18 +390,19 @@ def summary_markdown(results):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer shapes")
-    parser.add_argument("--sweep", default="", help="also sweep tile configs of: prefill,decode")
-    parser.add_argument("--only", default="prefill,decode,small")
+    parser.add_argument("--sweep", default="", help="also sweep tile configs of: prefill,decode,gemv")
+    parser.add_argument("--only", default="prefill,decode,gemv,small")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = parser.parse_args()
     assert torch.cuda.is_available(), "bench_kernels.py needs a CUDA GPU"
     gpu = torch.cuda.get_device_name()
     results = dict(engine="aios", benchmark="kernels", gpu=gpu, torch=torch.__version__, triton=triton.__version__,
                    date=datetime.date.today().isoformat(), hbm_floor_bytes_per_s=HBM_BYTES_PER_S,
-                   prefill=[], decode=[], small=[])
+                   prefill=[], decode=[], gemv=[], small=[])
     stem = os.path.join(args.out, f"kernels-{results['date']}-{gpu.replace(' ', '-')}")
     os.makedirs(args.out, exist_ok=True)
-    for part, fn in (("prefill", bench_prefill), ("decode", bench_decode), ("small", bench_small_kernels)):
+    for part, fn in (("prefill", bench_prefill), ("decode", bench_decode), ("gemv", bench_gemv),
+                     ("small", bench_small_kernels)):
         if part in args.only.split(","):
             try:
                 fn(args, results)

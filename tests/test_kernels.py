@@ -35,6 +35,7 @@ from aios.kernels import (  # noqa: E402
     store_kvcache_ref,
 )
 from aios.kernels.decode_attention import _decode_attention_launch, _decode_config  # noqa: E402
+from aios.kernels.gemv import gemv, gemv_ref  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
@@ -372,6 +373,22 @@ def test_silu_and_mul_matches_ref(dtype, num_rows, intermediate):
     assert_close_ulps(silu_and_mul(x), expected, ulps=2)
 
 
+@pytest.mark.parametrize("dtype", ELEMENTWISE_DTYPES)
+@pytest.mark.parametrize("n, k, block_n, block_k", [(1, 16, None, None), (37, 100, None, None),
+                                                    (64, 96, 8, 32), (130, 64, 16, 64)])
+def test_gemv_matches_f_linear(dtype, n, k, block_n, block_k):
+    gen = torch.Generator().manual_seed(n)
+    x = torch.randn(1, k, generator=gen).to(dtype).to(DEVICE)
+    w = torch.randn(n, k, generator=gen).to(dtype).to(DEVICE)
+    got = gemv(x, w, block_n=block_n, block_k=block_k)
+    expected = (x.double() @ w.double().T)
+    assert got.shape == (1, n) and got.dtype == dtype
+    # fp32 accumulation: only the final rounding to the dtype (and fp32 summation order) differ.
+    tol = {torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 2e-3}[dtype]
+    torch.testing.assert_close(got.double(), expected, atol=tol * k ** 0.5, rtol=tol)
+    torch.testing.assert_close(got.double(), gemv_ref(x, w).double(), atol=tol * k ** 0.5, rtol=2 * tol)
+
+
 # ---------------------------------------------------------------------------------------------
 # GPU: real sizes, CUDA-graph capture
 
@@ -394,6 +411,16 @@ def test_decode_attention_matches_ref_at_real_sizes(block_size, batch):
     lens = torch.randint(1, 3000, (batch,), generator=torch.Generator().manual_seed(batch)).tolist()
     args, _, _ = make_decode_batch(lens, block_size, 16, 8, 128, torch.bfloat16)
     assert_attention_close(decode_attention(*args), decode_attention_ref(*args), torch.bfloat16)
+
+
+@gpu
+@needs_cuda
+@pytest.mark.parametrize("n, k", [(4096, 1024), (6144, 1024), (1024, 2048), (1024, 3072), (6144, 4096)])
+def test_gemv_matches_f_linear_at_real_sizes(n, k):
+    x = torch.randn(1, k, device="cuda", dtype=torch.bfloat16)
+    w = torch.randn(n, k, device="cuda", dtype=torch.bfloat16) / k ** 0.5
+    expected = (x.float() @ w.float().T)
+    torch.testing.assert_close(gemv(x, w).float(), expected, atol=2e-2, rtol=2e-2)
 
 
 @gpu

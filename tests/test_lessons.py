@@ -13,6 +13,7 @@ import ast
 import builtins
 import gc
 import importlib
+import json
 import re
 import subprocess
 import sys
@@ -103,6 +104,29 @@ def test_lesson_script_help_names_the_flags_without_loading_aios(number):
     for flag in ("--model", "--device", "--quick"):
         assert flag in help_text
     assert "aios" not in modules.split(), "--help should not wait for torch/aios to load"
+
+
+def test_lessons_run_on_a_checkpoint_without_a_tokenizer(tmp_path):
+    """scripts/run_lessons.py writes a random-weight checkpoint with no tokenizer (as for the GPU runs
+    of the Qwen3-0.6B shape) and runs the lessons whose prompts or printed text go through
+    lessons/common.py's TokenIds stand-in: each prints its comparison, and no check says NO."""
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "run_lessons.py"), "--shape", "tiny",
+                           "--device", "cpu", "--quick", "--ckpt-dir", str(tmp_path), "--out", str(out),
+                           "--only", "01,02,08,12,13,15"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = json.loads((out / "summary.json").read_text())["lessons"]
+    assert [r["lesson"] for r in rows] == ["01", "02", "08", "12", "13", "15"]
+    for row in rows:
+        text = Path(row["output"]).read_text()
+        if row["lesson"] == "15":                      # the server needs text: skipped, with a reason
+            assert row["status"] == "skipped" and "SKIPPED" in text
+            continue
+        assert row["status"] == "ok" and not row["same_tokens_NO"], text
+        assert "no tokenizer: token-id prompts" in text
+        for label in EXPECTED_ROWS[row["lesson"]]:
+            after = [line.split(label, 1)[1] for line in text.splitlines() if label in line]
+            assert any(re.search(r"\d", rest) for rest in after), f"no row {label!r} with a number in:\n{text}"
 
 
 # ---- the ladder: same tokens under every lesson's settings ----------------------------------------

@@ -9,6 +9,9 @@ rank's slice of a checkpoint tensor into it, so the loader never needs to know t
   split across ranks, replicated when ranks outnumber KV heads.
 - RowParallelLinear: input features split; one all-reduce sums the ranks' partial outputs.
 With tp.size == 1 they are plain (fused) linear layers.
+
+A one-row input (batch-1 decode) on the GPU goes to the Triton `gemv` kernel instead of cuBLAS:
+there the matmul only streams the weight, and a streaming kernel does that faster (lesson 10).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aios.distributed.tp_group import TPGroup
+from aios.kernels.gemv import gemv
 
 
 def _divide(a: int, b: int, what: str) -> int:
@@ -37,12 +41,20 @@ class LinearBase(nn.Module):
             self.bias.weight_loader = self.weight_loader
         else:
             self.register_parameter("bias", None)
+        self.use_triton = True               # ModelRunner: False with fused_kernels=False
 
     def weight_loader(self, param: nn.Parameter, loaded_weight: torch.Tensor) -> None:
         param.data.copy_(loaded_weight)
 
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        """x @ weight^T, no bias."""
+        if x.shape[0] == 1 and x.is_cuda and self.use_triton:
+            return gemv(x, self.weight)
+        return F.linear(x, self.weight)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight, self.bias)
+        y = self.matmul(x)
+        return y if self.bias is None else y + self.bias
 
 
 class ColumnParallelLinear(LinearBase):
@@ -108,6 +120,5 @@ class RowParallelLinear(LinearBase):
         param.data.copy_(loaded_weight.narrow(1, self.tp.rank * size, size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.linear(x, self.weight)
-        y = self.tp.all_reduce(y)
+        y = self.tp.all_reduce(self.matmul(x))
         return y if self.bias is None else y + self.bias

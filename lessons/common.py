@@ -11,10 +11,13 @@ so `python lessons/NN_slug/run_lessonNN.py` works from anywhere without installi
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
+import json
 import os
 import sys
 import time
+import zlib
 from pathlib import Path
 from types import ModuleType
 
@@ -70,6 +73,7 @@ def setup(args: argparse.Namespace) -> argparse.Namespace:
         args.model = default_model_path()
     elif not os.path.isdir(args.model):
         sys.exit(f"error: --model {args.model!r} is not a directory")
+    args.skip_tokenizer_init = not has_tokenizer(args.model)     # then prompts are token ids (TokenIds)
     return args
 
 
@@ -81,7 +85,97 @@ def describe(args: argparse.Namespace) -> str:
 
     dev = torch.cuda.get_device_name(0) if args.device == "cuda" else \
         f"CPU ({platform.machine()}, {torch.get_num_threads()} thread{'s' * (torch.get_num_threads() > 1)})"
-    return f"model: {Path(args.model).name}   device: {dev}   torch {torch.__version__}"
+    line = f"model: {Path(args.model).name}   device: {dev}   torch {torch.__version__}"
+    if getattr(args, "skip_tokenizer_init", False):
+        line += "   (no tokenizer: token-id prompts, ids printed as <id>)"
+    return line
+
+
+# ---- a model directory without a tokenizer -------------------------------------------------------
+
+def has_tokenizer(model_dir: str) -> bool:
+    """Whether the checkpoint ships tokenizer files (a random-weight checkpoint of a real shape, as
+    scripts/run_lessons.py writes, has only config.json and weights)."""
+    return any(os.path.isfile(os.path.join(model_dir, name))
+               for name in ("tokenizer.json", "tokenizer.model", "vocab.json"))
+
+
+class TokenIds:
+    """Stands in for the tokenizer of a model directory that has none. encode gives each word of a
+    text one fixed token id (a hash of the word, never a special token), so every run feeds the
+    model the same prompts, of about the lengths the bundled tokenizer gives; decode shows ids as
+    <id>, a run of one id as <id>xN. The ids mean nothing: this is only enough to drive a
+    random-weight model."""
+
+    def __init__(self, model_dir: str) -> None:
+        with open(os.path.join(model_dir, "config.json")) as f:
+            config = json.load(f)
+        self.vocab_size = config["vocab_size"]
+        self.special = set()
+        for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            ids = config.get(key)
+            self.special |= {ids} if isinstance(ids, int) else set(ids or [])
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        ids = []
+        for word in text.split():
+            i = zlib.crc32(word.encode()) % self.vocab_size
+            while i in self.special:
+                i = (i + 1) % self.vocab_size
+            ids.append(i)
+        return ids
+
+    def convert_ids_to_tokens(self, ids) -> list[str]:
+        return [f"<{int(i)}>" for i in ids]
+
+    def decode(self, ids, skip_special_tokens: bool = False) -> str:
+        runs: list[list] = []                                   # [id, count]
+        for i in map(int, ids):
+            if runs and runs[-1][0] == i:
+                runs[-1][1] += 1
+            else:
+                runs.append([i, 1])
+        return "".join(f"<{i}>" + (f"x{n}" if n > 1 else "") for i, n in runs)
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+
+@functools.cache
+def _token_ids(model_dir: str) -> TokenIds:
+    return TokenIds(model_dir)
+
+
+def tokenizer(args: argparse.Namespace):
+    """The checkpoint's tokenizer (transformers.AutoTokenizer), or TokenIds if it has none."""
+    if args.skip_tokenizer_init:
+        return _token_ids(args.model)
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(args.model)
+
+
+def prompt(args: argparse.Namespace, text: str) -> str | list[int]:
+    """A prompt for aios.LLM: the text itself, or its TokenIds ids when the model has no tokenizer
+    (the engine then runs with skip_tokenizer_init=True and takes token ids only)."""
+    return _token_ids(args.model).encode(text) if args.skip_tokenizer_init else text
+
+
+def prompts(args: argparse.Namespace, n: int) -> list:
+    """n prompts: PROMPTS, repeated as needed (see prompt())."""
+    return [prompt(args, PROMPTS[i % len(PROMPTS)]) for i in range(n)]
+
+
+def tokenize(llm, text: str) -> list[int]:
+    """llm.tokenize(text), or TokenIds' ids when the engine runs without a tokenizer."""
+    return _token_ids(llm.config.model).encode(text) if llm.tokenizer is None else llm.tokenize(text)
+
+
+def completion(args: argparse.Namespace, prompt: str | list[int], output: dict) -> str:
+    """A prompt followed by what the engine generated for it (token ids without a tokenizer)."""
+    if isinstance(prompt, str):
+        return prompt + output["text"]
+    tok = _token_ids(args.model)
+    return f"{tok.decode(prompt)} -> {tok.decode(output['token_ids'])}"
 
 
 def sync(device: str) -> None:
@@ -178,14 +272,14 @@ def compare_rungs(args: argparse.Namespace, lessons: tuple[str, str], label) -> 
 
     rungs = {lesson: overrides for lesson, _, overrides in LADDER}
     n_prompts, max_tokens = (2, 8) if args.quick else (16, 64)
-    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(n_prompts)]
+    texts = prompts(args, n_prompts)
     params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
     results = []
     for lesson in lessons:
-        llm = LLM(args.model, device=args.device, **rungs[lesson])
-        llm.generate(prompts[:1], SamplingParams(max_tokens=2), use_tqdm=False)      # warm-up
+        llm = LLM(args.model, device=args.device, skip_tokenizer_init=args.skip_tokenizer_init, **rungs[lesson])
+        llm.generate(texts[:1], SamplingParams(max_tokens=2), use_tqdm=False)        # warm-up
         with Timer(args.device) as t:
-            outs = llm.generate(prompts, params, use_tqdm=False)
+            outs = llm.generate(texts, params, use_tqdm=False)
         results.append((label(llm, lesson), [o["token_ids"] for o in outs], t.seconds))
         llm.close()
     total = n_prompts * max_tokens

@@ -27,9 +27,9 @@ def main() -> None:
     from aios import LLM, SamplingParams
 
     print(common.describe(args))
-    prompts = [common.PROMPTS[i % len(common.PROMPTS)] for i in range(n)]
+    prompts = common.prompts(args, n)
     params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
-    llm = LLM(args.model, device=args.device)
+    llm = LLM(args.model, device=args.device, skip_tokenizer_init=args.skip_tokenizer_init)
     llm.generate(prompts[:1], SamplingParams(max_tokens=4), use_tqdm=False)        # warm-up
 
     with common.Timer(args.device) as t_one:
@@ -56,7 +56,7 @@ def main() -> None:
     print(f"tokens generated since start: {s['num_generated_tokens']:,}")
 
     common.heading("one completion")
-    print(f"{prompts[0]}{batched[0]['text']}")
+    print(common.completion(args, prompts[0], batched[0]))
 
 
 if __name__ == "__main__":

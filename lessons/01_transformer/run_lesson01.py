@@ -60,8 +60,8 @@ def main() -> None:
     args = common.setup(common.parser(__doc__).parse_args())
 
     import torch
-    from transformers import AutoTokenizer
 
+    from aios.assets import default_model_path
     from aios.config import ModelConfig
     from aios.kernels import qk_norm_rope_ref
     from aios.models.qwen3 import Qwen3ForCausalLM
@@ -71,15 +71,20 @@ def main() -> None:
     print(common.describe(args))
 
     common.heading("tokenizer")
-    tok = AutoTokenizer.from_pretrained(args.model)
+    tok = common.tokenizer(args)
     text = "And the king said unto Moses, Behold"
     ids = tok.encode(text, add_special_tokens=False)
     print(f"text   : {text!r}  ({len(text)} characters)")
     print(f"ids    : {ids}  ({len(ids)} tokens, vocabulary {len(tok):,})")
-    print(f"pieces : {tok.convert_ids_to_tokens(ids)}   ('Ġ' is a leading space)")
-    print(f"decoded: {tok.decode(ids)!r}")
+    if args.skip_tokenizer_init:
+        print(f"(no tokenizer in {Path(args.model).name}: common.TokenIds gives each word a fixed id)")
+    else:
+        print(f"pieces : {tok.convert_ids_to_tokens(ids)}   ('Ġ' is a leading space)")
+        print(f"decoded: {tok.decode(ids)!r}")
 
-    common.heading("parameters: formula vs nn.Module (the bundled model)")
+    bundled = Path(args.model).resolve() == Path(default_model_path()).resolve()
+    name = "bundled" if bundled else Path(args.model).name
+    common.heading(f"parameters: formula vs nn.Module ({'the bundled model' if bundled else name})")
     model = loop.load(args.model, args.device)
     c = model.config
     print(f"config: {c.num_hidden_layers} layers, hidden {c.hidden_size}, MLP {c.intermediate_size}, "
@@ -98,10 +103,10 @@ def main() -> None:
     fb, mb = formula(big), counted(big_model)
     rows = [[k, fb[k], mb[k]] for k in fb] + [["total", sum(fb.values()), sum(mb.values())]]
     print(common.table(["part", "formula", "nn.Module"], rows))
-    for name, cfg, total in (("bundled", c, sum(f.values())), ("Qwen3-0.6B", big, sum(fb.values()))):
+    for label, cfg, total in ((name, c, sum(f.values())), ("Qwen3-0.6B", big, sum(fb.values()))):
         matmul = total - cfg.vocab_size * cfg.hidden_size * (0 if cfg.tie_word_embeddings else 1)
         kv_bytes = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * 2     # K and V, bf16
-        print(f"{name:>10}: ~{2 * matmul / 1e6:,.0f} MFLOPs per token (2 x weights it multiplies), "
+        print(f"{label:>10}: ~{2 * matmul / 1e6:,.0f} MFLOPs per token (2 x weights it multiplies), "
               f"weights {total * 2 / 2**20:,.0f} MiB in bf16, KV cache {kv_bytes / 1024:,.0f} KiB per token in bf16")
 
     common.heading("RoPE: the score q.k depends only on the distance between positions")

@@ -28,14 +28,14 @@ def main() -> None:
 
     import torch
     import transformers
-    from transformers import AutoTokenizer, Qwen3ForCausalLM
+    from transformers import Qwen3ForCausalLM
 
     from aios import LLM, SamplingParams
 
     transformers.utils.logging.disable_progress_bar()
     print(common.describe(args) + f"   transformers {transformers.__version__}")
     dtype = torch.float32 if args.device == "cpu" else torch.bfloat16
-    tok = AutoTokenizer.from_pretrained(args.model)
+    tok = common.tokenizer(args)                          # a stand-in if the checkpoint has no tokenizer
     prompts = [common.PROMPTS[i % len(common.PROMPTS)] for i in range(n)]
     prompt_ids = [tok.encode(p, add_special_tokens=False) for p in prompts]
 
@@ -54,7 +54,8 @@ def main() -> None:
         hf_tokens = [hf_generate(ids) for ids in prompt_ids]
 
     # --- aios ------------------------------------------------------------------------------------
-    llm = LLM(args.model, device=args.device, dtype=str(dtype).replace("torch.", ""))
+    llm = LLM(args.model, device=args.device, dtype=str(dtype).replace("torch.", ""),
+              skip_tokenizer_init=args.skip_tokenizer_init)
     params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
     llm.generate(prompt_ids[:1], SamplingParams(max_tokens=2), use_tqdm=False)         # warm-up
     with common.Timer(args.device) as t_one:
@@ -73,7 +74,8 @@ def main() -> None:
           f"aios batch 1: {1000 * t_one.seconds / total:.2f} ms; aios batch {n}: {1000 * t_all.seconds / total:.2f} ms")
 
     common.heading("the first prompt, decoded from HF's tokens")
-    print(prompts[0] + tok.decode(hf_tokens[0]))
+    shown = f"{tok.decode(prompt_ids[0])} -> " if args.skip_tokenizer_init else prompts[0]
+    print(shown + tok.decode(hf_tokens[0]))
 
 
 if __name__ == "__main__":

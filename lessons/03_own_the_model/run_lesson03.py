@@ -27,7 +27,7 @@ def main() -> None:
     import torch
     import transformers
     from safetensors import safe_open
-    from transformers import AutoTokenizer, Qwen3ForCausalLM
+    from transformers import Qwen3ForCausalLM
 
     loop = common.load_module("03_own_the_model/no_cache_loop.py")
     transformers.utils.logging.disable_progress_bar()
@@ -50,7 +50,7 @@ def main() -> None:
                      target.removeprefix("model.layers.0."), str(tuple(params[target.split()[0]].shape))])
     print(common.table(["checkpoint tensor", "shape", "aios parameter", "its shape"], rows))
 
-    tok = AutoTokenizer.from_pretrained(args.model)
+    tok = common.tokenizer(args)                          # a stand-in if the checkpoint has no tokenizer
     prompt = common.PROMPTS[0]
     ids = tok.encode(prompt, add_special_tokens=False)
     hf = Qwen3ForCausalLM.from_pretrained(args.model, dtype=torch.float32).to(args.device).eval()
@@ -76,7 +76,8 @@ def main() -> None:
     ]))
     print(f"no cache computes {computed / (len(ids) + max_tokens - 1):.1f}x the tokens: step i runs all "
           f"{len(ids)} + i tokens again")
-    print(f"\n{prompt}{tok.decode(tokens)}")
+    shown = f"{tok.decode(ids)} -> " if args.skip_tokenizer_init else prompt
+    print(f"\n{shown}{tok.decode(tokens)}")
 
 
 if __name__ == "__main__":

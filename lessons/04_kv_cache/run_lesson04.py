@@ -24,13 +24,11 @@ def main() -> None:
     args = common.setup(ap.parse_args())
     lengths = args.lengths or ([16] if args.quick else [32, 128, 512])
 
-    from transformers import AutoTokenizer
-
     no_cache = common.load_module("03_own_the_model/no_cache_loop.py")
     kv = common.load_module("04_kv_cache/kv_cache_loop.py")
     print(common.describe(args))
     model = no_cache.load(args.model, args.device)
-    tok = AutoTokenizer.from_pretrained(args.model)
+    tok = common.tokenizer(args)                          # a stand-in if the checkpoint has no tokenizer
     prompt = common.PROMPTS[0]
     ids = tok.encode(prompt, add_special_tokens=False)
     kv.generate_with_cache(model, ids, 4)                                               # warm-up

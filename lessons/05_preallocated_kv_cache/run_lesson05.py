@@ -27,7 +27,6 @@ def main() -> None:
     lengths = args.lengths or ([16] if args.quick else [128, 512, 1024])
 
     import torch
-    from transformers import AutoTokenizer
 
     from aios.kernels import fused_add_rms_norm, fused_add_rms_norm_ref
 
@@ -37,7 +36,7 @@ def main() -> None:
     print(common.describe(args))
     model = loop03.load(args.model, args.device)
     max_len = model.config.max_position_embeddings
-    tok = AutoTokenizer.from_pretrained(args.model)
+    tok = common.tokenizer(args)                          # a stand-in if the checkpoint has no tokenizer
     prompt = common.PROMPTS[0]
     ids = tok.encode(prompt, add_special_tokens=False)
     loop04.generate_with_cache(model, ids, 4, loop05.for_model(model, 16), fused_norm=True)     # warm-up

@@ -50,12 +50,13 @@ def main() -> None:
     rung06 = next(overrides for lesson, _, overrides in LADDER if lesson == "06")
     print(f"engine settings (benchmarks/ladder.py, lesson 06): {rung06}")
     max_tokens = [8, 24, 40, 56, 72, 120, 200, 300][:n] if not args.quick else [8, 20, 40][:n]
-    prompts = [common.PROMPTS[i % len(common.PROMPTS)] for i in range(n)]
+    prompts = common.prompts(args, n)
     params = [SamplingParams(temperature=0.0, max_tokens=m, ignore_eos=True) for m in max_tokens]
     default_bs = Config.__dataclass_fields__["kvcache_block_size"].default
 
     common.heading("one sequence, step by step, 16-token blocks: block table and slot mapping")
-    llm = LLM(args.model, device=args.device, kvcache_block_size=16, **rung06)
+    llm = LLM(args.model, device=args.device, kvcache_block_size=16, skip_tokenizer_init=args.skip_tokenizer_init,
+              **rung06)
     captured = []
     prepare = llm.model_runner.prepare_inputs
 
@@ -80,7 +81,8 @@ def main() -> None:
     max_model_len = llm.config.max_model_len
     budget_blocks16 = llm.config.num_kvcache_blocks
     llm.close()
-    llm = LLM(args.model, device=args.device, **rung06)              # the engine's default block size
+    llm = LLM(args.model, device=args.device, skip_tokenizer_init=args.skip_tokenizer_init,
+              **rung06)                                             # the engine's default block size
     with common.Timer(args.device) as t_engine:
         held[default_bs] = peak_blocks(llm, prompts, params)
     rows = [[i, length, held[16][i][1], held[16][i][1] * 16 - length, held[default_bs][i][1],

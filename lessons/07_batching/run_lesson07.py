@@ -51,11 +51,11 @@ def main() -> None:
 
     print(common.describe(args))
     rungs = {lesson: overrides for lesson, _, overrides in LADDER}
-    prompts = [common.PROMPTS[i % len(common.PROMPTS)] for i in range(n)]
+    prompts = common.prompts(args, n)
     params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
     results = {}
     for lesson, label in (("06", "one at a time (lesson 06)"), ("07", "static batch (lesson 07)")):
-        llm = LLM(args.model, device=args.device, **rungs[lesson])
+        llm = LLM(args.model, device=args.device, skip_tokenizer_init=args.skip_tokenizer_init, **rungs[lesson])
         llm.generate(prompts[:1], SamplingParams(max_tokens=2), use_tqdm=False)          # warm-up
         results[lesson] = (label, *run(llm, prompts, params))
         llm.close()

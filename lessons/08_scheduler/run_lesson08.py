@@ -50,7 +50,7 @@ def long_prompt_arrives(llm, prompts: list[str], long_len: int) -> tuple[int, fl
     short = [llm.add_request(p, SamplingParams(temperature=0.0, max_tokens=48, ignore_eos=True)) for p in prompts]
     for _ in range(4):
         llm.step()                                                      # the short ones are decoding now
-    base = llm.tokenize(" ".join(common.PROMPTS))
+    base = common.tokenize(llm, " ".join(common.PROMPTS))
     long_ids = (base * (long_len // len(base) + 1))[:long_len]
     long_seq = llm.add_request(long_ids, SamplingParams(temperature=0.0, max_tokens=4, ignore_eos=True))
     step_tokens = []
@@ -81,7 +81,7 @@ def main() -> None:
 
     print(common.describe(args))
     rungs = {lesson: overrides for lesson, _, overrides in LADDER}
-    prompts = [common.PROMPTS[i % len(common.PROMPTS)] for i in range(n)]
+    prompts = common.prompts(args, n)
     lengths = ([4, 24, 8, 16, 12, 4] if args.quick else [8, 128, 16, 64, 32, 8, 96, 16]) * 4
     params = [SamplingParams(temperature=0.0, max_tokens=m, ignore_eos=True) for m in lengths[:n]]
     total = sum(p.max_tokens for p in params)
@@ -89,7 +89,8 @@ def main() -> None:
     # ---- 1. static vs continuous batching --------------------------------------------------------
     results = {}
     for lesson, label in (("07", "static batches (lesson 07)"), ("08", "continuous batching (lesson 08)")):
-        llm = LLM(args.model, device=args.device, **{**rungs[lesson], "max_num_seqs": args.max_num_seqs})
+        llm = LLM(args.model, device=args.device, skip_tokenizer_init=args.skip_tokenizer_init,
+                  **{**rungs[lesson], "max_num_seqs": args.max_num_seqs})
         llm.generate(prompts[:1], SamplingParams(max_tokens=2), use_tqdm=False)          # warm-up
         results[lesson] = (label, *generate(llm, prompts, params))
         llm.close()
@@ -110,7 +111,8 @@ def main() -> None:
                               dict(enable_chunked_prefill=False, max_num_batched_tokens=2048)),
                              (f"chunked prefill, {budget}-token budget",
                               dict(enable_chunked_prefill=True, max_num_batched_tokens=budget))):
-        llm = LLM(args.model, device=args.device, max_model_len=2048, **{**rungs["08"], **overrides})
+        llm = LLM(args.model, device=args.device, max_model_len=2048, skip_tokenizer_init=args.skip_tokenizer_init,
+                  **{**rungs["08"], **overrides})
         largest, worst_gap, ttft = long_prompt_arrives(llm, prompts[:4], long_len)
         rows.append([label, largest, 1000 * worst_gap, 1000 * ttft])
         llm.close()
@@ -122,7 +124,8 @@ def main() -> None:
     few = [SamplingParams(temperature=0.0, max_tokens=40, ignore_eos=True)] * 6
     rows, outputs = [], []
     for label, blocks in (("enough blocks", None), ("12 blocks of 16 tokens", 12)):
-        llm = LLM(args.model, device=args.device, num_kvcache_blocks=blocks, kvcache_block_size=16, **rungs["08"])
+        llm = LLM(args.model, device=args.device, num_kvcache_blocks=blocks, kvcache_block_size=16,
+                  skip_tokenizer_init=args.skip_tokenizer_init, **rungs["08"])
         tokens, _, steps, seconds = generate(llm, prompts[:6], few)
         outputs.append(tokens)
         s = llm.stats()

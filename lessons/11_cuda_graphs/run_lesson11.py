@@ -36,11 +36,11 @@ def main() -> None:
     batch_sizes = [1, 4] if args.quick else [1, 8, 32]
     rows, tokens = [], {}
     for lesson in ("10", "11"):
-        llm = LLM(args.model, device=args.device, **rungs[lesson])
+        llm = LLM(args.model, device=args.device, skip_tokenizer_init=args.skip_tokenizer_init, **rungs[lesson])
         graphs = sorted(llm.model_runner.graphs)
         label = f"enforce_eager={llm.config.enforce_eager} (lesson {lesson})"
         for bs in batch_sizes:
-            prompts = [common.PROMPTS[i % len(common.PROMPTS)] for i in range(bs)]
+            prompts = common.prompts(args, bs)
             params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
             llm.generate(prompts, SamplingParams(max_tokens=2), use_tqdm=False)          # warm-up
             with common.Timer(args.device) as t:
@@ -52,7 +52,8 @@ def main() -> None:
                          same])
         if lesson == "10":
             # one decode step at batch 1, with every torch op counted (on a GPU each is a kernel launch)
-            seq = llm.add_request(common.PROMPTS[0], SamplingParams(temperature=0.0, max_tokens=3, ignore_eos=True))
+            seq = llm.add_request(common.prompt(args, common.PROMPTS[0]),
+                                  SamplingParams(temperature=0.0, max_tokens=3, ignore_eos=True))
             llm.step()                                                                 # prefill
             _, ops = common.count_kernels(llm.step)                                    # one decode step
             while not seq.is_finished:
@@ -83,11 +84,12 @@ def main() -> None:
               "capture_cudagraphs when the device is CUDA)")
 
     common.heading(f"async scheduling, lesson 11 settings, batch {batch_sizes[-1]}")
-    prompts = [common.PROMPTS[i % len(common.PROMPTS)] for i in range(batch_sizes[-1])]
+    prompts = common.prompts(args, batch_sizes[-1])
     params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
     async_rows = []
     for flag in (False, True):
-        llm = LLM(args.model, device=args.device, **{**rungs["11"], "async_scheduling": flag})
+        llm = LLM(args.model, device=args.device, skip_tokenizer_init=args.skip_tokenizer_init,
+                  **{**rungs["11"], "async_scheduling": flag})
         llm.generate(prompts, SamplingParams(max_tokens=2), use_tqdm=False)              # warm-up
         with common.Timer(args.device) as t:
             outs = llm.generate(prompts, params, use_tqdm=False)

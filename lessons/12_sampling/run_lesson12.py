@@ -28,15 +28,16 @@ def main() -> None:
 
     loop = common.load_module("03_own_the_model/no_cache_loop.py")
     print(common.describe(args))
-    llm = LLM(args.model, device=args.device)
-    tok = llm.tokenizer
-    prompt = common.PROMPTS[0]
+    llm = LLM(args.model, device=args.device, skip_tokenizer_init=args.skip_tokenizer_init)
+    tok = common.tokenizer(args) if args.skip_tokenizer_init else llm.tokenizer
+    prompt = common.prompt(args, common.PROMPTS[0])
     ids = llm.tokenize(prompt)
     model = loop.load(args.model, args.device)
     logits = loop.forward(model, torch.tensor(ids, device=args.device), torch.arange(len(ids), device=args.device))
     dev = args.device
 
-    common.heading(f"the next-token distribution after {prompt!r}, reshaped")
+    shown = tok.decode(prompt) if args.skip_tokenizer_init else prompt
+    common.heading(f"the next-token distribution after {shown!r}, reshaped")
     settings = [("temperature 1.0", 1.0, None, None), ("temperature 0.5", 0.5, None, None),
                 ("temperature 1.5", 1.5, None, None), ("top_k=3", 1.0, 3, None), ("top_p=0.9", 1.0, None, 0.9)]
     top = logits.topk(6).indices
@@ -52,9 +53,14 @@ def main() -> None:
 
     draws = 2000 if args.quick else 20_000
     common.heading(f"the sampler draws {draws:,} times at temperature 1: frequencies vs probabilities")
-    t = SamplingTensors(temperatures=torch.ones(draws, device=dev))
     gen = torch.Generator(device=dev).manual_seed(0)
-    samples = Sampler()(logits[None].expand(draws, -1), t, gen)
+    per_call = min(draws, max(1, 2**27 // len(logits)))     # rows per call: bounded memory for a large vocabulary
+    samples = []
+    for start in range(0, draws, per_call):
+        m = min(per_call, draws - start)
+        t = SamplingTensors(temperatures=torch.ones(m, device=dev))
+        samples.append(Sampler()(logits[None].expand(m, -1), t, gen))
+    samples = torch.cat(samples)
     probs = logits.float().softmax(-1)
     counts = torch.bincount(samples, minlength=len(probs)).float() / draws
     print(common.table(["token", "softmax probability", "sampled frequency"],
@@ -70,14 +76,15 @@ def main() -> None:
             ["sampled (temperature=0.8, top_p=0.95)", len({tuple(o["token_ids"]) for o in sampled}), n]]
     print(common.table(["sampling", "distinct continuations", "requests"], rows))
     for o in sampled[:3]:
-        print("  " + (prompt + o["text"]).replace("\n", " "))
+        print("  " + common.completion(args, prompt, o).replace("\n", " "))
 
     common.heading("seeds: the same seed gives the same tokens, alone or in a batch")
     seeded = SamplingParams(temperature=0.8, top_p=0.95, max_tokens=max_tokens, seed=1234)
     alone = llm.generate([prompt], seeded, use_tqdm=False)[0]["token_ids"]
     again = llm.generate([prompt], seeded, use_tqdm=False)[0]["token_ids"]
     others = [SamplingParams(temperature=1.0, max_tokens=max_tokens)] * (n - 1)
-    in_batch = llm.generate(common.PROMPTS[1:n] + [prompt], others + [seeded], use_tqdm=False)[-1]["token_ids"]
+    batch = common.prompts(args, n)[1:n] + [prompt]
+    in_batch = llm.generate(batch, others + [seeded], use_tqdm=False)[-1]["token_ids"]
     other_seed = llm.generate([prompt], SamplingParams(temperature=0.8, top_p=0.95, max_tokens=max_tokens, seed=99),
                               use_tqdm=False)[0]["token_ids"]
     print(common.table(["run", "same tokens as the first"], [

@@ -44,11 +44,12 @@ def main() -> None:
     params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
     results = {}
     for lesson in ("11", "13"):
-        llm = LLM(args.model, device=args.device, max_model_len=2048, **rungs[lesson])
+        llm = LLM(args.model, device=args.device, max_model_len=2048, skip_tokenizer_init=args.skip_tokenizer_init,
+                  **rungs[lesson])
         text = " ".join(common.PROMPTS) + "."
-        base = llm.tokenize(text)
+        base = common.tokenize(llm, text)                   # llm.tokenize(text), or token ids without a tokenizer
         system = (base * (prefix_len // len(base) + 1))[:prefix_len]
-        prompts = [system + llm.tokenize(" " + q) for q in common.PROMPTS[:n]]
+        prompts = [system + common.tokenize(llm, " " + q) for q in common.PROMPTS[:n]]
         llm.generate([prompts[0][:20]], SamplingParams(max_tokens=2), use_tqdm=False)     # warm-up
         llm.block_manager.reset_prefix_cache()
         before = llm.stats()

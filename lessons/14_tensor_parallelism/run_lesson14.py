@@ -43,7 +43,7 @@ def main() -> None:
 
     print(common.describe(args))
     n, max_tokens = (2, 8) if args.quick else (8, 64)
-    prompts = [common.PROMPTS[i % len(common.PROMPTS)] for i in range(n)]
+    prompts = common.prompts(args, n)
     params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
 
     calls = {"all_reduce": 0, "all_gather": 0}
@@ -60,7 +60,8 @@ def main() -> None:
     rows, shards, tokens = [], [], {}
     for tp in (1, args.tp):
         with common.Timer() as t_start:
-            llm = LLM(args.model, device=args.device, tensor_parallel_size=tp)
+            llm = LLM(args.model, device=args.device, tensor_parallel_size=tp,
+                      skip_tokenizer_init=args.skip_tokenizer_init)
         try:
             llm.generate(prompts[:1], SamplingParams(max_tokens=2), use_tqdm=False)      # warm-up
             with common.Timer(args.device) as t:

@@ -82,6 +82,10 @@ def main() -> None:
         print(f"SKIPPED: the server needs fastapi, uvicorn, httpx and openai ({e}); "
               f"pip install -r lessons/15_server/requirements.txt")
         return
+    if args.skip_tokenizer_init:
+        print(f"SKIPPED: the server streams text and compares it with the offline text, but "
+              f"{Path(args.model).name} has no tokenizer (run it on a checkpoint with one)")
+        return
     from aios import LLM, SamplingParams
 
     print(common.describe(args))

@@ -83,3 +83,16 @@ def test_kv_cache_is_sized_from_free_memory(tiny_ckpt):
     used_by_cache = llm.model_runner.kv_cache.numel() * llm.model_runner.kv_cache.element_size()
     assert used_by_cache > 0.1 * total
     assert torch.cuda.memory_allocated() < 0.35 * total
+
+
+def test_close_frees_the_gpu_for_the_next_engine_in_the_process(tiny_ckpt):
+    # Each engine sizes its KV cache from the memory left free (gpu_memory_utilization): the
+    # second one only gets a full cache if close() really gave the first one's memory back.
+    first = LLM(tiny_ckpt, device="cuda", gpu_memory_utilization=0.5)
+    blocks = first.stats()["kv_blocks_total"]
+    first.generate(random_prompts(512, [9], seed=1), SamplingParams(max_tokens=4), use_tqdm=False)
+    first.close()
+    second = LLM(tiny_ckpt, device="cuda", gpu_memory_utilization=0.5)
+    assert second.stats()["kv_blocks_total"] >= 0.95 * blocks
+    assert greedy(second, random_prompts(512, [9], seed=1), 4)
+    second.close()

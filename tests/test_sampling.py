@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from aios import LLM, SamplingParams
-from aios.kernels.sampling import gumbel_noise_ref, sample, sample_ref, seeded_row_keys
+from aios.kernels.sampling import gumbel_from_bits_ref, gumbel_noise_ref, sample, sample_ref, seeded_row_keys
 from aios.layers.sampler import Sampler, SamplingTensors, apply_top_k_top_p_min_p
 from helpers import random_prompts
 
@@ -58,6 +58,23 @@ def test_triton_sampler_picks_the_reference_tokens(dtype, rows, vocab):
         gap = scores[differ, want[differ]] - scores[differ, got[differ]]
         assert (gap.abs() < 1e-4).all()
         assert len(differ) <= max(1, rows // 50)
+
+
+def test_gumbel_noise_is_finite_at_the_extremes_of_the_hash():
+    # all-ones bits once made u round up to exactly 1.0 in fp32, and the noise +inf
+    g = gumbel_from_bits_ref(torch.tensor([0, 1, 2**31, 2**32 - 2, 2**32 - 1]))
+    assert torch.isfinite(g).all()
+
+
+@pytest.mark.parametrize("fn", [sample, sample_ref])
+def test_a_near_certain_token_wins_every_row_over_a_full_vocabulary(fn):
+    # p(top) = 1 - ~5e-14: no row may pick another token (an infinite noise value would)
+    rows, vocab = (512, 151936) if DEVICE == "cuda" else (16, 8192)
+    logits = torch.zeros(rows, vocab)
+    logits[:, 1234] = 42.0
+    keys = torch.randint(0, 2**32, (rows,), generator=torch.Generator().manual_seed(0))
+    tokens = fn(logits.to(DEVICE), torch.ones(rows, device=DEVICE), keys.to(DEVICE))
+    assert (tokens == 1234).all()
 
 
 def test_triton_sampler_never_picks_a_masked_token():

@@ -152,6 +152,7 @@ class TPModelRunner(ModelRunner):
 
     def close(self) -> None:
         self._finalizer()
+        super().close()
 
     def _raise_if_failed(self) -> None:
         h = self._health

@@ -242,6 +242,7 @@ class LLMEngine:
         }
 
     def close(self) -> None:
+        """Stop TP workers and free the engine's device memory; the engine is unusable after."""
         runner = getattr(self, "model_runner", None)
-        if runner is not None and hasattr(runner, "close"):
+        if runner is not None:
             runner.close()

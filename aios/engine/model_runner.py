@@ -123,6 +123,24 @@ class ModelRunner:
         if self.is_cuda and not config.enforce_eager:
             self.capture_cudagraphs()
 
+    def close(self) -> None:
+        """Free this runner's device memory (KV cache, CUDA graphs, weights), so another engine in
+        the same process can size its cache from what is free. The runner is unusable after."""
+        if self.is_cuda:
+            torch.cuda.synchronize(self.device)
+        self.graphs.clear()
+        self.graph_logits = {}
+        self.graph_vars = {}
+        self.last_handle = None
+        for layer in self.attn_layers:
+            layer.k_cache = layer.v_cache = torch.empty(0)
+            layer.decode_locks = None
+        self.attn_layers = []
+        self.kv_cache = self.decode_locks = torch.empty(0)
+        self.model = None
+        if self.is_cuda:
+            torch.cuda.empty_cache()
+
     # ---- memory --------------------------------------------------------------------------------
 
     @property

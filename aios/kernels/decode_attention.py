@@ -21,7 +21,8 @@ the second launch was a third of the attention time). "Last" is counted on `lock
 `[>= batch * num_kv_heads]` int32: each program adds 1 after its partial is written
 (release), the one that reads num_splits - 1 (acquire) merges and sets the counter back to 0.
 Invariant: every counter is 0 between launches, so one zeroed buffer serves every layer, step
-and CUDA graph of an engine (they run in order on one stream). With num_splits == 1 the program
+and CUDA graph of an engine, because they run one after another on one stream (two decode
+launches overlapping on two streams, or with programmatic dependent launch, would need two). With num_splits == 1 the program
 writes the output directly.
 """
 

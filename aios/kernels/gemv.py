@@ -41,10 +41,16 @@ def _gemv_kernel(x_ptr, w_ptr, y_ptr, N, K, stride_wn, BLOCK_N: tl.constexpr, BL
     tl.store(y_ptr + offs_n, y.to(y_ptr.dtype.element_ty), mask=mask_n)
 
 
+_SM_COUNT: dict[int, int] = {}   # device index -> SM count (a fact of the hardware, not state)
+
+
 def _sm_count(device: torch.device) -> int:
     if device.type != "cuda":
         return 4
-    return torch.cuda.get_device_properties(device).multi_processor_count
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _SM_COUNT:
+        _SM_COUNT[index] = torch.cuda.get_device_properties(index).multi_processor_count
+    return _SM_COUNT[index]
 
 
 def gemv_config(n: int, k: int, device: torch.device) -> dict:
@@ -61,7 +67,7 @@ def gemv_config(n: int, k: int, device: torch.device) -> dict:
 def gemv(x: torch.Tensor, weight: torch.Tensor, block_n: int | None = None, block_k: int | None = None,
          num_warps: int | None = None) -> torch.Tensor:
     """Triton version of gemv_ref for x of one row (same result up to fp32 summation order)."""
-    assert x.dim() == 2 and x.shape[0] == 1 and x.shape[1] == weight.shape[1]
+    assert x.dim() == 2 and x.shape[0] == 1 and x.shape[1] == weight.shape[1] and x.dtype == weight.dtype
     assert weight.stride(1) == 1 and x.stride(1) == 1
     n, k = weight.shape
     cfg = gemv_config(n, k, x.device)

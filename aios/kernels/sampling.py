@@ -6,16 +6,20 @@ is why this is one kernel (the torch chain it replaced made ~8 passes over a [ro
 tensor: 0.9 ms a step at 256 rows x 151,936 on an H100).
 
 The noise is a pure function of (row key, token id): row `r` draws
-    bits = hash32(row_keys[r] * 0x01000193 + token)       (mod 2^32; lowbias32 by C. Wellons)
-    u    = ((bits >> 8) + 0.5) / 2^24                     (24 bits: exact in fp32, 0 < u < 1)
+    bits = hash32(row_keys[r] ^ hash32(token))            (lowbias32 by C. Wellons, mod 2^32)
+    u    = ((bits >> 9) + 0.5) / 2^23                     (23 bits + 0.5: exact in fp32, 0 < u < 1)
     g    = -log(-log(u))
+(With 24 bits, 2^24 - 0.5 would round up to 2^24 in fp32: u = 1 and g = +inf, a uniformly random
+token about once per 110 rows at Qwen3's vocabulary. The token is hashed before it meets the key,
+so two rows' noise is never the same sequence shifted.)
 so a request that owns its key (a seeded request: key = hash of (seed, output position)) samples the
 same token whatever batch it lands in. Temperature 0 means greedy: score = logits, no noise.
 
-Invariants (tests/test_kernels.py checks each):
+Invariants (tests/test_sampling.py checks each):
 - Greedy rows return exactly `logits.argmax(-1)`, ties going to the lowest token id.
-- The Triton kernel and `sample_ref` compute the same scores up to fp32 `log` rounding, so their
-  tokens differ only where two scores tie within ~1e-6.
+- The Triton kernel and `sample_ref` compute the same scores up to fp32 rounding (`log`, the
+  division by the temperature), so their tokens differ only where two scores tie within ~1e-6.
+- The noise is finite for every key and token: a masked (-inf) token's score stays -inf.
 - -inf logits (tokens masked by top-k/top-p/min-p) are never chosen unless a row is all -inf.
 """
 
@@ -44,8 +48,13 @@ def seeded_row_keys(seeds: torch.Tensor, positions: torch.Tensor) -> torch.Tenso
 def gumbel_noise_ref(row_keys: torch.Tensor, vocab_size: int) -> torch.Tensor:
     """Gumbel(0, 1) noise [rows, vocab] fp32, a pure function of (row key, token id)."""
     token = torch.arange(vocab_size, device=row_keys.device, dtype=torch.int64)
-    bits = hash32_ref(row_keys.unsqueeze(1) * 0x01000193 + token)
-    u = ((bits >> 8).float() + 0.5) * (1.0 / 16777216.0)
+    bits = hash32_ref(row_keys.unsqueeze(1) ^ hash32_ref(token))
+    return gumbel_from_bits_ref(bits)
+
+
+def gumbel_from_bits_ref(bits: torch.Tensor) -> torch.Tensor:
+    """32 random bits (int64 tensor) -> Gumbel(0, 1) in fp32, never infinite."""
+    u = ((bits >> 9).float() + 0.5) * (1.0 / 8388608.0)
     return -torch.log(-torch.log(u))
 
 
@@ -75,7 +84,7 @@ def _sample_kernel(logits_ptr, temps_ptr, keys_ptr, out_ptr, vocab_size, stride_
     temp = tl.load(temps_ptr + row)
     greedy = temp == 0.0
     inv_temp = 1.0 / tl.where(greedy, 1.0, temp)
-    base = tl.load(keys_ptr + row).to(tl.uint32) * 0x01000193
+    key = tl.load(keys_ptr + row).to(tl.uint32)
     row_ptr = logits_ptr + row.to(tl.int64) * stride_row
     best = tl.full([BLOCK_V], float("-inf"), tl.float32)
     best_tok = tl.zeros([BLOCK_V], tl.int32)
@@ -83,8 +92,8 @@ def _sample_kernel(logits_ptr, temps_ptr, keys_ptr, out_ptr, vocab_size, stride_
         tok = start + tl.arange(0, BLOCK_V)
         mask = tok < vocab_size
         x = tl.load(row_ptr + tok, mask=mask, other=float("-inf")).to(tl.float32)
-        bits = _hash32(base + tok.to(tl.uint32))
-        u = ((bits >> 8).to(tl.float32) + 0.5) * (1.0 / 16777216.0)
+        bits = _hash32(key ^ _hash32(tok.to(tl.uint32)))
+        u = ((bits >> 9).to(tl.float32) + 0.5) * (1.0 / 8388608.0)
         noise = -tl.log(-tl.log(u))
         score = tl.where(greedy, x, x * inv_temp + noise)
         better = score > best                   # strict: a lane keeps its first maximum
@@ -105,6 +114,6 @@ def sample(logits: torch.Tensor, temperatures: torch.Tensor, row_keys: torch.Ten
     on_gpu = logits.is_cuda
     _sample_kernel[(rows,)](
         logits, temperatures.float(), row_keys, out, vocab, logits.stride(0),
-        BLOCK_V=2048 if on_gpu else 64, num_warps=8 if on_gpu else 1,
+        BLOCK_V=2048 if on_gpu else 512, num_warps=8 if on_gpu else 1,
     )
     return out

@@ -48,7 +48,7 @@ class LinearBase(nn.Module):
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         """x @ weight^T, no bias."""
-        if x.shape[0] == 1 and x.is_cuda and self.use_triton:
+        if x.dim() == 2 and x.shape[0] == 1 and x.is_cuda and self.use_triton:
             return gemv(x, self.weight)
         return F.linear(x, self.weight)
 

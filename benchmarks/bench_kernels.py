@@ -187,7 +187,6 @@ def bench_decode(args, results):
         for ctx in contexts:
             kv_bytes = 2 * batch * ctx * num_kv_heads * head_dim * 2
             num_copies = copies_for(kv_bytes)
-            locks = torch.zeros(batch * num_kv_heads, dtype=torch.int32, device="cuda")  # as the engine's
             for block_size in (16, 64, 256):
                 copies = []
                 for _ in range(num_copies):
@@ -195,8 +194,8 @@ def bench_decode(args, results):
                         batch, ctx, block_size, num_kv_heads, head_dim, dtype, gen)
                     q = torch.randn(batch, num_heads, head_dim, dtype=dtype, device="cuda", generator=gen)
                     lens = torch.full((batch,), ctx, dtype=torch.int32, device="cuda")
-                    copies.append((q, k_cache, v_cache, block_tables, lens, scale, locks))
-                err = max_err(decode_attention(*copies[0]), decode_attention_ref(*copies[0][:-1]))
+                    copies.append((q, k_cache, v_cache, block_tables, lens, scale))
+                err = max_err(decode_attention(*copies[0]), decode_attention_ref(*copies[0]))
                 cfg = _decode_config(head_dim, dtype, q.device)
                 splits = _decode_num_splits(batch, num_kv_heads, block_tables.shape[1] * block_size, q.device,
                                             cfg["block_n"])

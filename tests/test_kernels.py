@@ -211,19 +211,8 @@ def test_decode_attention_matches_ref(block_size, num_heads, num_kv_heads, head_
 def test_decode_attention_is_the_same_for_any_number_of_splits(num_splits):
     args, _, _ = make_decode_batch(DECODE_CONTEXTS, 16, 4, 2, 32, torch.float32)
     cfg = _decode_config(32, torch.float32, args[0].device)
-    out = _decode_attention_launch(*args, None, num_splits=num_splits, **cfg)
+    out = _decode_attention_launch(*args, num_splits=num_splits, **cfg)
     assert_attention_close(out, decode_attention_ref(*args), torch.float32)
-
-
-def test_decode_attention_leaves_its_split_counters_zeroed_for_the_next_call():
-    # One locks buffer serves every layer and step: each launch must hand it back all zeros.
-    locks = torch.zeros(64, dtype=torch.int32, device=DEVICE)
-    for block_size, num_splits in [(16, 3), (16, 8), (8, 5)]:
-        args, _, _ = make_decode_batch(DECODE_CONTEXTS, block_size, 4, 2, 32, torch.float32, seed=num_splits)
-        cfg = _decode_config(32, torch.float32, args[0].device)
-        out = _decode_attention_launch(*args, locks, num_splits=num_splits, **cfg)
-        assert_attention_close(out, decode_attention_ref(*args), torch.float32)
-        assert torch.equal(locks, torch.zeros_like(locks))
 
 
 @pytest.mark.parametrize("num_splits", [1, 4])
@@ -235,7 +224,7 @@ def test_decode_attention_gives_zeros_for_empty_padding_rows(num_splits):
     lens = torch.cat([lens, torch.zeros_like(lens)])
     args = (q, k_cache, v_cache, block_tables, lens, scale)
     cfg = _decode_config(32, torch.float32, q.device)
-    out = _decode_attention_launch(*args, None, num_splits=num_splits, **cfg)
+    out = _decode_attention_launch(*args, num_splits=num_splits, **cfg)
     expected = decode_attention_ref(*args)
     assert torch.equal(expected[2:], torch.zeros_like(expected[2:]))
     assert_attention_close(out, expected, torch.float32)
@@ -428,12 +417,11 @@ def test_gemv_matches_f_linear_at_real_sizes(n, k):
 def test_decode_attention_replays_in_a_cuda_graph_with_new_context_lens():
     args, _, _ = make_decode_batch([700, 30, 1200, 5], 16, 16, 8, 128, torch.bfloat16)
     q, k_cache, v_cache, block_tables, lens, scale = args
-    locks = torch.zeros(4 * 8, dtype=torch.int32, device=DEVICE)  # shared by both calls, as in the engine
-    decode_attention(*args, locks)  # compile outside capture
+    decode_attention(*args)  # compile outside capture
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        out = decode_attention(q, k_cache, v_cache, block_tables, lens, scale, locks)
-        out2 = decode_attention(q, k_cache, v_cache, block_tables, lens, scale, locks)
+        out = decode_attention(q, k_cache, v_cache, block_tables, lens, scale)
+        out2 = decode_attention(q, k_cache, v_cache, block_tables, lens, scale)
     for step in range(3):
         lens.copy_(torch.tensor([1 + step, 30, 1000 - step, 4], dtype=torch.int32))
         q.copy_(torch.randn_like(q))
@@ -442,4 +430,3 @@ def test_decode_attention_replays_in_a_cuda_graph_with_new_context_lens():
         expected = decode_attention_ref(q, k_cache, v_cache, block_tables, lens, scale)
         assert_attention_close(out, expected, torch.bfloat16)
         assert torch.equal(out, out2)
-    assert torch.equal(locks, torch.zeros_like(locks))

@@ -106,12 +106,6 @@ class ModelRunner:
         self.rng = np.random.default_rng(config.seed + self.tp.rank)   # sampling noise keys
         self.attn_layers = [m for m in self.model.modules() if isinstance(m, Attention)]
         self.num_kv_heads = self.attn_layers[0].num_kv_heads
-        # Split counters of the decode kernel, zero between launches; every layer shares them
-        # (the layers run one after another on one stream).
-        max_decode_rows = max([config.max_num_seqs, *config.cudagraph_batch_sizes])
-        self.decode_locks = torch.zeros(max_decode_rows * self.num_kv_heads, dtype=torch.int32, device=self.device)
-        for layer in self.attn_layers:
-            layer.decode_locks = self.decode_locks
         self.head_dim = hf.head_dim
         self.is_cuda = self.device.type == "cuda"
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
@@ -134,9 +128,8 @@ class ModelRunner:
         self.last_handle = None
         for layer in self.attn_layers:
             layer.k_cache = layer.v_cache = torch.empty(0)
-            layer.decode_locks = None
         self.attn_layers = []
-        self.kv_cache = self.decode_locks = torch.empty(0)
+        self.kv_cache = torch.empty(0)
         self.model = None
         if self.is_cuda:
             torch.cuda.empty_cache()

@@ -15,15 +15,8 @@ Invariants (tests/test_kernels.py checks each):
 
 Triton algorithm (flash-decoding): each program takes one sequence, one kv head (all the query
 heads of its GQA group, padded to >= 16 rows for tl.dot) and one of num_splits slices of the
-context, and writes a partial (log-sum-exp, normalized output). The last program of a
-(sequence, kv head) to finish merges the partials, so decode is one launch, not two (at batch 1
-the second launch was a third of the attention time). "Last" is counted on `locks`
-`[>= batch * num_kv_heads]` int32: each program adds 1 after its partial is written
-(release), the one that reads num_splits - 1 (acquire) merges and sets the counter back to 0.
-Invariant: every counter is 0 between launches, so one zeroed buffer serves every layer, step
-and CUDA graph of an engine, because they run one after another on one stream (two decode
-launches overlapping on two streams, or with programmatic dependent launch, would need two). With num_splits == 1 the program
-writes the output directly.
+context, and writes a partial (log-sum-exp, normalized output). A second small kernel merges the
+partials. With num_splits == 1 the first kernel writes the output directly.
 """
 
 import torch
@@ -61,12 +54,12 @@ def decode_attention_ref(
 @triton.jit
 def _decode_split_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, context_lens_ptr,
-    out_ptr, partial_out_ptr, partial_lse_ptr, locks_ptr, qk_scale, num_splits,
+    out_ptr, partial_out_ptr, partial_lse_ptr, qk_scale, num_splits,
     stride_qb, stride_qh, stride_ob, stride_oh,
     stride_block, stride_slot, stride_kv_head, stride_bt,
     GROUP: tl.constexpr, BLOCK_G: tl.constexpr, HEAD_DIM: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, TILE_IN_BLOCK: tl.constexpr,
-    BLOCK_S: tl.constexpr, DIRECT_OUTPUT: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    DIRECT_OUTPUT: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -118,34 +111,25 @@ def _decode_split_kernel(
         tl.store(partial_out_ptr + row[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=mask_g[:, None])
         lse = tl.where(has_keys, m_i + tl.log2(tl.where(has_keys, l_i, 1.0)), float("-inf"))
         tl.store(partial_lse_ptr + row, lse, mask=mask_g)
-        tl.debug_barrier()  # every thread's partial is written before the release below
-        lock = locks_ptr + seq * tl.num_programs(1) + kv_head
-        if tl.atomic_add(lock, 1, sem="acq_rel") == num_splits - 1:
-            tl.atomic_xchg(lock, 0)  # the last one: reset the counter for the next launch
-            for g in tl.static_range(GROUP):
-                head = kv_head * GROUP + g
-                _merge_splits(partial_out_ptr, partial_lse_ptr, out_ptr, seq, head, tl.num_programs(1) * GROUP,
-                              num_splits, stride_ob, stride_oh, HEAD_DIM, BLOCK_S)
 
 
 @triton.jit
-def _merge_splits(
-    partial_out_ptr, partial_lse_ptr, out_ptr, seq, head, num_heads, num_splits, stride_ob, stride_oh,
+def _decode_reduce_kernel(
+    partial_out_ptr, partial_lse_ptr, out_ptr, num_splits, stride_ob, stride_oh,
     HEAD_DIM: tl.constexpr, BLOCK_S: tl.constexpr,
 ):
-    # out = sum_s exp2(lse_s - lse_max) * out_s / sum_s exp2(lse_s - lse_max). The partials were
-    # written by other SMs: ".cg" reads them from L2, never from a stale line of this SM's L1.
-    row = seq.to(tl.int64) * num_heads + head
+    seq = tl.program_id(0)
+    head = tl.program_id(1)
+    row = seq.to(tl.int64) * tl.num_programs(1) + head
     offs_s = tl.arange(0, BLOCK_S)
     offs_d = tl.arange(0, HEAD_DIM)
     mask_s = offs_s < num_splits
-    lse = tl.load(partial_lse_ptr + row * num_splits + offs_s, mask=mask_s, other=float("-inf"),
-                  cache_modifier=".cg")
+    lse = tl.load(partial_lse_ptr + row * num_splits + offs_s, mask=mask_s, other=float("-inf"))
     lse_max = tl.max(lse, 0)
     lse_max = tl.where(lse_max == float("-inf"), 0.0, lse_max)  # all splits empty: weights are 0
     weight = tl.exp2(lse - lse_max)  # [BLOCK_S], 0 for empty splits
     part = tl.load(partial_out_ptr + (row * num_splits + offs_s)[:, None] * HEAD_DIM + offs_d[None, :],
-                   mask=mask_s[:, None], other=0.0, cache_modifier=".cg")
+                   mask=mask_s[:, None], other=0.0)
     total = tl.sum(weight, 0)
     acc = tl.sum(part * weight[:, None], 0) / tl.where(total > 0, total, 1.0)
     tl.store(out_ptr + seq.to(tl.int64) * stride_ob + head * stride_oh + offs_d,
@@ -182,7 +166,7 @@ def _decode_config(head_dim: int, dtype: torch.dtype, device: torch.device) -> d
 
 
 def _decode_attention_launch(
-    q, k_cache, v_cache, block_tables, context_lens, scale, locks,
+    q, k_cache, v_cache, block_tables, context_lens, scale,
     num_splits: int, block_n: int, num_warps: int, num_stages: int,
 ) -> torch.Tensor:
     batch, num_heads, head_dim = q.shape
@@ -196,24 +180,25 @@ def _decode_attention_launch(
         return out
     direct = num_splits == 1
     if direct:
-        partial_out = partial_lse = locks = out  # unused
+        partial_out = partial_lse = out  # unused
     else:
         partial_out = torch.empty(batch, num_heads, num_splits, head_dim, dtype=torch.float32, device=q.device)
         partial_lse = torch.empty(batch, num_heads, num_splits, dtype=torch.float32, device=q.device)
-        if locks is None:
-            locks = torch.zeros(batch * num_kv_heads, dtype=torch.int32, device=q.device)
-        assert locks.dtype == torch.int32 and locks.numel() >= batch * num_kv_heads
     _decode_split_kernel[(batch, num_kv_heads, num_splits)](
-        q, k_cache, v_cache, block_tables, context_lens, out, partial_out, partial_lse, locks,
+        q, k_cache, v_cache, block_tables, context_lens, out, partial_out, partial_lse,
         scale * LOG2E, num_splits,
         q.stride(0), q.stride(1), out.stride(0), out.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
         GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim,
         BLOCK_SIZE=block_size, BLOCK_N=block_n, TILE_IN_BLOCK=block_size % block_n == 0,
-        BLOCK_S=triton.next_power_of_2(num_splits), DIRECT_OUTPUT=direct,
-        PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        DIRECT_OUTPUT=direct, PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         UPCAST=q.device.type != "cuda", num_warps=num_warps, num_stages=num_stages,
     )
+    if not direct:
+        _decode_reduce_kernel[(batch, num_heads)](
+            partial_out, partial_lse, out, num_splits, out.stride(0), out.stride(1),
+            HEAD_DIM=head_dim, BLOCK_S=triton.next_power_of_2(num_splits), num_warps=4,
+        )
     return out
 
 
@@ -224,14 +209,10 @@ def decode_attention(
     block_tables: torch.Tensor,
     context_lens: torch.Tensor,
     scale: float,
-    locks: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Triton version of decode_attention_ref (same arguments, same result; graph capturable).
-
-    `locks`: a zeroed int32 buffer of >= batch * num_kv_heads split counters, which the kernel
-    leaves zeroed (the engine keeps one per runner); None allocates a fresh one (one more launch)."""
+    """Triton version of decode_attention_ref (same arguments, same result; graph capturable)."""
     cfg = _decode_config(q.shape[2], q.dtype, q.device)
     max_context = block_tables.shape[1] * k_cache.shape[1]
     num_splits = _decode_num_splits(q.shape[0], k_cache.shape[2], max_context, q.device, cfg["block_n"])
-    return _decode_attention_launch(q, k_cache, v_cache, block_tables, context_lens, scale, locks,
+    return _decode_attention_launch(q, k_cache, v_cache, block_tables, context_lens, scale,
                                     num_splits=num_splits, **cfg)

@@ -33,7 +33,6 @@ class Attention(nn.Module):
         self.scale = scale
         self.k_cache = torch.tensor([])       # set by ModelRunner once the cache is allocated
         self.v_cache = torch.tensor([])
-        self.decode_locks: torch.Tensor | None = None   # ModelRunner's zeroed split counters (decode kernel)
         self.use_triton = True                # ModelRunner: False for attention_backend="torch"
 
     def forward(self, q: torch.Tensor, k: torch.Tensor | None, v: torch.Tensor | None, context: Context
@@ -48,8 +47,5 @@ class Attention(nn.Module):
             fn = prefill_attention if on_gpu else prefill_attention_ref
             return fn(q, self.k_cache, self.v_cache, context.cu_seqlens_q, context.cu_seqlens_k,
                       context.max_seqlen_q, context.max_seqlen_k, context.block_tables, self.scale)
-        if on_gpu:
-            return decode_attention(q, self.k_cache, self.v_cache, context.block_tables, context.context_lens,
-                                    self.scale, self.decode_locks)
-        return decode_attention_ref(q, self.k_cache, self.v_cache, context.block_tables, context.context_lens,
-                                    self.scale)
+        fn = decode_attention if on_gpu else decode_attention_ref
+        return fn(q, self.k_cache, self.v_cache, context.block_tables, context.context_lens, self.scale)

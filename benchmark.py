@@ -52,11 +52,13 @@ def device_info(device: str) -> dict:
         info["triton"] = None
     info["gpu"] = torch.cuda.get_device_name(0) if device == "cuda" else f"CPU ({platform.processor() or 'cpu'}, " \
         f"{os.cpu_count()} threads)"
-    try:
-        info["aios_git"] = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True,
-                                                   stderr=subprocess.DEVNULL).strip()
-    except (OSError, subprocess.CalledProcessError):       # e.g. a copy of the tree without .git
-        info["aios_git"] = os.environ.get("AIOS_GIT")
+    info["aios_git"] = os.environ.get("AIOS_GIT")          # set it where the tree is a copy (no or stale .git)
+    if not info["aios_git"]:
+        try:
+            info["aios_git"] = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True,
+                                                       stderr=subprocess.DEVNULL).strip()
+        except (OSError, subprocess.CalledProcessError):
+            info["aios_git"] = None
     return info
 
 

@@ -114,6 +114,8 @@ class ModelRunner:
         if config.num_kvcache_blocks is None:
             config.num_kvcache_blocks = self.profile_num_blocks()
         self.allocate_kv_cache(config.num_kvcache_blocks)
+        if self.is_cuda:
+            self.warm_up()
         if self.is_cuda and not config.enforce_eager:
             self.capture_cudagraphs()
 
@@ -191,6 +193,19 @@ class ModelRunner:
                                f"max_model_len={cfg.max_model_len} needs; raise gpu_memory_utilization or "
                                f"lower max_model_len / max_num_batched_tokens")
         return num_blocks
+
+    @torch.inference_mode()
+    def warm_up(self) -> None:
+        """Compile the prefill kernels' tile variants now (aios/kernels/prefill_attention.py picks
+        16/32/64-row query tiles for short chunks, larger ones for long prompts), so no Triton
+        compile lands inside a request's time to first token. One tiny prefill step per variant;
+        its K/V goes into blocks no sequence owns yet."""
+        for q_len in (2, 32, 64, 128):
+            q_len = min(q_len, self.config.max_num_batched_tokens, self.config.max_model_len)
+            num_blocks = (q_len + self.block_size - 1) // self.block_size
+            if num_blocks <= self.config.num_kvcache_blocks:
+                self.execute(self._dummy_prefill_inputs([q_len], [num_blocks]))
+        torch.cuda.synchronize(self.device)
 
     def _dummy_prefill_inputs(self, seq_lens: list[int], blocks_per_seq: list[int]) -> StepInputs:
         width = max(blocks_per_seq)

@@ -51,7 +51,7 @@ def decode_attention_ref(
     return out
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["num_splits", "stride_bt"])   # both change between eager steps
 def _decode_split_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, context_lens_ptr,
     out_ptr, partial_out_ptr, partial_lse_ptr, qk_scale, num_splits,
@@ -113,7 +113,7 @@ def _decode_split_kernel(
         tl.store(partial_lse_ptr + row, lse, mask=mask_g)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["num_splits"])
 def _decode_reduce_kernel(
     partial_out_ptr, partial_lse_ptr, out_ptr, num_splits, stride_ob, stride_oh,
     HEAD_DIM: tl.constexpr, BLOCK_S: tl.constexpr,

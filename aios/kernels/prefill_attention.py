@@ -131,7 +131,9 @@ def _prefill_tile(
     return acc, l_i, m_new
 
 
-@triton.jit
+# The block-table width changes from step to step: specializing on it (Triton compiles a variant
+# per value class: == 1, divisible by 16, other) would recompile mid-run, inside a request's TTFT.
+@triton.jit(do_not_specialize=["stride_bt"])
 def _prefill_attention_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, out_ptr,
     cu_seqlens_q_ptr, cu_seqlens_k_ptr, block_tables_ptr, qk_scale,

@@ -196,15 +196,19 @@ class ModelRunner:
 
     @torch.inference_mode()
     def warm_up(self) -> None:
-        """Compile the prefill kernels' tile variants now (aios/kernels/prefill_attention.py picks
-        16/32/64-row query tiles for short chunks, larger ones for long prompts), so no Triton
-        compile lands inside a request's time to first token. One tiny prefill step per variant;
-        its K/V goes into blocks no sequence owns yet."""
-        for q_len in (2, 32, 64, 128):
-            q_len = min(q_len, self.config.max_num_batched_tokens, self.config.max_model_len)
+        """Pay the first-use costs now, not inside the first requests' time to first token: Triton
+        compiles the prefill kernels' tile variants (16/32/64-row query tiles for short chunks,
+        larger ones for long prompts), and cuBLAS picks and loads a GEMM kernel for each range of
+        token counts. One small prefill step per power of two up to the step budget; its K/V goes
+        into blocks no sequence owns yet."""
+        cfg = self.config
+        q_len = 2
+        while q_len <= min(cfg.max_num_batched_tokens, cfg.max_model_len):
             num_blocks = (q_len + self.block_size - 1) // self.block_size
-            if num_blocks <= self.config.num_kvcache_blocks:
-                self.execute(self._dummy_prefill_inputs([q_len], [num_blocks]))
+            if num_blocks > cfg.num_kvcache_blocks:
+                break
+            self.execute(self._dummy_prefill_inputs([q_len], [num_blocks]))
+            q_len *= 2
         torch.cuda.synchronize(self.device)
 
     def _dummy_prefill_inputs(self, seq_lens: list[int], blocks_per_seq: list[int]) -> StepInputs:

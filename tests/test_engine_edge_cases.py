@@ -87,3 +87,19 @@ def test_an_exception_inside_step_leaves_the_engine_serving(tiny_ckpt):
         greedy(llm, prompts, 20, ignore_eos=True)
     assert greedy(llm, prompts, 20, ignore_eos=True) == want
     assert_no_leaked_blocks(llm)
+
+
+def test_close_aborts_queued_requests_refuses_new_ones_and_can_be_called_twice(tiny_ckpt):
+    llm = LLM(tiny_ckpt, device="cpu", dtype="float32", kvcache_block_size=16, num_kvcache_blocks=10)
+    prompts = random_prompts(512, [5, 30], seed=6)
+    seqs = [llm.add_request(p, SamplingParams(temperature=0, max_tokens=8)) for p in prompts]
+    llm.step()                                  # one step launched: tokens may be in flight
+    llm.close()
+    assert all(s.is_finished and s.finish_reason == "abort" for s in seqs)
+    assert all(t >= 0 for s in seqs for t in s.token_ids), "a placeholder survived the abort"
+    assert not llm.has_unfinished_requests() and llm.block_manager.num_used_blocks == 0
+    with pytest.raises(RuntimeError, match="closed"):
+        llm.generate(prompts, SamplingParams(max_tokens=2), use_tqdm=False)
+    llm.close()
+    again = LLM(tiny_ckpt, device="cpu", dtype="float32", kvcache_block_size=16, num_kvcache_blocks=10)
+    assert greedy(again, prompts, 4)

@@ -107,6 +107,8 @@ class LLMEngine:
                              f"{cfg.num_kvcache_blocks}; lower max_tokens or give the cache more memory")
 
     def add_request(self, prompt: str | list[int], params: SamplingParams | None = None) -> Sequence:
+        if self.closed:
+            raise RuntimeError("this LLM is closed")
         params = params or SamplingParams()
         token_ids = self.tokenize(prompt)
         self.validate(token_ids, params)
@@ -241,8 +243,19 @@ class LLMEngine:
             "num_generated_tokens": self.num_generated_tokens,
         }
 
+    @property
+    def closed(self) -> bool:
+        return getattr(self, "_closed", False)
+
     def close(self) -> None:
-        """Stop TP workers and free the engine's device memory; the engine is unusable after."""
+        """Stop TP workers and free the engine's device memory. Requests still queued are aborted;
+        add_request raises afterwards. Calling it again does nothing."""
+        if self.closed:
+            return
+        self._closed = True
+        for seq_id in list(getattr(self, "seqs", {})):
+            self.abort_request(seq_id)
+        self._inflight = None
         runner = getattr(self, "model_runner", None)
         if runner is not None:
             runner.close()

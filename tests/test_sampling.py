@@ -114,3 +114,13 @@ def test_top_k_top_p_min_p_keep_only_their_support(top_k, top_p, min_p, allowed)
     masked = apply_top_k_top_p_min_p(probs.log(), t)
     kept = set(torch.isfinite(masked[0]).nonzero().flatten().tolist())
     assert kept == allowed
+
+
+def test_top_p_of_one_keeps_the_tail_even_when_the_fp32_cumsum_reaches_one_early():
+    # a row with top_p = 1 next to one that asks for top-p: its tiny-probability tail must survive
+    logits = torch.zeros(2, 1000)
+    logits[:, 0] = 30.0                              # p0 = 1 - 1e-10: the fp32 cumsum is 1.0 at once
+    t = SamplingTensors(temperatures=torch.ones(2), top_ps=torch.tensor([0.5, 1.0]))
+    masked = apply_top_k_top_p_min_p(logits, t)
+    assert torch.isfinite(masked[1]).all()
+    assert torch.isfinite(masked[0]).sum() == 1      # top_p = 0.5 keeps only the top token

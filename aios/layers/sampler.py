@@ -49,7 +49,8 @@ def apply_top_k_top_p_min_p(logits: torch.Tensor, t: SamplingTensors) -> torch.T
     if t.top_ps is not None:
         probs = sorted_logits.masked_fill(mask, float("-inf")).softmax(dim=-1)
         mass_before = probs.cumsum(dim=-1) - probs              # keep a token while the mass before it < p
-        mask |= mass_before >= t.top_ps.unsqueeze(1)
+        # top_p = 1 keeps everything: an fp32 cumsum can reach 1.0 before the tail and would cut it
+        mask |= (mass_before >= t.top_ps.unsqueeze(1)) & (t.top_ps < 1).unsqueeze(1)
     sorted_logits = sorted_logits.masked_fill(mask, float("-inf"))
     return torch.empty_like(logits).scatter_(-1, sorted_idx, sorted_logits)
 

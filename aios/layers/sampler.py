@@ -8,7 +8,10 @@ row in the batch asks for them.
 
 The noise of row r is a hash of (row_keys[r], token id). A seeded request's key is a hash of
 (seed, output position), so it samples the same tokens whatever batch it lands in and whoever else
-runs; the engine draws the other rows' keys from its own random generator.
+runs; the engine draws the other rows' keys from its own random generator. (The noise is batch-
+independent; the logits are so only up to rounding: on a GPU a batch of one runs `gemv` and larger
+batches cuBLAS tiles, so a near-tie between two tokens can still go either way. vLLM has the same
+caveat.)
 """
 
 from __future__ import annotations

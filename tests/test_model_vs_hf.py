@@ -6,6 +6,7 @@ import torch
 
 from aios import LLM
 from aios.engine.sequence import Sequence
+from aios.engine.step_inputs import build_step_inputs
 from aios.sampling_params import SamplingParams
 from helpers import greedy, hf_greedy, random_prompts
 
@@ -22,7 +23,7 @@ def all_token_logits(llm: LLM, prompts: list[list[int]]) -> list[torch.Tensor]:
     for i, s in enumerate(seqs):
         tables[i, : len(s.block_table)] = s.block_table
     ids = np.concatenate([np.array(p) for p in prompts]).astype(np.int64)
-    inputs = runner._build_inputs(ids, np.zeros(len(seqs), np.int64), lens, tables, np.arange(len(ids)))
+    inputs = build_step_inputs(ids, np.zeros(len(seqs), np.int64), lens, tables, np.arange(len(ids)), runner.block_size)
     logits = runner.execute(inputs)
     for s in seqs:
         llm.block_manager.free(s)

@@ -41,8 +41,9 @@ from aios.config import Config
 from aios.distributed.process_group import COLLECTIVE_TIMEOUT, abort_process_group, create_process_group, create_store
 from aios.distributed.tp_group import TPGroup
 from aios.distributed.worker import SHUTDOWN, worker_main
-from aios.engine.model_runner import ModelRunner, StepHandle, StepInputs
+from aios.engine.model_runner import ModelRunner, StepHandle
 from aios.engine.scheduler import ScheduledBatch
+from aios.engine.step_inputs import StepInputs
 from aios.models.qwen3 import Qwen3ForCausalLM
 
 STARTUP_TIMEOUT_S = COLLECTIVE_TIMEOUT.total_seconds()

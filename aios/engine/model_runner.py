@@ -1,7 +1,8 @@
 """One model shard on one device: weights, KV cache, step inputs, CUDA graphs, sampling.
 
 `run(batch)` is one engine step on rank 0:
-    prepare_inputs (host, vectorized numpy) -> execute (every TP rank) -> sample (rank 0)
+    prepare_inputs (host, vectorized numpy: aios/engine/step_inputs.py) -> execute (every TP rank)
+    -> sample (rank 0)
 `execute` takes only flat arrays, so TP workers (aios/distributed/worker.py) run the very same
 code with the arrays rank 0 sends them.
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from itertools import chain
 
 import numpy as np
 import torch
@@ -23,30 +23,13 @@ import torch
 from aios.config import Config
 from aios.distributed.tp_group import TPGroup
 from aios.engine.scheduler import ScheduledBatch
+from aios.engine.step_inputs import StepInputs, dummy_prefill_inputs, prepare_step_inputs
 from aios.kernels.sampling import seeded_row_keys
 from aios.layers.attention import Attention
 from aios.layers.sampler import Sampler, SamplingTensors
 from aios.models.qwen3 import Qwen3ForCausalLM
 from aios.utils.context import Context
 from aios.utils.loader import init_dummy_weights, load_model
-
-
-@dataclass
-class StepInputs:
-    """Flat host arrays of one step: what rank 0 computes and sends to every other rank."""
-
-    input_ids: np.ndarray          # [num_tokens] int64
-    positions: np.ndarray          # [num_tokens] int64
-    slot_mapping: np.ndarray       # [num_tokens] int64
-    block_tables: np.ndarray       # [num_seqs, max_blocks] int32, -1 padded
-    context_lens: np.ndarray       # [num_seqs] int32 (= seqlen_k)
-    cu_seqlens_q: np.ndarray       # [num_seqs + 1] int32
-    logits_indices: np.ndarray     # [num_sampled] int64: rows of the hidden states to sample from
-    placeholder_dst: np.ndarray    # [k] int64: input positions whose token is still on the GPU ...
-    placeholder_src: np.ndarray    # [k] int64: ... at this row of the previous step's sampled tokens
-    is_prefill: bool
-    max_seqlen_q: int
-    max_seqlen_k: int
 
 
 @dataclass
@@ -168,7 +151,7 @@ class ModelRunner:
         blocks_per_seq = [(n + self.block_size - 1) // self.block_size for n in seq_lens]
         self.allocate_kv_cache(sum(blocks_per_seq))
         cache_bytes = self.kv_cache.numel() * self.kv_cache.element_size()
-        inputs = self._dummy_prefill_inputs(seq_lens, blocks_per_seq)
+        inputs = dummy_prefill_inputs(seq_lens, blocks_per_seq, self.block_size)
         logits = self.execute(inputs)
         rows = cfg.max_num_seqs
         logits = logits[:1].expand(rows, -1).contiguous()
@@ -207,20 +190,9 @@ class ModelRunner:
             num_blocks = (q_len + self.block_size - 1) // self.block_size
             if num_blocks > cfg.num_kvcache_blocks:
                 break
-            self.execute(self._dummy_prefill_inputs([q_len], [num_blocks]))
+            self.execute(dummy_prefill_inputs([q_len], [num_blocks], self.block_size))
             q_len *= 2
         torch.cuda.synchronize(self.device)
-
-    def _dummy_prefill_inputs(self, seq_lens: list[int], blocks_per_seq: list[int]) -> StepInputs:
-        width = max(blocks_per_seq)
-        block_tables = np.full((len(seq_lens), width), -1, dtype=np.int32)
-        start = 0
-        for i, n in enumerate(blocks_per_seq):
-            block_tables[i, :n] = np.arange(start, start + n)
-            start += n
-        lens = np.asarray(seq_lens, dtype=np.int64)
-        return self._build_inputs(np.zeros(int(lens.sum()), np.int64), np.zeros(len(lens), np.int64), lens,
-                                  block_tables, np.cumsum(lens) - 1)
 
     def _worst_case_sampling(self, rows: int) -> SamplingTensors:
         d = self.device
@@ -231,50 +203,9 @@ class ModelRunner:
     # ---- step inputs ---------------------------------------------------------------------------
 
     def prepare_inputs(self, batch: ScheduledBatch) -> StepInputs:
-        """Flatten the batch: chunk i covers tokens [num_computed, num_computed + num_new) of seq i.
-
-        Per-sequence work is slicing lists; everything per token is numpy."""
-        seqs = batch.seqs
-        n = len(seqs)
-        starts = np.fromiter((s.num_computed_tokens for s in seqs), np.int64, n)
-        q_lens = np.asarray(batch.num_new_tokens, dtype=np.int64)
-        input_ids = np.fromiter(chain.from_iterable(s.token_ids[a: a + q] for s, a, q in zip(seqs, starts, q_lens)),
-                                np.int64, int(q_lens.sum()))
-        num_blocks = np.fromiter((len(s.block_table) for s in seqs), np.int64, n)
-        block_tables = np.full((n, int(num_blocks.max())), -1, dtype=np.int32)
-        rows = np.repeat(np.arange(n), num_blocks)
-        cols = np.arange(len(rows)) - np.repeat(np.cumsum(num_blocks) - num_blocks, num_blocks)
-        block_tables[rows, cols] = np.fromiter(chain.from_iterable(s.block_table for s in seqs), np.int32, len(rows))
-        # sample only for sequences whose chunk reaches their last token
-        seq_lens = np.fromiter((len(s) for s in seqs), np.int64, n)
-        logits_indices = (np.cumsum(q_lens) - 1)[starts + q_lens == seq_lens]
-        inputs = self._build_inputs(input_ids, starts, q_lens, block_tables, logits_indices)
-        dst = np.flatnonzero(input_ids < 0)             # tokens sampled by the step still in flight
-        if len(dst):
-            owner = np.repeat(np.arange(n), q_lens)[dst]
-            row_of = self.last_handle.row_of if self.last_handle is not None else {}
-            try:
-                inputs.placeholder_src = np.fromiter((row_of[seqs[i].seq_id] for i in owner), np.int64, len(dst))
-            except KeyError as e:
-                raise RuntimeError(f"sequence {e.args[0]} has an unresolved token the last step did not sample") from e
-            inputs.placeholder_dst = dst.astype(np.int64)
-        return inputs
-
-    def _build_inputs(self, input_ids: np.ndarray, starts: np.ndarray, q_lens: np.ndarray,
-                      block_tables: np.ndarray, logits_indices: np.ndarray) -> StepInputs:
-        num_seqs = len(q_lens)
-        cu_seqlens_q = np.zeros(num_seqs + 1, dtype=np.int32)
-        np.cumsum(q_lens, out=cu_seqlens_q[1:])
-        seq_idx = np.repeat(np.arange(num_seqs), q_lens)                    # [num_tokens]
-        positions = np.arange(len(input_ids), dtype=np.int64) - np.repeat(cu_seqlens_q[:-1] - starts, q_lens)
-        block_ids = block_tables[seq_idx, positions // self.block_size].astype(np.int64)
-        slot_mapping = block_ids * self.block_size + positions % self.block_size
-        context_lens = (starts + q_lens).astype(np.int32)
-        return StepInputs(input_ids=input_ids, positions=positions, slot_mapping=slot_mapping,
-                          block_tables=block_tables, context_lens=context_lens, cu_seqlens_q=cu_seqlens_q,
-                          logits_indices=logits_indices.astype(np.int64), placeholder_dst=np.zeros(0, np.int64),
-                          placeholder_src=np.zeros(0, np.int64), is_prefill=bool((q_lens > 1).any()),
-                          max_seqlen_q=int(q_lens.max()), max_seqlen_k=int(context_lens.max()))
+        """Flatten the batch into flat host arrays (aios/engine/step_inputs.py)."""
+        row_of = self.last_handle.row_of if self.last_handle is not None else {}
+        return prepare_step_inputs(batch, self.block_size, row_of)
 
     def _to_device(self, a: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(a)

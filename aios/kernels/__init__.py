@@ -6,6 +6,7 @@ Importing this package needs triton importable but no GPU.
 
 from aios.kernels.activation import silu_and_mul, silu_and_mul_ref
 from aios.kernels.decode_attention import decode_attention, decode_attention_ref
+from aios.kernels.gemv import gemv, gemv_ref
 from aios.kernels.prefill_attention import prefill_attention, prefill_attention_ref
 from aios.kernels.qk_norm_rope import (
     qk_norm_rope,
@@ -20,6 +21,7 @@ from aios.kernels.store_kvcache import store_kvcache, store_kvcache_ref
 __all__ = [
     "decode_attention", "decode_attention_ref",
     "fused_add_rms_norm", "fused_add_rms_norm_ref",
+    "gemv", "gemv_ref",
     "prefill_attention", "prefill_attention_ref",
     "qk_norm_rope", "qk_norm_rope_ref",
     "qk_norm_rope_store_kvcache", "qk_norm_rope_store_kvcache_ref",

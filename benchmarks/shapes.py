@@ -31,14 +31,20 @@ SHAPES = {
 }
 
 
-def write_shape(shape: str, root: str) -> str:
-    """Write config.json (+ generation_config.json) for a named shape under root/shape; return the dir."""
+def shape_config(shape: str, **overrides) -> dict:
+    """The config.json contents of a named shape (overrides replace its sizes, e.g. for a tiny test)."""
     if shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}; one of {', '.join(SHAPES)}")
+    return {**_COMMON, **SHAPES[shape], **overrides}
+
+
+def write_shape(shape: str, root: str) -> str:
+    """Write config.json (+ generation_config.json) for a named shape under root/shape; return the dir."""
+    config = shape_config(shape)
     path = os.path.join(root, shape)
     os.makedirs(path, exist_ok=True)
     with open(os.path.join(path, "config.json"), "w") as f:
-        json.dump({**_COMMON, **SHAPES[shape]}, f, indent=2)
+        json.dump(config, f, indent=2)
     with open(os.path.join(path, "generation_config.json"), "w") as f:
         json.dump({"eos_token_id": [151645, 151643]}, f)
     return path

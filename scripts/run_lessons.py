@@ -71,13 +71,12 @@ RESIDUAL = 3.0           # init="stable": the layers' outputs summed over depth,
 def shape_config(shape: str) -> dict:
     """config.json of a named shape: benchmarks/shapes.py's, or `tiny` (its config with TINY's sizes)."""
     sys.path.insert(0, str(REPO))
-    from benchmarks.shapes import _COMMON, SHAPES
+    from benchmarks.shapes import shape_config as named_shape_config
 
-    if shape == "tiny":
-        return {**_COMMON, **TINY}
-    if shape not in SHAPES:
-        raise SystemExit(f"error: unknown shape {shape!r}; one of tiny, {', '.join(SHAPES)}")
-    return {**_COMMON, **SHAPES[shape]}
+    try:
+        return named_shape_config("qwen3-0.6b", **TINY) if shape == "tiny" else named_shape_config(shape)
+    except ValueError as e:
+        raise SystemExit(f"error: {e} (or tiny)") from None
 
 
 def tensor_shapes(c: dict) -> dict[str, tuple[int, ...]]:

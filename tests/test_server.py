@@ -11,45 +11,24 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import httpx
 import openai
 import pytest
-import uvicorn
 
 from aios import LLM, SamplingParams
-from aios.server import create_app
+from aios.server import create_app, serve_in_background
 
 MODEL = "tiny"
 MAX_MODEL_LEN = 128
 PROMPTS = ["Once upon a time there was", "The quick brown dog", "An inference engine schedules",
            "The king said to the queen"]
-
-
-@contextlib.contextmanager
-def serve(app):
-    """Run `app` under uvicorn in a background thread on a free port; yield its base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def make_llm(ckpt: str, **kw) -> LLM:
@@ -71,7 +50,7 @@ def reference(tiny_ckpt):
 
 @pytest.fixture(scope="module")
 def url(engine):
-    with serve(create_app(engine, served_model_name=MODEL, max_waiting=256)) as base:
+    with serve_in_background(create_app(engine, served_model_name=MODEL, max_waiting=256)) as base:
         yield base
 
 
@@ -274,7 +253,7 @@ def test_too_many_waiting_requests_get_429_with_retry_after(tiny_ckpt, url):
     body = {"prompt": "hi", "max_tokens": 100, "ignore_eos": True, "stream": True}
     try:
         app = create_app(small, served_model_name="tiny-2", max_waiting=1)
-        with serve(app) as url2, httpx.Client(timeout=30) as http:
+        with serve_in_background(app) as url2, httpx.Client(timeout=30) as http:
             with http.stream("POST", f"{url2}/v1/completions", json=body) as running:
                 lines = running.iter_lines()            # kept: a closed iterator closes the connection
                 next(line for line in lines if line.startswith("data: "))                 # it runs

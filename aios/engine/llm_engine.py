@@ -70,6 +70,7 @@ class LLMEngine:
         self._inflight: tuple | None = None
         self._rng = random.Random(config.seed)
         self.num_generated_tokens = 0
+        self.closed = False                   # close() was called: the engine takes no requests
 
     # ---- requests ------------------------------------------------------------------------------
 
@@ -243,19 +244,13 @@ class LLMEngine:
             "num_generated_tokens": self.num_generated_tokens,
         }
 
-    @property
-    def closed(self) -> bool:
-        return getattr(self, "_closed", False)
-
     def close(self) -> None:
         """Stop TP workers and free the engine's device memory. Requests still queued are aborted;
         add_request raises afterwards. Calling it again does nothing."""
         if self.closed:
             return
-        self._closed = True
-        for seq_id in list(getattr(self, "seqs", {})):
+        self.closed = True
+        for seq_id in list(self.seqs):
             self.abort_request(seq_id)
         self._inflight = None
-        runner = getattr(self, "model_runner", None)
-        if runner is not None:
-            runner.close()
+        self.model_runner.close()

@@ -320,13 +320,15 @@ class ModelRunner:
             return t
         sampled = temps > 0
         vocab = self.config.hf_config.vocab_size
-        if any(p.top_k > 0 and p.temperature > 0 for p in params):
-            top_ks = np.asarray([p.top_k if p.top_k > 0 else vocab for p in params], dtype=np.int64)
-            t.top_ks = d(np.where(sampled, top_ks, vocab))
-        if any(p.top_p < 1.0 and p.temperature > 0 for p in params):
-            t.top_ps = d(np.where(sampled, np.asarray([p.top_p for p in params], dtype=np.float32), 1.0))
-        if any(p.min_p > 0.0 and p.temperature > 0 for p in params):
-            t.min_ps = d(np.where(sampled, np.asarray([p.min_p for p in params], dtype=np.float32), 0.0))
+        top_ks = np.where(sampled, [p.top_k if p.top_k > 0 else vocab for p in params], vocab).astype(np.int64)
+        top_ps = np.where(sampled, [p.top_p for p in params], 1.0).astype(np.float32)
+        min_ps = np.where(sampled, [p.min_p for p in params], 0.0).astype(np.float32)
+        if (top_ks < vocab).any():                       # upload only the masks someone asked for
+            t.top_ks = d(top_ks)
+        if (top_ps < 1.0).any():
+            t.top_ps = d(top_ps)
+        if (min_ps > 0.0).any():
+            t.min_ps = d(min_ps)
         keys = self.rng.integers(0, 2**32, len(seqs), dtype=np.int64)
         seeded = [i for i, p in enumerate(params) if p.seed is not None and p.temperature > 0]
         if seeded:

@@ -23,6 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
+from aios.kernels.device import sm_count
 from aios.kernels.prefill_attention import LOG2E, _dot, _gather_paged, _paged_token_offsets
 
 
@@ -136,23 +137,11 @@ def _decode_reduce_kernel(
              acc.to(out_ptr.dtype.element_ty))
 
 
-_SM_COUNT: dict = {}
-
-
-def _sm_count(device: torch.device) -> int:
-    if device.type != "cuda":
-        return 4  # the CPU interpreter: a small number so tests exercise several splits
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    if index not in _SM_COUNT:
-        _SM_COUNT[index] = torch.cuda.get_device_properties(index).multi_processor_count
-    return _SM_COUNT[index]
-
-
 def _decode_num_splits(batch: int, num_kv_heads: int, max_context: int, device: torch.device,
                        block_n: int) -> int:
     """Enough programs to fill the GPU about twice, with at least two tiles of keys per split."""
     programs = batch * num_kv_heads
-    wanted = triton.cdiv(2 * _sm_count(device), programs)
+    wanted = triton.cdiv(2 * sm_count(device), programs)
     most = max(1, max_context // (2 * block_n))
     return max(1, min(wanted, most, 64))
 

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from aios.kernels.device import sm_count
+
 
 def gemv_ref(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Plain-torch spec: F.linear without bias."""
@@ -41,23 +43,11 @@ def _gemv_kernel(x_ptr, w_ptr, y_ptr, N, K, stride_wn, BLOCK_N: tl.constexpr, BL
     tl.store(y_ptr + offs_n, y.to(y_ptr.dtype.element_ty), mask=mask_n)
 
 
-_SM_COUNT: dict[int, int] = {}   # device index -> SM count (a fact of the hardware, not state)
-
-
-def _sm_count(device: torch.device) -> int:
-    if device.type != "cuda":
-        return 4
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    if index not in _SM_COUNT:
-        _SM_COUNT[index] = torch.cuda.get_device_properties(index).multi_processor_count
-    return _SM_COUNT[index]
-
-
 def gemv_config(n: int, k: int, device: torch.device) -> dict:
     """Rows per program: enough programs for ~4 per SM, at most 16 rows; K in tiles of <= 512."""
     if device.type != "cuda":
         return dict(block_n=4, block_k=32, num_warps=1)
-    target = 4 * _sm_count(device)
+    target = 4 * sm_count(device)
     block_n = 1
     while block_n < 16 and triton.cdiv(n, 2 * block_n) >= target:
         block_n *= 2

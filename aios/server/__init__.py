@@ -3,6 +3,7 @@
     python -m aios.server [--model DIR] [--port 8000]        # see --help
 
     app.py           routes and error handling; create_app(engine) builds a server
+    background.py    serve_in_background(app): uvicorn in a thread of this process, for lessons/tests
     async_engine.py  the engine thread: one continuous batch for every HTTP request
     detokenizer.py   a sequence's new tokens -> the text a stream may send now
     protocol.py      request bodies -> SamplingParams; OpenAI error bodies
@@ -11,5 +12,6 @@
 """
 
 from aios.server.app import create_app
+from aios.server.background import serve_in_background
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "serve_in_background"]

@@ -15,28 +15,11 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import common  # noqa: E402
-
-
-def serve(app):
-    """Start uvicorn on 127.0.0.1, any free port, in a thread; return (server, base URL)."""
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    return server, thread, f"http://127.0.0.1:{port}"
 
 
 async def stream_all(url: str, model: str, prompts: list[str], max_tokens: int) -> tuple[list[dict], float]:
@@ -77,7 +60,7 @@ def main() -> None:
         import openai  # noqa: F401
         import uvicorn  # noqa: F401
 
-        from aios.server import create_app
+        from aios.server import create_app, serve_in_background
     except ImportError as e:
         print(f"SKIPPED: the server needs fastapi, uvicorn, httpx and openai ({e}); "
               f"pip install -r lessons/15_server/requirements.txt")
@@ -97,41 +80,39 @@ def main() -> None:
         offline = llm.generate(prompts, params, use_tqdm=False)
 
     app = create_app(llm, served_model_name="aios-tiny")
-    server, thread, url = serve(app)
     try:
-        common.heading(f"the server: {url}/v1")
-        models = httpx.get(f"{url}/v1/models").json()
-        print(f"GET /v1/models -> {[m['id'] for m in models['data']]}")
-        body = {"model": "aios-tiny", "prompt": prompts[0], "max_tokens": 4, "temperature": 0, "stream": True}
-        print(f"POST /v1/completions {body}  ->  (raw Server-Sent Events)")
-        with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=60) as r:
-            events = [line for line in r.iter_lines() if line]
-        print(f"  {events[0]}")                                  # the first event whole, then only its changes
-        for line in events[1:]:
-            if line.startswith("data: {"):
-                print(f"  data: {{..., \"choices\": {json.dumps(json.loads(line[6:])['choices'])}}}")
-            else:
-                print(f"  {line}")
+        with serve_in_background(app) as url:
+            common.heading(f"the server: {url}/v1")
+            models = httpx.get(f"{url}/v1/models").json()
+            print(f"GET /v1/models -> {[m['id'] for m in models['data']]}")
+            body = {"model": "aios-tiny", "prompt": prompts[0], "max_tokens": 4, "temperature": 0, "stream": True}
+            print(f"POST /v1/completions {body}  ->  (raw Server-Sent Events)")
+            with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=60) as r:
+                events = [line for line in r.iter_lines() if line]
+            print(f"  {events[0]}")                                  # the first event whole, then only its changes
+            for line in events[1:]:
+                if line.startswith("data: {"):
+                    print(f"  data: {{..., \"choices\": {json.dumps(json.loads(line[6:])['choices'])}}}")
+                else:
+                    print(f"  {line}")
 
-        online, seconds = asyncio.run(stream_all(url, "aios-tiny", prompts, max_tokens))
-        total = n * max_tokens
-        ttft_offline = sum(o["metrics"]["ttft_s"] for o in offline) / n
-        ttft_online = sum(o["ttft_s"] for o in online) / n
-        same = all(a["text"] == b["text"] for a, b in zip(offline, online))
-        common.heading(f"{n} requests x {max_tokens} tokens, greedy: offline vs {n} concurrent HTTP streams")
-        print(common.table(["engine", "seconds", "tok/s", "mean TTFT ms", "output tokens", "same text"], [
-            ["offline LLM.generate (lesson 14)", t_offline.seconds, total / t_offline.seconds, 1000 * ttft_offline,
-             sum(len(o["token_ids"]) for o in offline), "-"],
-            ["HTTP server, streamed (lesson 15)", seconds, total / seconds, 1000 * ttft_online,
-             sum(o["tokens"] for o in online), "yes" if same else "NO"],
-        ]))
-        metrics = httpx.get(f"{url}/metrics").text.splitlines()
-        print("\nGET /metrics (first lines):")
-        for line in [m for m in metrics if m and not m.startswith("#")][:6]:
-            print(f"  {line}")
+            online, seconds = asyncio.run(stream_all(url, "aios-tiny", prompts, max_tokens))
+            total = n * max_tokens
+            ttft_offline = sum(o["metrics"]["ttft_s"] for o in offline) / n
+            ttft_online = sum(o["ttft_s"] for o in online) / n
+            same = all(a["text"] == b["text"] for a, b in zip(offline, online))
+            common.heading(f"{n} requests x {max_tokens} tokens, greedy: offline vs {n} concurrent HTTP streams")
+            print(common.table(["engine", "seconds", "tok/s", "mean TTFT ms", "output tokens", "same text"], [
+                ["offline LLM.generate (lesson 14)", t_offline.seconds, total / t_offline.seconds, 1000 * ttft_offline,
+                 sum(len(o["token_ids"]) for o in offline), "-"],
+                ["HTTP server, streamed (lesson 15)", seconds, total / seconds, 1000 * ttft_online,
+                 sum(o["tokens"] for o in online), "yes" if same else "NO"],
+            ]))
+            metrics = httpx.get(f"{url}/metrics").text.splitlines()
+            print("\nGET /metrics (first lines):")
+            for line in [m for m in metrics if m and not m.startswith("#")][:6]:
+                print(f"  {line}")
     finally:
-        server.should_exit = True
-        thread.join(10)
         llm.close()
 
 

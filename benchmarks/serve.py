@@ -3,6 +3,7 @@
     python -m aios.server --model /path/to/Qwen3-0.6B &                  # or any OpenAI-compatible server
     python benchmarks/serve.py --rate 8 --num-requests 256               # Poisson arrivals, 8 req/s
     python benchmarks/serve.py --concurrency 32 --num-requests 256 --out benchmarks/results
+    python benchmarks/serve.py --launch "python -m aios.server --model DIR --skip-tokenizer-init --port 8000"
 
 Each request is a streamed POST /v1/completions (httpx, asyncio) of a random token-id prompt whose
 length is uniform in --input-len, asking for exactly a length uniform in --output-len
@@ -12,7 +13,8 @@ ends; with neither, every request is sent at once.
 
 Reported: request and token throughput; time to first token (TTFT), inter-token latency (ITL: the
 gaps between streamed chunks) and end-to-end latency, mean / p50 / p90 / p99, in ms. With --out,
-one flat JSON file in that folder (see DESIGN.md, Benchmarks).
+one flat JSON file in that folder (see DESIGN.md, Benchmarks). With --launch, the script starts the
+server itself, waits until /v1/models answers, runs, and stops it (SIGINT: a graceful shutdown).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import datetime
 import json
 import os
 import random
+import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -70,7 +74,8 @@ async def send(http: httpx.AsyncClient, args: argparse.Namespace, prompt: list[i
                 if chunk.get("usage"):
                     result.prompt_tokens = chunk["usage"]["prompt_tokens"]
                     result.output_tokens = chunk["usage"]["completion_tokens"]
-                if chunk["choices"] and chunk["choices"][0]["text"]:
+                # a server without a tokenizer (aios --skip-tokenizer-init) streams token ids and no text
+                if chunk["choices"] and (chunk["choices"][0]["text"] or chunk["choices"][0].get("token_ids")):
                     now = time.perf_counter()
                     if last is None:
                         result.ttft_s = now - start
@@ -130,8 +135,44 @@ def summarize(args: argparse.Namespace, results: list[RequestResult], duration_s
         "ttft_ms": percentiles([r.ttft_s for r in done]),
         "itl_ms": percentiles([gap for r in done for gap in r.itl_s]),
         "e2e_ms": percentiles([r.e2e_s for r in done]),
-        "errors": sorted({r.error for r in results if not r.ok})[:5],
+        "errors": sorted({r.error for r in results if not r.ok})[:5], "server_cmd": args.launch, "gpu": gpu_name(),
     }
+
+
+def gpu_name() -> str | None:
+    """The first GPU's name (nvidia-smi), recorded beside the numbers; None without one."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        return out.splitlines()[0] if out else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def launch(cmd: str, url: str, timeout_s: float) -> subprocess.Popen:
+    """Start the server command; return once GET {url}/v1/models answers (or raise)."""
+    proc = subprocess.Popen(shlex.split(cmd))
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with status {proc.returncode} before it answered: {cmd}")
+        try:
+            if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(1.0)
+    stop(proc)
+    raise RuntimeError(f"the server did not answer at {url} within {timeout_s:.0f} s: {cmd}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def git_sha() -> str | None:
@@ -177,6 +218,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--timeout", type=float, default=600.0, help="per-request timeout, s (default: %(default)s)")
     ap.add_argument("--engine", default="aios", help="engine name recorded in the JSON (default: %(default)s)")
     ap.add_argument("--out", default=None, help="folder for the JSON result, e.g. benchmarks/results")
+    ap.add_argument("--launch", default=None, metavar="CMD",
+                    help="start this server command first (its --port must match --url), stop it after")
+    ap.add_argument("--launch-timeout", type=float, default=600.0, help="seconds to wait for it (default: 600)")
     args = ap.parse_args(argv)
     for name in ("input_len", "output_len", "token_id_range"):
         lo, hi = getattr(args, name)
@@ -189,6 +233,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    server = None
+    if args.launch:
+        try:
+            server = launch(args.launch, args.url, args.launch_timeout)
+        except RuntimeError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    try:
+        return benchmark(args)
+    finally:
+        if server is not None:
+            stop(server)
+
+
+def benchmark(args: argparse.Namespace) -> int:
     try:
         models = httpx.get(f"{args.url}/v1/models", timeout=10).json()["data"]
     except (httpx.HTTPError, KeyError, ValueError) as e:

@@ -264,6 +264,26 @@ def count_kernels(fn, *args, **kwargs):
     return result, sum(counter.ops.values())
 
 
+def count_gpu_kernels(fn, *args, **kwargs):
+    """(fn's result, kernels the GPU ran, kernel and graph launches the host made) for one call on a
+    CUDA device, from torch's profiler (CUPTI). Unlike count_kernels it sees Triton kernels and the
+    kernels inside a replayed CUDA graph; a graph replay is one host launch however many it holds."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        result = fn(*args, **kwargs)
+        torch.cuda.synchronize()
+    kernels = launches = 0
+    for event in prof.events():
+        if event.device_type == torch.autograd.DeviceType.CUDA:
+            kernels += not event.name.startswith(("Memcpy", "Memset"))
+        elif "LaunchKernel" in event.name or "GraphLaunch" in event.name:   # runtime and driver API calls
+            launches += 1
+    return result, kernels, launches
+
+
 def compare_rungs(args: argparse.Namespace, lessons: tuple[str, str], label) -> None:
     """Run the same greedy prompts under two ladder rungs and print time, tok/s and whether the
     tokens agree. `label(llm, lesson)` names a row (the switch that differs)."""

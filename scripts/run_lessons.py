@@ -21,7 +21,7 @@ Steps:
      after every lesson, so a run cut short still leaves one.
 
 Lesson 15 (the HTTP server) needs fastapi and uvicorn: it is skipped with a note unless both
-import (and the script itself skips a checkpoint without a tokenizer: it compares streamed text).
+import (without a tokenizer it streams and compares token ids: the server's `return_token_ids`).
 Lesson 14 (tensor parallelism) prints its own SKIPPED line when it sees fewer GPUs than --tp (2).
 
 The random weights are not the dummy weights of benchmark.py (aios.utils.loader.init_dummy_weights:

@@ -1,6 +1,8 @@
 """The OpenAI-compatible server (lesson 15) keeps serving: real uvicorn on 127.0.0.1, real clients.
 
 - Greedy output through HTTP (completions and chat, streamed and not) equals LLM.generate / chat.
+- return_token_ids, and a server without a tokenizer: a choice's token_ids (concatenated over its
+  chunks) equal LLM.generate's; text the server cannot tokenize is a 400, and the server goes on.
 - 64 concurrent streams, some dropped early: survivors complete and exact, dropped ones aborted,
   no KV block left in use.
 - Every bad request gets its status and OpenAI error body, and the next good request succeeds.
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +27,8 @@ import pytest
 
 from aios import LLM, SamplingParams
 from aios.server import create_app, serve_in_background
+from aios.server.__main__ import engine_kwargs, parse_args
+from helpers import random_prompts
 
 MODEL = "tiny"
 MAX_MODEL_LEN = 128
@@ -134,6 +139,119 @@ def test_stop_string_is_never_streamed(client, reference):
     chunks = list(client.completions.create(model=MODEL, prompt=PROMPTS[0], max_tokens=24, temperature=0,
                                             stop=[stop], stream=True))
     assert "".join(c.choices[0].text for c in chunks) == want["text"]
+
+
+# ---- token ids: return_token_ids, and a server without a tokenizer -------------------------------------
+
+
+def sse_choices(url: str, body: dict, route: str = "completions") -> list[dict]:
+    """The choices of every chunk of one streamed request, in order (the usage-only chunk has none)."""
+    chunks = []
+    with httpx.stream("POST", f"{url}/v1/{route}", json={**body, "stream": True}, timeout=60) as response:
+        assert response.status_code == 200, response.read()
+        for line in response.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                chunks.append(json.loads(line[len("data: "):]))
+    assert all("error" not in c for c in chunks), chunks
+    return chunks
+
+
+def test_return_token_ids_streamed_and_whole_equal_llm_generate(url, reference):
+    want = greedy(reference, [PROMPTS[2]], 12, ignore_eos=True)[0]
+    body = {"model": MODEL, "prompt": PROMPTS[2], "max_tokens": 12, "temperature": 0, "ignore_eos": True}
+    choices = [c["choices"][0] for c in sse_choices(url, {**body, "return_token_ids": True})]
+    assert len(choices) == len(want["token_ids"])      # one chunk per step, even where its text is held back
+    assert sum((c["token_ids"] for c in choices), []) == want["token_ids"]
+    assert "".join(c["text"] for c in choices) == want["text"]
+    whole = httpx.post(f"{url}/v1/completions", json={**body, "return_token_ids": True}).json()
+    assert whole["choices"][0]["token_ids"] == want["token_ids"] and whole["choices"][0]["text"] == want["text"]
+    plain = sse_choices(url, body)
+    assert not any("token_ids" in c for chunk in plain for c in chunk["choices"])
+    assert "".join(chunk["choices"][0]["text"] for chunk in plain) == want["text"]
+    assert "token_ids" not in httpx.post(f"{url}/v1/completions", json=body).json()["choices"][0]
+
+
+def test_chat_with_return_token_ids_puts_them_on_the_choice(url, reference):
+    messages = [{"role": "user", "content": PROMPTS[3]}]
+    want = reference.chat(messages, SamplingParams(temperature=0, max_tokens=8), use_tqdm=False)[0]
+    body = {"model": MODEL, "messages": messages, "max_tokens": 8, "temperature": 0, "return_token_ids": True}
+    whole = httpx.post(f"{url}/v1/chat/completions", json=body).json()["choices"][0]
+    assert whole["token_ids"] == want["token_ids"] and whole["message"]["content"] == want["text"]
+    chunks = sse_choices(url, body, route="chat/completions")
+    assert sum((c["choices"][0]["token_ids"] for c in chunks), []) == want["token_ids"]
+
+
+@pytest.fixture(scope="module")
+def no_tokenizer_ckpt(tiny_ckpt, tmp_path_factory) -> str:
+    """tiny_ckpt's config.json and weights only: no tokenizer files, as a random-weight benchmark checkpoint."""
+    path = tmp_path_factory.mktemp("tiny-no-tokenizer")
+    for name in os.listdir(tiny_ckpt):
+        if name == "config.json" or name.endswith(".safetensors"):
+            shutil.copy(os.path.join(tiny_ckpt, name), path / name)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def no_tokenizer(no_tokenizer_ckpt):
+    """(base URL of a server of a tokenizer-less engine, a second such engine to compare against)"""
+    llm, reference = (make_llm(no_tokenizer_ckpt, skip_tokenizer_init=True) for _ in range(2))
+    assert llm.tokenizer is None
+    try:
+        with serve_in_background(create_app(llm, served_model_name=MODEL)) as base:
+            yield base, reference
+    finally:
+        llm.close()
+        reference.close()
+
+
+def test_no_tokenizer_server_streams_token_ids_equal_to_llm_generate(no_tokenizer):
+    url, reference = no_tokenizer
+    prompt = random_prompts(reference.config.hf_config.vocab_size, [9], seed=3)[0]
+    want = greedy(reference, [prompt], 12, ignore_eos=True)[0]
+    chunks = sse_choices(url, {"prompt": prompt, "max_tokens": 12, "temperature": 0, "ignore_eos": True,
+                               "stream_options": {"include_usage": True}})
+    choices = [c["choices"][0] for c in chunks if c["choices"]]
+    assert len(choices) == len(want["token_ids"]) == 12
+    assert sum((c["token_ids"] for c in choices), []) == want["token_ids"]
+    assert all(c["text"] == "" for c in choices) and choices[-1]["finish_reason"] == "length"
+    assert chunks[-1]["usage"] == {"prompt_tokens": len(prompt), "completion_tokens": 12, "total_tokens": 21}
+
+
+def test_no_tokenizer_server_whole_response_carries_each_choices_token_ids(no_tokenizer):
+    url, reference = no_tokenizer
+    prompts = random_prompts(reference.config.hf_config.vocab_size, [5, 11], seed=4)
+    want = greedy(reference, prompts, 10)
+    got = httpx.post(f"{url}/v1/completions", json={"prompt": prompts, "max_tokens": 10, "temperature": 0}).json()
+    assert [c["token_ids"] for c in got["choices"]] == [w["token_ids"] for w in want]
+    assert [c["finish_reason"] for c in got["choices"]] == [w["finish_reason"] for w in want]
+    assert all(c["text"] == "" for c in got["choices"])
+    assert got["usage"]["completion_tokens"] == sum(len(w["token_ids"]) for w in want)
+
+
+NO_TOKENIZER_REFUSALS = {
+    "string_prompt": ("completions", {"prompt": "hi"}, "prompt", "send prompts as token ids"),
+    "list_of_strings": ("completions", {"prompt": ["hi", "there"]}, "prompt", "send prompts as token ids"),
+    "chat": ("chat/completions", {"messages": [{"role": "user", "content": "hi"}]}, "messages", "need a tokenizer"),
+    "stop_strings": ("completions", {"prompt": [5, 6, 7], "stop": ["x"]}, "stop", "need a tokenizer"),
+}
+
+
+@pytest.mark.parametrize("case", list(NO_TOKENIZER_REFUSALS))
+def test_no_tokenizer_server_refuses_text_with_400_and_goes_on(no_tokenizer, case):
+    url, _ = no_tokenizer
+    route, body, param, words = NO_TOKENIZER_REFUSALS[case]
+    response = httpx.post(f"{url}/v1/{route}", json=body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == param and words in error["message"] and "skip_tokenizer_init" in error["message"]
+    ok = httpx.post(f"{url}/v1/completions", json={"prompt": [5, 6, 7], "max_tokens": 3, "ignore_eos": True})
+    assert ok.status_code == 200 and len(ok.json()["choices"][0]["token_ids"]) == 3
+
+
+def test_command_line_starts_an_engine_without_tokenizer_and_with_dummy_weights():
+    args = parse_args(["--model", "DIR", "--skip-tokenizer-init", "--load-format", "dummy"])
+    assert engine_kwargs(args) == {"skip_tokenizer_init": True, "load_format": "dummy"}
+    assert engine_kwargs(parse_args([])) == {}
 
 
 # ---- many clients, some leaving -------------------------------------------------------------------------

@@ -5,6 +5,10 @@
     curl localhost:8000/v1/completions -H 'Content-Type: application/json' \\
          -d '{"prompt": "In the beginning", "max_tokens": 32, "stream": true}'
 
+    # a checkpoint without tokenizer files (random weights, for benchmarks): token-id prompts only,
+    # every choice carries "token_ids" and an empty text
+    python -m aios.server --model DIR --skip-tokenizer-init [--load-format dummy]
+
 SIGINT / SIGTERM shut down gracefully: uvicorn stops accepting, lets requests in flight finish
 (up to --shutdown-timeout seconds), the engine thread stops, the engine closes, and the process
 exits with status 0.
@@ -48,6 +52,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     eng.add_argument("--tp", type=int, default=None, help="tensor-parallel size")
     eng.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs")
     eng.add_argument("--no-prefix-caching", action="store_true", help="turn prefix caching off")
+    eng.add_argument("--skip-tokenizer-init", action="store_true",
+                     help="load no tokenizer: prompts must be token ids, responses carry token_ids and no text")
+    eng.add_argument("--load-format", default=None, choices=["auto", "dummy"],
+                     help="auto: the checkpoint's safetensors; dummy: random weights (default: auto)")
     return ap.parse_args(argv)
 
 
@@ -56,12 +64,14 @@ def engine_kwargs(args: argparse.Namespace) -> dict:
     kwargs = {"max_model_len": args.max_model_len, "max_num_seqs": args.max_num_seqs,
               "max_num_batched_tokens": args.max_num_batched_tokens,
               "kvcache_block_size": args.kvcache_block_size, "num_kvcache_blocks": args.num_kvcache_blocks,
-              "tensor_parallel_size": args.tp}
+              "tensor_parallel_size": args.tp, "load_format": args.load_format}
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     if args.enforce_eager:
         kwargs["enforce_eager"] = True
     if args.no_prefix_caching:
         kwargs["enable_prefix_caching"] = False
+    if args.skip_tokenizer_init:
+        kwargs["skip_tokenizer_init"] = True
     return kwargs
 
 

@@ -7,6 +7,10 @@
 `create_app(engine)` builds everything a server needs and keeps it on the app (no module-level
 state), so two servers can live in one process. The engine thread starts and stops with the app's
 lifespan; the caller that made the engine closes it.
+
+An engine without a tokenizer (`LLM(..., skip_tokenizer_init=True)`, e.g. random weights for a
+benchmark) is served too: prompts are token ids, texts are "", and every choice carries its
+"token_ids" as if the request had asked with `return_token_ids`.
 """
 
 from __future__ import annotations
@@ -99,10 +103,14 @@ def create_app(engine: LLM, served_model_name: str | None = None, max_waiting: i
             raise APIError(404, f"the model {body.model!r} does not exist; this server serves {model_name!r}",
                            param="model", code="model_not_found")
         params = body.sampling_params()
+        if engine.tokenizer is None:
+            body.refuse_text_without_tokenizer()
+        return_token_ids = body.return_token_ids or engine.tokenizer is None
         prompts = [body.conversation()] if chat else body.prompts()
         stream = await async_engine.generate(prompts, params, chat=chat, arrival_time=arrival_time,
-                                             fill_max_tokens=body.requested_max_tokens() is None)
-        builder = ResponseBuilder(model_name, chat)
+                                             fill_max_tokens=body.requested_max_tokens() is None,
+                                             return_token_ids=return_token_ids)
+        builder = ResponseBuilder(model_name, chat, return_token_ids)
         if body.stream:
             # background runs once the response ends, even if the client left before the first
             # chunk (then the generator below never started and its `finally` never runs)
@@ -122,7 +130,8 @@ def create_app(engine: LLM, served_model_name: str | None = None, max_waiting: i
             async for delta in stream:
                 if delta.finish_reason is not None:
                     completion_tokens[delta.index] = delta.num_output_tokens
-                yield sse(builder.delta_chunk(delta.index, delta.text, delta.finish_reason, include_usage))
+                yield sse(builder.delta_chunk(delta.index, delta.text, delta.token_ids, delta.finish_reason,
+                                              include_usage))
             if include_usage:
                 yield sse(builder.usage_chunk(usage(stream.prompt_tokens, sum(completion_tokens))))
         except APIError as e:                 # headers are sent: the error travels as an event
@@ -135,12 +144,14 @@ def create_app(engine: LLM, served_model_name: str | None = None, max_waiting: i
     async def whole_response(stream: RequestStream, builder: ResponseBuilder, request: Request) -> Response:
         async def collect() -> dict:
             texts, reasons = [""] * stream.num_choices, [None] * stream.num_choices
+            token_ids: list[list[int]] = [[] for _ in range(stream.num_choices)]
             completion_tokens = 0
             async for delta in stream:
+                token_ids[delta.index] += delta.token_ids
                 if delta.finish_reason is not None:
                     texts[delta.index], reasons[delta.index] = delta.final_text, delta.finish_reason
                     completion_tokens += delta.num_output_tokens
-            return builder.response(texts, reasons, usage(stream.prompt_tokens, completion_tokens))
+            return builder.response(texts, reasons, usage(stream.prompt_tokens, completion_tokens), token_ids)
 
         async def client_gone() -> None:
             while (await request.receive())["type"] != "http.disconnect":

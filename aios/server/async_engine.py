@@ -15,6 +15,9 @@ What stays true:
 - The sequences of every HTTP request share one continuous batch: one step() serves them all.
 - A request's first event is Accepted or Failed; after Accepted come Deltas until each of its
   choices has finished, or one Failed (then its sequences have already left the engine).
+- A choice's Deltas, concatenated, carry all its output token ids. A Delta goes out for each step
+  that gave the choice a token when the request wants token ids, else only for new text (and the
+  last one, with finish_reason, always).
 - An aborted request's sequences leave the engine, blocks freed, before the next step.
 - An exception in step() fails the requests that were in the batch (500); the loop goes on.
 """
@@ -52,6 +55,7 @@ class Accepted:
 class Delta:
     index: int                                # choice index: prompt_index * n + sample_index
     text: str                                 # new text, possibly ""
+    token_ids: list[int]                      # output tokens not in an earlier Delta of this choice
     finish_reason: str | None = None          # set on the choice's last delta, with ...
     final_text: str | None = None             # ... its whole text (LLMEngine.output_text) ...
     num_output_tokens: int = 0                # ... and its number of generated tokens
@@ -70,6 +74,7 @@ class _Request:
     params: SamplingParams
     chat: bool
     fill_max_tokens: bool                     # no max_tokens given: up to the context length
+    return_token_ids: bool                    # a Delta for every step with a token, not only for new text
     arrival_time: float
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
@@ -82,6 +87,7 @@ class _Choice:
     index: int
     detokenizer: IncrementalDetokenizer
     has_first_token: bool = False
+    num_sent_tokens: int = 0                  # output tokens already in a Delta
 
 
 class RequestStream:
@@ -145,12 +151,13 @@ class AsyncEngine:
     def is_alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    async def generate(self, prompts: list[Prompt], params: SamplingParams, *, chat: bool,
-                       fill_max_tokens: bool, arrival_time: float) -> RequestStream:
+    async def generate(self, prompts: list[Prompt], params: SamplingParams, *, chat: bool, fill_max_tokens: bool,
+                       arrival_time: float, return_token_ids: bool = False) -> RequestStream:
         """Submit one request; returns once the engine thread accepted it, raises APIError if refused."""
         if not self.is_alive:
             raise APIError(503, "the engine loop is not running", type="server_error")
-        request = _Request(prompts, params, chat, fill_max_tokens, arrival_time, asyncio.get_running_loop())
+        request = _Request(prompts, params, chat, fill_max_tokens, return_token_ids, arrival_time,
+                           asyncio.get_running_loop())
         self._inbox.put(("add", request))
         try:
             event = await request.events.get()
@@ -282,13 +289,17 @@ class AsyncEngine:
                 logger.exception("detokenization failed")
                 self._fail(request, APIError(500, f"detokenization failed: {e}", type="server_error"))
                 continue
+            if not (out.finished or text or request.return_token_ids):
+                continue
+            ids = seq.output_token_ids
+            token_ids, choice.num_sent_tokens = ids[choice.num_sent_tokens:], len(ids)
             if out.finished:
                 del self._live[seq.seq_id]
                 self.metrics.count_finished(seq.finish_reason)
-                self._emit(request, Delta(choice.index, text, seq.finish_reason, choice.detokenizer.sent,
-                                          len(seq.output_token_ids)))
-            elif text:
-                self._emit(request, Delta(choice.index, text))
+                self._emit(request, Delta(choice.index, text, token_ids, seq.finish_reason, choice.detokenizer.sent,
+                                          len(ids)))
+            else:
+                self._emit(request, Delta(choice.index, text, token_ids))
 
     def _emit(self, request: _Request, event: object) -> None:
         self._outbox.append((request.loop, request.events, event))

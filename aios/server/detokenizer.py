@@ -9,6 +9,7 @@ What stays true, so the concatenated deltas equal `LLMEngine.output_text(seq)` a
 - A tail that could be the start of a stop string is held back: stop strings are never sent.
 - When the sequence finishes, the rest comes from `engine.output_text(seq)`, the engine's one rule
   for the final text (special tokens skipped, a stop string and what follows cut off).
+- Without a tokenizer (skip_tokenizer_init) the text is "", as `output_text` says: only token ids go out.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class IncrementalDetokenizer:
 
     def step(self) -> str:
         """The text to send after the sequence's newest tokens ('' when all of it is held back)."""
+        if self.engine.tokenizer is None:
+            return ""
         if self.seq.is_finished:
             final = self.engine.output_text(self.seq)
             delta = final[len(self.sent):] if final.startswith(self.sent) else ""

@@ -4,7 +4,10 @@
   number belongs) is a 400, never silently coerced.
 - Fields OpenAI defines but AIOS does not implement (logprobs, penalties, tools, ...) are accepted
   at their defaults and refused otherwise, so no client believes it got what it asked for.
-- vLLM's extensions are accepted as extra body fields: top_k, min_p, ignore_eos, stop_token_ids.
+- vLLM's extensions are accepted as extra body fields: top_k, min_p, ignore_eos, stop_token_ids,
+  return_token_ids (each choice also carries its output token ids).
+- A server without a tokenizer (skip_tokenizer_init) takes token-id prompts only: text in (a string
+  prompt, chat messages, stop strings) is a 400 before it reaches the engine.
 - Every error leaves as `{"error": {"message", "type", "param", "code"}}` with its HTTP status.
 """
 
@@ -16,6 +19,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from aios.sampling_params import SamplingParams
+
+NO_TOKENIZER = "this server has no tokenizer (skip_tokenizer_init)"
 
 
 class APIError(Exception):
@@ -59,6 +64,7 @@ class _SamplingRequest(BaseModel):
     stop: str | list[str] | None = None
     stop_token_ids: list[int] | None = None   # vLLM extension
     ignore_eos: bool = False                  # vLLM extension
+    return_token_ids: bool = False            # vLLM extension: choices carry "token_ids"
     seed: int | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -77,6 +83,12 @@ class _SamplingRequest(BaseModel):
 
     def requested_max_tokens(self) -> int | None:
         raise NotImplementedError
+
+    def refuse_text_without_tokenizer(self) -> None:
+        """Raise a 400 if serving this request needs the tokenizer the server does not have."""
+        if self.stop:
+            raise APIError(400, f"stop strings need a tokenizer and {NO_TOKENIZER}: use stop_token_ids",
+                           param="stop")
 
     def sampling_params(self) -> SamplingParams:
         """SamplingParams of one choice; max_tokens=1 stands in while the server still has to fill it
@@ -134,6 +146,11 @@ class CompletionRequest(_SamplingRequest):
     def requested_max_tokens(self) -> int | None:
         return self.max_tokens
 
+    def refuse_text_without_tokenizer(self) -> None:
+        if any(isinstance(p, str) for p in self.prompts()):
+            raise APIError(400, f"{NO_TOKENIZER}: send prompts as token ids", param="prompt")
+        super().refuse_text_without_tokenizer()
+
 
 class ContentPart(BaseModel):
     model_config = ConfigDict(strict=True, extra="allow")
@@ -175,6 +192,10 @@ class ChatCompletionRequest(_SamplingRequest):
 
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+    def refuse_text_without_tokenizer(self) -> None:
+        raise APIError(400, f"chat completions need a tokenizer (for the chat template) and {NO_TOKENIZER}: "
+                            "use /v1/completions with token-id prompts", param="messages")
 
 
 def validation_error(errors: list[dict]) -> APIError:

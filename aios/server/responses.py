@@ -3,6 +3,10 @@
 A streamed response is a sequence of `data: {json}\\n\\n` events, one per text delta of one choice,
 each choice's last carrying its finish_reason, and then, when the client asked with
 `stream_options.include_usage`, one chunk with no choices and the usage; then `data: [DONE]`.
+
+With `return_token_ids` (vLLM's extension, and always on a server without a tokenizer) every choice
+also carries "token_ids": in a whole response all its output token ids, in a chunk the ones that
+chunk adds (so a choice's chunks concatenate to all of them). Without it no "token_ids" key appears.
 """
 
 from __future__ import annotations
@@ -26,8 +30,8 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict:
 class ResponseBuilder:
     """Bodies of one response: the id and creation time are shared by all its chunks."""
 
-    def __init__(self, model: str, chat: bool) -> None:
-        self.model, self.chat = model, chat
+    def __init__(self, model: str, chat: bool, return_token_ids: bool = False) -> None:
+        self.model, self.chat, self.return_token_ids = model, chat, return_token_ids
         self.id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
         self.created = int(time.time())
 
@@ -37,7 +41,8 @@ class ResponseBuilder:
 
     # ---- whole responses -----------------------------------------------------------------------
 
-    def response(self, texts: list[str], finish_reasons: list[str | None], usage_: dict) -> dict:
+    def response(self, texts: list[str], finish_reasons: list[str | None], usage_: dict,
+                 token_ids: list[list[int]] | None = None) -> dict:
         if self.chat:
             choices = [{"index": i, "message": {"role": "assistant", "content": t}, "logprobs": None,
                         "finish_reason": r} for i, (t, r) in enumerate(zip(texts, finish_reasons))]
@@ -46,6 +51,9 @@ class ResponseBuilder:
             choices = [{"index": i, "text": t, "logprobs": None, "finish_reason": r}
                        for i, (t, r) in enumerate(zip(texts, finish_reasons))]
             body = self._envelope("text_completion", choices)
+        if self.return_token_ids:
+            for choice, ids in zip(choices, token_ids):
+                choice["token_ids"] = ids
         body["usage"] = usage_
         return body
 
@@ -53,20 +61,24 @@ class ResponseBuilder:
 
     def role_chunk(self, index: int, include_usage: bool) -> dict:
         """Chat streams open each choice with the assistant role and empty content."""
-        return self._chunk(index, {"role": "assistant", "content": ""}, None, include_usage)
+        return self._chunk(index, {"role": "assistant", "content": ""}, [], None, include_usage)
 
-    def delta_chunk(self, index: int, text: str, finish_reason: str | None, include_usage: bool) -> dict:
+    def delta_chunk(self, index: int, text: str, token_ids: list[int], finish_reason: str | None,
+                    include_usage: bool) -> dict:
         if self.chat:
-            return self._chunk(index, {"content": text} if text else {}, finish_reason, include_usage)
-        return self._chunk(index, text, finish_reason, include_usage)
+            return self._chunk(index, {"content": text} if text else {}, token_ids, finish_reason, include_usage)
+        return self._chunk(index, text, token_ids, finish_reason, include_usage)
 
-    def _chunk(self, index: int, delta: dict | str, finish_reason: str | None, include_usage: bool) -> dict:
+    def _chunk(self, index: int, delta: dict | str, token_ids: list[int], finish_reason: str | None,
+               include_usage: bool) -> dict:
         if self.chat:
             choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
             body = self._envelope("chat.completion.chunk", [choice])
         else:
             choice = {"index": index, "text": delta, "logprobs": None, "finish_reason": finish_reason}
             body = self._envelope("text_completion", [choice])
+        if self.return_token_ids:
+            choice["token_ids"] = token_ids
         if include_usage:
             body["usage"] = None                 # OpenAI: null on every chunk but the last
         return body

@@ -22,6 +22,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import common  # noqa: E402
 
 
+def one_decode_step(llm, args) -> tuple[int, int | None, int | None]:
+    """One decode step at batch 1: (torch ops through the dispatcher, kernels the GPU ran, launch
+    calls the host made); the last two from the CUDA profiler, None on a CPU."""
+    from aios import SamplingParams
+
+    seq = llm.add_request(common.prompt(args, common.PROMPTS[0]),
+                          SamplingParams(temperature=0.0, max_tokens=4, ignore_eos=True))
+    llm.step()                                                                         # prefill
+    _, ops = common.count_kernels(llm.step)                                            # one decode step
+    kernels = launches = None
+    if args.device != "cpu":
+        _, kernels, launches = common.count_gpu_kernels(llm.step)                      # the next one
+    while not seq.is_finished:
+        llm.step()
+    return ops, kernels, launches
+
+
 def main() -> None:
     args = common.setup(common.parser(__doc__).parse_args())
 
@@ -34,7 +51,7 @@ def main() -> None:
     rungs = {lesson: overrides for lesson, _, overrides in LADDER}
     max_tokens = 16 if args.quick else 128
     batch_sizes = [1, 4] if args.quick else [1, 8, 32]
-    rows, tokens = [], {}
+    rows, tokens, launch_counts = [], {}, {}
     for lesson in ("10", "11"):
         llm = LLM(args.model, device=args.device, skip_tokenizer_init=args.skip_tokenizer_init, **rungs[lesson])
         graphs = sorted(llm.model_runner.graphs)
@@ -50,14 +67,8 @@ def main() -> None:
             same = "-" if lesson == "10" else ("yes" if tokens[lesson, bs] == tokens["10", bs] else "NO")
             rows.append([label, bs, len(graphs), 1000 * decode_s / (max_tokens - 1), bs * max_tokens / t.seconds,
                          same])
+        launch_counts[lesson] = one_decode_step(llm, args)
         if lesson == "10":
-            # one decode step at batch 1, with every torch op counted (on a GPU each is a kernel launch)
-            seq = llm.add_request(common.prompt(args, common.PROMPTS[0]),
-                                  SamplingParams(temperature=0.0, max_tokens=3, ignore_eos=True))
-            llm.step()                                                                 # prefill
-            _, ops = common.count_kernels(llm.step)                                    # one decode step
-            while not seq.is_finished:
-                llm.step()
             cfg = llm.config.hf_config
             matmul_params = sum(p.numel() for p in llm.model_runner.model.parameters()) - \
                 (0 if cfg.tie_word_embeddings else cfg.vocab_size * cfg.hidden_size)
@@ -67,7 +78,14 @@ def main() -> None:
 
     ms_step = rows[0][3]
     common.heading("what a decode step at batch 1 is made of")
-    print(f"torch ops launched per decode step (enforce_eager=True): {ops:,}  (each one a kernel launch on a GPU)")
+    ops = launch_counts["10"][0]
+    print(f"torch ops per decode step (enforce_eager=True): {ops:,}  (what torch's dispatcher sees; on a GPU each "
+          f"is a kernel launch, and Triton kernels launch without passing through it)")
+    if args.device != "cpu":
+        for lesson in ("10", "11"):
+            _, kernels, launches = launch_counts[lesson]
+            print(f"lesson {lesson}, enforce_eager={lesson == '10'}: the GPU ran {kernels:,} kernels in one decode "
+                  f"step; the host made {launches:,} kernel/graph launch calls (CUDA profiler)")
     print(f"arithmetic per decode step: ~{2 * matmul_params / 1e6:,.0f} MFLOPs (2 x {matmul_params:,} weights)")
     achieved = 2 * matmul_params / 1e6 / ms_step                                     # MFLOP/ms = GFLOP/s
     a = torch.randn(1024, 1024, device=args.device)

@@ -22,25 +22,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import common  # noqa: E402
 
 
-async def stream_all(url: str, model: str, prompts: list[str], max_tokens: int) -> tuple[list[dict], float]:
-    """Send every prompt at once as a streamed completion; per request: text, tokens, TTFT."""
+async def stream_all(url: str, model: str, prompts: list, max_tokens: int) -> tuple[list[dict], float]:
+    """Send every prompt at once as a streamed completion; per request: text, token ids, TTFT.
+    `return_token_ids` (a vLLM extension) puts each chunk's token ids beside its text."""
     import openai
 
     client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
 
-    async def one(prompt: str) -> dict:
+    async def one(prompt) -> dict:
         start = time.perf_counter()
-        text, ttft, tokens = "", None, 0
+        text, ttft, token_ids, usage = "", None, [], 0
         stream = await client.completions.create(
             model=model, prompt=prompt, max_tokens=max_tokens, temperature=0.0, stream=True,
-            stream_options={"include_usage": True}, extra_body={"ignore_eos": True})
+            stream_options={"include_usage": True}, extra_body={"ignore_eos": True, "return_token_ids": True})
         async for chunk in stream:
-            if chunk.choices and chunk.choices[0].text:
-                ttft = ttft if ttft is not None else time.perf_counter() - start
+            if chunk.choices:
+                ids = getattr(chunk.choices[0], "token_ids", None) or []
+                if ids and ttft is None:
+                    ttft = time.perf_counter() - start
                 text += chunk.choices[0].text
+                token_ids += ids
             if chunk.usage:
-                tokens = chunk.usage.completion_tokens
-        return {"text": text, "ttft_s": ttft, "tokens": tokens}
+                usage = chunk.usage.completion_tokens
+        return {"text": text, "token_ids": token_ids, "ttft_s": ttft, "tokens": usage}
 
     start = time.perf_counter()
     results = await asyncio.gather(*(one(p) for p in prompts))
@@ -65,27 +69,24 @@ def main() -> None:
         print(f"SKIPPED: the server needs fastapi, uvicorn, httpx and openai ({e}); "
               f"pip install -r lessons/15_server/requirements.txt")
         return
-    if args.skip_tokenizer_init:
-        print(f"SKIPPED: the server streams text and compares it with the offline text, but "
-              f"{Path(args.model).name} has no tokenizer (run it on a checkpoint with one)")
-        return
     from aios import LLM, SamplingParams
 
     print(common.describe(args))
-    llm = LLM(args.model, device=args.device, max_model_len=1024)
-    prompts = [common.PROMPTS[i % len(common.PROMPTS)] for i in range(n)]
+    llm = LLM(args.model, device=args.device, max_model_len=1024, skip_tokenizer_init=args.skip_tokenizer_init)
+    prompts = common.prompts(args, n)          # token ids when the checkpoint has no tokenizer
     params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
     llm.generate(prompts[:1], SamplingParams(max_tokens=2), use_tqdm=False)               # warm-up
     with common.Timer(args.device) as t_offline:
         offline = llm.generate(prompts, params, use_tqdm=False)
 
-    app = create_app(llm, served_model_name="aios-tiny")
+    name = Path(args.model).name
+    app = create_app(llm, served_model_name=name)
     try:
         with serve_in_background(app) as url:
             common.heading(f"the server: {url}/v1")
             models = httpx.get(f"{url}/v1/models").json()
             print(f"GET /v1/models -> {[m['id'] for m in models['data']]}")
-            body = {"model": "aios-tiny", "prompt": prompts[0], "max_tokens": 4, "temperature": 0, "stream": True}
+            body = {"model": name, "prompt": prompts[0], "max_tokens": 4, "temperature": 0, "stream": True}
             print(f"POST /v1/completions {body}  ->  (raw Server-Sent Events)")
             with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=60) as r:
                 events = [line for line in r.iter_lines() if line]
@@ -96,13 +97,13 @@ def main() -> None:
                 else:
                     print(f"  {line}")
 
-            online, seconds = asyncio.run(stream_all(url, "aios-tiny", prompts, max_tokens))
+            online, seconds = asyncio.run(stream_all(url, name, prompts, max_tokens))
             total = n * max_tokens
             ttft_offline = sum(o["metrics"]["ttft_s"] for o in offline) / n
             ttft_online = sum(o["ttft_s"] for o in online) / n
-            same = all(a["text"] == b["text"] for a, b in zip(offline, online))
+            same = all(a["token_ids"] == b["token_ids"] and a["text"] == b["text"] for a, b in zip(offline, online))
             common.heading(f"{n} requests x {max_tokens} tokens, greedy: offline vs {n} concurrent HTTP streams")
-            print(common.table(["engine", "seconds", "tok/s", "mean TTFT ms", "output tokens", "same text"], [
+            print(common.table(["engine", "seconds", "tok/s", "mean TTFT ms", "output tokens", "same tokens"], [
                 ["offline LLM.generate (lesson 14)", t_offline.seconds, total / t_offline.seconds, 1000 * ttft_offline,
                  sum(len(o["token_ids"]) for o in offline), "-"],
                 ["HTTP server, streamed (lesson 15)", seconds, total / seconds, 1000 * ttft_online,

@@ -1,0 +1,47 @@
+"""benchmarks/serve.py, the load generator, against a real aios.server process it launches itself."""
+
+import json
+import socket
+import sys
+
+import httpx
+import pytest
+
+from benchmarks import serve
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("load", [["--rate", "inf"], ["--concurrency", "2"]])
+def test_serve_benchmark_launches_a_server_measures_every_request_and_stops_it(tiny_ckpt, tmp_path, load):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = (f"{sys.executable} -m aios.server --model {tiny_ckpt} --port {port} --device cpu --dtype float32 "
+              f"--log-level warning")
+    argv = ["--url", url, "--launch", server, "--launch-timeout", "120", "--num-requests", "6",
+            "--input-len", "4", "12", "--output-len", "3", "9", "--engine", "aios-test", "--out", str(tmp_path),
+            *load]
+    assert serve.main(argv) == 0
+    [path] = tmp_path.glob("*-serve-aios-test-*.json")
+    s = json.loads(path.read_text())
+    args = serve.parse_args(argv)
+    workload = serve.make_workload(args)
+    assert s["completed"] == 6 and s["failed"] == 0
+    # ignore_eos: every request streams exactly the output length it asked for
+    assert s["output_tok_per_s"] * s["duration_s"] == pytest.approx(sum(n for _, n in workload))
+    assert s["total_tok_per_s"] * s["duration_s"] == pytest.approx(sum(len(p) + n for p, n in workload))
+    assert 0 < s["ttft_ms"]["p50"] <= s["e2e_ms"]["p50"] and s["itl_ms"]["p50"] > 0
+    assert s["server_cmd"] == server
+    with pytest.raises(httpx.HTTPError):                     # the launched server was stopped
+        httpx.get(f"{url}/health", timeout=2)
+
+
+def test_serve_benchmark_reports_a_server_that_never_answers(tmp_path):
+    port = free_port()
+    code = serve.main(["--url", f"http://127.0.0.1:{port}", "--launch", f"{sys.executable} -c 'import sys; sys.exit(3)'",
+                       "--launch-timeout", "30", "--out", str(tmp_path)])
+    assert code == 2 and not list(tmp_path.iterdir())

@@ -268,13 +268,17 @@ def count_gpu_kernels(fn, *args, **kwargs):
     """(fn's result, kernels the GPU ran, kernel and graph launches the host made) for one call on a
     CUDA device, from torch's profiler (CUPTI). Unlike count_kernels it sees Triton kernels and the
     kernels inside a replayed CUDA graph; a graph replay is one host launch however many it holds."""
+    import warnings
+
     import torch
     from torch.profiler import ProfilerActivity, profile
 
     torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        result = fn(*args, **kwargs)
-        torch.cuda.synchronize()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                     # "Profiler clears events at the end of each cycle"
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            result = fn(*args, **kwargs)
+            torch.cuda.synchronize()
     kernels = launches = 0
     for event in prof.events():
         if event.device_type == torch.autograd.DeviceType.CUDA:

@@ -64,24 +64,27 @@ async def send(http: httpx.AsyncClient, args: argparse.Namespace, prompt: list[i
             if response.status_code != 200:
                 result.error = f"HTTP {response.status_code}: {(await response.aread()).decode()[:200]}"
                 return result
-            async for line in response.aiter_lines():
-                if not line.startswith("data: ") or line == "data: [DONE]":
-                    continue
-                chunk = json.loads(line[len("data: "):])
-                if "error" in chunk:
-                    result.error = chunk["error"].get("message", "error event")
-                    return result
-                if chunk.get("usage"):
-                    result.prompt_tokens = chunk["usage"]["prompt_tokens"]
-                    result.output_tokens = chunk["usage"]["completion_tokens"]
-                # a server without a tokenizer (aios --skip-tokenizer-init) streams token ids and no text
-                if chunk["choices"] and (chunk["choices"][0]["text"] or chunk["choices"][0].get("token_ids")):
-                    now = time.perf_counter()
-                    if last is None:
-                        result.ttft_s = now - start
-                    else:
-                        result.itl_s.append(now - last)
-                    last = now
+            buffer = b""
+            async for data in response.aiter_bytes():         # events split at blank lines (SSE)
+                *events, buffer = (buffer + data).split(b"\n\n")
+                now = time.perf_counter()                     # the events of one read arrived together
+                for event in events:
+                    if not event.startswith(b"data: ") or event == b"data: [DONE]":
+                        continue
+                    chunk = json.loads(event[len(b"data: "):])
+                    if "error" in chunk:
+                        result.error = chunk["error"].get("message", "error event")
+                        return result
+                    if chunk.get("usage"):
+                        result.prompt_tokens = chunk["usage"]["prompt_tokens"]
+                        result.output_tokens = chunk["usage"]["completion_tokens"]
+                    # a server without a tokenizer (aios --skip-tokenizer-init) streams token ids, no text
+                    if chunk["choices"] and (chunk["choices"][0]["text"] or chunk["choices"][0].get("token_ids")):
+                        if last is None:
+                            result.ttft_s = now - start
+                        else:
+                            result.itl_s.append(now - last)
+                        last = now
         result.e2e_s = time.perf_counter() - start
         result.ok = True
     except (httpx.HTTPError, json.JSONDecodeError, KeyError) as e:
@@ -120,7 +123,19 @@ def percentiles(values: list[float]) -> dict:
     return {"mean": float(ms.mean()), **{f"p{q}": float(np.percentile(ms, q)) for q in (50, 90, 99)}}
 
 
-def summarize(args: argparse.Namespace, results: list[RequestResult], duration_s: float) -> dict:
+def server_cpu_seconds(url: str) -> float | None:
+    """process_cpu_seconds_total from the server's /metrics (aios and vLLM both export it), or None."""
+    try:
+        for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+            if line.startswith("process_cpu_seconds_total"):
+                return float(line.split()[-1])
+    except (httpx.HTTPError, ValueError):
+        pass
+    return None
+
+
+def summarize(args: argparse.Namespace, results: list[RequestResult], duration_s: float,
+              cpu: dict[str, float | None]) -> dict:
     done = [r for r in results if r.ok]
     out_tokens = sum(r.output_tokens for r in done)
     prompt_tokens = sum(r.prompt_tokens for r in done)
@@ -135,7 +150,10 @@ def summarize(args: argparse.Namespace, results: list[RequestResult], duration_s
         "ttft_ms": percentiles([r.ttft_s for r in done]),
         "itl_ms": percentiles([gap for r in done for gap in r.itl_s]),
         "e2e_ms": percentiles([r.e2e_s for r in done]),
-        "errors": sorted({r.error for r in results if not r.ok})[:5], "server_cmd": args.launch, "gpu": gpu_name(),
+        "errors": sorted({r.error for r in results if not r.ok})[:5],
+        # CPU seconds per second of the run: near 1.0, that process's one GIL is the bottleneck
+        "client_cpu_per_s": cpu["client"] / duration_s,
+        "server_cpu_per_s": cpu["server"] / duration_s if cpu["server"] is not None else None, "server_cmd": args.launch, "gpu": gpu_name(),
     }
 
 
@@ -194,6 +212,8 @@ def print_report(s: dict) -> None:
         cells = "".join(f"{row[k]:>10.1f}" if row[k] is not None else f"{'-':>10}"
                         for k in ("mean", "p50", "p90", "p99"))
         print(f"{key[:-3].upper():<6}{cells}")
+    server = f"{s['server_cpu_per_s']:.2f}" if s["server_cpu_per_s"] is not None else "-"
+    print(f"CPU seconds per second: client {s['client_cpu_per_s']:.2f}, server {server}")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -257,8 +277,12 @@ def benchmark(args: argparse.Namespace) -> int:
     workload = make_workload(args)
     print(f"{args.num_requests} requests to {args.url} ({args.model}), "
           + (f"concurrency {args.concurrency}" if args.concurrency else f"rate {args.rate} req/s"))
+    server_cpu, client_cpu = server_cpu_seconds(args.url), time.process_time()
     results, duration_s = asyncio.run(run(args, workload))
-    summary = summarize(args, results, duration_s)
+    cpu = {"client": time.process_time() - client_cpu, "server": None}
+    if server_cpu is not None and (after := server_cpu_seconds(args.url)) is not None:
+        cpu["server"] = after - server_cpu
+    summary = summarize(args, results, duration_s, cpu)
     print_report(summary)
     if args.out:
         os.makedirs(args.out, exist_ok=True)

@@ -96,3 +96,41 @@ def test_close_frees_the_gpu_for_the_next_engine_in_the_process(tiny_ckpt):
     assert second.stats()["kv_blocks_total"] >= 0.95 * blocks
     assert greedy(second, random_prompts(512, [9], seed=1), 4)
     second.close()
+
+
+def triton_specializations() -> set[tuple[str, str]]:
+    """(kernel, specialization key) of every Triton kernel in aios.kernels compiled in this process."""
+    import importlib
+    import pkgutil
+
+    import aios.kernels
+    from triton.runtime.jit import JITFunction
+
+    keys = set()
+    for info in pkgutil.iter_modules(aios.kernels.__path__):
+        module = importlib.import_module(f"aios.kernels.{info.name}")
+        for name, obj in vars(module).items():
+            fn = getattr(obj, "fn", obj)                       # an autotuner wraps its JITFunction
+            if isinstance(fn, JITFunction):
+                for cache in getattr(fn, "device_caches", {}).values():
+                    kernel_cache = cache[0] if isinstance(cache, tuple) else cache
+                    keys |= {(f"{info.name}.{name}", str(key)) for key in kernel_cache}
+    return keys
+
+
+def test_requests_after_start_up_compile_no_triton_kernel(tiny_ckpt):
+    """warm_up and the graph capture specialize every Triton kernel a request meets (batch sizes,
+    prompt lengths, greedy and sampled rows), so no request pays a compile in its time to first token."""
+    llm = LLM(tiny_ckpt, device="cuda", dtype="bfloat16", max_model_len=1024)
+    before = triton_specializations()
+    assert before, "start-up compiled no Triton kernel: the check below would prove nothing"
+    prompts = random_prompts(512, [1, 2, 3, 9, 16, 17, 33, 64, 100, 127, 250, 300, 511, 5, 40, 7], seed=25)
+    for params in (SamplingParams(temperature=0, max_tokens=20, ignore_eos=True),
+                   SamplingParams(temperature=0.8, top_p=0.9, top_k=20, min_p=0.05, max_tokens=20, ignore_eos=True),
+                   SamplingParams(temperature=1.0, seed=3, max_tokens=20, ignore_eos=True)):
+        for batch in (prompts, prompts[:1], prompts[4:7]):
+            llm.generate(batch, params, use_tqdm=False)
+    new = sorted(triton_specializations() - before)
+    assert not new, "compiled after start-up:\n" + "\n".join(f"{k}: {v}" for k, v in new)
+    assert_no_leaked_blocks(llm)
+    llm.close()

@@ -36,6 +36,7 @@ def test_serve_benchmark_launches_a_server_measures_every_request_and_stops_it(t
     assert s["total_tok_per_s"] * s["duration_s"] == pytest.approx(sum(len(p) + n for p, n in workload))
     assert 0 < s["ttft_ms"]["p50"] <= s["e2e_ms"]["p50"] and s["itl_ms"]["p50"] > 0
     assert s["server_cmd"] == server
+    assert s["client_cpu_per_s"] > 0 and s["server_cpu_per_s"] > 0      # read from the server's /metrics
     with pytest.raises(httpx.HTTPError):                     # the launched server was stopped
         httpx.get(f"{url}/health", timeout=2)
 

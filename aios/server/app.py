@@ -127,11 +127,14 @@ def create_app(engine: LLM, served_model_name: str | None = None, max_waiting: i
             if builder.chat:
                 for i in range(stream.num_choices):
                     yield sse(builder.role_chunk(i, include_usage))
-            async for delta in stream:
-                if delta.finish_reason is not None:
-                    completion_tokens[delta.index] = delta.num_output_tokens
-                yield sse(builder.delta_chunk(delta.index, delta.text, delta.token_ids, delta.finish_reason,
-                                              include_usage))
+            async for first in stream:
+                events = []
+                for delta in [first, *stream.ready()]:
+                    if delta.finish_reason is not None:
+                        completion_tokens[delta.index] = delta.num_output_tokens
+                    events.append(sse(builder.delta_chunk(delta.index, delta.text, delta.token_ids,
+                                                          delta.finish_reason, include_usage)))
+                yield "".join(events)
             if include_usage:
                 yield sse(builder.usage_chunk(usage(stream.prompt_tokens, sum(completion_tokens))))
         except APIError as e:                 # headers are sent: the error travels as an event

@@ -105,7 +105,17 @@ class RequestStream:
     async def __anext__(self) -> Delta:
         if self._unfinished == 0:
             raise StopAsyncIteration
-        event = await self._request.events.get()
+        return self._take(await self._request.events.get())
+
+    def ready(self) -> list[Delta]:
+        """The Deltas already queued, without waiting: a writer that fell behind the engine sends
+        them in one write instead of one write per token."""
+        deltas = []
+        while self._unfinished and not self._request.events.empty():
+            deltas.append(self._take(self._request.events.get_nowait()))
+        return deltas
+
+    def _take(self, event: Delta | Failed) -> Delta:
         if isinstance(event, Failed):
             self._unfinished = 0
             raise event.error

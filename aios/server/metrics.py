@@ -9,6 +9,7 @@ them, the event loop reads them.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 
 # Time to first token, seconds: from the HTTP request's arrival to its first generated token.
@@ -100,4 +101,8 @@ class ServerMetrics:
             out += ["# HELP aios_time_to_first_token_seconds From request arrival to its first token.",
                     "# TYPE aios_time_to_first_token_seconds histogram"]
             out += self.ttft.lines("aios_time_to_first_token_seconds", label)
+        # Prometheus' standard process metric: CPU time of every thread of this process (engine thread,
+        # event loop, CUDA's own). Near 1 s per second of wall time, the one GIL is the bottleneck.
+        out += ["# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.",
+                "# TYPE process_cpu_seconds_total counter", f"process_cpu_seconds_total {time.process_time()}"]
         return "\n".join(out) + "\n"

@@ -6,20 +6,28 @@
                           time, a background thread (AsyncEngine) runs one continuous batch for all
                           of them, and each client reads its tokens as they are made (SSE)
 
-The server runs in this process on a free port; the clients are the official `openai` package
-and raw `httpx`. Greedy outputs over HTTP must equal the offline ones.
+The server runs as `python -m aios.server` on a free port, in its own process as a user runs it;
+the clients are the official `openai` package and raw `httpx`. Greedy outputs over HTTP must equal
+the offline ones.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import common  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 async def stream_all(url: str, model: str, prompts: list, max_tokens: int) -> tuple[list[dict], float]:
@@ -52,6 +60,32 @@ async def stream_all(url: str, model: str, prompts: list, max_tokens: int) -> tu
     return list(results), time.perf_counter() - start
 
 
+@contextlib.contextmanager
+def server_process(args) -> Iterator[str]:
+    """`python -m aios.server` in its own process, as a user runs it: yields its base URL once it
+    listens; SIGINT (a graceful stop) at the end. Its own process means its own GIL: the clients
+    below do not slow its engine thread."""
+    cmd = [sys.executable, "-m", "aios.server", "--model", args.model, "--device", args.device, "--port", "0",
+           "--max-model-len", "1024", "--log-level", "warning"]
+    if args.skip_tokenizer_init:
+        cmd.append("--skip-tokenizer-init")
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))          # the same CPU threads as offline
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        line = ""
+        while "AIOS serving" not in line:
+            line = proc.stdout.readline()
+            if not line and proc.poll() is not None:
+                sys.exit(f"error: the server exited with status {proc.returncode}: {' '.join(cmd)}")
+        yield line.split(" at ", 1)[1].split()[0].removesuffix("/v1")  # "AIOS serving 'm' at http://h:p/v1 ..."
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def main() -> None:
     ap = common.parser(__doc__)
     ap.add_argument("--num-prompts", type=int, default=None, help="concurrent requests (default 16; 4 with --quick)")
@@ -64,7 +98,7 @@ def main() -> None:
         import openai  # noqa: F401
         import uvicorn  # noqa: F401
 
-        from aios.server import create_app, serve_in_background
+        import aios.server  # noqa: F401
     except ImportError as e:
         print(f"SKIPPED: the server needs fastapi, uvicorn, httpx and openai ({e}); "
               f"pip install -r lessons/15_server/requirements.txt")
@@ -78,43 +112,41 @@ def main() -> None:
     llm.generate(prompts[:1], SamplingParams(max_tokens=2), use_tqdm=False)               # warm-up
     with common.Timer(args.device) as t_offline:
         offline = llm.generate(prompts, params, use_tqdm=False)
+    llm.close()                                # the server's engine gets the memory (the GPU's KV cache)
 
-    name = Path(args.model).name
-    app = create_app(llm, served_model_name=name)
-    try:
-        with serve_in_background(app) as url:
-            common.heading(f"the server: {url}/v1")
-            models = httpx.get(f"{url}/v1/models").json()
-            print(f"GET /v1/models -> {[m['id'] for m in models['data']]}")
-            body = {"model": name, "prompt": prompts[0], "max_tokens": 4, "temperature": 0, "stream": True}
-            print(f"POST /v1/completions {body}  ->  (raw Server-Sent Events)")
-            with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=60) as r:
-                events = [line for line in r.iter_lines() if line]
-            print(f"  {events[0]}")                                  # the first event whole, then only its changes
-            for line in events[1:]:
-                if line.startswith("data: {"):
-                    print(f"  data: {{..., \"choices\": {json.dumps(json.loads(line[6:])['choices'])}}}")
-                else:
-                    print(f"  {line}")
-
-            online, seconds = asyncio.run(stream_all(url, name, prompts, max_tokens))
-            total = n * max_tokens
-            ttft_offline = sum(o["metrics"]["ttft_s"] for o in offline) / n
-            ttft_online = sum(o["ttft_s"] for o in online) / n
-            same = all(a["token_ids"] == b["token_ids"] and a["text"] == b["text"] for a, b in zip(offline, online))
-            common.heading(f"{n} requests x {max_tokens} tokens, greedy: offline vs {n} concurrent HTTP streams")
-            print(common.table(["engine", "seconds", "tok/s", "mean TTFT ms", "output tokens", "same tokens"], [
-                ["offline LLM.generate (lesson 14)", t_offline.seconds, total / t_offline.seconds, 1000 * ttft_offline,
-                 sum(len(o["token_ids"]) for o in offline), "-"],
-                ["HTTP server, streamed (lesson 15)", seconds, total / seconds, 1000 * ttft_online,
-                 sum(o["tokens"] for o in online), "yes" if same else "NO"],
-            ]))
-            metrics = httpx.get(f"{url}/metrics").text.splitlines()
-            print("\nGET /metrics (first lines):")
-            for line in [m for m in metrics if m and not m.startswith("#")][:6]:
+    with server_process(args) as url:
+        common.heading(f"the server: {url}/v1  (python -m aios.server, its own process)")
+        models = httpx.get(f"{url}/v1/models").json()
+        name = models["data"][0]["id"]
+        print(f"GET /v1/models -> {[m['id'] for m in models['data']]}")
+        body = {"model": name, "prompt": prompts[0], "max_tokens": 4, "temperature": 0, "stream": True}
+        print(f"POST /v1/completions {body}  ->  (raw Server-Sent Events)")
+        with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=60) as r:
+            events = [line for line in r.iter_lines() if line]
+        print(f"  {events[0]}")                                      # the first event whole, then only its changes
+        for line in events[1:]:
+            if line.startswith("data: {"):
+                print(f"  data: {{..., \"choices\": {json.dumps(json.loads(line[6:])['choices'])}}}")
+            else:
                 print(f"  {line}")
-    finally:
-        llm.close()
+
+        asyncio.run(stream_all(url, name, prompts[:1], 2))                                 # warm-up
+        online, seconds = asyncio.run(stream_all(url, name, prompts, max_tokens))
+        total = n * max_tokens
+        ttft_offline = sum(o["metrics"]["ttft_s"] for o in offline) / n
+        ttft_online = sum(o["ttft_s"] for o in online) / n
+        same = all(a["token_ids"] == b["token_ids"] and a["text"] == b["text"] for a, b in zip(offline, online))
+        common.heading(f"{n} requests x {max_tokens} tokens, greedy: offline vs {n} concurrent HTTP streams")
+        print(common.table(["engine", "seconds", "tok/s", "mean TTFT ms", "output tokens", "same tokens"], [
+            ["offline LLM.generate (lesson 14)", t_offline.seconds, total / t_offline.seconds, 1000 * ttft_offline,
+             sum(len(o["token_ids"]) for o in offline), "-"],
+            ["HTTP server, streamed (lesson 15)", seconds, total / seconds, 1000 * ttft_online,
+             sum(o["tokens"] for o in online), "yes" if same else "NO"],
+        ]))
+        metrics = httpx.get(f"{url}/metrics").text.splitlines()
+        print("\nGET /metrics (first lines):")
+        for line in [m for m in metrics if m and not m.startswith("#")][:6]:
+            print(f"  {line}")
 
 
 if __name__ == "__main__":

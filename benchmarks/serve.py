@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import datetime
 import json
+import multiprocessing
 import os
 import random
 import shlex
@@ -92,10 +93,11 @@ async def send(http: httpx.AsyncClient, args: argparse.Namespace, prompt: list[i
     return result
 
 
-async def run(args: argparse.Namespace, workload: list[tuple[list[int], int]]) -> tuple[list[RequestResult], float]:
+async def run(args: argparse.Namespace, workload: list[tuple[list[int], int]], seed: int) -> list[RequestResult]:
+    """One client process's share: its requests as a Poisson process (or all at once), or its
+    --concurrency clients each sending its next request when the last one ends."""
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     async with httpx.AsyncClient(timeout=httpx.Timeout(args.timeout), limits=limits) as http:
-        start = time.perf_counter()
         if args.concurrency:
             queue = list(reversed(workload))
             results: list[RequestResult] = []
@@ -105,15 +107,44 @@ async def run(args: argparse.Namespace, workload: list[tuple[list[int], int]]) -
                     results.append(await send(http, args, *queue.pop()))
 
             await asyncio.gather(*[client() for _ in range(args.concurrency)])
-        else:
-            rng = random.Random(args.seed + 1)
-            tasks = []
-            for i, (prompt, max_tokens) in enumerate(workload):
-                if i and args.rate != float("inf"):
-                    await asyncio.sleep(rng.expovariate(args.rate))     # Poisson process: exponential gaps
-                tasks.append(asyncio.create_task(send(http, args, prompt, max_tokens)))
-            results = list(await asyncio.gather(*tasks))
-        return results, time.perf_counter() - start
+            return results
+        rng = random.Random(seed)
+        tasks = []
+        for i, (prompt, max_tokens) in enumerate(workload):
+            if i and args.rate != float("inf"):
+                await asyncio.sleep(rng.expovariate(args.rate))         # Poisson process: exponential gaps
+            tasks.append(asyncio.create_task(send(http, args, prompt, max_tokens)))
+        return list(await asyncio.gather(*tasks))
+
+
+def client_process(args: argparse.Namespace, workload: list, rank: int) -> tuple[list[RequestResult], float, float,
+                                                                                   float]:
+    """Client process `rank` of --num-clients: every num_clients-th request, at rate / num_clients
+    (the sum of independent Poisson processes is one at the summed rate) or concurrency /
+    num_clients. Returns its results, start and end (wall clock) and its CPU seconds."""
+    share = argparse.Namespace(**vars(args))
+    share.rate = args.rate / args.num_clients
+    if args.concurrency:
+        share.concurrency = len(range(rank, args.concurrency, args.num_clients))
+    cpu, start = time.process_time(), time.time()
+    results = asyncio.run(run(share, workload[rank::args.num_clients], seed=args.seed + 1 + rank))
+    return results, start, time.time(), time.process_time() - cpu
+
+
+def run_clients(args: argparse.Namespace, workload: list) -> tuple[list[RequestResult], float, float]:
+    """(results in workload order, wall seconds, client CPU seconds). One Python process parses
+    ~10-15k stream chunks a second at most: past that the client, not the server, would be measured."""
+    if args.num_clients == 1:
+        outs = [client_process(args, workload, 0)]
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(args.num_clients) as pool:
+            outs = pool.starmap(client_process, [(args, workload, r) for r in range(args.num_clients)])
+    results: list = [None] * len(workload)
+    for rank, (part, _, _, _) in enumerate(outs):
+        results[rank::args.num_clients] = part
+    duration = max(o[2] for o in outs) - min(o[1] for o in outs)
+    return results, duration, sum(o[3] for o in outs)
 
 
 def percentiles(values: list[float]) -> dict:
@@ -143,6 +174,7 @@ def summarize(args: argparse.Namespace, results: list[RequestResult], duration_s
         "engine": args.engine, "benchmark": "serve", "url": args.url, "model": args.model,
         "date": datetime.datetime.now().isoformat(timespec="seconds"), "aios_git": git_sha(),
         "mode": f"concurrency={args.concurrency}" if args.concurrency else f"rate={args.rate}",
+        "num_clients": args.num_clients,
         "num_requests": len(results), "completed": len(done), "failed": len(results) - len(done),
         "input_len": list(args.input_len), "output_len": list(args.output_len), "seed": args.seed,
         "duration_s": duration_s, "request_per_s": len(done) / duration_s,
@@ -227,6 +259,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                       help="Poisson arrivals, requests per second (default: inf, all at once)")
     load.add_argument("--concurrency", type=int, default=None, help="N clients, each one request at a time")
     ap.add_argument("--num-requests", type=int, default=64, help="(default: %(default)s)")
+    ap.add_argument("--num-clients", type=int, default=1,
+                    help="client processes sharing the requests (default: 1); one Python process parses "
+                         "~10-15k stream chunks a second at most, so a fast server needs several")
     ap.add_argument("--input-len", type=int, nargs=2, default=[100, 1024], metavar=("MIN", "MAX"),
                     help="prompt tokens, uniform in [MIN, MAX] (default: 100 1024)")
     ap.add_argument("--output-len", type=int, nargs=2, default=[100, 1024], metavar=("MIN", "MAX"),
@@ -246,8 +281,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         lo, hi = getattr(args, name)
         if not 0 < lo <= hi:
             ap.error(f"--{name.replace('_', '-')} needs 0 < MIN <= MAX, got {lo} {hi}")
-    if args.rate <= 0 or (args.concurrency is not None and args.concurrency < 1) or args.num_requests < 1:
-        ap.error("--rate, --concurrency and --num-requests must be positive")
+    if args.rate <= 0 or (args.concurrency is not None and args.concurrency < 1) or args.num_requests < 1 \
+            or args.num_clients < 1:
+        ap.error("--rate, --concurrency, --num-requests and --num-clients must be positive")
+    if args.concurrency is not None and args.concurrency < args.num_clients:
+        ap.error("--concurrency must be at least --num-clients")
     return args
 
 
@@ -277,9 +315,9 @@ def benchmark(args: argparse.Namespace) -> int:
     workload = make_workload(args)
     print(f"{args.num_requests} requests to {args.url} ({args.model}), "
           + (f"concurrency {args.concurrency}" if args.concurrency else f"rate {args.rate} req/s"))
-    server_cpu, client_cpu = server_cpu_seconds(args.url), time.process_time()
-    results, duration_s = asyncio.run(run(args, workload))
-    cpu = {"client": time.process_time() - client_cpu, "server": None}
+    server_cpu = server_cpu_seconds(args.url)
+    results, duration_s, client_cpu = run_clients(args, workload)
+    cpu = {"client": client_cpu, "server": None}
     if server_cpu is not None and (after := server_cpu_seconds(args.url)) is not None:
         cpu["server"] = after - server_cpu
     summary = summarize(args, results, duration_s, cpu)

@@ -2,7 +2,8 @@
 # Wheels for the HTTP server stack (lesson 15, aios/server, benchmarks/serve.py) on a GPU machine that
 # has no package registry: its image has torch and transformers but not fastapi / uvicorn / openai.
 # Writes .peer/server/*.whl (py3.12, manylinux x86_64; git-ignored): fastapi, uvicorn, openai, httpx and
-# everything they need, as pip resolves it (fastapi 0.165 imports opentelemetry, openai 3.x httpx2).
+# everything they need, as pip resolves it (fastapi 0.165 imports opentelemetry, openai 3.x httpx2;
+# uvicorn[standard] brings httptools and uvloop, which uvicorn then picks over h11 and asyncio).
 # Then, in one device call (run's carry argument: [".peer/server"]):
 #   python3 -m pip install -q --no-index --no-deps --target /tmp/srv .peer/server/*.whl &&
 #   PYTHONPATH=/tmp/srv python lessons/15_server/run_lesson15.py --device cuda
@@ -14,5 +15,5 @@ mkdir -p .peer/server
 rm -f .peer/server/*.whl
 python3 -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-  -d .peer/server fastapi uvicorn openai httpx
+  -d .peer/server fastapi 'uvicorn[standard]' openai httpx
 ls -la .peer/server

@@ -1,6 +1,8 @@
 """On a CUDA GPU: the Triton path and CUDA graphs give HuggingFace's greedy tokens."""
 
+import contextlib
 import gc
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -98,39 +100,39 @@ def test_close_frees_the_gpu_for_the_next_engine_in_the_process(tiny_ckpt):
     second.close()
 
 
-def triton_specializations() -> set[tuple[str, str]]:
-    """(kernel, specialization key) of every Triton kernel in aios.kernels compiled in this process."""
-    import importlib
-    import pkgutil
+@contextlib.contextmanager
+def triton_compiles() -> Iterator[list[str]]:
+    """The Triton kernel specializations first met inside the block (compiled, or loaded from the
+    disk cache: either way a cost a request would pay), from Triton's jit_cache_hook."""
+    from triton import knobs
 
-    import aios.kernels
-    from triton.runtime.jit import JITFunction
+    seen: list[str] = []
 
-    keys = set()
-    for info in pkgutil.iter_modules(aios.kernels.__path__):
-        module = importlib.import_module(f"aios.kernels.{info.name}")
-        for name, obj in vars(module).items():
-            fn = getattr(obj, "fn", obj)                       # an autotuner wraps its JITFunction
-            if isinstance(fn, JITFunction):
-                for cache in getattr(fn, "device_caches", {}).values():
-                    kernel_cache = cache[0] if isinstance(cache, tuple) else cache
-                    keys |= {(f"{info.name}.{name}", str(key)) for key in kernel_cache}
-    return keys
+    def hook(*, repr: str, **_) -> bool:
+        seen.append(repr)
+        return False                                          # False: go on and compile it
+
+    previous, knobs.runtime.jit_cache_hook = knobs.runtime.jit_cache_hook, hook
+    try:
+        yield seen
+    finally:
+        knobs.runtime.jit_cache_hook = previous
 
 
 def test_requests_after_start_up_compile_no_triton_kernel(tiny_ckpt):
     """warm_up and the graph capture specialize every Triton kernel a request meets (batch sizes,
     prompt lengths, greedy and sampled rows), so no request pays a compile in its time to first token."""
-    llm = LLM(tiny_ckpt, device="cuda", dtype="bfloat16", max_model_len=1024)
-    before = triton_specializations()
-    assert before, "start-up compiled no Triton kernel: the check below would prove nothing"
+    with triton_compiles() as start_up:
+        llm = LLM(tiny_ckpt, device="cuda", dtype="bfloat16", max_model_len=1024)
+    assert start_up, "start-up met no Triton kernel: the check below would prove nothing"
     prompts = random_prompts(512, [1, 2, 3, 9, 16, 17, 33, 64, 100, 127, 250, 300, 511, 5, 40, 7], seed=25)
-    for params in (SamplingParams(temperature=0, max_tokens=20, ignore_eos=True),
-                   SamplingParams(temperature=0.8, top_p=0.9, top_k=20, min_p=0.05, max_tokens=20, ignore_eos=True),
-                   SamplingParams(temperature=1.0, seed=3, max_tokens=20, ignore_eos=True)):
-        for batch in (prompts, prompts[:1], prompts[4:7]):
-            llm.generate(batch, params, use_tqdm=False)
-    new = sorted(triton_specializations() - before)
-    assert not new, "compiled after start-up:\n" + "\n".join(f"{k}: {v}" for k, v in new)
+    with triton_compiles() as later:
+        for params in (SamplingParams(temperature=0, max_tokens=20, ignore_eos=True),
+                       SamplingParams(temperature=0.8, top_p=0.9, top_k=20, min_p=0.05, max_tokens=20,
+                                      ignore_eos=True),
+                       SamplingParams(temperature=1.0, seed=3, max_tokens=20, ignore_eos=True)):
+            for batch in (prompts, prompts[:1], prompts[4:7]):
+                llm.generate(batch, params, use_tqdm=False)
+    assert not later, "met after start-up:\n" + "\n".join(later)
     assert_no_leaked_blocks(llm)
     llm.close()

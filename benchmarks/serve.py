@@ -26,6 +26,7 @@ import json
 import multiprocessing
 import os
 import random
+import re
 import shlex
 import signal
 import subprocess
@@ -326,6 +327,7 @@ def benchmark(args: argparse.Namespace) -> int:
         os.makedirs(args.out, exist_ok=True)
         mode = f"c{args.concurrency}" if args.concurrency else f"rate{args.rate:g}"
         name = f"{datetime.date.today()}-serve-{args.engine}-{os.path.basename(args.model)}-{mode}.json"
+        name = re.sub(r"[^A-Za-z0-9._-]+", "-", name)                 # an engine label may hold spaces
         path = os.path.join(args.out, name)
         with open(path, "w") as f:
             json.dump(summary, f, indent=2)

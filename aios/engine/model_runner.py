@@ -185,13 +185,18 @@ class ModelRunner:
         token counts. One small prefill step per power of two up to the step budget; its K/V goes
         into blocks no sequence owns yet."""
         cfg = self.config
-        q_len = 2
+        q_len, logits = 2, None
         while q_len <= min(cfg.max_num_batched_tokens, cfg.max_model_len):
             num_blocks = (q_len + self.block_size - 1) // self.block_size
             if num_blocks > cfg.num_kvcache_blocks:
                 break
-            self.execute(dummy_prefill_inputs([q_len], [num_blocks], self.block_size))
+            logits = self.execute(dummy_prefill_inputs([q_len], [num_blocks], self.block_size))
             q_len *= 2
+        # the sampler on the model's logits dtype: profile_num_blocks ran it on fp32 logits (the
+        # top-k/top-p path), a temperature-only row hands the kernel logits of the model's dtype
+        if logits is not None:
+            self.sampler(logits, SamplingTensors(temperatures=torch.ones(len(logits), device=self.device)),
+                         self.generator)
         torch.cuda.synchronize(self.device)
 
     def _worst_case_sampling(self, rows: int) -> SamplingTensors:
@@ -216,18 +221,26 @@ class ModelRunner:
     # ---- forward -------------------------------------------------------------------------------
 
     def _upload(self, inputs: StepInputs) -> dict[str, torch.Tensor]:
-        """Two host-to-device copies per step (one int64 pack, one int32 pack) instead of one per array."""
+        """Two host-to-device copies per step (one int64 pack, one int32 pack) instead of one per array.
+        Every array starts 16-byte aligned in its pack: Triton specializes a kernel on whether each
+        pointer argument is 16-byte aligned, so an offset that moved with the token count would give
+        a request a kernel variant the warm-up never compiled (a compile inside its TTFT)."""
         packs = {np.int64: ("input_ids", "positions", "slot_mapping", "logits_indices", "placeholder_dst",
                             "placeholder_src"),
                  np.int32: ("block_tables", "context_lens", "cu_seqlens_q")}
         out: dict[str, torch.Tensor] = {}
         for dtype, names in packs.items():
             arrays = [getattr(inputs, k) for k in names]
-            flat = torch.from_numpy(np.concatenate([a.reshape(-1).astype(dtype, copy=False) for a in arrays]))
+            per = 16 // np.dtype(dtype).itemsize
+            starts = np.cumsum([0] + [-(-a.size // per) * per for a in arrays])
+            host = np.zeros(starts[-1], dtype)
+            for a, start in zip(arrays, starts):
+                host[start:start + a.size] = a.reshape(-1)
+            flat = torch.from_numpy(host)
             if self.is_cuda:
                 flat = flat.pin_memory().to(self.device, non_blocking=True)
-            for k, a, part in zip(names, arrays, flat.split([a.size for a in arrays])):
-                out[k] = part.view(a.shape)
+            for k, a, start in zip(names, arrays, starts):
+                out[k] = flat[start:start + a.size].view(a.shape)
         return out
 
     @torch.inference_mode()

@@ -227,6 +227,9 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def git_sha() -> str | None:
+    """AIOS_GIT if set (a machine whose copy of .git is stale), else `git rev-parse --short HEAD`."""
+    if os.environ.get("AIOS_GIT"):
+        return os.environ["AIOS_GIT"]
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
                               cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or None

@@ -6,6 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+import triton
+import triton.language as tl
 
 from aios import LLM, SamplingParams
 from helpers import assert_no_leaked_blocks, greedy, hf_greedy, random_prompts
@@ -119,12 +121,18 @@ def triton_compiles() -> Iterator[list[str]]:
         knobs.runtime.jit_cache_hook = previous
 
 
+@triton.jit
+def _probe_kernel(x_ptr):
+    tl.store(x_ptr, tl.load(x_ptr) + 1)
+
+
 def test_requests_after_start_up_compile_no_triton_kernel(tiny_ckpt):
     """warm_up and the graph capture specialize every Triton kernel a request meets (batch sizes,
     prompt lengths, greedy and sampled rows), so no request pays a compile in its time to first token."""
-    with triton_compiles() as start_up:
-        llm = LLM(tiny_ckpt, device="cuda", dtype="bfloat16", max_model_len=1024)
-    assert start_up, "start-up met no Triton kernel: the check below would prove nothing"
+    llm = LLM(tiny_ckpt, device="cuda", dtype="bfloat16", max_model_len=1024)
+    with triton_compiles() as probe:                          # a kernel this process has not met yet
+        _probe_kernel[(1,)](torch.zeros(1, device="cuda"))
+    assert probe, "jit_cache_hook saw no compile: the check below would prove nothing"
     prompts = random_prompts(512, [1, 2, 3, 9, 16, 17, 33, 64, 100, 127, 250, 300, 511, 5, 40, 7], seed=25)
     with triton_compiles() as later:
         for params in (SamplingParams(temperature=0, max_tokens=20, ignore_eos=True),

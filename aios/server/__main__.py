@@ -38,11 +38,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                           "(default: %(default)s)")
     srv.add_argument("--shutdown-timeout", type=float, default=10.0,
                      help="seconds requests in flight get to finish after SIGINT/SIGTERM (default: %(default)s)")
-    srv.add_argument("--switch-interval", type=float, default=None, metavar="S",
-                     help="sys.setswitchinterval for this process: how long a thread may hold the GIL while "
-                          "another waits (Python's default: 0.005 s). The engine thread and the event loop "
-                          "share one GIL; a shorter interval lets the engine launch its next step sooner "
-                          "while the loop is busy writing streams")
     srv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                      help="uvicorn's log level (default: %(default)s)")
     eng = ap.add_argument_group("engine (default: aios.Config's)")
@@ -101,8 +96,6 @@ def main(argv: list[str] | None = None) -> int:
     from aios.llm import LLM
     from aios.server.app import create_app
 
-    if args.switch_interval is not None:
-        sys.setswitchinterval(args.switch_interval)      # this process is the server's: no one else to disturb
     try:
         engine = LLM(args.model, device=args.device, dtype=args.dtype, **engine_kwargs(args))
     except (FileNotFoundError, ValueError) as e:

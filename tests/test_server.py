@@ -171,6 +171,32 @@ def test_return_token_ids_streamed_and_whole_equal_llm_generate(url, reference):
     assert "token_ids" not in httpx.post(f"{url}/v1/completions", json=body).json()["choices"][0]
 
 
+@pytest.mark.parametrize("return_token_ids", [True, False])
+def test_stream_interval_sends_every_nth_token_and_loses_none(tiny_ckpt, reference, return_token_ids):
+    """stream_interval=3: the first token at once, then chunks of 3 tokens, the rest with the finish."""
+    llm = make_llm(tiny_ckpt)
+    try:
+        with serve_in_background(create_app(llm, served_model_name=MODEL, stream_interval=3)) as base:
+            want = greedy(reference, [PROMPTS[2]], 11, ignore_eos=True)[0]
+            body = {"model": MODEL, "prompt": PROMPTS[2], "max_tokens": 11, "temperature": 0, "ignore_eos": True,
+                    "return_token_ids": return_token_ids}
+            choices = [c["choices"][0] for c in sse_choices(base, body)]
+    finally:
+        llm.close()
+    assert "".join(c["text"] for c in choices) == want["text"]
+    assert choices[-1]["finish_reason"] == "length"
+    if return_token_ids:
+        assert [len(c["token_ids"]) for c in choices] == [1, 3, 3, 3, 1]
+        assert sum((c["token_ids"] for c in choices), []) == want["token_ids"]
+    else:
+        assert len(choices) <= 5                   # chunks only where text was due: never one per token
+
+
+def test_stream_interval_below_one_is_refused():
+    with pytest.raises(SystemExit):
+        parse_args(["--stream-interval", "0"])
+
+
 def test_chat_with_return_token_ids_puts_them_on_the_choice(url, reference):
     messages = [{"role": "user", "content": PROMPTS[3]}]
     want = reference.chat(messages, SamplingParams(temperature=0, max_tokens=8), use_tqdm=False)[0]

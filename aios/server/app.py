@@ -36,11 +36,13 @@ from aios.server.responses import DONE, ResponseBuilder, sse, usage
 CLIENT_CLOSED_REQUEST = 499      # nginx's status for "the client left first"; nobody reads it
 
 
-def create_app(engine: LLM, served_model_name: str | None = None, max_waiting: int = 512) -> FastAPI:
-    """An app serving `engine` (an aios.LLM) under `served_model_name` (default: the model dir's name)."""
+def create_app(engine: LLM, served_model_name: str | None = None, max_waiting: int = 512,
+               stream_interval: int = 1) -> FastAPI:
+    """An app serving `engine` (an aios.LLM) under `served_model_name` (default: the model dir's name);
+    a stream's chunks carry `stream_interval` tokens each (the first token at once)."""
     model_name = served_model_name or os.path.basename(os.path.normpath(engine.config.model))
     metrics = ServerMetrics(model_name)
-    async_engine = AsyncEngine(engine, max_waiting=max_waiting, metrics=metrics)
+    async_engine = AsyncEngine(engine, max_waiting=max_waiting, metrics=metrics, stream_interval=stream_interval)
     created = int(time.time())
 
     @asynccontextmanager
@@ -132,8 +134,8 @@ def create_app(engine: LLM, served_model_name: str | None = None, max_waiting: i
                 for delta in [first, *stream.ready()]:
                     if delta.finish_reason is not None:
                         completion_tokens[delta.index] = delta.num_output_tokens
-                    events.append(sse(builder.delta_chunk(delta.index, delta.text, delta.token_ids,
-                                                          delta.finish_reason, include_usage)))
+                    events.append(builder.delta_event(delta.index, delta.text, delta.token_ids,
+                                                      delta.finish_reason, include_usage))
                 yield "".join(events)
             if include_usage:
                 yield sse(builder.usage_chunk(usage(stream.prompt_tokens, sum(completion_tokens))))

@@ -34,6 +34,10 @@ class ResponseBuilder:
         self.model, self.chat, self.return_token_ids = model, chat, return_token_ids
         self.id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
         self.created = int(time.time())
+        # A stream writes one chunk per token: its constant head is serialized once (delta_event).
+        head = json.dumps(self._envelope("chat.completion.chunk" if chat else "text_completion", []),
+                          ensure_ascii=False)
+        self._event_head = f'data: {head.removesuffix("[]}")}[{{"index": '
 
     def _envelope(self, object_: str, choices: list[dict]) -> dict:
         return {"id": self.id, "object": object_, "created": self.created, "model": self.model,
@@ -63,11 +67,18 @@ class ResponseBuilder:
         """Chat streams open each choice with the assistant role and empty content."""
         return self._chunk(index, {"role": "assistant", "content": ""}, [], None, include_usage)
 
-    def delta_chunk(self, index: int, text: str, token_ids: list[int], finish_reason: str | None,
-                    include_usage: bool) -> dict:
+    def delta_event(self, index: int, text: str, token_ids: list[int], finish_reason: str | None,
+                    include_usage: bool) -> str:
+        """The SSE event of one delta: what sse() gives for the chunk body (the same JSON, keys in the
+        same order), built from the pre-serialized head, since it runs for every streamed token."""
         if self.chat:
-            return self._chunk(index, {"content": text} if text else {}, token_ids, finish_reason, include_usage)
-        return self._chunk(index, text, token_ids, finish_reason, include_usage)
+            delta = f'"delta": {{"content": {json.dumps(text, ensure_ascii=False)}}}' if text else '"delta": {}'
+        else:
+            delta = f'"text": {json.dumps(text, ensure_ascii=False)}'
+        reason = "null" if finish_reason is None else json.dumps(finish_reason)
+        ids = f', "token_ids": [{", ".join(map(str, token_ids))}]' if self.return_token_ids else ""
+        usage_ = ', "usage": null' if include_usage else ""        # OpenAI: null on every chunk but the last
+        return f'{self._event_head}{index}, {delta}, "logprobs": null, "finish_reason": {reason}{ids}}}]{usage_}}}\n\n'
 
     def _chunk(self, index: int, delta: dict | str, token_ids: list[int], finish_reason: str | None,
                include_usage: bool) -> dict:

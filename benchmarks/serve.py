@@ -186,7 +186,8 @@ def summarize(args: argparse.Namespace, results: list[RequestResult], duration_s
         "errors": sorted({r.error for r in results if not r.ok})[:5],
         # CPU seconds per second of the run: near 1.0, that process's one GIL is the bottleneck
         "client_cpu_per_s": cpu["client"] / duration_s,
-        "server_cpu_per_s": cpu["server"] / duration_s if cpu["server"] is not None else None, "server_cmd": args.launch, "gpu": gpu_name(),
+        "server_cpu_per_s": cpu["server"] / duration_s if cpu["server"] is not None else None,
+        "server_cmd": args.launch, "gpu": gpu_name(),
     }
 
 

@@ -44,6 +44,7 @@ def test_serve_benchmark_launches_a_server_measures_every_request_and_stops_it(t
 
 def test_serve_benchmark_reports_a_server_that_never_answers(tmp_path):
     port = free_port()
-    code = serve.main(["--url", f"http://127.0.0.1:{port}", "--launch", f"{sys.executable} -c 'import sys; sys.exit(3)'",
-                       "--launch-timeout", "30", "--out", str(tmp_path)])
+    never = f"{sys.executable} -c 'import sys; sys.exit(3)'"
+    code = serve.main(["--url", f"http://127.0.0.1:{port}", "--launch", never, "--launch-timeout", "30",
+                       "--out", str(tmp_path)])
     assert code == 2 and not list(tmp_path.iterdir())

@@ -3,8 +3,9 @@
     python -m aios.server [--model DIR] [--port 8000]        # see --help
 
     app.py           routes and error handling; create_app(engine) builds a server
-    background.py    serve_in_background(app): uvicorn in a thread of this process, for lessons/tests
+    background.py    serve_in_background(app): uvicorn in a thread of this process, for tests
     async_engine.py  the engine thread: one continuous batch for every HTTP request
+    stream.py        a request's events (Accepted, Delta, Failed) and the handler's RequestStream
     detokenizer.py   a sequence's new tokens -> the text a stream may send now
     protocol.py      request bodies -> SamplingParams; OpenAI error bodies
     responses.py     response bodies and SSE chunks

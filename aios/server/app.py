@@ -28,10 +28,11 @@ from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 
 from aios.llm import LLM
-from aios.server.async_engine import AsyncEngine, RequestStream
+from aios.server.async_engine import AsyncEngine
 from aios.server.metrics import ServerMetrics
 from aios.server.protocol import APIError, ChatCompletionRequest, CompletionRequest, validation_error
 from aios.server.responses import DONE, ResponseBuilder, sse, usage
+from aios.server.stream import RequestStream
 
 CLIENT_CLOSED_REQUEST = 499      # nginx's status for "the client left first"; nobody reads it
 

@@ -31,7 +31,7 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from jinja2 import TemplateError
 
@@ -41,95 +41,18 @@ from aios.sampling_params import SamplingParams
 from aios.server.detokenizer import IncrementalDetokenizer
 from aios.server.metrics import ServerMetrics
 from aios.server.protocol import APIError, params_of_choice
+from aios.server.stream import Accepted, Delta, Failed, Prompt, RequestStream, ServerRequest
 
 logger = logging.getLogger("aios.server")
 
-Prompt = str | list[int] | list[dict[str, str]]      # text, token ids, or a chat conversation
-
-
-@dataclass
-class Accepted:
-    prompt_token_counts: list[int]            # per prompt (not per choice)
-
-
-@dataclass
-class Delta:
-    index: int                                # choice index: prompt_index * n + sample_index
-    text: str                                 # new text, possibly ""
-    token_ids: list[int]                      # output tokens not in an earlier Delta of this choice
-    finish_reason: str | None = None          # set on the choice's last delta, with ...
-    final_text: str | None = None             # ... its whole text (LLMEngine.output_text) ...
-    num_output_tokens: int = 0                # ... and its number of generated tokens
-
-
-@dataclass
-class Failed:
-    error: APIError
-
-
-@dataclass(eq=False)
-class _Request:
-    """One HTTP request as the engine thread sees it."""
-
-    prompts: list[Prompt]
-    params: SamplingParams
-    chat: bool
-    fill_max_tokens: bool                     # no max_tokens given: up to the context length
-    return_token_ids: bool                    # a Delta for every step with a token, not only for new text
-    arrival_time: float
-    loop: asyncio.AbstractEventLoop
-    events: asyncio.Queue = field(default_factory=asyncio.Queue)
-    seq_ids: list[int] = field(default_factory=list)
-
-
 @dataclass
 class _Choice:
-    request: _Request
+    request: ServerRequest
     index: int
     detokenizer: IncrementalDetokenizer
     has_first_token: bool = False
     num_sent_tokens: int = 0                  # output tokens already in a Delta
     pending_text: str = ""                    # detokenized, not yet in a Delta (stream_interval)
-
-
-class RequestStream:
-    """The handler's end of one accepted request: iterate its Deltas; abort() if the client leaves."""
-
-    def __init__(self, async_engine: AsyncEngine, request: _Request, accepted: Accepted) -> None:
-        self._engine, self._request = async_engine, request
-        self.num_choices = len(request.prompts) * request.params.n
-        self.prompt_tokens = sum(accepted.prompt_token_counts)
-        self._unfinished = self.num_choices
-
-    def __aiter__(self) -> RequestStream:
-        return self
-
-    async def __anext__(self) -> Delta:
-        if self._unfinished == 0:
-            raise StopAsyncIteration
-        return self._take(await self._request.events.get())
-
-    def ready(self) -> list[Delta]:
-        """The Deltas already queued, without waiting: a writer that fell behind the engine sends
-        them in one write instead of one write per token."""
-        deltas = []
-        while self._unfinished and not self._request.events.empty():
-            deltas.append(self._take(self._request.events.get_nowait()))
-        return deltas
-
-    def _take(self, event: Delta | Failed) -> Delta:
-        if isinstance(event, Failed):
-            self._unfinished = 0
-            raise event.error
-        if event.finish_reason is not None:
-            self._unfinished -= 1
-        return event
-
-    def abort(self) -> None:
-        """Free the request's sequences now (a no-op once every choice has finished)."""
-        if self._unfinished:
-            self._unfinished = 0
-            self._engine._inbox.put(("abort", self._request))
 
 
 def _deliver(items: list[tuple[asyncio.Queue, object]]) -> None:
@@ -171,7 +94,7 @@ class AsyncEngine:
         """Submit one request; returns once the engine thread accepted it, raises APIError if refused."""
         if not self.is_alive:
             raise APIError(503, "the engine loop is not running", type="server_error")
-        request = _Request(prompts, params, chat, fill_max_tokens, return_token_ids, arrival_time,
+        request = ServerRequest(prompts, params, chat, fill_max_tokens, return_token_ids, arrival_time,
                            asyncio.get_running_loop())
         self._inbox.put(("add", request))
         try:
@@ -181,7 +104,7 @@ class AsyncEngine:
             raise
         if isinstance(event, Failed):
             raise event.error
-        return RequestStream(self, request, event)
+        return RequestStream(request, event, abort=lambda: self._inbox.put(("abort", request)))
 
     # ---- engine thread -------------------------------------------------------------------------
 
@@ -207,7 +130,7 @@ class AsyncEngine:
         self._fail_all(APIError(503, "the server is shutting down", type="server_error"))
         self._flush()
 
-    def _take_commands(self, block: bool) -> list[tuple[str, _Request | None]]:
+    def _take_commands(self, block: bool) -> list[tuple[str, ServerRequest | None]]:
         commands = [self._inbox.get()] if block else []
         while True:
             try:
@@ -215,7 +138,7 @@ class AsyncEngine:
             except queue.Empty:
                 return commands
 
-    def _admit(self, request: _Request) -> tuple[list[list[int]], list[SamplingParams]]:
+    def _admit(self, request: ServerRequest) -> tuple[list[list[int]], list[SamplingParams]]:
         """Tokenize and validate every prompt of the request, or raise: all or nothing is queued."""
         num_new = len(request.prompts) * request.params.n
         if num_new > self.max_waiting:
@@ -237,7 +160,7 @@ class AsyncEngine:
             params.append(p)
         return token_ids, params
 
-    def _add(self, request: _Request) -> None:
+    def _add(self, request: ServerRequest) -> None:
         try:
             token_ids, params = self._admit(request)
         except APIError as e:
@@ -255,13 +178,13 @@ class AsyncEngine:
         self.metrics.count_prompt_tokens(sum(map(len, token_ids)))
         self._emit(request, Accepted([len(ids) for ids in token_ids]))
 
-    def _abort(self, request: _Request) -> None:
+    def _abort(self, request: ServerRequest) -> None:
         for seq_id in request.seq_ids:
             if self._live.pop(seq_id, None) is not None:
                 self.engine.abort_request(seq_id)
                 self.metrics.count_finished("abort")
 
-    def _fail(self, request: _Request, error: APIError) -> None:
+    def _fail(self, request: ServerRequest, error: APIError) -> None:
         for seq_id in request.seq_ids:
             if self._live.pop(seq_id, None) is not None:
                 try:
@@ -321,7 +244,7 @@ class AsyncEngine:
             else:
                 self._emit(request, Delta(choice.index, text, token_ids))
 
-    def _emit(self, request: _Request, event: object) -> None:
+    def _emit(self, request: ServerRequest, event: object) -> None:
         self._outbox.append((request.loop, request.events, event))
 
     def _flush(self) -> None:

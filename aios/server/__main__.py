@@ -9,9 +9,10 @@
     # every choice carries "token_ids" and an empty text
     python -m aios.server --model DIR --skip-tokenizer-init [--load-format dummy]
 
-SIGINT / SIGTERM shut down gracefully: uvicorn stops accepting, lets requests in flight finish
-(up to --shutdown-timeout seconds), the engine thread stops, the engine closes, and the process
-exits with status 0.
+The engine runs in a process of its own (aios/server/engine_process.py), this one parses HTTP and
+writes the streams. SIGINT / SIGTERM shut down gracefully: uvicorn stops accepting, lets requests in
+flight finish (up to --shutdown-timeout seconds), the engine's process stops and frees the GPU, and
+this process exits with status 0.
 """
 
 from __future__ import annotations
@@ -100,17 +101,18 @@ class Server(uvicorn.Server):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # imported after parsing, so that --help is instant
-    from aios.llm import LLM
     from aios.server.app import create_app
+    from aios.server.async_engine import AsyncEngine
 
+    kwargs = dict(device=args.device, dtype=args.dtype, **engine_kwargs(args))
     try:
-        engine = LLM(args.model, device=args.device, dtype=args.dtype, **engine_kwargs(args))
-    except (FileNotFoundError, ValueError) as e:
+        # the engine in a process of its own: it does not share this process's GIL with the event loop
+        async_engine = AsyncEngine.in_process(args.model, kwargs, args.max_waiting, args.stream_interval)
+    except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
-        app = create_app(engine, served_model_name=args.served_model_name, max_waiting=args.max_waiting,
-                         stream_interval=args.stream_interval)
+        app = create_app(async_engine, served_model_name=args.served_model_name)
         config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                                 timeout_graceful_shutdown=args.shutdown_timeout)
         server = Server(config, app.state.model_name)
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(sig, lambda *_: None)
         server.run()
     finally:
-        engine.close()
+        async_engine.shutdown()
     return 0 if server.started else 1
 
 

@@ -5,8 +5,9 @@
     GET  /v1/models, /health, /metrics
 
 `create_app(engine)` builds everything a server needs and keeps it on the app (no module-level
-state), so two servers can live in one process. The engine thread starts and stops with the app's
-lifespan; the caller that made the engine closes it.
+state), so two servers can live in one process. The engine loop (a thread, or the engine's own
+process: aios/server/engine_process.py) is started and stopped by the app's lifespan; the caller
+that made an LLM closes it, an engine process closes its own.
 
 An engine without a tokenizer (`LLM(..., skip_tokenizer_init=True)`, e.g. random weights for a
 benchmark) is served too: prompts are token ids, texts are "", and every choice carries its
@@ -37,13 +38,16 @@ from aios.server.stream import RequestStream
 CLIENT_CLOSED_REQUEST = 499      # nginx's status for "the client left first"; nobody reads it
 
 
-def create_app(engine: LLM, served_model_name: str | None = None, max_waiting: int = 512,
+def create_app(engine: LLM | AsyncEngine, served_model_name: str | None = None, max_waiting: int = 512,
                stream_interval: int = 1) -> FastAPI:
-    """An app serving `engine` (an aios.LLM) under `served_model_name` (default: the model dir's name);
-    a stream's chunks carry `stream_interval` tokens each (the first token at once)."""
-    model_name = served_model_name or os.path.basename(os.path.normpath(engine.config.model))
+    """An app serving `engine` under `served_model_name` (default: the model dir's name). An aios.LLM
+    gets an engine loop in a thread of this process (max_waiting and stream_interval apply to it);
+    an AsyncEngine (AsyncEngine.in_process: the engine in a process of its own) comes configured."""
+    async_engine = engine if isinstance(engine, AsyncEngine) else AsyncEngine.in_thread(engine, max_waiting,
+                                                                                          stream_interval)
+    info = async_engine.info
+    model_name = served_model_name or os.path.basename(os.path.normpath(info.model))
     metrics = ServerMetrics(model_name)
-    async_engine = AsyncEngine(engine, max_waiting=max_waiting, metrics=metrics, stream_interval=stream_interval)
     created = int(time.time())
 
     @asynccontextmanager
@@ -84,11 +88,12 @@ def create_app(engine: LLM, served_model_name: str | None = None, max_waiting: i
     @app.get("/v1/models")
     async def models() -> dict:
         return {"object": "list", "data": [{"id": model_name, "object": "model", "created": created,
-                                            "owned_by": "aios", "max_model_len": engine.config.max_model_len}]}
+                                            "owned_by": "aios", "max_model_len": info.max_model_len}]}
 
     @app.get("/metrics")
     async def prometheus_metrics() -> PlainTextResponse:
-        return PlainTextResponse(metrics.render(async_engine.stats), media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(metrics.render(async_engine.stats, async_engine.counters),
+                                 media_type="text/plain; version=0.0.4")
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request) -> Response:
@@ -106,9 +111,9 @@ def create_app(engine: LLM, served_model_name: str | None = None, max_waiting: i
             raise APIError(404, f"the model {body.model!r} does not exist; this server serves {model_name!r}",
                            param="model", code="model_not_found")
         params = body.sampling_params()
-        if engine.tokenizer is None:
+        if not info.has_tokenizer:
             body.refuse_text_without_tokenizer()
-        return_token_ids = body.return_token_ids or engine.tokenizer is None
+        return_token_ids = body.return_token_ids or not info.has_tokenizer
         prompts = [body.conversation()] if chat else body.prompts()
         stream = await async_engine.generate(prompts, params, chat=chat, arrival_time=arrival_time,
                                              fill_max_tokens=body.requested_max_tokens() is None,

@@ -1,14 +1,14 @@
 """Server metrics in the Prometheus text exposition format (what `GET /metrics` returns).
 
-Gauges and engine counters come from a snapshot of `LLMEngine.stats()` that the engine thread takes
-after every step (the engine is not thread-safe, so HTTP handlers never read it directly). The
-server's own counters and the TTFT histogram live here, behind a lock: the engine thread writes
-them, the event loop reads them.
+Two writers, no shared state: the engine loop keeps EngineCounters (TTFT, finished sequences,
+prompt tokens) and sends a copy with every batch of events, beside a snapshot of
+`LLMEngine.stats()`; the event loop keeps ServerMetrics (HTTP errors) and renders the latest copies.
+The engine loop may be in another process, so the copies are plain picklable data.
 """
 
 from __future__ import annotations
 
-import threading
+import copy
 import time
 from collections import Counter
 
@@ -42,33 +42,28 @@ class Histogram:
         return out
 
 
+class EngineCounters:
+    """Counted by the engine loop alone; `snapshot()` is the copy it hands to the event loop."""
+
+    def __init__(self) -> None:
+        self.ttft = Histogram(TTFT_BUCKETS)     # from a request's arrival to its first token, s
+        self.prompt_tokens = 0
+        self.finished: Counter = Counter()      # finish_reason -> sequences
+
+    def snapshot(self) -> EngineCounters:
+        return copy.deepcopy(self)
+
+
 class ServerMetrics:
     def __init__(self, model_name: str) -> None:
         self.model_name = model_name
-        self._lock = threading.Lock()
-        self.ttft = Histogram(TTFT_BUCKETS)
-        self.prompt_tokens = 0
-        self.finished = Counter()               # finish_reason -> sequences
-        self.errors = Counter()                 # HTTP status -> requests refused or failed
-
-    def observe_ttft(self, seconds: float) -> None:
-        with self._lock:
-            self.ttft.observe(seconds)
-
-    def count_prompt_tokens(self, n: int) -> None:
-        with self._lock:
-            self.prompt_tokens += n
-
-    def count_finished(self, reason: str) -> None:
-        with self._lock:
-            self.finished[reason] += 1
+        self.errors: Counter = Counter()        # HTTP status -> requests refused or failed (event loop only)
 
     def count_error(self, status: int) -> None:
-        with self._lock:
-            self.errors[status] += 1
+        self.errors[status] += 1
 
-    def render(self, stats: dict) -> str:
-        """Prometheus text for the engine stats snapshot plus the server's own series."""
+    def render(self, stats: dict, counters: EngineCounters) -> str:
+        """Prometheus text for the engine loop's latest stats and counters plus the server's own series."""
         label = f'model_name="{self.model_name}"'
         out: list[str] = []
 
@@ -91,18 +86,17 @@ class ServerMetrics:
                [("", stats.get("num_preemptions", 0))])
         series("aios_generation_tokens_total", "counter", "Tokens generated.",
                [("", stats.get("num_generated_tokens", 0))])
-        with self._lock:
-            series("aios_prompt_tokens_total", "counter", "Prompt tokens of accepted requests.",
-                   [("", self.prompt_tokens)])
-            series("aios_request_success_total", "counter", "Sequences finished, by finish reason.",
-                   [(f',finish_reason="{r}"', n) for r, n in sorted(self.finished.items())])
-            series("aios_request_errors_total", "counter", "Requests refused or failed, by HTTP status.",
-                   [(f',status="{s}"', n) for s, n in sorted(self.errors.items())])
-            out += ["# HELP aios_time_to_first_token_seconds From request arrival to its first token.",
-                    "# TYPE aios_time_to_first_token_seconds histogram"]
-            out += self.ttft.lines("aios_time_to_first_token_seconds", label)
-        # Prometheus' standard process metric: CPU time of every thread of this process (engine thread,
-        # event loop, CUDA's own). Near 1 s per second of wall time, the one GIL is the bottleneck.
+        series("aios_prompt_tokens_total", "counter", "Prompt tokens of accepted requests.",
+               [("", counters.prompt_tokens)])
+        series("aios_request_success_total", "counter", "Sequences finished, by finish reason.",
+               [(f',finish_reason="{r}"', n) for r, n in sorted(counters.finished.items())])
+        series("aios_request_errors_total", "counter", "Requests refused or failed, by HTTP status.",
+               [(f',status="{s}"', n) for s, n in sorted(self.errors.items())])
+        out += ["# HELP aios_time_to_first_token_seconds From request arrival to its first token.",
+                "# TYPE aios_time_to_first_token_seconds histogram"]
+        out += counters.ttft.lines("aios_time_to_first_token_seconds", label)
+        # Prometheus' standard process metric: CPU time of every thread of this (the event loop's)
+        # process. Near 1 s per second of wall time, its one GIL is the bottleneck.
         out += ["# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.",
                 "# TYPE process_cpu_seconds_total counter", f"process_cpu_seconds_total {time.process_time()}"]
         return "\n".join(out) + "\n"

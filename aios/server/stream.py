@@ -1,15 +1,17 @@
-"""What a request is on its way through the server: the events the engine thread sends back
-(Accepted, then Deltas, or Failed) and the handler's end of them (RequestStream).
+"""What a request is on its way through the server: what the engine loop is told (RequestSpec),
+the events it sends back (Accepted, then Deltas, or Failed), and the handler's end of them
+(RequestStream). Specs and events are plain picklable data: the engine loop may run in a process
+of its own (aios/server/engine_loop.py).
 
-A request's events go into its own asyncio queue, on its event loop; the engine thread puts them
-there (AsyncEngine._flush), the handler takes them out. ServerRequest is what both sides share.
+A request's events go into its own asyncio queue, on its event loop: AsyncEngine routes them there
+by request id, the handler takes them out.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aios.sampling_params import SamplingParams
 from aios.server.protocol import APIError
@@ -37,27 +39,29 @@ class Failed:
     error: APIError
 
 
-@dataclass(eq=False)
-class ServerRequest:
-    """One HTTP request as the engine thread sees it."""
+@dataclass
+class RequestSpec:
+    """One HTTP request as the engine loop needs it."""
 
     prompts: list[Prompt]
     params: SamplingParams
     chat: bool
     fill_max_tokens: bool                     # no max_tokens given: up to the context length
-    return_token_ids: bool                    # a Delta for every step with a token, not only for new text
-    arrival_time: float
-    loop: asyncio.AbstractEventLoop
-    events: asyncio.Queue = field(default_factory=asyncio.Queue)
-    seq_ids: list[int] = field(default_factory=list)
+    return_token_ids: bool                    # a Delta for every due step, not only for new text
+    arrival_time: float                       # time.perf_counter(): CLOCK_MONOTONIC, one clock per host
+
+    @property
+    def num_choices(self) -> int:
+        return len(self.prompts) * self.params.n
 
 
 class RequestStream:
     """The handler's end of one accepted request: iterate its Deltas; abort() if the client leaves."""
 
-    def __init__(self, request: ServerRequest, accepted: Accepted, abort: Callable[[], None]) -> None:
-        self._request, self._abort = request, abort
-        self.num_choices = len(request.prompts) * request.params.n
+    def __init__(self, spec: RequestSpec, events: asyncio.Queue, accepted: Accepted,
+                 abort: Callable[[], None]) -> None:
+        self._events, self._abort = events, abort
+        self.num_choices = spec.num_choices
         self.prompt_tokens = sum(accepted.prompt_token_counts)
         self._unfinished = self.num_choices
 
@@ -67,14 +71,14 @@ class RequestStream:
     async def __anext__(self) -> Delta:
         if self._unfinished == 0:
             raise StopAsyncIteration
-        return self._take(await self._request.events.get())
+        return self._take(await self._events.get())
 
     def ready(self) -> list[Delta]:
         """The Deltas already queued, without waiting: a writer that fell behind the engine sends
         them in one write instead of one write per token."""
         deltas = []
-        while self._unfinished and not self._request.events.empty():
-            deltas.append(self._take(self._request.events.get_nowait()))
+        while self._unfinished and not self._events.empty():
+            deltas.append(self._take(self._events.get_nowait()))
         return deltas
 
     def _take(self, event: Delta | Failed) -> Delta:

@@ -1,11 +1,13 @@
-"""OpenAI-compatible HTTP server (lesson 15): FastAPI routes over one engine thread, SSE streaming.
+"""OpenAI-compatible HTTP server (lesson 15): FastAPI routes over one engine loop, SSE streaming.
 
     python -m aios.server [--model DIR] [--port 8000]        # see --help
 
     app.py           routes and error handling; create_app(engine) builds a server
     background.py    serve_in_background(app): uvicorn in a thread of this process, for tests
-    async_engine.py  the engine thread: one continuous batch for every HTTP request
-    stream.py        a request's events (Accepted, Delta, Failed) and the handler's RequestStream
+    async_engine.py  the event loop's end: submit requests, route the engine's events back by id
+    engine_loop.py   EngineLoop: owns the LLMEngine, one continuous batch for every HTTP request
+    engine_process.py  where the loop runs: a thread here, or a process of its own (the CLI)
+    stream.py        a request's spec and events (Accepted, Delta, Failed), the handler's RequestStream
     detokenizer.py   a sequence's new tokens -> the text a stream may send now
     protocol.py      request bodies -> SamplingParams; OpenAI error bodies
     responses.py     response bodies and SSE chunks

@@ -2,9 +2,9 @@
 """Lesson 15: an OpenAI-compatible HTTP server, streaming tokens as Server-Sent Events.
 
     offline (lesson 14) : LLM.generate(prompts): one Python call owns the engine loop
-    server  (lesson 15) : aios.server.create_app(llm) under uvicorn: HTTP requests arrive at any
-                          time, a background thread (AsyncEngine) runs one continuous batch for all
-                          of them, and each client reads its tokens as they are made (SSE)
+    server  (lesson 15) : python -m aios.server: HTTP requests arrive at any time, an engine loop
+                          in a process of its own (EngineLoop) runs one continuous batch for all of
+                          them, and each client reads its tokens as they are made (SSE)
 
 The server runs as `python -m aios.server` on a free port, in its own process as a user runs it;
 the clients are the official `openai` package and raw `httpx`. Greedy outputs over HTTP must equal
@@ -63,8 +63,8 @@ async def stream_all(url: str, model: str, prompts: list, max_tokens: int) -> tu
 @contextlib.contextmanager
 def server_process(args) -> Iterator[str]:
     """`python -m aios.server` in its own process, as a user runs it: yields its base URL once it
-    listens; SIGINT (a graceful stop) at the end. Its own process means its own GIL: the clients
-    below do not slow its engine thread."""
+    listens; SIGINT (a graceful stop) at the end. Its own processes mean their own GILs: the clients
+    below take no turns with the server's event loop or its engine."""
     cmd = [sys.executable, "-m", "aios.server", "--model", args.model, "--device", args.device, "--port", "0",
            "--max-model-len", "1024", "--log-level", "warning"]
     if args.skip_tokenizer_init:

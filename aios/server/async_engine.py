@@ -47,6 +47,7 @@ class AsyncEngine:
         self.counters = EngineCounters()      # the loop's latest counters
         self._routes: dict[int, _Route] = {}  # set on event loops, read on the delivering thread (GIL-atomic ops)
         self._ids = itertools.count()
+        self._gone = False                    # the engine's process ended: set before its routes are failed
 
     @classmethod
     def in_thread(cls, engine: LLM, max_waiting: int = 512, stream_interval: int = 1) -> AsyncEngine:
@@ -77,6 +78,9 @@ class AsyncEngine:
         spec = RequestSpec(prompts, params, chat, fill_max_tokens, return_token_ids, arrival_time)
         request_id, events = next(self._ids), asyncio.Queue()
         self._routes[request_id] = _Route(asyncio.get_running_loop(), events, spec.num_choices)
+        if self._gone:                        # registered after _engine_gone failed the others
+            self._routes.pop(request_id, None)
+            raise APIError(503, "the engine loop is not running", type="server_error")
         self._runner.put(("add", request_id, spec))
         try:
             event = await events.get()
@@ -112,6 +116,7 @@ class AsyncEngine:
 
     def _engine_gone(self) -> None:
         """The engine's process ended without being asked to: fail whatever still waits on it."""
+        self._gone = True
         error = APIError(500, "the engine process exited", type="server_error", code="engine_error")
         self._deliver(Batch([(request_id, Failed(error)) for request_id in list(self._routes)], self.stats,
                             self.counters))

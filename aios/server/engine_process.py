@@ -56,6 +56,7 @@ class ThreadRunner:
         self._thread: threading.Thread | None = None
 
     def start(self, deliver: Callable[[Batch], None], on_exit: Callable[[], None]) -> None:
+        """`deliver` runs on the engine thread; `on_exit` is unused: the thread ends only when told to."""
         loop = EngineLoop(self.engine, deliver, *self._args)
         self._thread = threading.Thread(target=loop.run, args=(self._inbox,), name="aios-engine-loop", daemon=True)
         self._thread.start()
@@ -130,6 +131,7 @@ class ProcessRunner:
         self._reader: threading.Thread | None = None
 
     def start(self, deliver: Callable[[Batch], None], on_exit: Callable[[], None]) -> None:
+        """`deliver` runs on a reader thread for every Batch; `on_exit` once the child's pipe closes."""
         self._reader = threading.Thread(target=self._read, args=(deliver, on_exit), name="aios-engine-reader",
                                         daemon=True)
         self._reader.start()

@@ -57,8 +57,10 @@ def make_workload(args: argparse.Namespace) -> list[tuple[list[int], int]]:
 
 
 async def send(http: httpx.AsyncClient, args: argparse.Namespace, prompt: list[int], max_tokens: int) -> RequestResult:
+    # return_token_ids (vLLM's extension; aios takes it too): a server without a tokenizer streams
+    # chunks with empty text, and their token ids are what shows a token arrived
     body = {"model": args.model, "prompt": prompt, "max_tokens": max_tokens, "temperature": args.temperature,
-            "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
+            "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}, "return_token_ids": True}
     result, start = RequestResult(), time.perf_counter()
     last = None
     try:
@@ -80,7 +82,7 @@ async def send(http: httpx.AsyncClient, args: argparse.Namespace, prompt: list[i
                     if chunk.get("usage"):
                         result.prompt_tokens = chunk["usage"]["prompt_tokens"]
                         result.output_tokens = chunk["usage"]["completion_tokens"]
-                    # a server without a tokenizer (aios --skip-tokenizer-init) streams token ids, no text
+                    # a chunk carries text, or (no tokenizer) only token ids
                     if chunk["choices"] and (chunk["choices"][0]["text"] or chunk["choices"][0].get("token_ids")):
                         if last is None:
                             result.ttft_s = now - start

@@ -31,6 +31,7 @@ import torch
 
 from benchmarks import workloads
 from benchmarks.ladder import rungs
+from benchmarks.provenance import git_sha
 from benchmarks.shapes import write_shape
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "benchmarks", "results")
@@ -52,13 +53,7 @@ def device_info(device: str) -> dict:
         info["triton"] = None
     info["gpu"] = torch.cuda.get_device_name(0) if device == "cuda" else f"CPU ({platform.processor() or 'cpu'}, " \
         f"{os.cpu_count()} threads)"
-    info["aios_git"] = os.environ.get("AIOS_GIT")          # set it where the tree is a copy (no or stale .git)
-    if not info["aios_git"]:
-        try:
-            info["aios_git"] = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True,
-                                                       stderr=subprocess.DEVNULL).strip()
-        except (OSError, subprocess.CalledProcessError):
-            info["aios_git"] = None
+    info["aios_git"] = git_sha()
     return info
 
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence as SequenceABC
 
 from tqdm.auto import tqdm
 
+from aios.engine.detokenizer import IncrementalDetokenizer
 from aios.engine.llm_engine import LLMEngine
 from aios.sampling_params import SamplingParams
 
@@ -90,19 +91,12 @@ class LLM(LLMEngine):
     def stream(self, prompt: str | list[int], sampling_params: SamplingParams | None = None) -> Iterator[str]:
         """Yield the text of one request as it is generated (other requests may share the steps)."""
         seq = self.add_request(prompt, sampling_params)
-        emitted = ""
+        detokenizer = IncrementalDetokenizer(self, seq)   # holds back half characters and stop-string prefixes
         try:
             while not seq.is_finished:
                 self.step()
-                text = self.output_text(seq)
-                if not seq.is_finished:                       # hold back a tail that may start a stop string
-                    stops = seq.sampling_params.stop_strings
-                    held = max((k for s in stops for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
-                    text = text[: len(text) - held]
-                if seq.is_finished or not text.endswith("\ufffd"):   # hold back half a UTF-8 character
-                    if len(text) > len(emitted) and text.startswith(emitted):
-                        yield text[len(emitted):]
-                    emitted = text
+                if delta := detokenizer.step():
+                    yield delta
         finally:
             if not seq.is_finished:
                 self.abort_request(seq.seq_id)

@@ -25,6 +25,9 @@ LADDER: list[tuple[str, str, dict]] = [
 ]
 
 
+OVERRIDES: dict[str, dict] = {lesson: overrides for lesson, _, overrides in LADDER}   # lesson -> its settings
+
+
 def rungs(device: str) -> list[tuple[str, str, dict]]:
     """On CPU the Triton and CUDA-graph rungs are the same engine as rung 08 (reference kernels)."""
     if device == "cpu":

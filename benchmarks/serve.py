@@ -37,6 +37,9 @@ from dataclasses import dataclass, field
 import httpx
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # run as a script, too
+from benchmarks.provenance import git_sha, gpu_name  # noqa: E402
+
 
 @dataclass
 class RequestResult:
@@ -193,16 +196,6 @@ def summarize(args: argparse.Namespace, results: list[RequestResult], duration_s
     }
 
 
-def gpu_name() -> str | None:
-    """The first GPU's name (nvidia-smi), recorded beside the numbers; None without one."""
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=10).stdout.strip()
-        return out.splitlines()[0] if out else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def launch(cmd: str, url: str, timeout_s: float) -> subprocess.Popen:
     """Start the server command; return once GET {url}/v1/models answers (or raise)."""
     proc = subprocess.Popen(shlex.split(cmd))
@@ -227,17 +220,6 @@ def stop(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-
-
-def git_sha() -> str | None:
-    """AIOS_GIT if set (a machine whose copy of .git is stale), else `git rev-parse --short HEAD`."""
-    if os.environ.get("AIOS_GIT"):
-        return os.environ["AIOS_GIT"]
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                              cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def print_report(s: dict) -> None:

@@ -292,15 +292,14 @@ def compare_rungs(args: argparse.Namespace, lessons: tuple[str, str], label) -> 
     """Run the same greedy prompts under two ladder rungs and print time, tok/s and whether the
     tokens agree. `label(llm, lesson)` names a row (the switch that differs)."""
     from aios import LLM, SamplingParams
-    from benchmarks.ladder import LADDER
+    from benchmarks.ladder import OVERRIDES
 
-    rungs = {lesson: overrides for lesson, _, overrides in LADDER}
     n_prompts, max_tokens = (2, 8) if args.quick else (16, 64)
     texts = prompts(args, n_prompts)
     params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
     results = []
     for lesson in lessons:
-        llm = LLM(args.model, device=args.device, skip_tokenizer_init=args.skip_tokenizer_init, **rungs[lesson])
+        llm = LLM(args.model, device=args.device, skip_tokenizer_init=args.skip_tokenizer_init, **OVERRIDES[lesson])
         llm.generate(texts[:1], SamplingParams(max_tokens=2), use_tqdm=False)        # warm-up
         with Timer(args.device) as t:
             outs = llm.generate(texts, params, use_tqdm=False)

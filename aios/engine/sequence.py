@@ -61,10 +61,20 @@ class Sequence:
     @property
     def output_token_ids(self) -> list[int]:
         """Generated tokens the host knows (placeholders of steps in flight left out)."""
+        return self.output_token_ids_since(0)
+
+    @property
+    def num_known_output_tokens(self) -> int:
+        """len(output_token_ids), without building the list."""
         end = len(self.token_ids)
         while end > self.num_prompt_tokens and self.token_ids[end - 1] == PLACEHOLDER:
             end -= 1
-        return self.token_ids[self.num_prompt_tokens: end]
+        return end - self.num_prompt_tokens
+
+    def output_token_ids_since(self, start: int) -> list[int]:
+        """output_token_ids[start:], copying only those: a stream asks for its new tokens every step."""
+        first = self.num_prompt_tokens
+        return self.token_ids[first + start: first + self.num_known_output_tokens]
 
     @property
     def num_output_tokens(self) -> int:

@@ -8,7 +8,6 @@
     engine_loop.py   EngineLoop: owns the LLMEngine, one continuous batch for every HTTP request
     engine_process.py  where the loop runs: a thread here, or a process of its own (the CLI)
     stream.py        a request's spec and events (Accepted, Delta, Failed), the handler's RequestStream
-    detokenizer.py   a sequence's new tokens -> the text a stream may send now
     protocol.py      request bodies -> SamplingParams; OpenAI error bodies
     responses.py     response bodies and SSE chunks
     metrics.py       Prometheus text for GET /metrics

@@ -34,10 +34,10 @@ from dataclasses import dataclass, field
 
 from jinja2 import TemplateError
 
+from aios.engine.detokenizer import IncrementalDetokenizer
 from aios.engine.sequence import SequenceStatus
 from aios.llm import LLM
 from aios.sampling_params import SamplingParams
-from aios.server.detokenizer import IncrementalDetokenizer
 from aios.server.metrics import EngineCounters
 from aios.server.protocol import APIError, params_of_choice
 from aios.server.stream import Accepted, Delta, Failed, RequestSpec
@@ -53,7 +53,7 @@ class Batch:
 
     events: list[tuple[int, Event]]
     stats: dict                               # LLMEngine.stats()
-    counters: EngineCounters                  # a copy
+    counters: EngineCounters                  # the loop's own (a thread runner hands on a copy)
 
 
 @dataclass(eq=False)
@@ -212,13 +212,14 @@ class EngineLoop:
                 self._fail(request, APIError(500, f"detokenization failed: {e}", type="server_error"))
                 continue
             choice.pending_text += text
-            ids = seq.output_token_ids
+            num_known = seq.num_known_output_tokens
             if not out.finished:
-                if choice.num_sent_tokens and len(ids) - choice.num_sent_tokens < self.stream_interval:
+                if choice.num_sent_tokens and num_known - choice.num_sent_tokens < self.stream_interval:
                     continue                  # not due: the first delta and every stream_interval-th go out
                 if not (choice.pending_text or request.spec.return_token_ids):
                     continue
-            token_ids, choice.num_sent_tokens = ids[choice.num_sent_tokens:], len(ids)
+            token_ids = seq.output_token_ids_since(choice.num_sent_tokens)
+            choice.num_sent_tokens = num_known
             text, choice.pending_text = choice.pending_text, ""
             if out.finished:
                 del self._live[seq.seq_id]
@@ -226,7 +227,7 @@ class EngineLoop:
                 if not any(s in self._live for s in request.seq_ids):
                     self._requests.pop(request.request_id, None)
                 self._emit(request, Delta(choice.index, text, token_ids, seq.finish_reason, choice.detokenizer.sent,
-                                          len(ids)))
+                                          num_known))
             else:
                 self._emit(request, Delta(choice.index, text, token_ids))
 
@@ -237,4 +238,4 @@ class EngineLoop:
         """Send this pass's events, with the engine's stats and counters after it (one message)."""
         if self._outbox or stats_changed:
             batch, self._outbox = self._outbox, []
-            self.send(Batch(batch, self.engine.stats(), self.counters.snapshot()))
+            self.send(Batch(batch, self.engine.stats(), self.counters))

@@ -4,7 +4,8 @@ A thread is simplest (tests, lessons: `create_app(llm)` with an LLM already buil
 thread and the event loop then share one GIL: under load the event loop, writing a JSON chunk per
 token per stream, holds it while the GPU waits for the next step's launch. `python -m aios.server`
 therefore runs the loop in a child process (vLLM's EngineCore does the same): commands go down a
-multiprocessing.Queue, Batches of events come back through a Pipe, read by a thread here.
+multiprocessing.Queue, Batches of events come back through a Pipe (pickled: a copy of the loop's
+counters by nature), read by a thread here.
 
 The child is started with "spawn" (CUDA cannot be forked) and is not a daemon (its engine may start
 tensor-parallel workers of its own). It stops on a "stop" command, and by itself when it finds the
@@ -13,6 +14,7 @@ server's process gone.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing as mp
 import queue
@@ -57,7 +59,10 @@ class ThreadRunner:
 
     def start(self, deliver: Callable[[Batch], None], on_exit: Callable[[], None]) -> None:
         """`deliver` runs on the engine thread; `on_exit` is unused: the thread ends only when told to."""
-        loop = EngineLoop(self.engine, deliver, *self._args)
+        def send(batch: Batch) -> None:       # the event loop reads the counters while this thread goes on
+            deliver(dataclasses.replace(batch, counters=batch.counters.snapshot()))
+
+        loop = EngineLoop(self.engine, send, *self._args)
         self._thread = threading.Thread(target=loop.run, args=(self._inbox,), name="aios-engine-loop", daemon=True)
         self._thread.start()
 

@@ -1,7 +1,7 @@
 """Server metrics in the Prometheus text exposition format (what `GET /metrics` returns).
 
 Two writers, no shared state: the engine loop keeps EngineCounters (TTFT, finished sequences,
-prompt tokens) and sends a copy with every batch of events, beside a snapshot of
+prompt tokens) and a copy travels with every batch of events, beside a snapshot of
 `LLMEngine.stats()`; the event loop keeps ServerMetrics (HTTP errors) and renders the latest copies.
 The engine loop may be in another process, so the copies are plain picklable data.
 """
@@ -43,7 +43,7 @@ class Histogram:
 
 
 class EngineCounters:
-    """Counted by the engine loop alone; `snapshot()` is the copy it hands to the event loop."""
+    """Counted by the engine loop alone; `snapshot()` is the copy a thread runner hands to the event loop."""
 
     def __init__(self) -> None:
         self.ttft = Histogram(TTFT_BUCKETS)     # from a request's arrival to its first token, s

@@ -41,13 +41,13 @@ def main() -> None:
     n = args.num_prompts or (3 if args.quick else 8)
 
     from aios import LLM, Config, SamplingParams
-    from benchmarks.ladder import LADDER
+    from benchmarks.ladder import OVERRIDES
 
     loop03 = common.load_module("03_own_the_model/no_cache_loop.py")
     loop04 = common.load_module("04_kv_cache/kv_cache_loop.py")
     loop05 = common.load_module("05_preallocated_kv_cache/static_cache_loop.py")
     print(common.describe(args))
-    rung06 = next(overrides for lesson, _, overrides in LADDER if lesson == "06")
+    rung06 = OVERRIDES["06"]
     print(f"engine settings (benchmarks/ladder.py, lesson 06): {rung06}")
     max_tokens = [8, 24, 40, 56, 72, 120, 200, 300][:n] if not args.quick else [8, 20, 40][:n]
     prompts = common.prompts(args, n)

@@ -47,15 +47,14 @@ def main() -> None:
     max_tokens = args.max_tokens or (8 if args.quick else 64)
 
     from aios import LLM, SamplingParams
-    from benchmarks.ladder import LADDER
+    from benchmarks.ladder import OVERRIDES
 
     print(common.describe(args))
-    rungs = {lesson: overrides for lesson, _, overrides in LADDER}
     prompts = common.prompts(args, n)
     params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
     results = {}
     for lesson, label in (("06", "one at a time (lesson 06)"), ("07", "static batch (lesson 07)")):
-        llm = LLM(args.model, device=args.device, skip_tokenizer_init=args.skip_tokenizer_init, **rungs[lesson])
+        llm = LLM(args.model, device=args.device, skip_tokenizer_init=args.skip_tokenizer_init, **OVERRIDES[lesson])
         llm.generate(prompts[:1], SamplingParams(max_tokens=2), use_tqdm=False)          # warm-up
         results[lesson] = (label, *run(llm, prompts, params))
         llm.close()

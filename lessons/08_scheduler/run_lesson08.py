@@ -77,10 +77,9 @@ def main() -> None:
     n = args.num_prompts or (6 if args.quick else 16)
 
     from aios import LLM, SamplingParams
-    from benchmarks.ladder import LADDER
+    from benchmarks.ladder import OVERRIDES
 
     print(common.describe(args))
-    rungs = {lesson: overrides for lesson, _, overrides in LADDER}
     prompts = common.prompts(args, n)
     lengths = ([4, 24, 8, 16, 12, 4] if args.quick else [8, 128, 16, 64, 32, 8, 96, 16]) * 4
     params = [SamplingParams(temperature=0.0, max_tokens=m, ignore_eos=True) for m in lengths[:n]]
@@ -90,7 +89,7 @@ def main() -> None:
     results = {}
     for lesson, label in (("07", "static batches (lesson 07)"), ("08", "continuous batching (lesson 08)")):
         llm = LLM(args.model, device=args.device, skip_tokenizer_init=args.skip_tokenizer_init,
-                  **{**rungs[lesson], "max_num_seqs": args.max_num_seqs})
+                  **{**OVERRIDES[lesson], "max_num_seqs": args.max_num_seqs})
         llm.generate(prompts[:1], SamplingParams(max_tokens=2), use_tqdm=False)          # warm-up
         results[lesson] = (label, *generate(llm, prompts, params))
         llm.close()
@@ -112,7 +111,7 @@ def main() -> None:
                              (f"chunked prefill, {budget}-token budget",
                               dict(enable_chunked_prefill=True, max_num_batched_tokens=budget))):
         llm = LLM(args.model, device=args.device, max_model_len=2048, skip_tokenizer_init=args.skip_tokenizer_init,
-                  **{**rungs["08"], **overrides})
+                  **{**OVERRIDES["08"], **overrides})
         largest, worst_gap, ttft = long_prompt_arrives(llm, prompts[:4], long_len)
         rows.append([label, largest, 1000 * worst_gap, 1000 * ttft])
         llm.close()
@@ -125,7 +124,7 @@ def main() -> None:
     rows, outputs = [], []
     for label, blocks in (("enough blocks", None), ("12 blocks of 16 tokens", 12)):
         llm = LLM(args.model, device=args.device, num_kvcache_blocks=blocks, kvcache_block_size=16,
-                  skip_tokenizer_init=args.skip_tokenizer_init, **rungs["08"])
+                  skip_tokenizer_init=args.skip_tokenizer_init, **OVERRIDES["08"])
         tokens, _, steps, seconds = generate(llm, prompts[:6], few)
         outputs.append(tokens)
         s = llm.stats()

@@ -45,15 +45,14 @@ def main() -> None:
     import torch
 
     from aios import LLM, SamplingParams
-    from benchmarks.ladder import LADDER
+    from benchmarks.ladder import OVERRIDES
 
     print(common.describe(args))
-    rungs = {lesson: overrides for lesson, _, overrides in LADDER}
     max_tokens = 16 if args.quick else 128
     batch_sizes = [1, 4] if args.quick else [1, 8, 32]
     rows, tokens, launch_counts = [], {}, {}
     for lesson in ("10", "11"):
-        llm = LLM(args.model, device=args.device, skip_tokenizer_init=args.skip_tokenizer_init, **rungs[lesson])
+        llm = LLM(args.model, device=args.device, skip_tokenizer_init=args.skip_tokenizer_init, **OVERRIDES[lesson])
         graphs = sorted(llm.model_runner.graphs)
         label = f"enforce_eager={llm.config.enforce_eager} (lesson {lesson})"
         for bs in batch_sizes:
@@ -107,7 +106,7 @@ def main() -> None:
     async_rows = []
     for flag in (False, True):
         llm = LLM(args.model, device=args.device, skip_tokenizer_init=args.skip_tokenizer_init,
-                  **{**rungs["11"], "async_scheduling": flag})
+                  **{**OVERRIDES["11"], "async_scheduling": flag})
         llm.generate(prompts, SamplingParams(max_tokens=2), use_tqdm=False)              # warm-up
         with common.Timer(args.device) as t:
             outs = llm.generate(prompts, params, use_tqdm=False)

@@ -34,18 +34,17 @@ def main() -> None:
     max_tokens = 8 if args.quick else 32
 
     from aios import LLM, Config, SamplingParams
-    from benchmarks.ladder import LADDER
+    from benchmarks.ladder import OVERRIDES
 
     block_size = Config.__dataclass_fields__["kvcache_block_size"].default   # only full blocks are cached
     prefix_len = args.prefix_tokens or (2 * block_size if args.quick else 1024)
 
     print(common.describe(args))
-    rungs = {lesson: overrides for lesson, _, overrides in LADDER}
     params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
     results = {}
     for lesson in ("11", "13"):
         llm = LLM(args.model, device=args.device, max_model_len=2048, skip_tokenizer_init=args.skip_tokenizer_init,
-                  **rungs[lesson])
+                  **OVERRIDES[lesson])
         text = " ".join(common.PROMPTS) + "."
         base = common.tokenize(llm, text)                   # llm.tokenize(text), or token ids without a tokenizer
         system = (base * (prefix_len // len(base) + 1))[:prefix_len]

@@ -1,4 +1,5 @@
-"""Incremental detokenization: one sequence's new tokens -> the text a stream may send now.
+"""Incremental detokenization: one sequence's new tokens -> the text a stream may send now
+(LLM.stream, and the server's engine loop).
 
 Decoding all of a sequence's output after every step costs O(length) per token; instead each step
 decodes a short window (vLLM's prefix_offset / read_offset scheme): the tokens already turned into
@@ -49,12 +50,12 @@ class IncrementalDetokenizer:
             delta = final[len(self.sent):] if final.startswith(self.sent) else ""
             self.sent = final
             return delta
-        ids = self.seq.output_token_ids
-        prefix_text = self._decode(ids[self.prefix_offset:self.read_offset])
-        new_text = self._decode(ids[self.prefix_offset:])
+        window = self.seq.output_token_ids_since(self.prefix_offset)     # not the whole output: O(window)
+        prefix_text = self._decode(window[:self.read_offset - self.prefix_offset])
+        new_text = self._decode(window)
         if len(new_text) > len(prefix_text) and not new_text.endswith("\ufffd"):
             self.text += new_text[len(prefix_text):]
-            self.prefix_offset, self.read_offset = self.read_offset, len(ids)
+            self.prefix_offset, self.read_offset = self.read_offset, self.prefix_offset + len(window)
         safe_end = len(self.text) - stop_prefix_len(self.text, self.seq.sampling_params.stop_strings)
         delta = self.text[len(self.sent):safe_end]
         self.sent += delta

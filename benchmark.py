@@ -9,8 +9,10 @@
     python benchmark.py --model /path/to/Qwen3-0.6B   # a real checkpoint instead of random weights
 
 Workloads: standard = 256 seqs, input/output lengths U[100, 1024], seed 0, ignore_eos,
-temperature 0.6 (what nano-vllm reports); batch1 / batch32 = in 128, out 512, greedy;
-prefix = 64 requests behind one 2048-token system prompt.
+temperature 0.6 (what nano-vllm reports); short = 512 seqs, input U[20, 400], output U[20, 600];
+batch1 / batch32 = in 128, out 512, greedy; prefix = 64 requests behind one 2048-token system prompt.
+The engine runs at its own defaults (aios.Config picks max_num_seqs / max_num_batched_tokens from
+the device) unless the flags say otherwise.
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ def get_workload(name: str, args: argparse.Namespace) -> workloads.Workload:
         return workloads.standard(num_seqs=args.num_seqs, seed=args.seed, vocab=args.vocab)
     if name.startswith("batch"):
         return workloads.fixed(int(name[5:]), args.input_len, args.output_len, seed=args.seed, vocab=args.vocab)
+    if name == "short":
+        return workloads.many_short(seed=args.seed, vocab=args.vocab)
     if name == "prefix":
         return workloads.shared_prefix(seed=args.seed, vocab=args.vocab)
     if name == "ladder":
@@ -104,6 +108,7 @@ def run_aios(model_dir: str, wl: workloads.Workload, engine_kwargs: dict, limit:
         "prefix_cache_hit_tokens": stats["prefix_cache_hits"] - before["prefix_cache_hits"],
         "prefill_tokens_computed": in_tokens - (stats["prefix_cache_hits"] - before["prefix_cache_hits"]),
         "config": {k: v for k, v in engine_kwargs.items()},
+        "max_num_seqs": llm.config.max_num_seqs, "max_num_batched_tokens": llm.config.max_num_batched_tokens,
     }
     if len(prompts) == 1:                                   # batch-1 decode: time per output token
         decode_s = elapsed - ttft[0]
@@ -197,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None, help="a real checkpoint dir (default: random weights of --shape)")
     ap.add_argument("--shape", default="qwen3-0.6b", help="qwen3-0.6b | qwen3-1.7b | qwen3-4b | qwen3-8b | ...")
     ap.add_argument("--workload", nargs="+", default=["standard"],
-                    help="standard | batch1 | batch32 | batchN | prefix (several allowed)")
+                    help="standard | short | batch1 | batch32 | batchN | prefix (several allowed)")
     ap.add_argument("--ladder", action="store_true", help="run every lesson's settings (see benchmarks/ladder.py)")
     ap.add_argument("--ladder-num-seqs", type=int, default=64)
     ap.add_argument("--ladder-sequential-seqs", type=int, default=8,
@@ -215,11 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tp", type=int, default=1)
     ap.add_argument("--block-size", type=int, default=None, help="KV block size (default: the engine's)")
     ap.add_argument("--max-model-len", type=int, default=2048)
-    ap.add_argument("--max-num-seqs", type=int, default=256)
-    # vLLM's offline LLM uses 16384 tokens a step on GPUs of >= 70 GiB (its EngineArgs defaults), and
-    # on the H100 so does this benchmark: 0.6B 19,552 -> 20,086 tok/s, 8B 8,308 -> 8,373, p99 ITL 31.9 -> 8.7 ms
-    # and 186.8 -> 17.0 ms against 8192 (benchmarks/results/*-standard-mnbt*.json). aios.Config keeps 8192.
-    ap.add_argument("--max-num-batched-tokens", type=int, default=16384)
+    ap.add_argument("--max-num-seqs", type=int, default=None, help="default: aios.Config's, picked from the device")
+    ap.add_argument("--max-num-batched-tokens", type=int, default=None,
+                    help="default: aios.Config's, picked from the device (16,384 on GPUs of >= 70 GiB, as vLLM)")
     ap.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     ap.add_argument("--enforce-eager", action="store_true")
     ap.add_argument("--no-async-scheduling", action="store_true", help="wait for each step's tokens")

@@ -11,15 +11,28 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from collections.abc import Sequence as SequenceABC
 
 from tqdm.auto import tqdm
 
 from aios.engine.detokenizer import IncrementalDetokenizer
-from aios.engine.llm_engine import LLMEngine
+from aios.engine.llm_engine import LLMEngine, check_unicode, describe_type, token_id_list
 from aios.sampling_params import SamplingParams
 
 Message = dict[str, str]
+
+
+def check_conversation(conversation: object) -> None:
+    """Raise a ValueError naming the message at fault unless every message is a dict with a str
+    role and str content (a chat template reading a missing field fails far less clearly)."""
+    if not isinstance(conversation, list) or not conversation:
+        raise ValueError(f"a conversation must be a non-empty list of messages, got {describe_type(conversation)}")
+    for i, m in enumerate(conversation):
+        if not isinstance(m, dict):
+            raise ValueError(f"messages[{i}] must be a dict with 'role' and 'content', got {describe_type(m)}")
+        for key in ("role", "content"):
+            if not isinstance(m.get(key), str):
+                raise ValueError(f"messages[{i}] needs a str {key!r}, got {m.get(key)!r}")
+            check_unicode(m[key], f"messages[{i}].{key}")
 
 
 class LLM(LLMEngine):
@@ -36,14 +49,16 @@ class LLM(LLMEngine):
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def generate(self, prompts: str | list[str] | list[list[int]],
+    def generate(self, prompts: str | list[str] | list[int] | list[list[int]],
                  sampling_params: SamplingParams | list[SamplingParams] | None = None,
                  use_tqdm: bool = True) -> list[dict]:
-        """Generate for every prompt; outputs come back in input order."""
-        if isinstance(prompts, str) or (isinstance(prompts, list) and prompts and isinstance(prompts[0], int)):
-            prompts = [prompts]                                # one prompt (text or token ids)
-        if not isinstance(prompts, SequenceABC) or not prompts:
-            raise ValueError("prompts must be a str, a list of str, or a list of token-id lists (non-empty)")
+        """Generate for every prompt; outputs come back in input order, one dict per prompt.
+
+        A prompt is a str or its token ids (a list, tuple or 1-D integer array). With n > 1 a
+        prompt's dict holds its n samples in "outputs" (each with text, token_ids, finish_reason);
+        the dict's own text / token_ids / finish_reason are those of sample 0 ("outputs" is there
+        for n == 1 too)."""
+        prompts = self._prompt_list(prompts)
         if sampling_params is None:
             sampling_params = SamplingParams()
         params = sampling_params if isinstance(sampling_params, list) else [sampling_params] * len(prompts)
@@ -53,7 +68,8 @@ class LLM(LLMEngine):
         token_ids = [self.tokenize(p) for p in prompts]
         for ids, p in zip(token_ids, params):
             self.validate(ids, p)
-        seqs = [self.add_request(ids, p) for ids, p in zip(token_ids, params)]
+        samples = [[self.add_request(ids, p.for_choice(j)) for j in range(p.n)] for ids, p in zip(token_ids, params)]
+        seqs = [s for group in samples for s in group]
         pbar = tqdm(total=len(seqs), desc="Generating", dynamic_ncols=True, disable=not use_tqdm)
         start, num_tokens = time.perf_counter(), 0
         try:
@@ -70,19 +86,43 @@ class LLM(LLMEngine):
             raise
         finally:
             pbar.close()
-        return [self.output(s) for s in seqs]
+        results = []
+        for group in samples:
+            outs = [self.output(s) for s in group]
+            for j, o in enumerate(outs):
+                o["index"] = j
+            results.append({**outs[0], "outputs": outs})
+        return results
+
+    @staticmethod
+    def _prompt_list(prompts: object) -> list:
+        """The prompts as a list: one str or one token-id sequence becomes a list of one."""
+        one = isinstance(prompts, (str, bytes, bytearray)) or token_id_list(prompts) is not None or (
+            isinstance(prompts, (list, tuple)) and any(isinstance(p, (int, float)) for p in prompts))
+        if one:                                    # (a list holding numbers is one malformed prompt)
+            return [prompts]
+        if isinstance(prompts, (list, tuple)) and prompts:
+            return list(prompts)
+        raise TypeError(f"prompts must be a str, a list of str, or a list of token-id lists (non-empty), "
+                        f"got {describe_type(prompts)}")
 
     def chat(self, messages: list[Message] | list[list[Message]],
              sampling_params: SamplingParams | list[SamplingParams] | None = None,
              use_tqdm: bool = True) -> list[dict]:
         """Apply the tokenizer's chat template to each conversation, then generate."""
-        conversations = [messages] if messages and isinstance(messages[0], dict) else messages
+        if not isinstance(messages, list) or not messages:
+            raise TypeError(f"messages must be a conversation (a list of message dicts) or a list of them, "
+                            f"got {describe_type(messages)}")
+        conversations = [messages] if isinstance(messages[0], dict) else messages
         prompts = [self.apply_chat_template(c) for c in conversations]
         return self.generate(prompts, sampling_params, use_tqdm)
 
     def apply_chat_template(self, conversation: list[Message]) -> list[int]:
+        if self.tokenizer is None:
+            raise ValueError("chat needs a tokenizer (skip_tokenizer_init=True)")
         if not getattr(self.tokenizer, "chat_template", None):
             raise ValueError(f"the tokenizer of {self.config.model!r} has no chat template")
+        check_conversation(conversation)
         ids = self.tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True)
         if isinstance(ids, dict) or hasattr(ids, "input_ids"):
             ids = ids["input_ids"]
@@ -93,10 +133,16 @@ class LLM(LLMEngine):
         seq = self.add_request(prompt, sampling_params)
         detokenizer = IncrementalDetokenizer(self, seq)   # holds back half characters and stop-string prefixes
         try:
-            while not seq.is_finished:
-                self.step()
+            while True:
+                # Another caller's step (a second stream, a generate) may finish seq while this
+                # generator is suspended: read is_finished first, drain, and only then stop.
+                finished = seq.is_finished
+                if not finished:
+                    self.step()
                 if delta := detokenizer.step():
                     yield delta
+                if finished:
+                    break
         finally:
             if not seq.is_finished:
                 self.abort_request(seq.seq_id)

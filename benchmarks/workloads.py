@@ -36,6 +36,16 @@ def standard(num_seqs: int = 256, lo: int = 100, hi: int = 1024, seed: int = 0, 
                     description=f"{num_seqs} seqs, input/output U[{lo},{hi}], seed {seed}, ignore_eos")
 
 
+def many_short(num_seqs: int = 512, seed: int = 0, vocab: int = 10000) -> Workload:
+    """Chat-like traffic: many short requests, input U[20, 400], output U[20, 600], temperature 0.6.
+    What max_num_seqs decides: at 256 sequences a step the GPU runs out of work long before memory."""
+    rng = random.Random(seed)
+    prompts = [_ids(rng, rng.randint(20, 400), vocab) for _ in range(num_seqs)]
+    max_tokens = [rng.randint(20, 600) for _ in range(num_seqs)]
+    return Workload("short", prompts, max_tokens,
+                    description=f"{num_seqs} seqs, input U[20,400], output U[20,600], seed {seed}, ignore_eos")
+
+
 def fixed(num_seqs: int, input_len: int, output_len: int, seed: int = 0, vocab: int = 10000) -> Workload:
     rng = random.Random(seed)
     return Workload(f"batch{num_seqs}", [_ids(rng, input_len, vocab) for _ in range(num_seqs)], [output_len] * num_seqs,

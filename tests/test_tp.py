@@ -193,3 +193,20 @@ def test_tp2_on_two_gpus_with_cuda_graphs_equals_one_gpu(tiny_ckpt, prompts):
         assert greedy(llm, prompts, MAX_TOKENS) == want
         assert greedy(llm, prompts[-3:], MAX_TOKENS) == want[-3:]
         assert_no_leaked_blocks(llm)
+
+
+@pytest.mark.slow
+def test_a_script_that_builds_a_tp_engine_at_import_time_is_told_in_one_line_what_to_do(tiny_ckpt, tmp_path):
+    script = tmp_path / "no_main_guard.py"
+    script.write_text(textwrap.dedent(f"""
+        from aios import LLM
+        llm = LLM({tiny_ckpt!r}, device="cpu", dtype="float32", tensor_parallel_size=2)
+        print("built")
+    """))
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode != 0 and "built" not in proc.stdout
+    assert 'if __name__ == "__main__":' in proc.stderr.strip().splitlines()[-1]
+    # the worker said it in one line, not a multiprocessing traceback
+    assert "_fixup_main_from_path" not in proc.stderr

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import pickle
+import sys
 import threading
 import time
 import weakref
@@ -91,6 +92,21 @@ def tp_devices(config: Config) -> list[torch.device]:
     return [torch.device("cuda", first + r) for r in range(size)]
 
 
+MAIN_GUARD_HINT = ('each worker is a spawned process that re-imports your script: put the code that creates '
+                   'the LLM under `if __name__ == "__main__":`')
+
+
+def exit_if_spawned_import(size: int) -> None:
+    """Called before an LLM(tensor_parallel_size > 1) is built. In a worker that is re-importing the
+    user's script (spawn runs it as __mp_main__ while the process is "inheriting", the flag
+    multiprocessing's own check reads), the script is building an LLM at import time: say so in one
+    line and exit (a traceback from inside multiprocessing's bootstrap would bury it); the parent
+    sees this worker die before its hello and says the same."""
+    if getattr(mp.current_process(), "_inheriting", False):
+        print(f"aios: LLM(tensor_parallel_size={size}) at import time; {MAIN_GUARD_HINT}", file=sys.stderr)
+        raise SystemExit(1)
+
+
 def create_tp_runner(config: Config) -> TPModelRunner:
     size = config.tensor_parallel_size
     devices = tp_devices(config)
@@ -107,7 +123,10 @@ def create_tp_runner(config: Config) -> TPModelRunner:
             child_conn.close()
             workers.append(Worker(rank, process, parent_conn))
         threading.Thread(target=_watch, args=(workers, health), name="aios-tp-watchdog", daemon=True).start()
-        _expect(workers, "hello")
+        try:
+            _expect(workers, "hello")
+        except TensorParallelError as e:       # died before its first message: most often the script
+            raise TensorParallelError(f"{e}\n(a worker that dies before it starts: {MAIN_GUARD_HINT})") from None
         health.group = create_process_group(store, 0, size, devices[0])
         runner = TPModelRunner(config, TPGroup(0, size, health.group), devices[0], workers, health, store)
         blocks = _expect(workers, "ready")

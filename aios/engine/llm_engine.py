@@ -11,10 +11,13 @@ reach the scheduler, so a serving loop keeps going.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import time
 from dataclasses import dataclass
+
+import numpy as np
 
 from aios.config import Config
 from aios.engine.block_manager import BlockManager
@@ -23,12 +26,45 @@ from aios.engine.scheduler import Scheduler
 from aios.engine.sequence import PLACEHOLDER, Sequence, SequenceStatus
 from aios.sampling_params import SamplingParams
 
+logger = logging.getLogger("aios")
+
 
 @dataclass
 class StepOutput:
     seq: Sequence
     new_token_ids: list[int]
     finished: bool
+
+
+def token_id_list(prompt: object) -> list[int] | None:
+    """prompt as a list of Python ints if it is a flat sequence of integers (list, tuple, 1-D
+    integer numpy array or torch tensor), else None."""
+    if hasattr(prompt, "tolist") and getattr(prompt, "ndim", None) == 1:      # numpy / torch
+        dtype = str(getattr(prompt, "dtype", ""))
+        if "int" not in dtype:
+            return None
+        prompt = prompt.tolist()
+    if not isinstance(prompt, (list, tuple)):
+        return None
+    if not all(isinstance(t, (int, np.integer)) and not isinstance(t, (bool, np.bool_)) for t in prompt):
+        return None
+    return [int(t) for t in prompt]
+
+
+def describe_type(x: object) -> str:
+    if isinstance(x, (list, tuple)):
+        kinds = sorted({type(t).__name__ for t in x})
+        return f"a {type(x).__name__} of {', '.join(kinds) or 'nothing'}"
+    return f"a {type(x).__name__}"
+
+
+def check_unicode(text: str, what: str) -> None:
+    """Raise a ValueError if text holds a lone surrogate (not valid Unicode: no tokenizer takes it)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"{what} is not valid Unicode: a lone surrogate {text[e.start]!r} at index {e.start}") \
+            from None
 
 
 def _eos_token_ids(model_dir: str, config: Config, tokenizer) -> list[int]:
@@ -46,6 +82,9 @@ def _eos_token_ids(model_dir: str, config: Config, tokenizer) -> list[int]:
 
 class LLMEngine:
     def __init__(self, model: str, **kwargs) -> None:
+        if kwargs.get("tensor_parallel_size", 1) != 1:
+            from aios.distributed.launcher import exit_if_spawned_import
+            exit_if_spawned_import(kwargs["tensor_parallel_size"])
         self.config = config = Config(model, **kwargs)
         self.tokenizer = None
         if not config.skip_tokenizer_init:
@@ -63,6 +102,7 @@ class LLMEngine:
         self.block_manager = BlockManager(config.num_kvcache_blocks, config.kvcache_block_size,
                                           config.enable_prefix_caching)
         self.scheduler = Scheduler(config, self.block_manager)
+        logger.info(config.describe())
         self.seqs: dict[int, Sequence] = {}
         self._next_seq_id = 0
         # TP workers take their input tokens from rank 0's host arrays: TP steps run synchronously
@@ -75,18 +115,22 @@ class LLMEngine:
     # ---- requests ------------------------------------------------------------------------------
 
     def tokenize(self, prompt: str | list[int]) -> list[int]:
+        """A prompt's token ids: a str is encoded; token ids (a list, tuple or 1-D integer array)
+        are checked against the vocabulary. Anything else is a TypeError saying what was given."""
         if isinstance(prompt, str):
             if self.tokenizer is None:
                 raise ValueError("skip_tokenizer_init=True: prompts must be lists of token ids")
+            check_unicode(prompt, "the prompt")
             return self.tokenizer.encode(prompt, add_special_tokens=False)
-        if not isinstance(prompt, (list, tuple)) or not all(isinstance(t, int) and not isinstance(t, bool)
-                                                            for t in prompt):
-            raise TypeError(f"a prompt must be a str or a list of token ids, got {type(prompt).__name__}")
+        ids = token_id_list(prompt)
+        if ids is None:
+            hint = " (decode it to a str first)" if isinstance(prompt, (bytes, bytearray)) else ""
+            raise TypeError(f"a prompt must be a str or a list of int token ids, got {describe_type(prompt)}{hint}")
         vocab = self.config.hf_config.vocab_size
-        bad = [t for t in prompt if not 0 <= t < vocab]
+        bad = [t for t in ids if not 0 <= t < vocab]
         if bad:
             raise ValueError(f"prompt token ids {bad[:5]} are outside the vocabulary [0, {vocab})")
-        return list(prompt)
+        return ids
 
     def validate(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
         cfg = self.config
@@ -100,6 +144,14 @@ class LLMEngine:
             raise TypeError(f"sampling_params must be SamplingParams, got {type(params).__name__}")
         if params.stop_strings and self.tokenizer is None:
             raise ValueError("stop strings need a tokenizer (skip_tokenizer_init=True)")
+        if len(params.stop_strings) > cfg.max_stop_strings:
+            raise ValueError(f"stop must hold at most {cfg.max_stop_strings} strings (Config.max_stop_strings), "
+                             f"got {len(params.stop_strings)}")
+        if any(len(s) > cfg.max_stop_string_len for s in params.stop_strings):
+            raise ValueError(f"stop strings must be at most {cfg.max_stop_string_len} characters long "
+                             f"(Config.max_stop_string_len), got one of {max(map(len, params.stop_strings))}")
+        for s in params.stop_strings:
+            check_unicode(s, "a stop string")
         total = min(n + params.max_tokens, cfg.max_model_len)
         # the last token is sampled, never fed back: its K/V is never written, so it needs no slot
         need = (total - 1 + cfg.kvcache_block_size - 1) // cfg.kvcache_block_size
@@ -171,7 +223,12 @@ class LLMEngine:
         for seq, idx, token_id in live:
             seq.record_token_time(now)
             self.num_generated_tokens += 1
-            reason = self.check_stop(seq, idx)
+            try:
+                reason = self.check_stop(seq, idx)
+            except Exception as e:            # this request's own failure: it alone finishes, with "error"
+                logger.exception("the stop check of sequence %d failed", seq.seq_id)
+                seq.error = f"{type(e).__name__}: {e}"
+                reason = "error"
             if reason is not None:
                 del seq.token_ids[idx + 1:]       # a token sampled after the stop is dropped
                 self.block_manager.register_computed_blocks(seq)   # before its blocks are freed

@@ -23,7 +23,7 @@ import torch
 from aios.config import Config
 from aios.distributed.tp_group import TPGroup
 from aios.engine.scheduler import ScheduledBatch
-from aios.engine.step_inputs import StepInputs, dummy_prefill_inputs, prepare_step_inputs
+from aios.engine.step_inputs import StepInputs, dummy_prefill_inputs, prepare_step_inputs, profile_seq_lens
 from aios.kernels.sampling import seeded_row_keys
 from aios.layers.attention import Attention
 from aios.layers.sampler import Sampler, SamplingTensors
@@ -143,11 +143,7 @@ class ModelRunner:
         torch.cuda.synchronize(self.device)
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(self.device)
-        num_tokens = cfg.max_num_batched_tokens
-        seq_len = min(cfg.max_model_len, num_tokens)
-        num_seqs = max(1, min(cfg.max_num_seqs, num_tokens // seq_len))
-        seq_lens = [seq_len] * num_seqs
-        seq_lens[-1] += num_tokens - sum(seq_lens)
+        seq_lens = profile_seq_lens(cfg.max_num_batched_tokens, cfg.max_num_seqs, cfg.max_model_len)
         blocks_per_seq = [(n + self.block_size - 1) // self.block_size for n in seq_lens]
         self.allocate_kv_cache(sum(blocks_per_seq))
         cache_bytes = self.kv_cache.numel() * self.kv_cache.element_size()
@@ -333,7 +329,7 @@ class ModelRunner:
             return t
         sampled = temps > 0
         vocab = self.config.hf_config.vocab_size
-        top_ks = np.where(sampled, [p.top_k if p.top_k > 0 else vocab for p in params], vocab).astype(np.int64)
+        top_ks = np.where(sampled, [p.top_k if 0 < p.top_k < vocab else vocab for p in params], vocab).astype(np.int64)
         top_ps = np.where(sampled, [p.top_p for p in params], 1.0).astype(np.float32)
         min_ps = np.where(sampled, [p.min_p for p in params], 0.0).astype(np.float32)
         if (top_ks < vocab).any():                       # upload only the masks someone asked for

@@ -47,6 +47,7 @@ class Sequence:
         self.num_preemptions = 0
         self.finish_reason: str | None = None
         self.stop_reason: str | int | None = None
+        self.error: str | None = None     # why it finished with finish_reason "error" (its own failure)
         self.arrival_time = time.perf_counter()
         self.first_token_time: float | None = None
         self.token_times: list[float] = []

@@ -89,6 +89,22 @@ def build_step_inputs(input_ids: np.ndarray, starts: np.ndarray, q_lens: np.ndar
                       max_seqlen_q=int(q_lens.max()), max_seqlen_k=int(context_lens.max()))
 
 
+def profile_seq_lens(max_num_batched_tokens: int, max_num_seqs: int, max_model_len: int) -> list[int]:
+    """Prompt lengths of the largest prefill step the scheduler can form: the memory profile's batch.
+
+    The scheduler never puts more than max_num_batched_tokens tokens, more than max_num_seqs
+    sequences, or a sequence longer than max_model_len into one step; the profile must not either
+    (a longer dummy sequence would index past the RoPE table). Within those bounds it takes as few,
+    as long sequences as it can: attention's activations grow with the length of a sequence, the
+    rest with the number of tokens.
+    Invariants: sum <= max_num_batched_tokens; every length in [1, max_model_len];
+    len <= max_num_seqs; sum == min(max_num_batched_tokens, max_num_seqs * max_model_len)."""
+    total = min(max_num_batched_tokens, max_num_seqs * max_model_len)
+    seq_len = min(max_model_len, total)
+    num_full, rest = divmod(total, seq_len)
+    return [seq_len] * num_full + ([rest] if rest else [])
+
+
 def dummy_prefill_inputs(seq_lens: list[int], blocks_per_seq: list[int], block_size: int) -> StepInputs:
     """A prefill of token 0 repeated, sequence i in blocks of its own (memory profiling, warm-up)."""
     width = max(blocks_per_seq)

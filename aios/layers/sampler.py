@@ -54,6 +54,7 @@ def apply_top_k_top_p_min_p(logits: torch.Tensor, t: SamplingTensors) -> torch.T
         mass_before = probs.cumsum(dim=-1) - probs              # keep a token while the mass before it < p
         # top_p = 1 keeps everything: an fp32 cumsum can reach 1.0 before the tail and would cut it
         mask |= (mass_before >= t.top_ps.unsqueeze(1)) & (t.top_ps < 1).unsqueeze(1)
+        mask[:, 0] = False                  # the most likely token always stays (a top_p of ~0 is greedy)
     sorted_logits = sorted_logits.masked_fill(mask, float("-inf"))
     return torch.empty_like(logits).scatter_(-1, sorted_idx, sorted_logits)
 

@@ -60,17 +60,8 @@ def device_info(device: str) -> dict:
 
 
 def get_workload(name: str, args: argparse.Namespace) -> workloads.Workload:
-    if name == "standard":
-        return workloads.standard(num_seqs=args.num_seqs, seed=args.seed, vocab=args.vocab)
-    if name.startswith("batch"):
-        return workloads.fixed(int(name[5:]), args.input_len, args.output_len, seed=args.seed, vocab=args.vocab)
-    if name == "short":
-        return workloads.many_short(seed=args.seed, vocab=args.vocab)
-    if name == "prefix":
-        return workloads.shared_prefix(seed=args.seed, vocab=args.vocab)
-    if name == "ladder":
-        return workloads.standard(num_seqs=args.ladder_num_seqs, lo=64, hi=256, seed=args.seed, vocab=args.vocab)
-    raise ValueError(f"unknown workload {name!r}")
+    return workloads.by_name(name, num_seqs=args.ladder_num_seqs if name == "ladder" else args.num_seqs,
+                             input_len=args.input_len, output_len=args.output_len, seed=args.seed, vocab=args.vocab)
 
 
 def run_aios(model_dir: str, wl: workloads.Workload, engine_kwargs: dict, limit: int | None = None,

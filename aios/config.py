@@ -1,8 +1,8 @@
 """Engine configuration: one dataclass, every lesson's switch is a field here.
 
 A field that a lesson turns on or off names that lesson in its comment. `Config` is built once by
-`LLMEngine` from the user's keyword arguments and then treated as read-only, except for the
-fields the engine derives at start-up (`hf_config`, `eos_token_ids`, `num_kvcache_blocks`).
+`LLMEngine` from the user's keyword arguments and is read-only after `__post_init__`: what the
+engine measures at start-up (the KV-cache size, the EOS ids) lives on the engine, not in here.
 
 Fields left at None are picked from the device in `__post_init__` (`device_defaults`), and
 `describe()` is the one start-up line that says what was picked.
@@ -118,7 +118,6 @@ class Config:
     max_stop_strings: int = 32                # per request: each one is searched for after every token
     max_stop_string_len: int = 256            # characters; the stop check decodes this many tokens a step
     hf_config: ModelConfig = field(init=False)
-    eos_token_ids: list[int] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not os.path.isdir(self.model):
@@ -157,11 +156,11 @@ class Config:
             sizes = [1, 2, 4, 8] + list(range(16, top + 1, 16))
             self.cudagraph_batch_sizes = sorted({s for s in sizes if s <= top} | {top})
 
-    def describe(self) -> str:
+    def describe(self, num_kvcache_blocks: int) -> str:
         """The start-up line: what this engine runs with, the device-picked values named."""
         return (f"AIOS on {device_name(self.device)}: {self.dtype}, max_num_seqs={self.max_num_seqs}, "
                 f"max_num_batched_tokens={self.max_num_batched_tokens}, max_model_len={self.max_model_len}, "
-                f"{self.num_kvcache_blocks} KV blocks of {self.kvcache_block_size} tokens, CUDA graphs "
+                f"{num_kvcache_blocks} KV blocks of {self.kvcache_block_size} tokens, CUDA graphs "
                 + ("off" if self.enforce_eager or self.device == "cpu"
                    else f"for decode batches up to {max(self.cudagraph_batch_sizes)}"))
 

@@ -15,24 +15,11 @@ from collections.abc import Iterator
 from tqdm.auto import tqdm
 
 from aios.engine.detokenizer import IncrementalDetokenizer
-from aios.engine.llm_engine import LLMEngine, check_unicode, describe_type, token_id_list
+from aios.engine.inputs import check_conversation, describe_type, token_id_list
+from aios.engine.llm_engine import LLMEngine
 from aios.sampling_params import SamplingParams
 
 Message = dict[str, str]
-
-
-def check_conversation(conversation: object) -> None:
-    """Raise a ValueError naming the message at fault unless every message is a dict with a str
-    role and str content (a chat template reading a missing field fails far less clearly)."""
-    if not isinstance(conversation, list) or not conversation:
-        raise ValueError(f"a conversation must be a non-empty list of messages, got {describe_type(conversation)}")
-    for i, m in enumerate(conversation):
-        if not isinstance(m, dict):
-            raise ValueError(f"messages[{i}] must be a dict with 'role' and 'content', got {describe_type(m)}")
-        for key in ("role", "content"):
-            if not isinstance(m.get(key), str):
-                raise ValueError(f"messages[{i}] needs a str {key!r}, got {m.get(key)!r}")
-            check_unicode(m[key], f"messages[{i}].{key}")
 
 
 class LLM(LLMEngine):
@@ -68,7 +55,7 @@ class LLM(LLMEngine):
         token_ids = [self.tokenize(p) for p in prompts]
         for ids, p in zip(token_ids, params):
             self.validate(ids, p)
-        samples = [[self.add_request(ids, p.for_choice(j)) for j in range(p.n)] for ids, p in zip(token_ids, params)]
+        samples = [[self._enqueue(ids, p.for_choice(j)) for j in range(p.n)] for ids, p in zip(token_ids, params)]
         seqs = [s for group in samples for s in group]
         pbar = tqdm(total=len(seqs), desc="Generating", dynamic_ncols=True, disable=not use_tqdm)
         start, num_tokens = time.perf_counter(), 0

@@ -61,3 +61,19 @@ def shared_prefix(num_seqs: int = 64, prefix_len: int = 2048, suffix_len: int = 
                     temperature=0.0,
                     description=f"{num_seqs} seqs sharing a {prefix_len}-token prefix + {suffix_len} own, "
                                 f"out {output_len}")
+
+
+def by_name(name: str, *, num_seqs: int, input_len: int, output_len: int, seed: int, vocab: int) -> Workload:
+    """The workload a benchmark names (benchmark.py and every peer runner rebuild it the same way);
+    num_seqs counts for standard and ladder, input_len / output_len for batchN."""
+    if name == "standard":
+        return standard(num_seqs=num_seqs, seed=seed, vocab=vocab)
+    if name == "short":
+        return many_short(seed=seed, vocab=vocab)
+    if name.startswith("batch"):
+        return fixed(int(name[5:]), input_len, output_len, seed=seed, vocab=vocab)
+    if name == "ladder":
+        return standard(num_seqs=num_seqs, lo=64, hi=256, seed=seed, vocab=vocab)
+    if name == "prefix":
+        return shared_prefix(seed=seed, vocab=vocab)
+    raise ValueError(f"unknown workload {name!r}")

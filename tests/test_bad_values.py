@@ -133,14 +133,15 @@ def test_a_failing_stop_check_finishes_only_its_own_request(tiny_ckpt):
     prompts = random_prompts(512, [5, 8, 13], seed=6)
     want = greedy(llm, prompts, 10, ignore_eos=True)
     seqs = [llm.add_request(p, SamplingParams(temperature=0, max_tokens=10, ignore_eos=True)) for p in prompts]
-    check, bad = llm.check_stop, seqs[1].seq_id
+    checker = llm.scheduler.stop_checker
+    check, bad = checker.check, seqs[1].seq_id
 
     def check_stop(seq, idx):
         if seq.seq_id == bad and seq.num_output_tokens >= 3:
             raise OverflowError("injected")
         return check(seq, idx)
 
-    llm.check_stop = check_stop
+    checker.check = check_stop
     while llm.has_unfinished_requests():
         llm.step()
     assert seqs[1].finish_reason == "error" and "OverflowError: injected" in seqs[1].error

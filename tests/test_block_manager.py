@@ -1,7 +1,8 @@
 """BlockManager on its own (no model): every invariant its docstring states, one test each.
 
 A sequence's K/V "is written" here when the test says so: it advances num_computed_tokens and
-calls register_computed_blocks, as LLMEngine does once a step's tokens are known.
+calls register_computed_blocks, as the Scheduler does once a step's tokens are known. `admit`
+does what the scheduler does for a fresh sequence: prefix-cache hits first, then fresh blocks.
 """
 
 import pytest
@@ -15,13 +16,21 @@ BLOCK_SIZE = 4
 
 
 def make_seq(token_ids: list[int], seq_id: int = 0, block_size: int = BLOCK_SIZE) -> Sequence:
-    return Sequence(seq_id, token_ids, SamplingParams(temperature=0), seed=0, block_size=block_size)
+    return Sequence(seq_id, token_ids, SamplingParams(temperature=0), block_size=block_size)
+
+
+def admit(bm: BlockManager, seq: Sequence, num_new_tokens: int) -> int:
+    """The scheduler's admission: a sequence without blocks takes its cached prefix (those tokens
+    count as computed), then slots for up to num_new_tokens more; returns how many got slots."""
+    if not seq.block_table:
+        seq.num_computed_tokens = seq.num_cached_tokens = bm.allocate_cached_prefix(seq)
+    return bm.allocate(seq, min(num_new_tokens, len(seq) - seq.num_computed_tokens))
 
 
 def admit_and_compute(bm: BlockManager, seq: Sequence) -> int:
     """Allocate slots for all of seq's tokens, 'run' them and register the full blocks; return how
     many tokens came from the prefix cache."""
-    got = bm.allocate(seq, len(seq))
+    got = admit(bm, seq, len(seq))
     assert seq.num_computed_tokens + got == len(seq)
     seq.num_computed_tokens += got
     bm.register_computed_blocks(seq)
@@ -79,11 +88,11 @@ def test_allocate_reuses_the_tail_of_a_partly_filled_block_before_taking_a_new_o
     seq = make_seq(tokens(10, 6))
     bm.allocate(seq, 6)
     seq.num_computed_tokens = 6
-    seq.append_token(99)
+    seq.token_ids.append(99)
     assert bm.allocate(seq, 1) == 1 and len(seq.block_table) == 2   # slot 7 is in block 1
     seq.num_computed_tokens = 7
-    seq.append_token(98)
-    seq.append_token(97)
+    seq.token_ids.append(98)
+    seq.token_ids.append(97)
     seq.num_computed_tokens = 8
     assert bm.allocate(seq, 1) == 1 and len(seq.block_table) == 3   # slot 8 opens block 2
 
@@ -93,7 +102,7 @@ def test_free_returns_every_block_and_ref_counts_to_zero():
     seq = make_seq(tokens(10, 13))
     admit_and_compute(bm, seq)
     bm.free(seq)
-    assert seq.block_table == [] and seq.block_hashes == [] and seq.num_computed_tokens == 0
+    assert seq.block_table == [] and seq.block_hashes == []
     assert bm.num_used_blocks == 0 and sorted(bm.free_block_ids) == list(range(8))
     check_invariants(bm, [])
 
@@ -149,9 +158,9 @@ def test_a_fully_cached_prompt_still_leaves_its_last_token_to_compute():
     bm = BlockManager(16, BLOCK_SIZE)
     admit_and_compute(bm, make_seq(tokens(10, 12), 0))               # 3 full blocks cached
     exact = make_seq(tokens(10, 12), 1)                                # 12 = 3 blocks exactly
-    assert bm.allocate(exact, 12) == 4 and exact.num_cached_tokens == 8
+    assert admit(bm, exact, 12) == 4 and exact.num_cached_tokens == 8
     longer = make_seq(tokens(10, 13), 2)                               # 13: all 3 blocks hit
-    assert bm.allocate(longer, 13) == 1 and longer.num_cached_tokens == 12
+    assert admit(bm, longer, 13) == 1 and longer.num_cached_tokens == 12
     assert longer.num_computed_tokens == 12
 
 
@@ -212,7 +221,7 @@ def test_a_freed_cached_block_stays_hittable_until_it_is_handed_out_again():
     bm.allocate(other, 8)
     assert block in other.block_table
     assert bm.hash_to_block == {} and bm.blocks[block].hash == -1 and bm.blocks[block].token_ids == []
-    assert bm.allocate(make_seq(tokens(10, 5), 3), 5) == 0             # a miss now (and no room)
+    assert admit(bm, make_seq(tokens(10, 5), 3), 5) == 0               # a miss now (and no room)
 
 
 def test_hash_chain_covers_every_earlier_block():
@@ -222,7 +231,7 @@ def test_hash_chain_covers_every_earlier_block():
     bm = BlockManager(8, BLOCK_SIZE)
     admit_and_compute(bm, make_seq(tokens(0, 4) + block + [1], 0))
     seq = make_seq(tokens(100, 4) + block + [1], 1)   # same second block, different first block
-    assert bm.allocate(seq, 9) == 9 and seq.num_cached_tokens == 0
+    assert admit(bm, seq, 9) == 9 and seq.num_cached_tokens == 0
 
 
 @pytest.fixture

@@ -39,8 +39,7 @@ def test_cuda_graphs_cover_every_decode_batch_the_scheduler_can_form(tiny_ckpt, 
 
 def test_the_start_up_line_names_what_was_picked(tiny_ckpt):
     cfg = Config(tiny_ckpt, device="cpu")
-    cfg.num_kvcache_blocks = 12
-    line = cfg.describe()
+    line = cfg.describe(12)
     assert "max_num_seqs=256" in line and "max_num_batched_tokens=8192" in line and "12 KV blocks" in line
 
 

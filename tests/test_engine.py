@@ -51,7 +51,7 @@ def test_small_budget_mixes_decodes_and_prefill_chunks_in_one_step(tiny_ckpt):
     llm.add_request(long, SamplingParams(temperature=0, max_tokens=4))
     batch = llm.scheduler.schedule()
     assert sorted(batch.num_new_tokens) == [1, 7]     # one decode + a 7-token chunk of the long prompt
-    llm._resolve(llm._launch(batch))
+    llm.step(batch)
 
 
 def test_every_bad_input_is_a_clear_error_and_the_engine_keeps_serving(tiny_ckpt):
@@ -89,7 +89,7 @@ def test_async_and_sync_scheduling_stop_at_the_same_eos(tiny_ckpt):
     outs = []
     for flag in (False, True):
         llm = LLM(tiny_ckpt, device="cpu", dtype="float32", async_scheduling=flag)
-        eos = llm.config.eos_token_ids[0]
+        eos = llm.eos_token_ids[0]
         free = greedy(llm, prompts, 16, ignore_eos=True)
         stop_ids = [f[3] for f in free]                   # each prompt's 4th token ends it
         params = [SamplingParams(temperature=0, max_tokens=16, stop_token_ids=[t]) for t in stop_ids]

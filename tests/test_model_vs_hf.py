@@ -14,7 +14,7 @@ from helpers import greedy, hf_greedy, random_prompts
 def all_token_logits(llm: LLM, prompts: list[list[int]]) -> list[torch.Tensor]:
     """Prefill every prompt in one batch and return the logits of every token."""
     runner, bs = llm.model_runner, llm.config.kvcache_block_size
-    seqs = [Sequence(i, p, SamplingParams(), 0, bs) for i, p in enumerate(prompts)]
+    seqs = [Sequence(i, p, SamplingParams(), bs) for i, p in enumerate(prompts)]
     for s in seqs:
         assert llm.block_manager.allocate(s, len(s)) == len(s)
     lens = np.array([len(p) for p in prompts])

@@ -149,7 +149,7 @@ def test_a_prefix_hit_never_reuses_a_block_before_its_kv_is_written(tiny_ckpt, r
     assert b.block_table[:4] == a.block_table[:4]
     assert not set(b.block_table[4:]) & set(a.block_table[4:])
     assert not set(a.block_table[4:]) & set(bm.hash_to_block.values())   # in flight: not in the cache
-    llm._resolve(llm._launch(batch))              # the rest of the step: launch, read the tokens back
+    llm.step(batch)              # the rest of the step: launch, read the tokens back
     run_to_end(llm)
     assert [a.output_token_ids, b.output_token_ids] == want
     assert_free_list_whole(llm)

@@ -134,6 +134,7 @@ def check_block_manager(llm: LLM) -> None:
         block = bm.blocks[block_id]
         assert block.hash == h and len(block.token_ids) == bm.block_size
         assert block_manager_module.hash_block(block.token_ids, block.prev_hash) == h
+    sched.check_invariants()
 
 
 def check_batch(llm: LLM, batch, had_work: bool) -> None:
@@ -168,15 +169,6 @@ def check_drained(llm: LLM) -> None:
 def run_case(ckpt: str, case: Case, want: list[list[int]], tally: Tally) -> None:
     rng = random.Random(case.seed + 1)
     llm = LLM(ckpt, device="cpu", dtype="float32", **case.engine_kwargs())
-    schedule = llm.scheduler.schedule
-
-    def checked_schedule():
-        had_work = llm.scheduler.has_unfinished()   # (a step in flight alone is no work to schedule)
-        batch = schedule()
-        check_batch(llm, batch, had_work)
-        tally.chunked_steps += any(s.num_computed_tokens + n < len(s) for s, n in zip(batch.seqs, batch.num_new_tokens))
-        return batch
-    llm.scheduler.schedule = checked_schedule
 
     pending = list(range(len(case.prompts)))
     seqs = {}
@@ -195,7 +187,11 @@ def run_case(ckpt: str, case: Case, want: list[list[int]], tally: Tally) -> None
             llm.abort_request(seqs[i].seq_id)
             aborted.add(i)
             check_block_manager(llm)
-        llm.step()
+        had_work = llm.scheduler.has_unfinished()   # (a step in flight alone is no work to schedule)
+        batch = llm.scheduler.schedule()
+        check_batch(llm, batch, had_work)
+        tally.chunked_steps += not all(batch.samples)
+        llm.step(batch)
         num_steps += 1
         check_block_manager(llm)
     tally.steps += num_steps

@@ -426,7 +426,7 @@ def test_health_models_and_metrics(url, client, engine):
         assert f"\n{name}{{" in text, name
     assert metric_value(text, "aios_generation_tokens_total") >= 3
     assert metric_value(text, "aios_time_to_first_token_seconds_count") >= 1
-    assert metric_value(text, "aios_kv_cache_blocks_total") == engine.config.num_kvcache_blocks
+    assert metric_value(text, "aios_kv_cache_blocks_total") == engine.num_kvcache_blocks
 
 
 # ---- the process -----------------------------------------------------------------------------------------

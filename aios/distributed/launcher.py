@@ -130,8 +130,8 @@ def create_tp_runner(config: Config) -> TPModelRunner:
         health.group = create_process_group(store, 0, size, devices[0])
         runner = TPModelRunner(config, TPGroup(0, size, health.group), devices[0], workers, health, store)
         blocks = _expect(workers, "ready")
-        if any(n != config.num_kvcache_blocks for n in blocks):
-            raise RuntimeError(f"ranks disagree on the KV-cache size: rank 0 has {config.num_kvcache_blocks} "
+        if any(n != runner.num_kvcache_blocks for n in blocks):
+            raise RuntimeError(f"ranks disagree on the KV-cache size: rank 0 has {runner.num_kvcache_blocks} "
                                f"blocks, ranks 1..{size - 1} have {blocks}")
     except BaseException as e:
         failure = _describe_dead(workers, 2.0, STARTUP_FAILED) if _maybe_a_peer_failure(e) else None

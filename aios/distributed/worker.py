@@ -57,7 +57,7 @@ def worker_main(config: Config, rank: int, store_port: int, device: torch.device
         conn.send(("hello", os.getpid()))
         group = create_process_group(connect_store(store_port, size), rank, size, device)
         runner = ModelRunner(config, TPGroup(rank, size, group), device)
-        conn.send(("ready", config.num_kvcache_blocks))
+        conn.send(("ready", runner.num_kvcache_blocks))
         while True:
             try:
                 inputs = pickle.loads(conn.recv_bytes())

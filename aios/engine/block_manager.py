@@ -6,8 +6,9 @@ Invariants (tests/test_block_manager.py and tests/test_prefix_stress.py check th
 - ref_count of a block = number of sequences whose block_table holds it.
 - seq.block_table[i] holds tokens [i * block_size, (i + 1) * block_size) of seq.
 - A block is in hash_to_block only after the step that fills it has been launched and its tokens
-  are known (LLMEngine registers blocks when it reads a step's tokens, or just before it frees a
-  finishing sequence; never at allocation; never a block that still holds a PLACEHOLDER).
+  are known (the scheduler registers blocks when it reads a step's tokens, or just before it frees
+  a finishing sequence; never at allocation; never a block that still holds a PLACEHOLDER).
+- Of a Sequence, the block manager writes block_table and block_hashes, nothing else.
   Kernels run in launch order on one stream, so a prefix hit, which is only ever read by a later
   step, never reads unwritten slots.
 - A freed block keeps its hash and contents until it is handed out again (lazy eviction); free
@@ -115,20 +116,23 @@ class BlockManager:
             prev = h
         return block_ids, hashes
 
+    def allocate_cached_prefix(self, seq: Sequence) -> int:
+        """Give a sequence with no blocks the cached blocks of its leading full blocks (ref count + 1
+        on each); return how many tokens they hold (the scheduler skips computing them)."""
+        assert not seq.block_table, "only a sequence without blocks looks up the prefix cache"
+        hit_ids, hit_hashes = self.match_prefix(seq)
+        for block_id in hit_ids:
+            self._acquire(block_id)
+        seq.block_table = list(hit_ids)
+        seq.block_hashes = list(hit_hashes)
+        return len(hit_ids) * self.block_size
+
     def allocate(self, seq: Sequence, num_new_tokens: int) -> int:
         """Give seq slots for its next tokens; return how many of num_new_tokens got slots.
 
-        A sequence with no blocks first takes what the prefix cache holds of it (ref count + 1 on
-        each hit block) and skips those tokens. Then it takes as many fresh blocks as are free, up
-        to what num_new_tokens needs; the caller schedules only the tokens that got slots."""
-        if not seq.block_table and seq.num_computed_tokens == 0:
-            hit_ids, hit_hashes = self.match_prefix(seq)
-            for block_id in hit_ids:
-                self._acquire(block_id)
-            seq.block_table = list(hit_ids)
-            seq.block_hashes = list(hit_hashes)
-            seq.num_computed_tokens = seq.num_cached_tokens = len(hit_ids) * self.block_size
-            num_new_tokens = min(num_new_tokens, len(seq) - seq.num_computed_tokens)
+        The tokens are [num_computed_tokens, num_computed_tokens + num_new_tokens); seq takes as
+        many fresh blocks as are free, up to what they need; the caller schedules only the tokens
+        that got slots."""
         target = seq.num_computed_tokens + num_new_tokens
         have = len(seq.block_table) * self.block_size + self.num_free_blocks * self.block_size
         target = min(target, have)
@@ -148,7 +152,6 @@ class BlockManager:
                     self.free_block_ids.move_to_end(block_id, last=False)
         seq.block_table = []
         seq.block_hashes = []
-        seq.num_computed_tokens = 0
 
     # ---- prefix cache --------------------------------------------------------------------------
 

@@ -94,9 +94,8 @@ class ModelRunner:
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.kv_cache = torch.empty(0)
         self.last_handle: StepHandle | None = None   # the previous step, for on-device input tokens
-        if config.num_kvcache_blocks is None:
-            config.num_kvcache_blocks = self.profile_num_blocks()
-        self.allocate_kv_cache(config.num_kvcache_blocks)
+        self.num_kvcache_blocks = config.num_kvcache_blocks or self.profile_num_blocks()
+        self.allocate_kv_cache(self.num_kvcache_blocks)
         if self.is_cuda:
             self.warm_up()
         if self.is_cuda and not config.enforce_eager:
@@ -184,7 +183,7 @@ class ModelRunner:
         q_len, logits = 2, None
         while q_len <= min(cfg.max_num_batched_tokens, cfg.max_model_len):
             num_blocks = (q_len + self.block_size - 1) // self.block_size
-            if num_blocks > cfg.num_kvcache_blocks:
+            if num_blocks > self.num_kvcache_blocks:
                 break
             logits = self.execute(dummy_prefill_inputs([q_len], [num_blocks], self.block_size))
             q_len *= 2
@@ -341,7 +340,7 @@ class ModelRunner:
         keys = self.rng.integers(0, 2**32, len(seqs), dtype=np.int64)
         seeded = [i for i, p in enumerate(params) if p.seed is not None and p.temperature > 0]
         if seeded:
-            seeds = torch.tensor([seqs[i].seed & 0x7FFF_FFFF_FFFF_FFFF for i in seeded], dtype=torch.int64)
+            seeds = torch.tensor([params[i].seed & 0x7FFF_FFFF_FFFF_FFFF for i in seeded], dtype=torch.int64)
             positions = torch.tensor([seqs[i].num_output_tokens for i in seeded], dtype=torch.int64)
             keys[seeded] = seeded_row_keys(seeds, positions).numpy()
         t.row_keys = d(keys)
@@ -350,7 +349,7 @@ class ModelRunner:
     def run(self, batch: ScheduledBatch, inputs: StepInputs | None = None) -> StepHandle:
         """Launch one step on rank 0 and return at once: the model, then sampling for each sequence
         whose chunk reaches its last token (partial prefill chunks sample nothing)."""
-        sampled = [s for s, n in zip(batch.seqs, batch.num_new_tokens) if s.num_computed_tokens + n == len(s)]
+        sampled = batch.sampled_seqs
         inputs = inputs or self.prepare_inputs(batch)
         logits = self.execute(inputs)
         if sampled:

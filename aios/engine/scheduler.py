@@ -1,34 +1,53 @@
-"""Continuous batching under a token budget, with chunked prefill and preemption (lesson 08).
+"""Continuous batching under a token budget, with chunked prefill and preemption (lesson 08), and
+the life of every request from admission to FINISHED: the scheduler is its one owner.
 
 Each step:
-  1. every running sequence gets its next tokens, oldest first: one token for a decode, a
-     prefill chunk for a sequence still reading its prompt; a sequence that cannot get a KV
-     block preempts the newest running sequence (possibly itself): its blocks are freed and it
-     goes back to the front of the waiting queue, to be recomputed later;
-  2. what budget is left admits waiting sequences, first come first served, each with as large a
-     prefill chunk as fits the budget and the free blocks.
-One step can hold decodes and prefill chunks together, so a long prompt never stalls decodes.
+  1. `schedule()`: every running sequence gets its next tokens, oldest first: one token for a
+     decode, a prefill chunk for a sequence still reading its prompt; a sequence that cannot get a
+     KV block preempts the newest running sequence (possibly itself): its blocks are freed and it
+     goes back to the front of the waiting queue, to be recomputed later. What budget is left
+     admits waiting sequences, first come first served, each with as large a prefill chunk as fits
+     the budget and the free blocks. One step can hold decodes and prefill chunks together, so a
+     long prompt never stalls decodes.
+  2. `launched(batch, handle)`, once the model runner has launched the step: each chunk's K/V is
+     (being) written, so num_computed_tokens advances; each sequence that samples gets a
+     PLACEHOLDER for its token in flight; one that will certainly end on "length" leaves now.
+  3. `postprocess(step, token_ids)`, once the host has the step's tokens (with async scheduling,
+     one step later): placeholders become tokens, stops are checked, newly full blocks enter the
+     prefix cache, finished sequences free their blocks and become FINISHED.
 
-Invariants:
-- Each sequence is in exactly one of `waiting`, `running` (or finished and in neither).
-- A scheduled sequence has slots for all of its tokens up to num_computed_tokens + its chunk.
-- sum(chunk sizes) <= max_num_batched_tokens and len(scheduled) <= max_num_seqs.
+Invariants (check_invariants() asserts them; the stress tests call it after every step):
+- Each unfinished sequence is in exactly one of `waiting` (WAITING), `running` (RUNNING), or
+  `finishing` (FINISHING: released at launch, its last token still in flight).
+- A RUNNING sequence has KV slots for every token before num_computed_tokens; a WAITING or
+  FINISHING one holds no block.
+- A scheduled batch has sum(chunk sizes) <= max_num_batched_tokens and len <= max_num_seqs.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aios.config import Config
 from aios.engine.block_manager import BlockManager
-from aios.engine.sequence import Sequence, SequenceStatus
+from aios.engine.sequence import PLACEHOLDER, Sequence, SequenceStatus
+from aios.engine.stop_checker import StopChecker
+
+if TYPE_CHECKING:
+    from aios.engine.model_runner import StepHandle
+
+logger = logging.getLogger("aios")
 
 
 @dataclass
 class ScheduledBatch:
     seqs: list[Sequence] = field(default_factory=list)
     num_new_tokens: list[int] = field(default_factory=list)   # chunk size of each seq this step
+    samples: list[bool] = field(default_factory=list)         # its chunk reaches its last token: it samples
 
     def __len__(self) -> int:
         return len(self.seqs)
@@ -38,45 +57,55 @@ class ScheduledBatch:
         return sum(self.num_new_tokens)
 
     @property
-    def is_pure_decode(self) -> bool:
-        return all(n == 1 for n in self.num_new_tokens) and all(s.is_decode for s in self.seqs)
+    def sampled_seqs(self) -> list[Sequence]:
+        """The sequences that sample a token this step, in the order of their logits rows."""
+        return [s for s, sample in zip(self.seqs, self.samples) if sample]
+
+    def add(self, seq: Sequence, num_new_tokens: int) -> None:
+        self.seqs.append(seq)
+        self.num_new_tokens.append(num_new_tokens)
+        self.samples.append(seq.num_computed_tokens + num_new_tokens == len(seq))
+
+
+@dataclass
+class InflightStep:
+    """A launched step whose sampled tokens the host has not read yet."""
+
+    batch: ScheduledBatch
+    handle: StepHandle                        # handle.tokens() waits for them
+    sampled: list[Sequence]                   # batch.sampled_seqs, one per token
+    token_indices: list[int]                  # where each one's PLACEHOLDER sits in its token_ids
+
+
+@dataclass
+class StepOutput:
+    seq: Sequence
+    new_token_ids: list[int]
+    finished: bool
 
 
 class Scheduler:
-    def __init__(self, config: Config, block_manager: BlockManager) -> None:
+    def __init__(self, config: Config, block_manager: BlockManager, stop_checker: StopChecker) -> None:
         self.max_num_seqs = config.max_num_seqs
         self.max_num_batched_tokens = config.max_num_batched_tokens
         self.chunked_prefill = config.enable_chunked_prefill
         self.static_batching = config.static_batching
         self.block_manager = block_manager
+        self.stop_checker = stop_checker
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
+        self.finishing: set[Sequence] = set()
         self.num_preemptions = 0
+        self.num_generated_tokens = 0
 
     def add(self, seq: Sequence) -> None:
         self.waiting.append(seq)
 
     def has_unfinished(self) -> bool:
+        """Anything to schedule (a FINISHING sequence needs no more steps)."""
         return bool(self.waiting or self.running)
 
-    def release(self, seq: Sequence) -> None:
-        """seq takes no more steps (finished or aborted): drop it from the queues, free its blocks.
-
-        Freeing while a launched step still writes seq's K/V is safe: any step that reuses the
-        blocks is launched later on the same CUDA stream, so it runs after that write."""
-        if seq in self.running:
-            self.running.remove(seq)
-        elif seq in self.waiting:
-            self.waiting.remove(seq)
-        self.block_manager.free(seq)
-
-    def _preempt(self, seq: Sequence) -> None:
-        self.running.remove(seq)
-        self.block_manager.free(seq)
-        seq.status = SequenceStatus.WAITING
-        seq.num_preemptions += 1
-        self.num_preemptions += 1
-        self.waiting.appendleft(seq)
+    # ---- 1. schedule ---------------------------------------------------------------------------
 
     def schedule(self) -> ScheduledBatch:
         batch = ScheduledBatch()
@@ -102,34 +131,134 @@ class Scheduler:
                 got = self.block_manager.allocate(seq, want)
             if seq.status != SequenceStatus.RUNNING:
                 continue                     # seq preempted itself; running[i] is now the next one
-            batch.seqs.append(seq)
-            batch.num_new_tokens.append(got)
+            batch.add(seq, got)
             budget -= got
             i += 1
 
         # 2. admit waiting sequences with what is left
         while self.waiting and admit and budget > 0 and len(batch) < self.max_num_seqs:
             seq = self.waiting[0]
+            if not seq.block_table:          # prefix-cache hits skip their tokens
+                seq.num_computed_tokens = seq.num_cached_tokens = self.block_manager.allocate_cached_prefix(seq)
             remaining = len(seq) - seq.num_computed_tokens
             if not self.chunked_prefill and remaining > budget:
+                self._free_blocks(seq)
                 break
-            fresh = not seq.block_table
             got = self.block_manager.allocate(seq, min(remaining, budget))
             if got == 0 or (not self.chunked_prefill and seq.num_computed_tokens + got < len(seq)):
-                self.block_manager.free(seq)
+                self._free_blocks(seq)
                 break
-            if fresh and self.block_manager.enable_prefix_caching:
+            if self.block_manager.enable_prefix_caching:
                 self.block_manager.num_prefix_queries += len(seq) - 1
                 self.block_manager.num_prefix_hits += seq.num_cached_tokens
             self.waiting.popleft()
             seq.status = SequenceStatus.RUNNING
             self.running.append(seq)
-            batch.seqs.append(seq)
-            batch.num_new_tokens.append(got)
+            batch.add(seq, got)
             budget -= got
         return batch
 
-    def postprocess(self, batch: ScheduledBatch) -> None:
-        """Once the step is launched: its chunks' K/V are (being) written, in stream order."""
+    # ---- 2. launched ---------------------------------------------------------------------------
+
+    def launched(self, batch: ScheduledBatch, handle: StepHandle) -> InflightStep:
+        """The model runner has launched `batch`: its K/V is written in stream order from here on."""
         for seq, n in zip(batch.seqs, batch.num_new_tokens):
             seq.num_computed_tokens += n
+        sampled = batch.sampled_seqs
+        indices = []
+        for seq in sampled:
+            indices.append(len(seq.token_ids))
+            seq.token_ids.append(PLACEHOLDER)
+            if self.stop_checker.finishes_at_launch(seq):
+                # ends on "length" whatever the token: free its blocks now, not one step later
+                self.block_manager.register_computed_blocks(seq)
+                self._release(seq)
+                seq.status = SequenceStatus.FINISHING
+                self.finishing.add(seq)
+        return InflightStep(batch, handle, sampled, indices)
+
+    # ---- 3. postprocess ------------------------------------------------------------------------
+
+    def postprocess(self, step: InflightStep, token_ids: list[int]) -> list[StepOutput]:
+        """The step's sampled tokens are known: append them, stop, register, free, finish."""
+        now = time.perf_counter()
+        live = [(seq, idx, t) for seq, idx, t in zip(step.sampled, step.token_indices, token_ids)
+                if not seq.is_finished]           # aborted, or stopped at an earlier token
+        for seq, idx, token_id in live:           # first every placeholder, so that an error in a
+            seq.token_ids[idx] = token_id         # stop check below leaves no sequence half-known
+        outputs = []
+        for seq, idx, token_id in live:
+            seq.record_token_time(now)
+            self.num_generated_tokens += 1
+            try:
+                stop = self.stop_checker.check(seq, idx)
+            except Exception as e:            # this request's own failure: it alone finishes, with "error"
+                logger.exception("the stop check of sequence %d failed", seq.seq_id)
+                seq.error = f"{type(e).__name__}: {e}"
+                stop = ("error", None)
+            if stop is not None:
+                del seq.token_ids[idx + 1:]       # a token sampled after the stop is dropped
+                seq.stop_reason = stop[1]
+                self._finish(seq, stop[0])
+            outputs.append(StepOutput(seq, [token_id], stop is not None))
+        # every token before num_computed_tokens is known now: register full blocks in the prefix cache
+        for seq in step.batch.seqs:
+            if seq.block_table:
+                self.block_manager.register_computed_blocks(seq)
+        return outputs
+
+    def abort(self, seq: Sequence) -> None:
+        """seq takes no more steps and keeps only its known tokens (finish_reason "abort")."""
+        if seq.is_finished:
+            return
+        del seq.token_ids[seq.num_prompt_tokens + seq.num_known_output_tokens:]   # tokens in flight
+        self._finish(seq, "abort", register=False)
+
+    # ---- state changes (the only writers of status and of num_computed_tokens after admission) ----
+
+    def _finish(self, seq: Sequence, reason: str, register: bool = True) -> None:
+        if register:
+            self.block_manager.register_computed_blocks(seq)    # before its blocks are freed
+        self._release(seq)
+        self.finishing.discard(seq)
+        seq.status = SequenceStatus.FINISHED
+        seq.finish_reason = reason
+
+    def _release(self, seq: Sequence) -> None:
+        """Drop seq from its queue and free its blocks. Freeing while a launched step still writes
+        them is safe: any step that reuses the blocks is launched later on the same CUDA stream, so
+        it runs after that write."""
+        if seq.status == SequenceStatus.RUNNING:
+            self.running.remove(seq)
+        elif seq.status == SequenceStatus.WAITING:
+            self.waiting.remove(seq)
+        self._free_blocks(seq)
+
+    def _free_blocks(self, seq: Sequence) -> None:
+        self.block_manager.free(seq)
+        seq.num_computed_tokens = 0
+
+    def _preempt(self, seq: Sequence) -> None:
+        self.running.remove(seq)
+        self._free_blocks(seq)
+        seq.status = SequenceStatus.WAITING
+        seq.num_preemptions += 1
+        self.num_preemptions += 1
+        self.waiting.appendleft(seq)
+
+    def check_invariants(self) -> None:
+        """Assert the invariants in this module's docstring (tests call it after every step)."""
+        queues = {SequenceStatus.WAITING: list(self.waiting), SequenceStatus.RUNNING: self.running,
+                  SequenceStatus.FINISHING: list(self.finishing)}
+        seen: set[int] = set()
+        for status, seqs in queues.items():
+            for seq in seqs:
+                assert seq.status == status, f"sequence {seq.seq_id} is {seq.status} in the {status} queue"
+                assert id(seq) not in seen, f"sequence {seq.seq_id} is in two queues"
+                seen.add(id(seq))
+                if status == SequenceStatus.RUNNING:
+                    slots = len(seq.block_table) * self.block_manager.block_size
+                    assert slots >= seq.num_computed_tokens, f"sequence {seq.seq_id} computed past its slots"
+                else:
+                    assert not seq.block_table, f"sequence {seq.seq_id} ({status}) holds blocks"
+                    assert status != SequenceStatus.WAITING or seq.num_computed_tokens == 0

@@ -1,11 +1,25 @@
 """One request's state: its tokens, its KV blocks, and where it is in its life.
 
     WAITING --schedule--> RUNNING --stop condition--> FINISHED
-       ^                     |
-       +----preemption-------+   (blocks freed, num_computed_tokens reset: recompute later)
+       ^                     |  \\
+       +----preemption-------+   +--last token launched--> FINISHING --its token read--> FINISHED
+                                    (async scheduling: "length" is certain, blocks freed at once)
+
+Each field has one writer (the reader of a field may be anyone):
+| field                                         | written by                                      |
+|-----------------------------------------------|-------------------------------------------------|
+| seq_id, num_prompt_tokens, sampling_params,   | LLMEngine, at construction                      |
+|   arrival_time                                |                                                 |
+| token_ids (placeholders, tokens, truncation)  | Scheduler (launched, postprocess, abort)        |
+| status, finish_reason, stop_reason, error     | Scheduler                                       |
+| num_computed_tokens, num_cached_tokens,       | Scheduler                                       |
+|   num_preemptions, first_token_time,          |                                                 |
+|   token_times                                 |                                                 |
+| block_table, block_hashes                     | BlockManager                                    |
 
 Invariants:
-- token_ids = prompt tokens followed by generated tokens; len(token_ids) only grows.
+- token_ids = prompt tokens followed by generated tokens; it grows, and shrinks only when a stop or
+  an abort drops tokens sampled after it.
 - Tokens [0, num_computed_tokens) have their K/V in the cache, in block_table order:
   token i lives in block block_table[i // block_size] at offset i % block_size.
 - At most the last two entries of token_ids are PLACEHOLDER (tokens sampled by steps in flight);
@@ -27,18 +41,18 @@ PLACEHOLDER = -1   # a sampled token still on the GPU (async scheduling); replac
 class SequenceStatus(enum.Enum):
     WAITING = enum.auto()
     RUNNING = enum.auto()
+    FINISHING = enum.auto()      # its last token is launched and its blocks are freed; not yet read
     FINISHED = enum.auto()
 
 
 class Sequence:
     def __init__(self, seq_id: int, prompt_token_ids: list[int], sampling_params: SamplingParams,
-                 seed: int, block_size: int) -> None:
+                 block_size: int) -> None:
         self.seq_id = seq_id
         self.status = SequenceStatus.WAITING
         self.token_ids: list[int] = list(prompt_token_ids)
         self.num_prompt_tokens = len(prompt_token_ids)
         self.sampling_params = sampling_params
-        self.seed = seed                  # every request has one; unseeded ones get a random one
         self.block_size = block_size
         self.block_table: list[int] = []
         self.block_hashes: list[int] = []
@@ -97,7 +111,3 @@ class Sequence:
         if self.first_token_time is None:
             self.first_token_time = now
         self.token_times.append(now)
-
-    def append_token(self, token_id: int) -> None:
-        self.record_token_time(time.perf_counter())
-        self.token_ids.append(token_id)

@@ -55,9 +55,8 @@ def prepare_step_inputs(batch: ScheduledBatch, block_size: int, last_row_of: dic
     rows = np.repeat(np.arange(n), num_blocks)
     cols = np.arange(len(rows)) - np.repeat(np.cumsum(num_blocks) - num_blocks, num_blocks)
     block_tables[rows, cols] = np.fromiter(chain.from_iterable(s.block_table for s in seqs), np.int32, len(rows))
-    # sample only for sequences whose chunk reaches their last token
-    seq_lens = np.fromiter((len(s) for s in seqs), np.int64, n)
-    logits_indices = (np.cumsum(q_lens) - 1)[starts + q_lens == seq_lens]
+    # logits only for the sequences that sample: their chunk reaches their last token (batch.samples)
+    logits_indices = (np.cumsum(q_lens) - 1)[np.asarray(batch.samples, dtype=bool)]
     inputs = build_step_inputs(input_ids, starts, q_lens, block_tables, logits_indices, block_size)
     dst = np.flatnonzero(input_ids < 0)             # tokens sampled by the step still in flight
     if len(dst):

@@ -80,7 +80,7 @@ class EngineLoop:
         self.max_waiting, self.stream_interval = max_waiting, stream_interval
         self.counters = EngineCounters()
         cfg = engine.config
-        self._max_len = min(cfg.max_model_len, cfg.num_kvcache_blocks * cfg.kvcache_block_size)
+        self._max_len = min(cfg.max_model_len, engine.num_kvcache_blocks * cfg.kvcache_block_size)
         self._requests: dict[int, _Request] = {}  # request id -> its live sequences
         self._live: dict[int, _Choice] = {}       # seq_id -> its request and detokenizer
         self._outbox: list[tuple[int, Event]] = []

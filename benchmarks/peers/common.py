@@ -9,16 +9,8 @@ from benchmarks import workloads
 
 
 def workload_from_args(args: argparse.Namespace) -> workloads.Workload:
-    if args.workload == "standard":
-        return workloads.standard(num_seqs=args.num_seqs, seed=args.seed, vocab=args.vocab)
-    if args.workload.startswith("batch"):
-        return workloads.fixed(int(args.workload[5:]), args.input_len, args.output_len, seed=args.seed,
-                               vocab=args.vocab)
-    if args.workload == "ladder":
-        return workloads.standard(num_seqs=args.num_seqs, lo=64, hi=256, seed=args.seed, vocab=args.vocab)
-    if args.workload == "prefix":
-        return workloads.shared_prefix(seed=args.seed, vocab=args.vocab)
-    raise ValueError(f"unknown workload {args.workload!r}")
+    return workloads.by_name(args.workload, num_seqs=args.num_seqs, input_len=args.input_len,
+                             output_len=args.output_len, seed=args.seed, vocab=args.vocab)
 
 
 def peer_arg_parser(description: str) -> argparse.ArgumentParser:

@@ -79,7 +79,7 @@ def main() -> None:
     held = {16: peak_blocks(llm, prompts, params)}
     token_bytes = llm.model_runner.block_bytes // 16
     max_model_len = llm.config.max_model_len
-    budget_blocks16 = llm.config.num_kvcache_blocks
+    budget_blocks16 = llm.num_kvcache_blocks
     llm.close()
     llm = LLM(args.model, device=args.device, skip_tokenizer_init=args.skip_tokenizer_init,
               **rung06)                                             # the engine's default block size

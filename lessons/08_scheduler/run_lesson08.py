@@ -128,7 +128,7 @@ def main() -> None:
         tokens, _, steps, seconds = generate(llm, prompts[:6], few)
         outputs.append(tokens)
         s = llm.stats()
-        rows.append([label, llm.config.num_kvcache_blocks, s["num_preemptions"], steps,
+        rows.append([label, llm.num_kvcache_blocks, s["num_preemptions"], steps,
                      "-" if blocks is None else ("yes" if tokens == outputs[0] else "NO")])
         llm.close()
     print(common.table(["KV cache", "blocks", "preemptions", "steps", "same tokens"], rows))

@@ -21,6 +21,8 @@ from aios.models.registry import build_model
 from aios.utils.context import Context
 from aios.utils.loader import load_model
 
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"      # the CPU runs the kernels in Triton's interpreter
+
 
 @pytest.fixture
 def triton_launches(monkeypatch) -> list[str]:
@@ -59,25 +61,26 @@ def test_backend_from_config_follows_the_switches_on_a_gpu_only(tiny_ckpt):
 
 def one_prefill_and_one_decode(model_dir: str, backend: Backend, prompt: list[int]) -> torch.Tensor:
     """Logits of a prefill of `prompt` and of one decode after it, on a model built with `backend`."""
-    config = ModelConfig.from_dir(model_dir)
-    model = build_model(config, backend=backend, max_model_len=64)
-    load_model(model, model_dir)
-    block_size, n = 16, len(prompt)
-    for layer in (m for m in model.modules() if isinstance(m, Attention)):
-        shape = (4, block_size, layer.num_kv_heads, layer.head_dim)
-        layer.k_cache, layer.v_cache = torch.zeros(shape), torch.zeros(shape)
-    i32 = dict(dtype=torch.int32)
-    block_tables = torch.tensor([[2, 0, -1]], **i32)           # not block 0 first: the table is read
-    slots = torch.tensor([2 * block_size + p if p < block_size else p - block_size for p in range(n + 1)])
-    prefill = Context(is_prefill=True, slot_mapping=slots[:n], block_tables=block_tables,
-                      context_lens=torch.tensor([n], **i32), cu_seqlens_q=torch.tensor([0, n], **i32),
-                      cu_seqlens_k=torch.tensor([0, n], **i32), max_seqlen_q=n, max_seqlen_k=n)
-    decode = Context(is_prefill=False, slot_mapping=slots[n:], block_tables=block_tables,
-                     context_lens=torch.tensor([n + 1], **i32))
-    with torch.inference_mode():
-        first = model.compute_logits(model(torch.tensor(prompt), torch.arange(n), prefill)[-1:])
-        second = model.compute_logits(model(torch.tensor([7]), torch.tensor([n]), decode))
-    return torch.cat([first, second])
+    with torch.device(DEVICE):
+        config = ModelConfig.from_dir(model_dir)
+        model = build_model(config, backend=backend, max_model_len=64)
+        load_model(model, model_dir)
+        block_size, n = 16, len(prompt)
+        for layer in (m for m in model.modules() if isinstance(m, Attention)):
+            shape = (4, block_size, layer.num_kv_heads, layer.head_dim)
+            layer.k_cache, layer.v_cache = torch.zeros(shape), torch.zeros(shape)
+        i32 = dict(dtype=torch.int32)
+        block_tables = torch.tensor([[2, 0, -1]], **i32)           # not block 0 first: the table is read
+        slots = torch.tensor([2 * block_size + p if p < block_size else p - block_size for p in range(n + 1)])
+        prefill = Context(is_prefill=True, slot_mapping=slots[:n], block_tables=block_tables,
+                          context_lens=torch.tensor([n], **i32), cu_seqlens_q=torch.tensor([0, n], **i32),
+                          cu_seqlens_k=torch.tensor([0, n], **i32), max_seqlen_q=n, max_seqlen_k=n)
+        decode = Context(is_prefill=False, slot_mapping=slots[n:], block_tables=block_tables,
+                         context_lens=torch.tensor([n + 1], **i32))
+        with torch.inference_mode():
+            first = model.compute_logits(model(torch.tensor(prompt), torch.arange(n), prefill)[-1:])
+            second = model.compute_logits(model(torch.tensor([7]), torch.tensor([n]), decode))
+        return torch.cat([first, second])
 
 
 @pytest.mark.parametrize("backend", [TRITON, Backend(TRITON_ATTENTION, fused_kernels=False),

@@ -20,6 +20,7 @@ from aios.layers.rotary_embedding import RotaryEmbedding
 from aios.models.registry import build_model
 from aios.utils.context import Context
 from aios.utils.loader import load_model
+from helpers import greedy, hf_greedy, random_prompts
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"      # the CPU runs the kernels in Triton's interpreter
 
@@ -122,3 +123,30 @@ def test_rope_of_a_family_without_qk_norm_matches_hf():
     rope = RotaryEmbedding(head_dim, 64, 10000.0)
     assert torch.allclose(rope(positions, q), hf_q[0].transpose(0, 1), atol=1e-6)
     assert torch.allclose(rope(positions, k), hf_k[0].transpose(0, 1), atol=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("attention_backend, fused_kernels", [("torch", False), ("triton", False), ("torch", True),
+                                                              ("triton", True)])
+def test_the_engine_on_a_gpu_launches_the_kernels_config_names_and_gives_hf_tokens(
+        tiny_ckpt, triton_launches, attention_backend, fused_kernels):
+    prompts = random_prompts(512, [3, 20, 40], seed=31)
+    llm = LLM(tiny_ckpt, device="cuda", dtype="float32", kvcache_block_size=16, num_kvcache_blocks=64,
+              max_model_len=512, enforce_eager=True, attention_backend=attention_backend,
+              fused_kernels=fused_kernels)
+    assert greedy(llm, prompts, 12) == hf_greedy(tiny_ckpt, prompts, 12)
+    launched = set(triton_launches)
+    assert ("_qk_norm_rope_kernel" in launched) == fused_kernels
+    assert ("_rms_norm_kernel" in launched) == fused_kernels
+    assert ("_store_kvcache_kernel" in launched) == (attention_backend == "triton" and not fused_kernels)
+    assert ("_prefill_attention_kernel" in launched) == (attention_backend == "triton")
+    if attention_backend == "torch" and not fused_kernels:
+        assert launched == set()
+
+
+@pytest.mark.gpu
+def test_the_triton_backends_compute_what_the_references_do_on_the_gpu(tiny_ckpt):
+    prompt = [11, 3, 250, 17, 9, 42, 100, 5, 77, 31, 8, 64, 2, 19, 300, 12, 6]
+    ref = one_prefill_and_one_decode(tiny_ckpt, TORCH, prompt)
+    for backend in (TRITON, Backend(TRITON_ATTENTION, fused_kernels=False), Backend(TORCH_ATTENTION, True)):
+        assert (one_prefill_and_one_decode(tiny_ckpt, backend, prompt) - ref).abs().max().item() < 1e-4

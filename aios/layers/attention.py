@@ -42,7 +42,9 @@ class Attention(nn.Module):
                 context: Context, q_norm: RMSNorm | None = None, k_norm: RMSNorm | None = None
                 ) -> torch.Tensor:
         # q: [num_tokens, num_heads, head_dim]; k, v: [num_tokens, num_kv_heads, head_dim], straight
-        # out of the qkv projection (strided views are fine); q_norm, k_norm: per-head RMSNorms, or None
+        # out of the qkv projection (strided views are fine). q_norm, k_norm: per-head RMSNorms to
+        # apply before RoPE (Qwen3); None for a family without them, or whose q/k norm is another
+        # function (it applies that itself first; the fused kernel computes weight * rmsnorm(x) only)
         cos_sin_cache = self.rotary_emb.cos_sin_cache
         if q_norm is not None and self.fused_qk_norm_rope_store:   # one kernel; k and v go straight to the cache
             q = qk_norm_rope_store_kvcache(q, k, v, q_norm.weight, k_norm.weight, positions, cos_sin_cache,

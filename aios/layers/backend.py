@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -28,6 +29,9 @@ from aios.kernels import (
     store_kvcache,
     store_kvcache_ref,
 )
+
+if TYPE_CHECKING:
+    from aios.config import Config
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,7 @@ class Backend:
     fused_kernels: bool = False                 # lesson 10
 
     @classmethod
-    def from_config(cls, config, device: torch.device | str | None = None) -> Backend:
+    def from_config(cls, config: Config, device: torch.device | str | None = None) -> Backend:
         """The engine's choice: `Config.attention_backend` and `Config.fused_kernels` on a GPU, the
         references on a CPU. `device` defaults to `config.device` (a TP worker passes its own)."""
         if torch.device(device if device is not None else config.device).type != "cuda":

@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from aios.models.registry import family_of
+
 _DTYPES = {
     "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -38,7 +40,8 @@ def parse_dtype(dtype: str | torch.dtype | None, default: torch.dtype) -> torch.
 
 @dataclass
 class ModelConfig:
-    """The parts of a HuggingFace Qwen3 config.json that the engine uses."""
+    """The parts of a HuggingFace decoder's config.json that the engine uses. Which fields a family
+    reads, and which of its fields it refuses, is its parser's business (aios/models/registry.py)."""
 
     vocab_size: int
     hidden_size: int
@@ -54,9 +57,11 @@ class ModelConfig:
     torch_dtype: str | None
     eos_token_id: list[int]
     rope_scaling: dict | None = None
+    model_type: str = "qwen3"                 # the registry's key for the family's model class
 
     @classmethod
     def from_dir(cls, model_dir: str) -> ModelConfig:
+        """Read config.json and parse it with the parser of the family it names."""
         path = os.path.join(model_dir, "config.json")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"no config.json in model directory {model_dir!r}")
@@ -65,8 +70,13 @@ class ModelConfig:
                 raw: dict[str, Any] = json.load(f)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"malformed {path}: {e}") from e
-        if raw.get("model_type") not in ("qwen3", None):
-            raise ValueError(f"{path}: model_type {raw.get('model_type')!r} is not supported (qwen3 only)")
+        if not isinstance(raw, dict):
+            raise ValueError(f"malformed {path}: not a JSON object")
+        return family_of(raw, path).parse_config(raw, path)
+
+    @classmethod
+    def from_hf(cls, raw: dict[str, Any], path: str, model_type: str) -> ModelConfig:
+        """The fields every decoder family shares; a missing required one is an error naming it."""
         try:
             heads = raw["num_attention_heads"]
             eos = raw.get("eos_token_id")
@@ -86,6 +96,7 @@ class ModelConfig:
                 torch_dtype=raw.get("torch_dtype") or raw.get("dtype"),
                 eos_token_id=[] if eos is None else ([eos] if isinstance(eos, int) else list(eos)),
                 rope_scaling=raw.get("rope_scaling"),
+                model_type=model_type,
             )
         except KeyError as e:
             raise ValueError(f"{path} lacks the field {e.args[0]!r}") from e

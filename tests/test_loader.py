@@ -5,8 +5,10 @@ import os
 import shutil
 
 import pytest
+import torch
 
 from aios import LLM
+from aios.config import ModelConfig
 
 
 def copy_ckpt(src: str, dst) -> str:
@@ -62,11 +64,58 @@ def test_checkpoint_lacking_a_tensor_names_it(tiny_ckpt, tmp_path):
         LLM(d, device="cpu")
 
 
-def test_non_qwen3_model_type_is_refused(tiny_ckpt, tmp_path):
-    d = copy_ckpt(tiny_ckpt, tmp_path / "m")
+def with_config(src: str, dst, **changes) -> str:
+    """A copy of checkpoint src whose config.json has `changes` (None deletes a field)."""
+    d = copy_ckpt(src, dst)
     path = os.path.join(d, "config.json")
-    cfg = json.load(open(path))
-    cfg["model_type"] = "llama"
-    json.dump(cfg, open(path, "w"))
-    with pytest.raises(ValueError, match="qwen3"):
+    with open(path) as f:
+        cfg = json.load(f)
+    for key, value in changes.items():
+        if value is None:
+            cfg.pop(key, None)
+        else:
+            cfg[key] = value
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    return d
+
+
+def test_a_model_type_that_contradicts_the_architecture_is_refused(tiny_ckpt, tmp_path):
+    d = with_config(tiny_ckpt, tmp_path / "m", model_type="llama")
+    with pytest.raises(ValueError, match="'qwen3' family but model_type is 'llama'"):
         LLM(d, device="cpu")
+
+
+def test_an_unknown_architecture_is_an_error_naming_it_and_the_supported_ones(tiny_ckpt, tmp_path):
+    d = with_config(tiny_ckpt, tmp_path / "m", architectures=["LlamaForCausalLM"], model_type="llama")
+    with pytest.raises(ValueError, match=r"LlamaForCausalLM.*not supported; supported: Qwen3ForCausalLM"):
+        LLM(d, device="cpu")
+    d = with_config(tiny_ckpt, tmp_path / "n", architectures=None, model_type="gemma3_text")
+    with pytest.raises(ValueError, match=r"model_type 'gemma3_text' is not supported; supported: Qwen3ForCausalLM"):
+        ModelConfig.from_dir(d)
+
+
+@pytest.mark.parametrize("changes", [dict(model_type=None), dict(architectures=None)],
+                         ids=["by-architectures", "by-model_type"])
+def test_qwen3_is_found_by_its_architecture_or_by_its_model_type(tiny_ckpt, tmp_path, changes):
+    from aios.models.qwen3 import Qwen3ForCausalLM
+    from aios.models.registry import build_model
+
+    config = ModelConfig.from_dir(with_config(tiny_ckpt, tmp_path / "m", **changes))
+    assert config.model_type == "qwen3"
+    with torch.device("meta"):
+        assert type(build_model(config)) is Qwen3ForCausalLM
+
+
+@pytest.mark.parametrize("field, value", [
+    ("attention_bias", True),
+    ("use_sliding_window", True),
+    ("hidden_act", "gelu"),
+    ("rope_scaling", {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 256}),
+    ("rope_parameters", {"rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0}),
+])
+def test_a_config_field_that_changes_the_math_and_is_not_implemented_is_an_error_naming_it(
+        tiny_ckpt, tmp_path, field, value):
+    d = with_config(tiny_ckpt, tmp_path / "m", **{field: value})
+    with pytest.raises(ValueError, match=f"{field}=.* is not supported for Qwen3"):
+        ModelConfig.from_dir(d)

@@ -45,7 +45,7 @@ from aios.distributed.worker import SHUTDOWN, worker_main
 from aios.engine.model_runner import ModelRunner, StepHandle
 from aios.engine.scheduler import ScheduledBatch
 from aios.engine.step_inputs import StepInputs
-from aios.models.qwen3 import Qwen3ForCausalLM
+from aios.models.registry import build_model
 
 STARTUP_TIMEOUT_S = COLLECTIVE_TIMEOUT.total_seconds()
 CANNOT_CONTINUE = "this tensor-parallel engine cannot continue: create a new LLM"
@@ -81,7 +81,7 @@ def tp_devices(config: Config) -> list[torch.device]:
     split tensor_parallel_size ways or there are too few GPUs."""
     size = config.tensor_parallel_size
     with torch.device("meta"):                # no memory, no weights: only the layers' shape checks
-        Qwen3ForCausalLM(config.hf_config, TPGroup(0, size))
+        build_model(config.hf_config, TPGroup(0, size), max_model_len=config.max_model_len)
     if config.device == "cpu":
         return [torch.device("cpu")] * size
     first = torch.device(config.device).index or 0

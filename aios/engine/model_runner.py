@@ -26,8 +26,9 @@ from aios.engine.scheduler import ScheduledBatch
 from aios.engine.step_inputs import StepInputs, dummy_prefill_inputs, prepare_step_inputs, profile_seq_lens
 from aios.kernels.sampling import seeded_row_keys
 from aios.layers.attention import Attention
+from aios.layers.backend import Backend
 from aios.layers.sampler import Sampler, SamplingTensors
-from aios.models.qwen3 import Qwen3ForCausalLM
+from aios.models.registry import build_model
 from aios.utils.context import Context
 from aios.utils.loader import init_dummy_weights, load_model
 
@@ -71,20 +72,15 @@ class ModelRunner:
         self.block_size = config.kvcache_block_size
         self.max_blocks_per_seq = (config.max_model_len + self.block_size - 1) // self.block_size
         hf = config.hf_config
+        backend = Backend.from_config(config, self.device)   # lessons 09/10: the kernels every layer runs
         with _default_dtype(self.dtype), torch.device(self.device):
-            self.model = Qwen3ForCausalLM(hf, self.tp)
+            self.model = build_model(hf, self.tp, backend, config.max_model_len)
         if config.load_format == "dummy":
             init_dummy_weights(self.model, config.seed)
         else:
             load_model(self.model, config.model)
         self.model.eval()
-        for m in self.model.modules():        # lessons 09/10 switch kernels off to show what they buy
-            if isinstance(m, Attention):
-                m.use_triton = config.attention_backend == "triton"
-            elif hasattr(m, "use_triton"):
-                m.use_triton = config.fused_kernels
-        self.sampler = Sampler()
-        self.sampler.use_triton = config.fused_kernels
+        self.sampler = Sampler(backend)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed + self.tp.rank)
         self.rng = np.random.default_rng(config.seed + self.tp.rank)   # sampling noise keys
         self.attn_layers = [m for m in self.model.modules() if isinstance(m, Attention)]

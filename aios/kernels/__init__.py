@@ -13,6 +13,7 @@ from aios.kernels.qk_norm_rope import (
     qk_norm_rope_ref,
     qk_norm_rope_store_kvcache,
     qk_norm_rope_store_kvcache_ref,
+    rope_ref,
 )
 from aios.kernels.rmsnorm import fused_add_rms_norm, fused_add_rms_norm_ref, rms_norm, rms_norm_ref
 from aios.kernels.sampling import sample, sample_ref
@@ -26,6 +27,7 @@ __all__ = [
     "qk_norm_rope", "qk_norm_rope_ref",
     "qk_norm_rope_store_kvcache", "qk_norm_rope_store_kvcache_ref",
     "rms_norm", "rms_norm_ref",
+    "rope_ref",
     "sample", "sample_ref",
     "silu_and_mul", "silu_and_mul_ref",
     "store_kvcache", "store_kvcache_ref",

@@ -34,6 +34,16 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
+def rope_ref(x: torch.Tensor, positions: torch.Tensor, cos_sin_cache: torch.Tensor) -> torch.Tensor:
+    """HF apply_rotary_pos_emb of one of q, k `[N, heads, head_dim]`: x * cos + rotate_half(x) * sin,
+    cos/sin cast to x's dtype first. A new contiguous tensor."""
+    half = x.shape[-1] // 2
+    cos_sin = cos_sin_cache[positions]  # [N, head_dim]
+    cos = torch.cat((cos_sin[:, :half], cos_sin[:, :half]), dim=-1)[:, None, :].to(x.dtype)
+    sin = torch.cat((cos_sin[:, half:], cos_sin[:, half:]), dim=-1)[:, None, :].to(x.dtype)
+    return ((x * cos) + (_rotate_half(x) * sin)).contiguous()
+
+
 def qk_norm_rope_ref(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -44,16 +54,8 @@ def qk_norm_rope_ref(
     eps: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """HF Qwen3Attention's q_norm/k_norm followed by apply_rotary_pos_emb."""
-    half = q.shape[-1] // 2
-    cos_sin = cos_sin_cache[positions]  # [N, head_dim]
-    cos = torch.cat((cos_sin[:, :half], cos_sin[:, :half]), dim=-1)[:, None, :].to(q.dtype)
-    sin = torch.cat((cos_sin[:, half:], cos_sin[:, half:]), dim=-1)[:, None, :].to(q.dtype)
-
-    def norm_rope(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        x = rms_norm_ref(x, weight, eps)
-        return ((x * cos) + (_rotate_half(x) * sin)).contiguous()
-
-    return norm_rope(q, q_weight), norm_rope(k, k_weight)
+    return (rope_ref(rms_norm_ref(q, q_weight, eps), positions, cos_sin_cache),
+            rope_ref(rms_norm_ref(k, k_weight, eps), positions, cos_sin_cache))
 
 
 def qk_norm_rope_store_kvcache_ref(

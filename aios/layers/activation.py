@@ -6,10 +6,13 @@ import torch
 from torch import nn
 
 from aios.kernels import silu_and_mul, silu_and_mul_ref
+from aios.layers.backend import Backend, resolve
 
 
 class SiluAndMul(nn.Module):
-    use_triton = True                         # ModelRunner: False when fused_kernels is off
+    def __init__(self, backend: Backend | None = None) -> None:
+        super().__init__()
+        self.silu_and_mul = silu_and_mul if resolve(backend).fused_kernels else silu_and_mul_ref
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:      # [N, 2 * I] -> [N, I]
-        return (silu_and_mul if x.is_cuda and self.use_triton else silu_and_mul_ref)(x)
+        return self.silu_and_mul(x)

@@ -1,7 +1,8 @@
 """RMSNorm, with the residual add fused in (lesson 05).
 
 `forward(x)` normalizes; `forward(x, residual)` returns (norm(x + residual), x + residual), the
-pair every decoder layer needs, in one pass over memory on the GPU (aios/kernels/rmsnorm.py).
+pair every decoder layer needs, in one pass over memory with the fused Triton kernel
+(aios/kernels/rmsnorm.py), which the backend picks at construction (lesson 10).
 """
 
 from __future__ import annotations
@@ -10,17 +11,19 @@ import torch
 from torch import nn
 
 from aios.kernels import fused_add_rms_norm, fused_add_rms_norm_ref, rms_norm, rms_norm_ref
+from aios.layers.backend import Backend, resolve
 
 
 class RMSNorm(nn.Module):
-    def __init__(self, hidden_size: int, eps: float = 1e-6) -> None:
+    def __init__(self, hidden_size: int, eps: float = 1e-6, backend: Backend | None = None) -> None:
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(hidden_size), requires_grad=False)
-        self.use_triton = True                # ModelRunner: False when fused_kernels is off
+        fused = resolve(backend).fused_kernels
+        self.rms_norm = rms_norm if fused else rms_norm_ref
+        self.fused_add_rms_norm = fused_add_rms_norm if fused else fused_add_rms_norm_ref
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None):
-        triton = x.is_cuda and self.use_triton
         if residual is None:
-            return (rms_norm if triton else rms_norm_ref)(x, self.weight, self.eps)
-        return (fused_add_rms_norm if triton else fused_add_rms_norm_ref)(x, residual, self.weight, self.eps)
+            return self.rms_norm(x, self.weight, self.eps)
+        return self.fused_add_rms_norm(x, residual, self.weight, self.eps)

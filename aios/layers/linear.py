@@ -10,8 +10,9 @@ rank's slice of a checkpoint tensor into it, so the loader never needs to know t
 - RowParallelLinear: input features split; one all-reduce sums the ranks' partial outputs.
 With tp.size == 1 they are plain (fused) linear layers.
 
-A one-row input (batch-1 decode) on the GPU goes to the Triton `gemv` kernel instead of cuBLAS:
-there the matmul only streams the weight, and a streaming kernel does that faster (lesson 10).
+With fused kernels (the backend, lesson 10) a one-row input (batch-1 decode) goes to the Triton
+`gemv` kernel instead of cuBLAS: there the matmul only streams the weight, and a streaming kernel
+does that faster.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch import nn
 
 from aios.distributed.tp_group import TPGroup
 from aios.kernels.gemv import gemv
+from aios.layers.backend import Backend, resolve
 
 
 def _divide(a: int, b: int, what: str) -> int:
@@ -31,7 +33,8 @@ def _divide(a: int, b: int, what: str) -> int:
 
 
 class LinearBase(nn.Module):
-    def __init__(self, in_features: int, out_features: int, bias: bool, tp: TPGroup | None) -> None:
+    def __init__(self, in_features: int, out_features: int, bias: bool, tp: TPGroup | None,
+                 backend: Backend | None = None) -> None:
         super().__init__()
         self.tp = tp or TPGroup()
         self.weight = nn.Parameter(torch.empty(out_features, in_features), requires_grad=False)
@@ -41,14 +44,14 @@ class LinearBase(nn.Module):
             self.bias.weight_loader = self.weight_loader
         else:
             self.register_parameter("bias", None)
-        self.use_triton = True               # ModelRunner: False with fused_kernels=False
+        self.gemv_one_row = resolve(backend).fused_kernels   # one-row inputs to the Triton gemv
 
     def weight_loader(self, param: nn.Parameter, loaded_weight: torch.Tensor) -> None:
         param.data.copy_(loaded_weight)
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         """x @ weight^T, no bias."""
-        if x.dim() == 2 and x.shape[0] == 1 and x.is_cuda and self.use_triton:
+        if self.gemv_one_row and x.dim() == 2 and x.shape[0] == 1:
             return gemv(x, self.weight)
         return F.linear(x, self.weight)
 
@@ -58,9 +61,10 @@ class LinearBase(nn.Module):
 
 
 class ColumnParallelLinear(LinearBase):
-    def __init__(self, in_features: int, out_features: int, bias: bool = False, tp: TPGroup | None = None):
+    def __init__(self, in_features: int, out_features: int, bias: bool = False, tp: TPGroup | None = None,
+                 backend: Backend | None = None):
         tp = tp or TPGroup()
-        super().__init__(in_features, _divide(out_features, tp.size, "output features"), bias, tp)
+        super().__init__(in_features, _divide(out_features, tp.size, "output features"), bias, tp, backend)
 
     def weight_loader(self, param: nn.Parameter, loaded_weight: torch.Tensor) -> None:
         size = param.shape[0]
@@ -68,9 +72,10 @@ class ColumnParallelLinear(LinearBase):
 
 
 class MergedColumnParallelLinear(ColumnParallelLinear):
-    def __init__(self, in_features: int, output_sizes: list[int], bias: bool = False, tp: TPGroup | None = None):
+    def __init__(self, in_features: int, output_sizes: list[int], bias: bool = False, tp: TPGroup | None = None,
+                 backend: Backend | None = None):
         self.output_sizes = output_sizes
-        super().__init__(in_features, sum(output_sizes), bias, tp)
+        super().__init__(in_features, sum(output_sizes), bias, tp, backend)
 
     def weight_loader(self, param: nn.Parameter, loaded_weight: torch.Tensor, shard_id: int) -> None:
         size = self.output_sizes[shard_id] // self.tp.size
@@ -80,7 +85,7 @@ class MergedColumnParallelLinear(ColumnParallelLinear):
 
 class QKVParallelLinear(ColumnParallelLinear):
     def __init__(self, hidden_size: int, head_dim: int, total_num_heads: int, total_num_kv_heads: int,
-                 bias: bool = False, tp: TPGroup | None = None):
+                 bias: bool = False, tp: TPGroup | None = None, backend: Backend | None = None):
         tp = tp or TPGroup()
         self.head_dim = head_dim
         self.num_heads = _divide(total_num_heads, tp.size, "attention heads")
@@ -94,7 +99,7 @@ class QKVParallelLinear(ColumnParallelLinear):
             self.num_kv_heads = _divide(total_num_kv_heads, tp.size, "KV heads")
             self.kv_rank = tp.rank
         out = (self.num_heads + 2 * self.num_kv_heads) * head_dim
-        LinearBase.__init__(self, hidden_size, out, bias, tp)
+        LinearBase.__init__(self, hidden_size, out, bias, tp, backend)
 
     def weight_loader(self, param: nn.Parameter, loaded_weight: torch.Tensor, shard_id: str) -> None:
         q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
@@ -108,9 +113,10 @@ class QKVParallelLinear(ColumnParallelLinear):
 
 
 class RowParallelLinear(LinearBase):
-    def __init__(self, in_features: int, out_features: int, bias: bool = False, tp: TPGroup | None = None):
+    def __init__(self, in_features: int, out_features: int, bias: bool = False, tp: TPGroup | None = None,
+                 backend: Backend | None = None):
         tp = tp or TPGroup()
-        super().__init__(_divide(in_features, tp.size, "input features"), out_features, bias, tp)
+        super().__init__(_divide(in_features, tp.size, "input features"), out_features, bias, tp, backend)
 
     def weight_loader(self, param: nn.Parameter, loaded_weight: torch.Tensor) -> None:
         if param.dim() == 1:                 # bias: added once, after the all-reduce

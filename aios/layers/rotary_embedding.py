@@ -2,12 +2,17 @@
 
 The cos/sin table is computed once for every position up to max_position, in float32 exactly as
 HuggingFace computes it, so positions index a table instead of recomputing trig each step.
+A model builds one table, sized by the engine's `max_model_len` (no position reaches past it), and
+hands it to every layer: at the Qwen3-0.6B shape one table per layer, sized by
+`max_position_embeddings`, would be 28 x 40960 x 128 floats (560 MiB).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from aios.kernels import rope_ref
 
 
 class RotaryEmbedding(nn.Module):
@@ -20,3 +25,7 @@ class RotaryEmbedding(nn.Module):
         freqs = torch.outer(t, inv_freq)                                # [max_position, head_dim / 2]
         cos_sin_cache = torch.cat([freqs.cos(), freqs.sin()], dim=-1)  # [max_position, head_dim]
         self.register_buffer("cos_sin_cache", cos_sin_cache, persistent=False)
+
+    def forward(self, positions: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """x `[num_tokens, heads, head_dim]` rotated to its positions (the torch reference)."""
+        return rope_ref(x, positions, self.cos_sin_cache)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from aios.kernels.sampling import sample, sample_ref
+from aios.layers.backend import Backend, resolve
 
 
 @dataclass
@@ -60,9 +61,10 @@ def apply_top_k_top_p_min_p(logits: torch.Tensor, t: SamplingTensors) -> torch.T
 
 
 class Sampler(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, backend: Backend | None = None) -> None:
         super().__init__()
-        self.use_triton = True               # ModelRunner: False with fused_kernels=False (lesson 10)
+        # the Triton kernel with fused kernels (lesson 10), else its reference
+        self.sample = sample if resolve(backend).fused_kernels else sample_ref
 
     def forward(self, logits: torch.Tensor, t: SamplingTensors, generator: torch.Generator | None = None
                 ) -> torch.Tensor:
@@ -77,5 +79,4 @@ class Sampler(nn.Module):
             logits = logits.float() / torch.where(greedy, 1.0, temps.unsqueeze(1))
             logits = apply_top_k_top_p_min_p(logits, t)
             temps = (temps > 0).float()      # already scaled: greedy rows stay 0, the others 1
-        fn = sample if logits.is_cuda and self.use_triton else sample_ref
-        return fn(logits, temps, keys)
+        return self.sample(logits, temps, keys)

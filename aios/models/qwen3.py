@@ -6,19 +6,23 @@
     MLP:         gate_up_proj -> SiLU(gate) * up -> down_proj
 
 q/k/v and gate/up are fused into one matmul each (lesson 10); `packed_modules_mapping` tells the
-loader which checkpoint tensor goes into which slice of a fused weight.
+loader which checkpoint tensor goes into which slice of a fused weight. Every layer is built with
+the engine's kernel `Backend` (aios/layers/backend.py); the model builds one RoPE table, shared by
+every layer. `parse_config` is the family's half of aios/models/registry.py.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
 
 from aios.config import ModelConfig
 from aios.distributed.tp_group import TPGroup
-from aios.kernels import qk_norm_rope_ref, qk_norm_rope_store_kvcache
 from aios.layers.activation import SiluAndMul
 from aios.layers.attention import Attention
+from aios.layers.backend import Backend, resolve
 from aios.layers.embed_head import ParallelLMHead, VocabParallelEmbedding
 from aios.layers.layernorm import RMSNorm
 from aios.layers.linear import MergedColumnParallelLinear, QKVParallelLinear, RowParallelLinear
@@ -26,23 +30,45 @@ from aios.layers.rotary_embedding import RotaryEmbedding
 from aios.utils.context import Context
 
 
+def parse_config(raw: dict[str, Any], path: str) -> ModelConfig:
+    """A Qwen3 config.json: the shared decoder fields, and an error for each Qwen3 option that would
+    change the math and is not implemented here."""
+    unsupported = {
+        "attention_bias": bool(raw.get("attention_bias")),
+        "use_sliding_window": bool(raw.get("use_sliding_window")),
+        "layer_types": any(t != "full_attention" for t in raw.get("layer_types") or []),
+        "hidden_act": raw.get("hidden_act", "silu") != "silu",
+        "rope_scaling": _rope_type(raw.get("rope_scaling")) not in (None, "default"),
+        "rope_parameters": _rope_type(raw.get("rope_parameters")) not in (None, "default"),
+    }
+    for name, refused in unsupported.items():
+        if refused:
+            raise ValueError(f"{path}: {name}={raw[name]!r} is not supported for Qwen3 (it changes the math "
+                             f"and aios does not implement it)")
+    return ModelConfig.from_hf(raw, path, model_type="qwen3")
+
+
+def _rope_type(rope: dict | None) -> str | None:
+    return None if not rope else rope.get("rope_type", rope.get("type"))
+
+
 class Qwen3Attention(nn.Module):
-    def __init__(self, config: ModelConfig, tp: TPGroup) -> None:
+    def __init__(self, config: ModelConfig, tp: TPGroup, backend: Backend, rotary_emb: RotaryEmbedding) -> None:
         super().__init__()
         self.head_dim = config.head_dim
         self.qkv_proj = QKVParallelLinear(config.hidden_size, self.head_dim, config.num_attention_heads,
-                                          config.num_key_value_heads, bias=False, tp=tp)
+                                          config.num_key_value_heads, bias=False, tp=tp, backend=backend)
         self.num_heads = self.qkv_proj.num_heads              # per rank
         self.num_kv_heads = self.qkv_proj.num_kv_heads        # per rank
         self.q_size = self.num_heads * self.head_dim
         self.kv_size = self.num_kv_heads * self.head_dim
         self.o_proj = RowParallelLinear(config.num_attention_heads * self.head_dim, config.hidden_size,
-                                        bias=False, tp=tp)
-        self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
-        self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
-        self.rotary_emb = RotaryEmbedding(self.head_dim, config.max_position_embeddings, config.rope_theta,
-                                          config.rope_scaling)
-        self.attn = Attention(self.num_heads, self.num_kv_heads, self.head_dim, self.head_dim ** -0.5)
+                                        bias=False, tp=tp, backend=backend)
+        self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps, backend)
+        self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps, backend)
+        self.rotary_emb = rotary_emb                          # the model's one table
+        self.attn = Attention(self.num_heads, self.num_kv_heads, self.head_dim, self.head_dim ** -0.5,
+                              rotary_emb, backend)
 
     def forward(self, positions: torch.Tensor, hidden_states: torch.Tensor, context: Context) -> torch.Tensor:
         qkv = self.qkv_proj(hidden_states)                    # [num_tokens, (nh + 2 * nkv) * head_dim]
@@ -50,37 +76,31 @@ class Qwen3Attention(nn.Module):
         q = q.view(-1, self.num_heads, self.head_dim)         # [num_tokens, num_heads, head_dim]
         k = k.view(-1, self.num_kv_heads, self.head_dim)      # [num_tokens, num_kv_heads, head_dim]
         v = v.view(-1, self.num_kv_heads, self.head_dim)
-        if q.is_cuda and self.q_norm.use_triton:              # one kernel; k and v go straight to the cache
-            q = qk_norm_rope_store_kvcache(q, k, v, self.q_norm.weight, self.k_norm.weight, positions,
-                                           self.rotary_emb.cos_sin_cache, self.q_norm.eps,
-                                           self.attn.k_cache, self.attn.v_cache, context.slot_mapping)
-            k = v = None
-        else:                                                 # the plain-torch path (CPU): norm + RoPE
-            q, k = qk_norm_rope_ref(q, k, self.q_norm.weight, self.k_norm.weight, positions,
-                                    self.rotary_emb.cos_sin_cache, self.q_norm.eps)
-        o = self.attn(q, k, v, context)                       # [num_tokens, num_heads, head_dim]
+        # q/k-norm -> RoPE -> k, v into this layer's cache -> attention, with the backend's kernels
+        o = self.attn(q, k, v, positions, context, self.q_norm, self.k_norm)   # [num_tokens, num_heads, head_dim]
         return self.o_proj(o.reshape(-1, self.q_size))
 
 
 class Qwen3MLP(nn.Module):
-    def __init__(self, config: ModelConfig, tp: TPGroup) -> None:
+    def __init__(self, config: ModelConfig, tp: TPGroup, backend: Backend) -> None:
         super().__init__()
         self.gate_up_proj = MergedColumnParallelLinear(config.hidden_size, [config.intermediate_size] * 2,
-                                                       bias=False, tp=tp)
-        self.down_proj = RowParallelLinear(config.intermediate_size, config.hidden_size, bias=False, tp=tp)
-        self.act_fn = SiluAndMul()
+                                                       bias=False, tp=tp, backend=backend)
+        self.down_proj = RowParallelLinear(config.intermediate_size, config.hidden_size, bias=False, tp=tp,
+                                           backend=backend)
+        self.act_fn = SiluAndMul(backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(self.act_fn(self.gate_up_proj(x)))
 
 
 class Qwen3DecoderLayer(nn.Module):
-    def __init__(self, config: ModelConfig, tp: TPGroup) -> None:
+    def __init__(self, config: ModelConfig, tp: TPGroup, backend: Backend, rotary_emb: RotaryEmbedding) -> None:
         super().__init__()
-        self.self_attn = Qwen3Attention(config, tp)
-        self.mlp = Qwen3MLP(config, tp)
-        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_attn = Qwen3Attention(config, tp, backend, rotary_emb)
+        self.mlp = Qwen3MLP(config, tp, backend)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, backend)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, backend)
 
     def forward(self, positions: torch.Tensor, hidden_states: torch.Tensor, residual: torch.Tensor | None,
                 context: Context) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,11 +115,14 @@ class Qwen3DecoderLayer(nn.Module):
 
 
 class Qwen3Model(nn.Module):
-    def __init__(self, config: ModelConfig, tp: TPGroup) -> None:
+    def __init__(self, config: ModelConfig, tp: TPGroup, backend: Backend, max_model_len: int) -> None:
         super().__init__()
         self.embed_tokens = VocabParallelEmbedding(config.vocab_size, config.hidden_size, tp)
-        self.layers = nn.ModuleList([Qwen3DecoderLayer(config, tp) for _ in range(config.num_hidden_layers)])
-        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        # one cos/sin table for every layer, as long as the longest sequence the engine runs
+        self.rotary_emb = RotaryEmbedding(config.head_dim, max_model_len, config.rope_theta, config.rope_scaling)
+        self.layers = nn.ModuleList([Qwen3DecoderLayer(config, tp, backend, self.rotary_emb)
+                                     for _ in range(config.num_hidden_layers)])
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, backend)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, context: Context) -> torch.Tensor:
         hidden_states = self.embed_tokens(input_ids)          # [num_tokens, hidden_size]
@@ -120,11 +143,15 @@ class Qwen3ForCausalLM(nn.Module):
         "up_proj": ("gate_up_proj", 1),
     }
 
-    def __init__(self, config: ModelConfig, tp: TPGroup | None = None) -> None:
+    def __init__(self, config: ModelConfig, tp: TPGroup | None = None, backend: Backend | None = None,
+                 max_model_len: int | None = None) -> None:
+        """backend: the kernels every layer runs (None: the fastest for the device it is built on);
+        max_model_len: rows of the RoPE table (None: the checkpoint's max_position_embeddings)."""
         super().__init__()
         tp = tp or TPGroup()
+        backend = resolve(backend)
         self.config = config
-        self.model = Qwen3Model(config, tp)
+        self.model = Qwen3Model(config, tp, backend, max_model_len or config.max_position_embeddings)
         self.lm_head = ParallelLMHead(config.vocab_size, config.hidden_size, tp)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight

@@ -1,0 +1,79 @@
+"""Which kernels the layers run: chosen once, when the model is built, and handed to every layer.
+
+A `Backend` is two choices (lessons 09, 10), made from `Config` by `Backend.from_config`:
+- `attention`: an `AttentionBackend`, the functions that store K/V into the paged cache and attend
+  over it. `TRITON_ATTENTION` is AIOS's FlashAttention prefill and paged decode kernels;
+  `TORCH_ATTENTION` their references (the score matrix built whole). A learner's attention is one
+  more `AttentionBackend`, passed in, not patched in.
+- `fused_kernels`: the Triton RMSNorm(+residual), q/k-norm + RoPE + KV store (one launch per
+  layer), SiLU*mul, one-row gemv and sampling kernels; False runs their torch references.
+On a CPU both are the references whatever Config says: Triton compiles for CUDA only.
+
+Each layer binds the functions it will call in its constructor and never looks again: no flag is
+flipped after construction, and nothing asks a tensor which device it is on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from aios.kernels import (
+    decode_attention,
+    decode_attention_ref,
+    prefill_attention,
+    prefill_attention_ref,
+    store_kvcache,
+    store_kvcache_ref,
+)
+
+if TYPE_CHECKING:
+    from aios.config import Config
+
+
+@dataclass(frozen=True)
+class AttentionBackend:
+    """The paged-attention kernels of one implementation; each takes its reference's arguments
+    (aios/kernels/store_kvcache.py, prefill_attention.py, decode_attention.py)."""
+
+    name: str
+    store_kvcache: Callable[..., None]          # (k, v, k_cache, v_cache, slot_mapping)
+    prefill_attention: Callable[..., torch.Tensor]
+    decode_attention: Callable[..., torch.Tensor]
+
+
+TRITON_ATTENTION = AttentionBackend("triton", store_kvcache, prefill_attention, decode_attention)
+TORCH_ATTENTION = AttentionBackend("torch", store_kvcache_ref, prefill_attention_ref, decode_attention_ref)
+ATTENTION_BACKENDS = {b.name: b for b in (TRITON_ATTENTION, TORCH_ATTENTION)}
+
+
+@dataclass(frozen=True)
+class Backend:
+    attention: AttentionBackend = TORCH_ATTENTION
+    fused_kernels: bool = False                 # lesson 10
+
+    @classmethod
+    def from_config(cls, config: Config, device: torch.device | str | None = None) -> Backend:
+        """The engine's choice: `Config.attention_backend` and `Config.fused_kernels` on a GPU, the
+        references on a CPU. `device` defaults to `config.device` (a TP worker passes its own)."""
+        if torch.device(device if device is not None else config.device).type != "cuda":
+            return TORCH
+        return cls(ATTENTION_BACKENDS[config.attention_backend], config.fused_kernels)
+
+    @classmethod
+    def for_device(cls, device: torch.device | str) -> Backend:
+        """The fastest choice for a device: every Triton kernel on CUDA, the references elsewhere."""
+        return TRITON if torch.device(device).type == "cuda" else TORCH
+
+
+TORCH = Backend(TORCH_ATTENTION, fused_kernels=False)
+TRITON = Backend(TRITON_ATTENTION, fused_kernels=True)
+
+
+def resolve(backend: Backend | None) -> Backend:
+    """A layer's `backend=None`: the fastest for the device the layer is being built on (inside
+    `with torch.device("cuda"):` the Triton kernels, else the references)."""
+    return backend if backend is not None else Backend.for_device(torch.get_default_device())

@@ -39,7 +39,7 @@ def test_cuda_graph_output_equals_eager_output_in_fp32(tiny_ckpt):
     prompts = random_prompts(512, [5, 40, 100, 7, 64, 33, 18, 90, 3], seed=23)
     kw = dict(device="cuda", dtype="float32", kvcache_block_size=16, max_model_len=512, num_kvcache_blocks=256)
     graphs = LLM(tiny_ckpt, **kw)
-    assert graphs.model_runner.graphs, "no CUDA graphs were captured"
+    assert graphs.model_runner.cuda_graphs.graphs, "no CUDA graphs were captured"
     eager = LLM(tiny_ckpt, enforce_eager=True, **kw)
     assert greedy(graphs, prompts, 32) == greedy(eager, prompts, 32)
 
@@ -57,11 +57,9 @@ def test_cuda_graph_logits_match_eager_logits_in_bf16(tiny_ckpt):
     assert all(n == 1 for n in batch.num_new_tokens) and len(batch) == 9
     runner = llm.model_runner
     inputs = runner.prepare_inputs(batch)
-    assert runner._graph_batch_size(inputs) == 16
+    assert runner.cuda_graphs.batch_size_for(inputs) == 16
     graph_logits = runner.execute(inputs).float().clone()
-    graphs, runner.graphs = runner.graphs, {}
-    eager_logits = runner.execute(inputs).float()
-    runner.graphs = graphs
+    eager_logits = runner.execute(inputs, use_cuda_graph=False).float()
     assert (graph_logits - eager_logits).abs().max().item() < 0.05 * eager_logits.abs().max().item()
     for seq in list(llm.seqs.values()):
         llm.abort_request(seq.seq_id)

@@ -87,16 +87,16 @@ def test_triton_sampler_never_picks_a_masked_token():
 def test_sampling_follows_the_distribution():
     probs = torch.tensor([0.5, 0.3, 0.2, 0.0])
     logits = probs.log().expand(20000, -1).contiguous()
-    t = SamplingTensors(temperatures=torch.ones(20000))
-    tokens = Sampler()(logits, t, torch.Generator().manual_seed(0))
+    keys = torch.randint(0, 2**32, (20000,), generator=torch.Generator().manual_seed(0))
+    tokens = Sampler()(logits, SamplingTensors(temperatures=torch.ones(20000), row_keys=keys))
     freq = torch.bincount(tokens, minlength=4).float() / 20000
     assert torch.allclose(freq, probs, atol=0.02)
 
 
 def test_greedy_rows_take_the_argmax_in_a_mixed_batch():
     logits = torch.randn(4, 50)
-    t = SamplingTensors(temperatures=torch.tensor([0.0, 1.0, 0.0, 1.0]))
-    tokens = Sampler()(logits, t, torch.Generator().manual_seed(0))
+    t = SamplingTensors(temperatures=torch.tensor([0.0, 1.0, 0.0, 1.0]), row_keys=torch.arange(4))
+    tokens = Sampler()(logits, t)
     assert tokens[0] == logits[0].argmax() and tokens[2] == logits[2].argmax()
 
 

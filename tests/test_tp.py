@@ -189,7 +189,7 @@ def test_tp2_on_two_gpus_with_cuda_graphs_equals_one_gpu(tiny_ckpt, prompts):
     gc.collect()
     torch.cuda.empty_cache()
     with LLM(tiny_ckpt, tensor_parallel_size=2, **kw) as llm:
-        assert llm.model_runner.graphs                    # decode steps replay graphs on both ranks
+        assert llm.model_runner.cuda_graphs.graphs                    # decode steps replay graphs on both ranks
         assert greedy(llm, prompts, MAX_TOKENS) == want
         assert greedy(llm, prompts[-3:], MAX_TOKENS) == want[-3:]
         assert_no_leaked_blocks(llm)

@@ -1,15 +1,16 @@
-"""One model shard on one device: weights, KV cache, step inputs, CUDA graphs, sampling.
+"""One model shard on one device: it runs steps. Step N on rank 0:
 
-`run(batch)` is one engine step on rank 0:
-    prepare_inputs (host, vectorized numpy: aios/engine/step_inputs.py) -> execute (every TP rank)
-    -> sample (rank 0)
-`execute` takes only flat arrays, so TP workers (aios/distributed/worker.py) run the very same
-code with the arrays rank 0 sends them.
+    prepare_inputs (host, vectorized numpy: step_inputs.py) -> execute (every TP rank: upload,
+    then a CUDA graph replay or an eager forward) -> the sampler (rank 0) -> StepHandle
 
-KV cache: one tensor [2, num_layers, num_blocks, block_size, num_kv_heads, head_dim]; layer i's
-Attention module holds views kv_cache[0, i] and kv_cache[1, i].
-CUDA graphs (lesson 11): pure-decode steps replay a graph captured for the smallest captured
-batch size >= the batch; the graph reads its inputs from static buffers that prepare fills.
+`execute` takes only flat arrays, so TP workers (aios/distributed/worker.py) run the very same code
+with the arrays rank 0 sends them. The runner's other concerns each have a file of their own:
+the KV cache's memory and its size (kv_cache.py), CUDA graph capture and replay (cuda_graph.py),
+the step's sampling settings as tensors (aios/layers/sampler.py).
+
+Start-up: build the model (its family from the registry, its kernels from the Backend), load the
+weights, size the KV cache (GPU: a profiling pass of the largest step), warm up (every prefill tile
+variant and the sampler compiled, so no request pays a compile), capture CUDA graphs.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ import torch
 
 from aios.config import Config
 from aios.distributed.tp_group import TPGroup
+from aios.engine.cuda_graph import CUDAGraphRunner
+from aios.engine.kv_cache import KVCache, cpu_num_blocks, gpu_num_blocks
 from aios.engine.scheduler import ScheduledBatch
 from aios.engine.step_inputs import StepInputs, dummy_prefill_inputs, prepare_step_inputs, profile_seq_lens
-from aios.kernels.sampling import seeded_row_keys
 from aios.layers.attention import Attention
 from aios.layers.backend import Backend
-from aios.layers.sampler import Sampler, SamplingTensors
+from aios.layers.sampler import Sampler, SamplingTensors, sampling_tensors, worst_case_sampling
 from aios.models.registry import build_model
 from aios.utils.context import Context
 from aios.utils.loader import init_dummy_weights, load_model
@@ -41,8 +43,7 @@ class StepHandle:
     step N; a decode in step N+1 whose input is step N's token reads it on the device
     (placeholder_dst / placeholder_src), so the host never waits in between."""
 
-    sampled: list                              # sequences that sampled a token, in row order
-    tokens_device: torch.Tensor                # [len(sampled)] int64 on the device
+    tokens_device: torch.Tensor                # [num sampled] int64 on the device
     tokens_host: torch.Tensor                  # pinned host copy, filled asynchronously
     event: torch.cuda.Event | None = None      # recorded after the copy (CUDA only)
     row_of: dict[int, int] = field(default_factory=dict)   # seq_id -> row
@@ -68,96 +69,71 @@ class ModelRunner:
         self.config = config
         self.tp = tp or TPGroup()
         self.device = device or torch.device(config.device)
+        self.is_cuda = self.device.type == "cuda"
         self.dtype: torch.dtype = config.dtype  # type: ignore[assignment]
         self.block_size = config.kvcache_block_size
         self.max_blocks_per_seq = (config.max_model_len + self.block_size - 1) // self.block_size
-        hf = config.hf_config
         backend = Backend.from_config(config, self.device)   # lessons 09/10: the kernels every layer runs
         with _default_dtype(self.dtype), torch.device(self.device):
-            self.model = build_model(hf, self.tp, backend, config.max_model_len)
+            self.model = build_model(config.hf_config, self.tp, backend, config.max_model_len)
         if config.load_format == "dummy":
             init_dummy_weights(self.model, config.seed)
         else:
             load_model(self.model, config.model)
         self.model.eval()
         self.sampler = Sampler(backend)
-        self.generator = torch.Generator(device=self.device).manual_seed(config.seed + self.tp.rank)
-        self.rng = np.random.default_rng(config.seed + self.tp.rank)   # sampling noise keys
-        self.attn_layers = [m for m in self.model.modules() if isinstance(m, Attention)]
-        self.num_kv_heads = self.attn_layers[0].num_kv_heads
-        self.head_dim = hf.head_dim
-        self.is_cuda = self.device.type == "cuda"
-        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
-        self.kv_cache = torch.empty(0)
+        self.rng = np.random.default_rng(config.seed + self.tp.rank)   # noise keys of unseeded rows
+        self.kv_cache = KVCache([m for m in self.model.modules() if isinstance(m, Attention)], self.block_size,
+                                self.dtype, self.device)
         self.last_handle: StepHandle | None = None   # the previous step, for on-device input tokens
+        self.cuda_graphs = CUDAGraphRunner(self.model, config.cudagraph_batch_sizes, self.max_blocks_per_seq,
+                                           self.device)
         self.num_kvcache_blocks = config.num_kvcache_blocks or self.profile_num_blocks()
-        self.allocate_kv_cache(self.num_kvcache_blocks)
+        self.kv_cache.allocate(self.num_kvcache_blocks)
         if self.is_cuda:
             self.warm_up()
-        if self.is_cuda and not config.enforce_eager:
-            self.capture_cudagraphs()
+            if not config.enforce_eager:
+                self.cuda_graphs.capture()
 
     def close(self) -> None:
         """Free this runner's device memory (KV cache, CUDA graphs, weights), so another engine in
         the same process can size its cache from what is free. The runner is unusable after."""
         if self.is_cuda:
             torch.cuda.synchronize(self.device)
-        self.graphs.clear()
-        self.graph_logits = {}
-        self.graph_vars = {}
+        self.cuda_graphs.close()
         self.last_handle = None
-        for layer in self.attn_layers:
-            layer.k_cache = layer.v_cache = torch.empty(0)
-        self.attn_layers = []
-        self.kv_cache = torch.empty(0)
-        self.model = None
+        self.kv_cache.free()
+        self.model = self.cuda_graphs.model = None
         if self.is_cuda:
             torch.cuda.empty_cache()
 
-    # ---- memory --------------------------------------------------------------------------------
-
     @property
     def block_bytes(self) -> int:
-        """Bytes of one KV block across all layers (K and V)."""
-        el = torch.empty(0, dtype=self.dtype).element_size()
-        return 2 * len(self.attn_layers) * self.block_size * self.num_kv_heads * self.head_dim * el
+        return self.kv_cache.block_bytes
 
-    def allocate_kv_cache(self, num_blocks: int) -> None:
-        self.kv_cache = torch.empty(2, len(self.attn_layers), num_blocks, self.block_size, self.num_kv_heads,
-                                    self.head_dim, dtype=self.dtype, device=self.device)
-        for i, layer in enumerate(self.attn_layers):
-            layer.k_cache, layer.v_cache = self.kv_cache[0, i], self.kv_cache[1, i]
+    # ---- start-up ------------------------------------------------------------------------------
 
     def profile_num_blocks(self) -> int:
         """How many KV blocks fit: on CPU a fixed budget; on GPU what is left under
-        gpu_memory_utilization after weights and the peak activations of the largest step."""
+        gpu_memory_utilization after weights and the peak activations of the largest step the
+        scheduler can form (profile_seq_lens), with max_num_seqs rows through the sampler."""
         cfg = self.config
         if not self.is_cuda:
-            useful = self.max_blocks_per_seq * min(cfg.max_num_seqs, 64)
-            return max(1, min(int(cfg.cpu_kvcache_space_gib * 2**30) // self.block_bytes, useful))
+            return cpu_num_blocks(cfg, self.block_bytes)
         torch.cuda.synchronize(self.device)
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(self.device)
         seq_lens = profile_seq_lens(cfg.max_num_batched_tokens, cfg.max_num_seqs, cfg.max_model_len)
         blocks_per_seq = [(n + self.block_size - 1) // self.block_size for n in seq_lens]
-        self.allocate_kv_cache(sum(blocks_per_seq))
-        cache_bytes = self.kv_cache.numel() * self.kv_cache.element_size()
-        inputs = dummy_prefill_inputs(seq_lens, blocks_per_seq, self.block_size)
-        logits = self.execute(inputs)
-        rows = cfg.max_num_seqs
-        logits = logits[:1].expand(rows, -1).contiguous()
-        self.sampler(logits, self._worst_case_sampling(rows), self.generator)
+        self.kv_cache.allocate(sum(blocks_per_seq))
+        logits = self.execute(dummy_prefill_inputs(seq_lens, blocks_per_seq, self.block_size))
+        logits = logits[:1].expand(cfg.max_num_seqs, -1).contiguous()
+        self.sampler(logits, worst_case_sampling(cfg.max_num_seqs, self.device))
         torch.cuda.synchronize(self.device)
-        peak = torch.cuda.max_memory_allocated(self.device) - cache_bytes
-        self.kv_cache = torch.empty(0)
-        for layer in self.attn_layers:
-            layer.k_cache = layer.v_cache = torch.empty(0)
+        peak = torch.cuda.max_memory_allocated(self.device) - self.kv_cache.nbytes
+        self.kv_cache.free()
         del logits
-        torch.cuda.empty_cache()
-        free, total = torch.cuda.mem_get_info(self.device)
-        non_torch = (total - free) - torch.cuda.memory_reserved(self.device)
-        budget = int(total * cfg.gpu_memory_utilization) - non_torch - peak
-        num_blocks = budget // self.block_bytes
+        num_blocks = gpu_num_blocks(cfg, self.device, self.block_bytes, peak)
         if self.tp.size > 1:                 # every rank must hold the same number of blocks
             t = torch.tensor([num_blocks], device=self.device)
             torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN, group=self.tp.group)
@@ -186,17 +162,12 @@ class ModelRunner:
         # the sampler on the model's logits dtype: profile_num_blocks ran it on fp32 logits (the
         # top-k/top-p path), a temperature-only row hands the kernel logits of the model's dtype
         if logits is not None:
-            self.sampler(logits, SamplingTensors(temperatures=torch.ones(len(logits), device=self.device)),
-                         self.generator)
+            rows = len(logits)
+            self.sampler(logits, SamplingTensors(temperatures=torch.ones(rows, device=self.device),
+                                                 row_keys=torch.zeros(rows, dtype=torch.int64, device=self.device)))
         torch.cuda.synchronize(self.device)
 
-    def _worst_case_sampling(self, rows: int) -> SamplingTensors:
-        d = self.device
-        return SamplingTensors(temperatures=torch.ones(rows, device=d),
-                               top_ks=torch.full((rows,), 50, device=d), top_ps=torch.full((rows,), 0.9, device=d),
-                               min_ps=torch.full((rows,), 0.05, device=d))
-
-    # ---- step inputs ---------------------------------------------------------------------------
+    # ---- one step ------------------------------------------------------------------------------
 
     def prepare_inputs(self, batch: ScheduledBatch) -> StepInputs:
         """Flatten the batch into flat host arrays (aios/engine/step_inputs.py)."""
@@ -208,8 +179,6 @@ class ModelRunner:
         if self.is_cuda:
             return t.pin_memory().to(self.device, non_blocking=True)
         return t
-
-    # ---- forward -------------------------------------------------------------------------------
 
     def _upload(self, inputs: StepInputs) -> dict[str, torch.Tensor]:
         """Two host-to-device copies per step (one int64 pack, one int32 pack) instead of one per array.
@@ -235,21 +204,22 @@ class ModelRunner:
         return out
 
     @torch.inference_mode()
-    def execute(self, inputs: StepInputs) -> torch.Tensor:
-        """Run the model on one step's inputs; return logits [len(logits_indices), vocab]."""
+    def execute(self, inputs: StepInputs, use_cuda_graph: bool = True) -> torch.Tensor:
+        """Run the model on one step's inputs; return logits [len(logits_indices), vocab]. A pure
+        decode step replays a CUDA graph where one was captured for it (cuda_graph.py), anything
+        else runs eagerly (and so does everything with use_cuda_graph=False)."""
         t = self._upload(inputs)
         if len(inputs.placeholder_dst):
             t["input_ids"][t["placeholder_dst"]] = self.last_handle.tokens_device[t["placeholder_src"]]
-        graph_bs = self._graph_batch_size(inputs)
+        graph_bs = self.cuda_graphs.batch_size_for(inputs) if use_cuda_graph else None
         if graph_bs is not None:
-            return self._replay(t, graph_bs)
-        cu_q = t["cu_seqlens_q"]
+            return self.cuda_graphs.replay(t, graph_bs)
         context = Context(
             is_prefill=inputs.is_prefill,
             slot_mapping=t["slot_mapping"],
             block_tables=t["block_tables"],
             context_lens=t["context_lens"],
-            cu_seqlens_q=cu_q,
+            cu_seqlens_q=t["cu_seqlens_q"],
             cu_seqlens_k=torch.nn.functional.pad(t["context_lens"].cumsum(0, dtype=torch.int32), (1, 0)),
             max_seqlen_q=inputs.max_seqlen_q,
             max_seqlen_k=inputs.max_seqlen_k,
@@ -259,100 +229,19 @@ class ModelRunner:
             hidden = hidden[t["logits_indices"]]
         return self.model.compute_logits(hidden)
 
-    # ---- CUDA graphs (lesson 11) ---------------------------------------------------------------
-
-    def _graph_batch_size(self, inputs: StepInputs) -> int | None:
-        """The captured batch size to replay for this step, or None to run eagerly."""
-        if not self.graphs or inputs.is_prefill:
-            return None
-        bs = len(inputs.context_lens)
-        if inputs.block_tables.shape[1] > self.max_blocks_per_seq or len(inputs.logits_indices) != bs:
-            return None
-        return next((s for s in self.config.cudagraph_batch_sizes if s >= bs and s in self.graphs), None)
-
-    @torch.inference_mode()
-    def capture_cudagraphs(self) -> None:
-        max_bs = max(self.config.cudagraph_batch_sizes)
-        d, width = self.device, self.max_blocks_per_seq
-        self.graph_vars = {
-            "input_ids": torch.zeros(max_bs, dtype=torch.int64, device=d),
-            "positions": torch.zeros(max_bs, dtype=torch.int64, device=d),
-            "slot_mapping": torch.full((max_bs,), -1, dtype=torch.int64, device=d),
-            "context_lens": torch.zeros(max_bs, dtype=torch.int32, device=d),
-            "block_tables": torch.zeros(max_bs, width, dtype=torch.int32, device=d),
-        }
-        v = self.graph_vars
-        self.graph_logits: dict[int, torch.Tensor] = {}
-        pool = None
-        for bs in sorted(self.config.cudagraph_batch_sizes, reverse=True):
-            context = Context(is_prefill=False, slot_mapping=v["slot_mapping"][:bs],
-                              block_tables=v["block_tables"][:bs], context_lens=v["context_lens"][:bs])
-            # warm up (Triton compiles, cuBLAS picks kernels) outside the capture
-            self.model.compute_logits(self.model(v["input_ids"][:bs], v["positions"][:bs], context))
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=pool):
-                hidden = self.model(v["input_ids"][:bs], v["positions"][:bs], context)
-                self.graph_logits[bs] = self.model.compute_logits(hidden)
-            if pool is None:
-                pool = graph.pool()
-            self.graphs[bs] = graph
-            torch.cuda.synchronize(d)
-
-    def _replay(self, t: dict[str, torch.Tensor], graph_bs: int) -> torch.Tensor:
-        v, bs = self.graph_vars, t["context_lens"].shape[0]
-        width = t["block_tables"].shape[1]
-        for k in ("input_ids", "positions", "slot_mapping", "context_lens"):
-            v[k][:bs].copy_(t[k])
-        v["slot_mapping"][bs:graph_bs].fill_(-1)       # padding rows write nothing
-        v["context_lens"][bs:graph_bs].fill_(0)        # ... and read nothing
-        v["block_tables"][:bs, :width].copy_(t["block_tables"])
-        v["block_tables"][:graph_bs, width:].fill_(-1)
-        self.graphs[graph_bs].replay()
-        return self.graph_logits[graph_bs][:bs]
-
-    # ---- sampling ------------------------------------------------------------------------------
-
-    def sampling_tensors(self, seqs: list) -> SamplingTensors:
-        """Settings of the sequences that sample this step. Greedy rows ignore top-k/top-p/min-p.
-        Noise keys: a seeded request's is a hash of (seed, output position), so its draw is the same
-        in any batch; the other rows' come from the runner's own generator."""
-        params = [s.sampling_params for s in seqs]
-        d = self._to_device
-        temps = np.asarray([p.temperature for p in params], dtype=np.float32)
-        t = SamplingTensors(temperatures=d(temps), all_greedy=bool((temps == 0).all()))
-        if t.all_greedy:
-            return t
-        sampled = temps > 0
-        vocab = self.config.hf_config.vocab_size
-        top_ks = np.where(sampled, [p.top_k if 0 < p.top_k < vocab else vocab for p in params], vocab).astype(np.int64)
-        top_ps = np.where(sampled, [p.top_p for p in params], 1.0).astype(np.float32)
-        min_ps = np.where(sampled, [p.min_p for p in params], 0.0).astype(np.float32)
-        if (top_ks < vocab).any():                       # upload only the masks someone asked for
-            t.top_ks = d(top_ks)
-        if (top_ps < 1.0).any():
-            t.top_ps = d(top_ps)
-        if (min_ps > 0.0).any():
-            t.min_ps = d(min_ps)
-        keys = self.rng.integers(0, 2**32, len(seqs), dtype=np.int64)
-        seeded = [i for i, p in enumerate(params) if p.seed is not None and p.temperature > 0]
-        if seeded:
-            seeds = torch.tensor([params[i].seed & 0x7FFF_FFFF_FFFF_FFFF for i in seeded], dtype=torch.int64)
-            positions = torch.tensor([seqs[i].num_output_tokens for i in seeded], dtype=torch.int64)
-            keys[seeded] = seeded_row_keys(seeds, positions).numpy()
-        t.row_keys = d(keys)
-        return t
-
     def run(self, batch: ScheduledBatch, inputs: StepInputs | None = None) -> StepHandle:
         """Launch one step on rank 0 and return at once: the model, then sampling for each sequence
-        whose chunk reaches its last token (partial prefill chunks sample nothing)."""
+        whose chunk reaches its last token (batch.samples; partial prefill chunks sample nothing)."""
         sampled = batch.sampled_seqs
         inputs = inputs or self.prepare_inputs(batch)
         logits = self.execute(inputs)
         if sampled:
-            tokens = self.sampler(logits, self.sampling_tensors(sampled), self.generator)
+            t = sampling_tensors([s.sampling_params for s in sampled], [s.num_output_tokens for s in sampled],
+                                 self.config.hf_config.vocab_size, self.rng, self._to_device)
+            tokens = self.sampler(logits, t)
         else:
             tokens = torch.zeros(0, dtype=torch.int64, device=self.device)
-        handle = StepHandle(sampled, tokens, tokens, row_of={s.seq_id: i for i, s in enumerate(sampled)})
+        handle = StepHandle(tokens, tokens, row_of={s.seq_id: i for i, s in enumerate(sampled)})
         if self.is_cuda:
             handle.tokens_host = torch.empty(len(sampled), dtype=torch.int64, pin_memory=True)
             handle.tokens_host.copy_(tokens, non_blocking=True)

@@ -2,9 +2,9 @@
 """Lesson 11: CUDA graphs and async scheduling: take the host off the GPU's critical path.
 
     eager       (lesson 10) : enforce_eager=True: every decode step launches each kernel from Python
-    CUDA graphs (lesson 11) : enforce_eager=False: ModelRunner.capture_cudagraphs records one graph
+    CUDA graphs (lesson 11) : enforce_eager=False: CUDAGraphRunner.capture records one graph
                               per batch size at start-up; a pure-decode step copies its inputs into
-                              the graph's static buffers and replays it (ModelRunner._replay)
+                              the graph's static buffers and replays it (CUDAGraphRunner.replay)
     async scheduling        : async_scheduling=True: the engine schedules and launches step N+1
                               before it reads step N's tokens back (LLMEngine.step)
 
@@ -53,7 +53,7 @@ def main() -> None:
     rows, tokens, launch_counts = [], {}, {}
     for lesson in ("10", "11"):
         llm = LLM(args.model, device=args.device, skip_tokenizer_init=args.skip_tokenizer_init, **OVERRIDES[lesson])
-        graphs = sorted(llm.model_runner.graphs)
+        graphs = sorted(llm.model_runner.cuda_graphs.graphs)
         label = f"enforce_eager={llm.config.enforce_eager} (lesson {lesson})"
         for bs in batch_sizes:
             prompts = common.prompts(args, bs)
@@ -97,8 +97,8 @@ def main() -> None:
     print(f"the same device on one 1024 x 1024 x 1024 matmul: {peak:,.1f} GFLOP/s -> the decode step uses "
           f"{100 * achieved / peak:.1f}% of it; the rest is per-op dispatch (a kernel launch on a GPU) and Python")
     if args.device == "cpu":
-        print("(CPU: no graphs to capture, so both settings run the same eager loop; ModelRunner only calls "
-              "capture_cudagraphs when the device is CUDA)")
+        print("(CPU: no graphs to capture, so both settings run the same eager loop; ModelRunner only "
+              "captures graphs when the device is CUDA)")
 
     common.heading(f"async scheduling, lesson 11 settings, batch {batch_sizes[-1]}")
     prompts = common.prompts(args, batch_sizes[-1])

@@ -21,16 +21,13 @@ import datetime
 import json
 import math
 import os
-import sys
 import traceback
 
 import torch
 import torch.nn.functional as F
 import triton
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from aios.kernels import (  # noqa: E402
+from aios.kernels import (
     decode_attention,
     decode_attention_ref,
     fused_add_rms_norm,

@@ -37,8 +37,7 @@ from dataclasses import dataclass, field
 import httpx
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # run as a script, too
-from benchmarks.provenance import git_sha, gpu_name  # noqa: E402
+from aios.bench.provenance import git_sha, gpu_name
 
 
 @dataclass

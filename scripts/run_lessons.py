@@ -6,11 +6,11 @@
 
 Steps:
   1. the checkpoint: --model DIR runs the lessons on that checkpoint; otherwise a random-weight
-     checkpoint of --shape (default qwen3-0.6b: Qwen3-0.6B's exact config.json, benchmarks/shapes.py)
+     checkpoint of --shape (default qwen3-0.6b: Qwen3-0.6B's exact config.json, aios/bench/shapes.py)
      is written to --ckpt-dir/<shape>-random (config.json + model.safetensors, no tokenizer), or
      reused if it is already there with the same shape, seed and init. The lessons run a model
      directory without a tokenizer on token-id prompts and print token ids for text
-     (lessons/common.py: TokenIds).
+     (lessons/common/token_ids.py: TokenIds).
   2. each lessons/NN_*/run_lessonNN.py runs in its own process with --model and --device and the
      sizes in LESSON_ARGS (chosen so each GPU lesson takes seconds to about a minute on an H100),
      under a per-script --timeout (and what is left of --budget); a failing or hanging lesson does
@@ -59,7 +59,7 @@ LESSON_ARGS: dict[str, list[str]] = {
     "08": ["--num-prompts", "8"],
 }
 
-# A small shape for a smoke run of this driver on a CPU (same config keys as benchmarks/shapes.py).
+# A small shape for a smoke run of this driver on a CPU (same config keys as aios/bench/shapes.py).
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, head_dim=32, vocab_size=2048, tie_word_embeddings=True, bos_token_id=2046,
             eos_token_id=2047)
@@ -69,9 +69,8 @@ RESIDUAL = 3.0           # init="stable": the layers' outputs summed over depth,
 
 
 def shape_config(shape: str) -> dict:
-    """config.json of a named shape: benchmarks/shapes.py's, or `tiny` (its config with TINY's sizes)."""
-    sys.path.insert(0, str(REPO))
-    from benchmarks.shapes import shape_config as named_shape_config
+    """config.json of a named shape: aios/bench/shapes.py's, or `tiny` (its config with TINY's sizes)."""
+    from aios.bench.shapes import shape_config as named_shape_config
 
     try:
         return named_shape_config("qwen3-0.6b", **TINY) if shape == "tiny" else named_shape_config(shape)
@@ -250,7 +249,7 @@ def main() -> None:
                     "(default: lesson_outputs)")
     ap.add_argument("--model", default=None, help="run on this checkpoint directory instead of a random one")
     ap.add_argument("--shape", default="qwen3-0.6b",
-                    help="random checkpoint's shape: tiny, or one of benchmarks/shapes.py (default qwen3-0.6b)")
+                    help="random checkpoint's shape: tiny, or one of aios/bench/shapes.py (default qwen3-0.6b)")
     ap.add_argument("--ckpt-dir", default=str(REPO / "benchmarks" / "checkpoints"),
                     help="where the random checkpoint is written or reused: <ckpt-dir>/<shape>-random "
                          "(default benchmarks/checkpoints, git-ignored)")

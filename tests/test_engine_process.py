@@ -83,6 +83,7 @@ def test_engine_process_refuses_bad_requests_with_its_own_errors(served):
     assert httpx.post(f"{url}/v1/completions", json={"prompt": [5], "max_tokens": 2}).status_code == 200
 
 
+@pytest.mark.slow
 def test_a_dead_engine_process_fails_requests_instead_of_hanging_them(tiny_ckpt):
     async_engine = AsyncEngine.in_process(tiny_ckpt, KW)
     try:
@@ -99,6 +100,7 @@ def test_a_dead_engine_process_fails_requests_instead_of_hanging_them(tiny_ckpt)
         async_engine.shutdown()
 
 
+@pytest.mark.slow
 def test_a_checkpoint_the_engine_process_cannot_load_is_a_clear_error(tmp_path):
     with pytest.raises(RuntimeError, match="model directory .*missing.* does not exist"):
         AsyncEngine.in_process(str(tmp_path / "missing"), KW)

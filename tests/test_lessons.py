@@ -2,7 +2,7 @@
 
 - Every lesson's run script runs with --quick on a CPU, prints both sides of its comparison with
   numbers, and none of its "same tokens" checks says NO.
-- Every lesson's engine setting (benchmarks/ladder.py) gives the same greedy tokens: optimizations
+- Every lesson's engine setting (aios/bench/ladder.py) gives the same greedy tokens: optimizations
   change speed, never results.
 - Every file, aios name, Config field and code excerpt a lesson README quotes exists, verbatim.
 """
@@ -14,6 +14,7 @@ import builtins
 import gc
 import importlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -25,10 +26,13 @@ import pytest
 import torch
 
 from aios import LLM, SamplingParams
-from benchmarks.ladder import LADDER
+from aios.bench.ladder import LADDER
 
 REPO = Path(__file__).resolve().parents[1]
 LESSONS = sorted(p for p in (REPO / "lessons").iterdir() if p.is_dir() and re.match(r"\d\d_", p.name))
+# A script run by these tests imports this checkout's aios and lessons packages, installed or not (as
+# pytest's `pythonpath` does for the tests themselves): what `pip install -e .` gives a learner.
+CHECKOUT_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
 
 # Per lesson: labels that must each be followed by a number on a printed row (both sides of the comparison).
 EXPECTED_ROWS = {
@@ -74,11 +78,12 @@ def test_there_are_sixteen_lessons_each_complete():
 
 # ---- the run scripts --------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("number", sorted(EXPECTED_ROWS))
 def test_lesson_script_runs_quick_and_prints_its_comparison(number):
     script = lesson(number) / f"run_lesson{number}.py"
     proc = subprocess.run([sys.executable, str(script), "--quick", "--device", "cpu"], cwd=REPO / "lessons",
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, env=CHECKOUT_ENV)
     out = proc.stdout
     assert proc.returncode == 0, f"{script.name} failed:\n{out[-3000:]}\n{proc.stderr[-3000:]}"
     assert "SKIPPED" not in out, out
@@ -98,7 +103,7 @@ def test_lesson_script_help_names_the_flags_without_loading_aios(number):
     code = (f"import runpy, sys\nsys.argv = [{script!r}, '--help']\n"
             f"try:\n    runpy.run_path({script!r}, run_name='__main__')\nexcept SystemExit:\n    pass\n"
             f"print('MODULES', *sys.modules)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=CHECKOUT_ENV)
     assert proc.returncode == 0, proc.stderr
     help_text, _, modules = proc.stdout.partition("MODULES")
     for flag in ("--model", "--device", "--quick"):
@@ -106,15 +111,17 @@ def test_lesson_script_help_names_the_flags_without_loading_aios(number):
     assert "aios" not in modules.split(), "--help should not wait for torch/aios to load"
 
 
+@pytest.mark.slow
 def test_lessons_run_on_a_checkpoint_without_a_tokenizer(tmp_path):
     """scripts/run_lessons.py writes a random-weight checkpoint with no tokenizer (as for the GPU runs
     of the Qwen3-0.6B shape) and runs the lessons whose prompts or printed text go through
-    lessons/common.py's TokenIds stand-in (lesson 15's server streams token ids): each prints its
+    lessons/common/token_ids.py's TokenIds stand-in (lesson 15's server streams token ids): each prints its
     comparison, and no check says NO."""
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "run_lessons.py"), "--shape", "tiny",
                            "--device", "cpu", "--quick", "--ckpt-dir", str(tmp_path), "--out", str(out),
-                           "--only", "01,02,08,12,13,15"], capture_output=True, text=True, timeout=600)
+                           "--only", "01,02,08,12,13,15"], capture_output=True, text=True, timeout=600,
+                          env=CHECKOUT_ENV)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = json.loads((out / "summary.json").read_text())["lessons"]
     assert [r["lesson"] for r in rows] == ["01", "02", "08", "12", "13", "15"]
@@ -157,6 +164,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_every_lesson_setting_gives_the_same_greedy_tokens(one_thread):
     tokens = ladder_tokens("cpu", "float32")
     first = tokens[LADDER[0][0]]
@@ -352,7 +360,7 @@ def test_readme_quotes_only_what_exists(readme):
                 if not script.is_file():
                     errors.append(f"command runs {m.group(1)}, which does not exist")
                     continue
-                code = script.read_text() + (REPO / "lessons" / "common.py").read_text()
+                code = script.read_text() + "".join(f.read_text() for f in (REPO / "lessons" / "common").glob("*.py"))
                 for flag in re.findall(r"(--[\w-]+)", m.group(2)):
                     if f'"{flag}"' not in code and flag != "--help":
                         errors.append(f"{m.group(1)} has no flag {flag}")

@@ -217,6 +217,7 @@ def run_cases(ckpt: str, reference, seeds: range, block_size: int) -> Tally:
     return tally
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("block_size", [1, 4, 16])
 def test_random_arrivals_aborts_and_tiny_pools_keep_outputs_and_blocks_exact(stress_ckpt, reference, block_size):
     first = 1000 * block_size
@@ -226,6 +227,7 @@ def test_random_arrivals_aborts_and_tiny_pools_keep_outputs_and_blocks_exact(str
     assert max(tally.per_case_steps) >= 100
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("block_size", [1, 4])
 def test_every_block_hash_colliding_still_gives_exact_outputs(stress_ckpt, reference, monkeypatch, block_size):
     """hash_block made constant: only the collision guard keeps a lookup from a wrong hit."""

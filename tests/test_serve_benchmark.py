@@ -18,6 +18,7 @@ def free_port() -> int:
 
 @pytest.mark.parametrize("load", [["--rate", "inf"], ["--concurrency", "2"],
                                   ["--rate", "50", "--num-clients", "2"], ["--concurrency", "3", "--num-clients", "2"]])
+@pytest.mark.slow
 def test_serve_benchmark_launches_a_server_measures_every_request_and_stops_it(tiny_ckpt, tmp_path, load):
     port = free_port()
     url = f"http://127.0.0.1:{port}"

@@ -432,6 +432,7 @@ def test_health_models_and_metrics(url, client, engine):
 # ---- the process -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sigterm_stops_the_server_process_with_status_0(tiny_ckpt):
     cmd = [sys.executable, "-m", "aios.server", "--model", tiny_ckpt, "--port", "0", "--device", "cpu",
            "--dtype", "float32", "--log-level", "warning"]

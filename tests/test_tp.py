@@ -63,6 +63,7 @@ def expected(tiny_ckpt, prompts):
 
 @pytest.mark.parametrize("tp,kwargs", [(2, {}), (2, TINY_POOL), (4, TINY_POOL)],
                          ids=["tp2", "tp2-tiny-pool", "tp4-replicated-kv-heads-tiny-pool"])
+@pytest.mark.slow
 def test_tp_greedy_tokens_equal_one_rank(tiny_ckpt, prompts, expected, tp, kwargs, hang_guard):
     with tp_llm(tiny_ckpt, tp, **{"kvcache_block_size": 16, **kwargs}) as llm:
         assert greedy(llm, prompts, MAX_TOKENS) == expected
@@ -74,6 +75,7 @@ def test_tp_greedy_tokens_equal_one_rank(tiny_ckpt, prompts, expected, tp, kwarg
             assert stats["num_preemptions"] > 0
 
 
+@pytest.mark.slow
 def test_workers_exit_on_close(tiny_ckpt, hang_guard):
     llm = tp_llm(tiny_ckpt, 2)
     pids = llm.model_runner.worker_pids
@@ -85,6 +87,7 @@ def test_workers_exit_on_close(tiny_ckpt, hang_guard):
     llm.close()                                        # closing twice is harmless
 
 
+@pytest.mark.slow
 def test_workers_exit_when_the_llm_is_garbage_collected(tiny_ckpt, hang_guard):
     llm = tp_llm(tiny_ckpt, 2)
     pids = llm.model_runner.worker_pids
@@ -93,6 +96,7 @@ def test_workers_exit_when_the_llm_is_garbage_collected(tiny_ckpt, hang_guard):
     assert all(pid_gone(p) for p in pids)
 
 
+@pytest.mark.slow
 def test_workers_exit_when_the_parent_process_dies(tiny_ckpt, hang_guard):
     script = textwrap.dedent(f"""
         import os, signal
@@ -108,6 +112,7 @@ def test_workers_exit_when_the_parent_process_dies(tiny_ckpt, hang_guard):
     assert all(pid_gone(int(p)) for p in out.stdout.split())
 
 
+@pytest.mark.slow
 def test_two_tp_engines_in_one_process_both_generate_correctly(tiny_ckpt, prompts, expected, hang_guard):
     with tp_llm(tiny_ckpt, 2) as a, tp_llm(tiny_ckpt, 2) as b:
         assert greedy(a, prompts[:3], MAX_TOKENS) == expected[:3]
@@ -115,6 +120,7 @@ def test_two_tp_engines_in_one_process_both_generate_correctly(tiny_ckpt, prompt
         assert greedy(a, prompts[3:], MAX_TOKENS) == expected[3:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("when", ["between-steps", "inside-a-step"])
 def test_a_killed_worker_is_a_clear_error_not_a_hang(tiny_ckpt, when, hang_guard):
     llm = tp_llm(tiny_ckpt, 2)
@@ -144,6 +150,7 @@ def test_a_killed_worker_is_a_clear_error_not_a_hang(tiny_ckpt, when, hang_guard
     assert pid_gone(worker.process.pid)
 
 
+@pytest.mark.slow
 def test_an_error_inside_a_step_on_rank_0_stops_the_workers_for_good(tiny_ckpt, hang_guard):
     """The workers may be waiting in a collective that rank 0 left: running on would pair the
     wrong collectives, so the engine refuses and its workers are gone at once."""

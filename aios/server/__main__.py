@@ -21,7 +21,10 @@ import argparse
 import signal
 import sys
 
-import uvicorn
+from aios.utils.optional import require
+
+require("fastapi", "uvicorn", "pydantic", extra="server", needed_by="the server")
+import uvicorn  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -9,11 +9,7 @@ The greedy tokens are identical; only the throughput changes. That gap is what t
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import common  # noqa: E402
+from lessons import common
 
 
 def main() -> None:

@@ -11,12 +11,10 @@ Then the same formula for Qwen3-0.6B, and what that means per generated token (F
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import common  # noqa: E402
+from lessons import common
 
 
 def formula(c) -> dict[str, int]:
@@ -62,10 +60,10 @@ def main() -> None:
     import torch
 
     from aios.assets import default_model_path
+    from aios.bench.shapes import write_shape
     from aios.config import ModelConfig
     from aios.kernels import qk_norm_rope_ref
     from aios.models.qwen3 import Qwen3ForCausalLM
-    from benchmarks.shapes import write_shape
 
     loop = common.load_module("03_own_the_model/no_cache_loop.py")
     print(common.describe(args))

@@ -11,11 +11,9 @@ Checks: the loaded weights give HF's logits (max |difference|) and the same gree
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import common  # noqa: E402
+from lessons import common
 
 
 def main() -> None:

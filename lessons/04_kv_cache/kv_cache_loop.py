@@ -8,13 +8,9 @@ seen, so a decode step computes ONE token and attends to the cached rest.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import load_module  # noqa: E402
+from lessons.common import load_module
 
 forward = load_module("03_own_the_model/no_cache_loop.py").forward
 

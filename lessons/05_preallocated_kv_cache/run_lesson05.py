@@ -12,11 +12,7 @@ Both are teaching loops over aios's modules (one sequence, plain torch): slow on
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import common  # noqa: E402
+from lessons import common
 
 
 def main() -> None:

@@ -7,18 +7,14 @@
                              ones, and each new token's K/V goes to flat slot
                              slot_mapping = block_table[pos // block_size] * block_size + pos % block_size
 
-From here on the real engine runs (aios.LLM), with lesson 06's settings from benchmarks/ladder.py:
+From here on the real engine runs (aios.LLM), with lesson 06's settings from aios/bench/ladder.py:
 one sequence at a time, torch reference attention, no CUDA graphs, no prefix caching. Block size
 16 shows the mechanics; the engine's default (256) is what runs fastest on an H100.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import common  # noqa: E402
+from lessons import common
 
 
 def peak_blocks(llm, prompts, params) -> list[tuple[int, int]]:
@@ -41,14 +37,14 @@ def main() -> None:
     n = args.num_prompts or (3 if args.quick else 8)
 
     from aios import LLM, Config, SamplingParams
-    from benchmarks.ladder import OVERRIDES
+    from aios.bench.ladder import OVERRIDES
 
     loop03 = common.load_module("03_own_the_model/no_cache_loop.py")
     loop04 = common.load_module("04_kv_cache/kv_cache_loop.py")
     loop05 = common.load_module("05_preallocated_kv_cache/static_cache_loop.py")
     print(common.describe(args))
     rung06 = OVERRIDES["06"]
-    print(f"engine settings (benchmarks/ladder.py, lesson 06): {rung06}")
+    print(f"engine settings (aios/bench/ladder.py, lesson 06): {rung06}")
     max_tokens = [8, 24, 40, 56, 72, 120, 200, 300][:n] if not args.quick else [8, 20, 40][:n]
     prompts = common.prompts(args, n)
     params = [SamplingParams(temperature=0.0, max_tokens=m, ignore_eos=True) for m in max_tokens]

@@ -7,16 +7,12 @@
                                   marks where each sequence's tokens start. New requests wait until
                                   the whole batch is done (lesson 08 lifts that).
 
-Settings from benchmarks/ladder.py (lessons 06 and 07). The greedy tokens must not change.
+Settings from aios/bench/ladder.py (lessons 06 and 07). The greedy tokens must not change.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import common  # noqa: E402
+from lessons import common
 
 
 def run(llm, prompts, params) -> tuple[list[list[int]], int, float, list]:
@@ -47,7 +43,7 @@ def main() -> None:
     max_tokens = args.max_tokens or (8 if args.quick else 64)
 
     from aios import LLM, SamplingParams
-    from benchmarks.ladder import OVERRIDES
+    from aios.bench.ladder import OVERRIDES
 
     print(common.describe(args))
     prompts = common.prompts(args, n)

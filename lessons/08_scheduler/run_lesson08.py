@@ -9,17 +9,13 @@
     preemption                      : when KV blocks run out, the newest sequence gives its blocks
                                       back and is recomputed later; its tokens do not change
 
-Settings from benchmarks/ladder.py (lessons 07 and 08), with max_num_seqs lowered so that the
+Settings from aios/bench/ladder.py (lessons 07 and 08), with max_num_seqs lowered so that the
 requests do not all fit in one batch.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import common  # noqa: E402
+from lessons import common
 
 
 def generate(llm, prompts, params) -> tuple[list[list[int]], list[dict], int, float]:
@@ -77,7 +73,7 @@ def main() -> None:
     n = args.num_prompts or (6 if args.quick else 16)
 
     from aios import LLM, SamplingParams
-    from benchmarks.ladder import OVERRIDES
+    from aios.bench.ladder import OVERRIDES
 
     print(common.describe(args))
     prompts = common.prompts(args, n)

@@ -13,11 +13,8 @@ torch references. On a GPU: the engine with attention_backend torch vs triton.
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import common  # noqa: E402
+from lessons import common
 
 
 def main() -> None:

@@ -13,11 +13,7 @@ separate matmuls with the same weights.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import common  # noqa: E402
+from lessons import common
 
 
 def time_per_call(fn, device: str, repeat: int, *args) -> float:

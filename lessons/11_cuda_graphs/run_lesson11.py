@@ -15,11 +15,7 @@ features remove: the kernels launched per step, and how little arithmetic each s
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import common  # noqa: E402
+from lessons import common
 
 
 def one_decode_step(llm, args) -> tuple[int, int | None, int | None]:
@@ -45,7 +41,7 @@ def main() -> None:
     import torch
 
     from aios import LLM, SamplingParams
-    from benchmarks.ladder import OVERRIDES
+    from aios.bench.ladder import OVERRIDES
 
     print(common.describe(args))
     max_tokens = 16 if args.quick else 128

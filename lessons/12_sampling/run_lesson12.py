@@ -11,11 +11,7 @@ A request with a seed gets the same tokens every time, whatever else shares its 
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import common  # noqa: E402
+from lessons import common
 
 
 def main() -> None:

@@ -8,16 +8,12 @@
                       hash is cached (BlockManager.match_prefix), computing only the rest
 
 The workload: one long shared system prompt, then a short question per request. The first request
-runs alone (it fills the cache), the others follow together. Settings from benchmarks/ladder.py.
+runs alone (it fills the cache), the others follow together. Settings from aios/bench/ladder.py.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import common  # noqa: E402
+from lessons import common
 
 
 def abbreviate(xs: list[int]) -> str:
@@ -34,7 +30,7 @@ def main() -> None:
     max_tokens = 8 if args.quick else 32
 
     from aios import LLM, Config, SamplingParams
-    from benchmarks.ladder import OVERRIDES
+    from aios.bench.ladder import OVERRIDES
 
     block_size = Config.__dataclass_fields__["kvcache_block_size"].default   # only full blocks are cached
     prefix_len = args.prefix_tokens or (2 * block_size if args.quick else 1024)

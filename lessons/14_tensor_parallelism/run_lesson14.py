@@ -14,11 +14,7 @@ memory (a model too big for one card) and bandwidth (each card reads half the we
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import common  # noqa: E402
+from lessons import common
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from benchmarks.peers.common import emit, peer_arg_parser, workload_from_args
+from aios.bench.peers.common import emit, peer_arg_parser, workload_from_args
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from benchmarks.peers.common import emit, peer_arg_parser, workload_from_args
+from aios.bench.peers.common import emit, peer_arg_parser, workload_from_args
 
 
 def main() -> None:

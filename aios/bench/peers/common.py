@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from benchmarks import workloads
+from aios.bench import workloads
 
 
 def workload_from_args(args: argparse.Namespace) -> workloads.Workload:

@@ -45,14 +45,14 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     prompt = llm.apply_chat_template([{"role": "user", "content": args.prompt}]) if args.chat else args.prompt
     if not args.chat:
         print(args.prompt, end="", flush=True)
-    t1, n = time.perf_counter(), 0
+    t1 = time.perf_counter()
     for piece in llm.stream(prompt, params):
         print(piece, end="", flush=True)
-        n += 1
     dt = time.perf_counter() - t1
+    n = llm.stats()["num_generated_tokens"]
     print()
     print(f"[{llm.config.device}, {str(llm.config.dtype).replace('torch.', '')}: load {load_s:.1f} s, "
-          f"{llm.num_generated_tokens} tokens in {dt:.2f} s = {llm.num_generated_tokens / dt:.1f} tok/s]",
+          f"{n} tokens in {dt:.2f} s = {n / dt:.1f} tok/s]",
           file=sys.stderr)
     if args.stats:
         print(llm.stats(), file=sys.stderr)

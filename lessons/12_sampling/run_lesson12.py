@@ -54,8 +54,9 @@ def main() -> None:
     samples = []
     for start in range(0, draws, per_call):
         m = min(per_call, draws - start)
-        t = SamplingTensors(temperatures=torch.ones(m, device=dev))
-        samples.append(Sampler()(logits[None].expand(m, -1), t, gen))
+        keys = torch.randint(0, 2**32, (m,), generator=gen, device=dev)          # one noise key per draw
+        t = SamplingTensors(temperatures=torch.ones(m, device=dev), row_keys=keys)
+        samples.append(Sampler()(logits[None].expand(m, -1), t))
     samples = torch.cat(samples)
     probs = logits.float().softmax(-1)
     counts = torch.bincount(samples, minlength=len(probs)).float() / draws

@@ -19,10 +19,12 @@ import os
 from aios.config import Config
 from aios.engine.block_manager import BlockManager
 from aios.engine.inputs import check_unicode, describe_type, token_id_list
-from aios.engine.model_runner import ModelRunner
+from aios.engine.model_runner import ModelRunner, WeightLoader
 from aios.engine.scheduler import InflightStep, ScheduledBatch, Scheduler, StepOutput
 from aios.engine.sequence import Sequence
 from aios.engine.stop_checker import StopChecker
+from aios.layers.backend import Backend
+from aios.layers.sampler import Sampler
 from aios.sampling_params import SamplingParams
 
 logger = logging.getLogger("aios")
@@ -45,10 +47,19 @@ def eos_token_ids(model_dir: str, config: Config, tokenizer) -> list[int]:
 
 
 class LLMEngine:
-    def __init__(self, model: str, **kwargs) -> None:
+    def __init__(self, model: str, *, block_manager_cls: type[BlockManager] = BlockManager,
+                 scheduler_cls: type[Scheduler] = Scheduler, backend: Backend | None = None,
+                 sampler: Sampler | None = None, weight_loader: WeightLoader | None = None, **kwargs) -> None:
+        """`kwargs` are Config's fields. The other arguments are the engine's seams: each piece of
+        state has one owner, chosen here, so a learner's block manager (lessons 06, 13), scheduler
+        (08), attention kernels (09, as a Backend), sampler (12) or weight loader (03, 10) drives the
+        real engine by being passed in (lessons/check.py does exactly that)."""
         if kwargs.get("tensor_parallel_size", 1) != 1:
             from aios.distributed.launcher import exit_if_spawned_import
             exit_if_spawned_import(kwargs["tensor_parallel_size"])
+            if backend is not None or sampler is not None or weight_loader is not None:
+                raise ValueError("backend, sampler and weight_loader are single-GPU seams: the tensor-parallel "
+                                 "workers build the engine's own")
         self.config = config = Config(model, **kwargs)
         self.tokenizer = None
         if not config.skip_tokenizer_init:
@@ -61,13 +72,13 @@ class LLMEngine:
             from aios.distributed.launcher import create_tp_runner  # lesson 14
             self.model_runner = create_tp_runner(config)
         else:
-            self.model_runner = ModelRunner(config)
+            self.model_runner = ModelRunner(config, backend=backend, sampler=sampler, weight_loader=weight_loader)
         self.num_kvcache_blocks = self.model_runner.num_kvcache_blocks
-        self.block_manager = BlockManager(self.num_kvcache_blocks, config.kvcache_block_size,
-                                          config.enable_prefix_caching)
+        self.block_manager = block_manager_cls(self.num_kvcache_blocks, config.kvcache_block_size,
+                                               config.enable_prefix_caching)
         self.eos_token_ids = eos_token_ids(model, config, self.tokenizer)
         stop_checker = StopChecker(self.eos_token_ids, config.max_model_len, self.tokenizer)
-        self.scheduler = Scheduler(config, self.block_manager, stop_checker)
+        self.scheduler = scheduler_cls(config, self.block_manager, stop_checker)
         logger.info(config.describe(self.num_kvcache_blocks))
         self.seqs: dict[int, Sequence] = {}   # unfinished requests by id (for abort_request)
         self._next_seq_id = 0

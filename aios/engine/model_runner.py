@@ -16,6 +16,7 @@ variant and the sampler compiled, so no request pays a compile), capture CUDA gr
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -64,8 +65,15 @@ def _default_dtype(dtype: torch.dtype):
         torch.set_default_dtype(old)
 
 
+WeightLoader = Callable[[torch.nn.Module, str], None]      # (model, checkpoint dir): load_model's signature
+
+
 class ModelRunner:
-    def __init__(self, config: Config, tp: TPGroup | None = None, device: torch.device | None = None) -> None:
+    def __init__(self, config: Config, tp: TPGroup | None = None, device: torch.device | None = None, *,
+                 backend: Backend | None = None, sampler: Sampler | None = None,
+                 weight_loader: WeightLoader | None = None) -> None:
+        """`backend`, `sampler`, `weight_loader`: the seams where a learner's piece replaces the
+        engine's (default: Backend.from_config(config), Sampler(backend), load_model)."""
         self.config = config
         self.tp = tp or TPGroup()
         self.device = device or torch.device(config.device)
@@ -73,15 +81,15 @@ class ModelRunner:
         self.dtype: torch.dtype = config.dtype  # type: ignore[assignment]
         self.block_size = config.kvcache_block_size
         self.max_blocks_per_seq = (config.max_model_len + self.block_size - 1) // self.block_size
-        backend = Backend.from_config(config, self.device)   # lessons 09/10: the kernels every layer runs
+        backend = backend or Backend.from_config(config, self.device)   # lessons 09/10: the kernels every layer runs
         with _default_dtype(self.dtype), torch.device(self.device):
             self.model = build_model(config.hf_config, self.tp, backend, config.max_model_len)
         if config.load_format == "dummy":
             init_dummy_weights(self.model, config.seed)
         else:
-            load_model(self.model, config.model)
+            (weight_loader or load_model)(self.model, config.model)
         self.model.eval()
-        self.sampler = Sampler(backend)
+        self.sampler = sampler or Sampler(backend)
         self.rng = np.random.default_rng(config.seed + self.tp.rank)   # noise keys of unseeded rows
         self.kv_cache = KVCache([m for m in self.model.modules() if isinstance(m, Attention)], self.block_size,
                                 self.dtype, self.device)

@@ -19,7 +19,7 @@ import pytest
 import aios.engine.block_manager as block_manager_module
 from aios import LLM, SamplingParams
 from aios.engine.sequence import SequenceStatus
-from conftest import make_checkpoint
+from aios.utils.tiny_checkpoint import make_checkpoint
 
 MAX_MODEL_LEN = 96
 MAX_STEPS = 5_000                     # far above what any case needs: more means a livelock

@@ -1,0 +1,48 @@
+"""The learner's checks (lessons/check.py) are honest: for every lesson, each check passes on the
+reference solution (aios) and fails on the untouched stub, so no check can pass on a stub.
+
+The stubs are taken from git's HEAD where there is one, so a clone whose workspace/ the learner has
+filled in still tests the stubs as shipped."""
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from lessons import check
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def stubs_root(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("stubs")
+    dst = root / "workspace"
+    listed = subprocess.run(["git", "ls-files", "workspace"], cwd=REPO, capture_output=True, text=True)
+    if listed.returncode != 0 or not listed.stdout.strip():
+        shutil.copytree(os.path.join(REPO, "workspace"), dst)          # not a git checkout: the files as they are
+        return str(root)
+    for name in listed.stdout.split():
+        text = subprocess.run(["git", "show", f"HEAD:{name}"], cwd=REPO, capture_output=True, text=True, check=True)
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text.stdout)
+    return str(root)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lesson", check.lessons())
+def test_every_check_passes_on_the_reference(lesson):
+    results = check.run_checks(lesson, "reference")
+    failed = {t: r["message"] for t, r in results.items() if r["outcome"] == "failed"}
+    assert results and not failed, failed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lesson", check.lessons())
+def test_no_check_passes_on_the_stub(lesson, stubs_root):
+    results = check.run_checks(lesson, "mine", workspace_root=stubs_root)
+    passed = [t for t, r in results.items() if r["outcome"] == "passed"]
+    assert results and not passed, f"checks that pass on the untouched stub: {passed}"
+    assert all("NotImplementedError" in r["message"] for r in results.values() if r["outcome"] == "failed"), \
+        {t: r["message"] for t, r in results.items()}

@@ -5,13 +5,16 @@ process fails its requests instead of hanging them, and a bad checkpoint is a cl
 import json
 import time
 
-import httpx
 import pytest
 
-from aios import LLM, SamplingParams
-from aios.server import create_app, serve_in_background
-from aios.server.async_engine import AsyncEngine
-from helpers import random_prompts
+pytest.importorskip("fastapi")             # the server's packages are optional
+pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+
+from aios import LLM, SamplingParams  # noqa: E402
+from aios.server import create_app, serve_in_background  # noqa: E402
+from aios.server.async_engine import AsyncEngine  # noqa: E402
+from helpers import random_prompts  # noqa: E402
 
 KW = dict(device="cpu", dtype="float32", max_model_len=512)
 

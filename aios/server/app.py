@@ -110,6 +110,7 @@ def create_app(engine: LLM | AsyncEngine, served_model_name: str | None = None, 
         if body.model is not None and body.model != model_name:
             raise APIError(404, f"the model {body.model!r} does not exist; this server serves {model_name!r}",
                            param="model", code="model_not_found")
+        body.refuse_unimplemented()
         params = body.sampling_params()
         if not info.has_tokenizer:
             body.refuse_text_without_tokenizer()

@@ -31,6 +31,7 @@ from starlette.exceptions import HTTPException
 from aios.llm import LLM
 from aios.server.async_engine import AsyncEngine
 from aios.server.metrics import ServerMetrics
+from aios.server.prompts import PromptTokenizer
 from aios.server.protocol import APIError, ChatCompletionRequest, CompletionRequest, validation_error
 from aios.server.responses import DONE, ResponseBuilder, sse, usage
 from aios.server.stream import RequestStream
@@ -46,6 +47,7 @@ def create_app(engine: LLM | AsyncEngine, served_model_name: str | None = None, 
     async_engine = engine if isinstance(engine, AsyncEngine) else AsyncEngine.in_thread(engine, max_waiting,
                                                                                           stream_interval)
     info = async_engine.info
+    prompt_tokenizer = PromptTokenizer(async_engine.tokenizer, info.vocab_size, info.max_model_len)
     model_name = served_model_name or os.path.basename(os.path.normpath(info.model))
     metrics = ServerMetrics(model_name)
     created = int(time.time())
@@ -57,6 +59,7 @@ def create_app(engine: LLM | AsyncEngine, served_model_name: str | None = None, 
             yield
         finally:
             async_engine.shutdown()
+            prompt_tokenizer.close()
 
     app = FastAPI(title="AIOS", description="OpenAI-compatible server of the AIOS engine", lifespan=lifespan)
     app.state.async_engine = async_engine
@@ -115,8 +118,8 @@ def create_app(engine: LLM | AsyncEngine, served_model_name: str | None = None, 
         if not info.has_tokenizer:
             body.refuse_text_without_tokenizer()
         return_token_ids = body.return_token_ids or not info.has_tokenizer
-        prompts = [body.conversation()] if chat else body.prompts()
-        stream = await async_engine.generate(prompts, params, chat=chat, arrival_time=arrival_time,
+        prompt_token_ids = await prompt_tokenizer.token_ids(body, chat)     # in a thread: no loop stalls
+        stream = await async_engine.generate(prompt_token_ids, params, chat=chat, arrival_time=arrival_time,
                                              fill_max_tokens=body.requested_max_tokens() is None,
                                              return_token_ids=return_token_ids)
         builder = ResponseBuilder(model_name, chat, return_token_ids)

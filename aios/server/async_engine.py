@@ -24,7 +24,7 @@ from aios.server.engine_loop import Batch
 from aios.server.engine_process import EngineInfo, ProcessRunner, ThreadRunner
 from aios.server.metrics import EngineCounters
 from aios.server.protocol import APIError
-from aios.server.stream import Delta, Failed, Prompt, RequestSpec, RequestStream
+from aios.server.stream import Delta, Failed, RequestSpec, RequestStream
 
 
 @dataclass(eq=False)
@@ -43,6 +43,7 @@ class AsyncEngine:
     def __init__(self, runner: ThreadRunner | ProcessRunner) -> None:
         self._runner = runner
         self.info: EngineInfo = runner.info
+        self.tokenizer = runner.tokenizer     # the API side's (aios/server/prompts.py), or None
         self.stats: dict = {}                 # the loop's latest LLMEngine.stats()
         self.counters = EngineCounters()      # the loop's latest counters
         self._routes: dict[int, _Route] = {}  # set on event loops, read on the delivering thread (GIL-atomic ops)
@@ -70,12 +71,13 @@ class AsyncEngine:
     def is_alive(self) -> bool:
         return self._runner.is_alive
 
-    async def generate(self, prompts: list[Prompt], params: SamplingParams, *, chat: bool, fill_max_tokens: bool,
-                       arrival_time: float, return_token_ids: bool = False) -> RequestStream:
-        """Submit one request; returns once the engine loop accepted it, raises APIError if refused."""
+    async def generate(self, prompt_token_ids: list[list[int]], params: SamplingParams, *, fill_max_tokens: bool,
+                       arrival_time: float, chat: bool = False, return_token_ids: bool = False) -> RequestStream:
+        """Submit one request (its prompts tokenized); returns once the engine loop accepted it,
+        raises APIError if refused."""
         if not self.is_alive:
             raise APIError(503, "the engine loop is not running", type="server_error")
-        spec = RequestSpec(prompts, params, chat, fill_max_tokens, return_token_ids, arrival_time)
+        spec = RequestSpec(prompt_token_ids, params, chat, fill_max_tokens, return_token_ids, arrival_time)
         request_id, events = next(self._ids), asyncio.Queue()
         self._routes[request_id] = _Route(asyncio.get_running_loop(), events, spec.num_choices)
         if self._gone:                        # registered after _engine_gone failed the others

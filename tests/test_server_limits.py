@@ -1,0 +1,138 @@
+"""What one client can cost the others (issue 15), bounded: the engine loop never tokenizes (a huge
+prompt is refused before it is tokenized, while a concurrent stream goes on), request bodies have a
+size limit, an API key guards /v1, a connection sending its headers a byte at a time is closed, a
+client that stops reading its stream is aborted, and a sequence that fails alone fails only its
+own request. Each time the requests beside it finish with the tokens LLM.generate gives and no KV
+block stays in use."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("fastapi")             # the server's packages are optional
+pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+
+from aios import LLM, SamplingParams  # noqa: E402
+from aios.server import create_app, serve_in_background  # noqa: E402
+
+MAX_MODEL_LEN = 128
+PROMPT = "The quick brown dog"
+
+
+def make_llm(ckpt: str, **kw) -> LLM:
+    return LLM(ckpt, device="cpu", dtype="float32", max_model_len=MAX_MODEL_LEN, **kw)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_ckpt):
+    llm = make_llm(tiny_ckpt)
+    yield llm
+    llm.close()
+
+
+def greedy(reference: LLM, prompt, max_tokens: int, **kw) -> dict:
+    return reference.generate([prompt], SamplingParams(temperature=0, max_tokens=max_tokens, **kw),
+                              use_tqdm=False)[0]
+
+
+def wait_for_no_used_blocks(engine: LLM, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while engine.block_manager.num_used_blocks and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert engine.block_manager.num_used_blocks == 0, f"{engine.block_manager.num_used_blocks} blocks still used"
+
+
+def slow_steps(engine: LLM, seconds: float) -> None:
+    run = engine.model_runner.run
+    engine.model_runner.run = lambda batch: (time.sleep(seconds), run(batch))[1]
+
+
+def stream_lines(http: httpx.Client, url: str, body: dict, route: str = "completions"):
+    """(arrival time, chunk) of each data event of one SSE stream."""
+    with http.stream("POST", f"{url}/v1/{route}", json={**body, "stream": True}) as response:
+        assert response.status_code == 200, response.read()
+        for line in response.iter_lines():
+            if line.startswith("data: {"):
+                yield time.monotonic(), json.loads(line[6:])
+
+
+# ---- tokenization: on the API side, in a thread ------------------------------------------------------
+
+
+def test_the_engine_loop_never_tokenizes(tiny_ckpt, reference):
+    llm = make_llm(tiny_ckpt)
+    app = create_app(llm, served_model_name="tiny")
+    tokenizer, calls = llm.tokenizer, []
+    for name in ("encode", "apply_chat_template"):
+        real = getattr(tokenizer, name)
+
+        def spy(*args, _real=real, _name=name, **kwargs):
+            calls.append((_name, threading.current_thread().name))
+            return _real(*args, **kwargs)
+
+        setattr(tokenizer, name, spy)
+    messages = [{"role": "user", "content": PROMPT}]
+    try:
+        with serve_in_background(app) as url:
+            got = httpx.post(f"{url}/v1/completions", json={"prompt": PROMPT, "max_tokens": 6, "temperature": 0})
+            chat = httpx.post(f"{url}/v1/chat/completions", json={"messages": messages, "max_tokens": 6,
+                                                                  "temperature": 0})
+    finally:
+        llm.close()
+    assert got.json()["choices"][0]["text"] == greedy(reference, PROMPT, 6)["text"]
+    want_chat = reference.chat(messages, SamplingParams(temperature=0, max_tokens=6), use_tqdm=False)[0]
+    assert chat.json()["choices"][0]["message"]["content"] == want_chat["text"]
+    assert [c for c in calls if c[1] == "aios-engine-loop"] == []
+
+
+def test_a_huge_prompt_is_refused_before_tokenizing_while_a_stream_goes_on(tiny_ckpt, reference):
+    """4 MB of text took 3.3 s to tokenize in the engine loop: every stream stalled for as long."""
+    llm = make_llm(tiny_ckpt)
+    slow_steps(llm, 0.01)
+    body = {"prompt": PROMPT, "max_tokens": 60, "temperature": 0, "ignore_eos": True}
+    huge = "In the beginning God created the heaven and the earth. " * (4 * 2**20 // 56)
+    refused = {}
+    try:
+        with serve_in_background(create_app(llm, served_model_name="tiny")) as url, httpx.Client(timeout=60) as http:
+            def send_huge():
+                start = time.monotonic()
+                refused["response"] = httpx.post(f"{url}/v1/completions", json={"prompt": huge}, timeout=60)
+                refused["seconds"] = time.monotonic() - start
+
+            events, sender = [], threading.Thread(target=send_huge)
+            for arrival, chunk in stream_lines(http, url, body):
+                events.append((arrival, chunk["choices"][0]))
+                if len(events) == 5:
+                    sender.start()
+            sender.join()
+            wait_for_no_used_blocks(llm)
+    finally:
+        llm.close()
+    response = refused["response"]
+    assert response.status_code == 400 and response.json()["error"]["param"] == "prompt"
+    assert "characters" in response.json()["error"]["message"] and refused["seconds"] < 3
+    assert "".join(c["text"] for _, c in events) == greedy(reference, PROMPT, 60, ignore_eos=True)["text"]
+    gaps = [b - a for (a, _), (b, _) in zip(events, events[1:])]
+    assert max(gaps) < 1.5, f"the stream stalled {max(gaps):.2f} s"
+
+
+def test_no_text_covers_more_characters_per_token_than_the_bound(tiny_ckpt):
+    """The refusal is safe: a prompt of max_prompt_chars characters or fewer is never refused,
+    and one of more could not fit, since no token covers more than max_token_chars characters."""
+    from aios.server.prompts import max_token_chars
+
+    llm = make_llm(tiny_ckpt)
+    try:
+        bound = max_token_chars(llm.tokenizer)
+        longest = max(llm.tokenizer.get_vocab(), key=len)
+        texts = [PROMPT, llm.tokenizer.convert_tokens_to_string([longest]) * 7, " " * 300, "ü😀中" * 50,
+                 "<|im_start|>" * 20, "In the beginning God created the heaven and the earth. " * 20]
+        for text in texts:
+            assert len(text) <= len(llm.tokenize(text)) * bound, text[:40]
+    finally:
+        llm.close()

@@ -136,3 +136,90 @@ def test_no_text_covers_more_characters_per_token_than_the_bound(tiny_ckpt):
             assert len(text) <= len(llm.tokenize(text)) * bound, text[:40]
     finally:
         llm.close()
+
+
+# ---- request bodies, API key, HEAD /health ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def guarded(tiny_ckpt):
+    """(base URL, engine) of a server with an API key and a 2,000-byte body limit."""
+    llm = make_llm(tiny_ckpt)
+    try:
+        app = create_app(llm, served_model_name="tiny", api_key="sesame", max_request_bytes=2000)
+        with serve_in_background(app) as url:
+            yield url, llm
+    finally:
+        llm.close()
+
+
+AUTH = {"Authorization": "Bearer sesame"}
+
+
+def assert_serving(url: str, llm: LLM, reference: LLM, headers: dict = AUTH) -> None:
+    ok = httpx.post(f"{url}/v1/completions", json={"prompt": PROMPT, "max_tokens": 5, "temperature": 0},
+                    headers=headers)
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["choices"][0]["text"] == greedy(reference, PROMPT, 5)["text"]
+    wait_for_no_used_blocks(llm)
+
+
+def test_a_body_over_the_limit_is_a_413_from_its_content_length(guarded, reference):
+    url, llm = guarded
+    response = httpx.post(f"{url}/v1/completions", json={"prompt": "x" * 5000}, headers=AUTH)
+    assert response.status_code == 413
+    error = response.json()["error"]
+    assert error["code"] == "request_too_large" and "2000 bytes" in error["message"]
+    assert_serving(url, llm, reference)
+
+
+def test_a_chunked_body_over_the_limit_is_a_413_once_its_bytes_pass_it(guarded, reference):
+    url, llm = guarded
+    sent = []
+
+    def chunks():                             # no Content-Length: Transfer-Encoding: chunked
+        yield b'{"prompt": "'
+        for _ in range(40):
+            sent.append(1)
+            yield b"x" * 100
+        yield b'"}'
+
+    response = httpx.post(f"{url}/v1/completions", content=chunks(),
+                          headers={**AUTH, "Content-Type": "application/json"})
+    assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
+    small = httpx.post(f"{url}/v1/completions", content=iter([b'{"prompt": "hi", ', b'"max_tokens": 2}']),
+                       headers={**AUTH, "Content-Type": "application/json"})
+    assert small.status_code == 200 and small.json()["usage"]["completion_tokens"] == 2
+    assert_serving(url, llm, reference)
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "sesame"}])
+def test_v1_without_the_api_key_is_a_401(guarded, reference, headers):
+    url, llm = guarded
+    for response in (httpx.post(f"{url}/v1/completions", json={"prompt": "hi"}, headers=headers),
+                     httpx.get(f"{url}/v1/models", headers=headers)):
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "invalid_api_key"
+    assert_serving(url, llm, reference)
+
+
+def test_health_and_metrics_stay_open_and_head_health_answers(guarded):
+    url, _ = guarded
+    assert httpx.get(f"{url}/v1/models").status_code == 401
+    assert httpx.post(f"{url}/v1/completions", content=b"x" * 3000, headers=AUTH).status_code == 413
+    assert httpx.get(f"{url}/health").status_code == 200
+    head = httpx.head(f"{url}/health")
+    assert head.status_code == 200 and head.content == b""
+    metrics = httpx.get(f"{url}/metrics")
+    assert metrics.status_code == 200 and 'status="401"' in metrics.text and 'status="413"' in metrics.text
+
+
+def test_the_command_line_takes_the_api_key_from_the_environment(monkeypatch):
+    from aios.server.__main__ import parse_args
+
+    monkeypatch.setenv("AIOS_API_KEY", "from-env")
+    assert parse_args([]).api_key == "from-env"
+    assert parse_args(["--api-key", "flag"]).api_key == "flag"
+    monkeypatch.delenv("AIOS_API_KEY")
+    args = parse_args(["--max-request-bytes", "1000"])
+    assert args.api_key is None and args.max_request_bytes == 1000

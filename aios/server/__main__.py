@@ -18,6 +18,7 @@ this process exits with status 0.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 
@@ -25,6 +26,8 @@ from aios.utils.optional import require
 
 require("fastapi", "uvicorn", "pydantic", extra="server", needed_by="the server")
 import uvicorn  # noqa: E402
+
+from aios.server.guards import DEFAULT_MAX_REQUEST_BYTES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,6 +49,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="tokens per streamed chunk (the first token is sent at once; default: 1). Each "
                           "chunk costs the server's event loop ~60 us: under heavy load a few tokens per "
                           "chunk leave more of it for the engine")
+    srv.add_argument("--api-key", default=None,
+                     help="clients of /v1/* must send 'Authorization: Bearer KEY' (else 401); /health and "
+                          "/metrics stay open (default: the environment's AIOS_API_KEY, else no key)")
+    srv.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES, metavar="N",
+                     help="largest request body; past it 413, before the body is parsed (default: %(default)s)")
     srv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                      help="uvicorn's log level (default: %(default)s)")
     eng = ap.add_argument_group("engine (default: aios.Config's)")
@@ -67,6 +75,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.stream_interval < 1:
         ap.error(f"--stream-interval must be >= 1, got {args.stream_interval}")
+    if args.max_request_bytes < 1:
+        ap.error(f"--max-request-bytes must be >= 1, got {args.max_request_bytes}")
+    # from the environment here, not as the flag's default: --help must not print a secret
+    args.api_key = args.api_key or os.environ.get("AIOS_API_KEY") or None
     return args
 
 
@@ -115,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
-        app = create_app(async_engine, served_model_name=args.served_model_name)
+        app = create_app(async_engine, served_model_name=args.served_model_name, api_key=args.api_key,
+                         max_request_bytes=args.max_request_bytes)
         config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                                 timeout_graceful_shutdown=args.shutdown_timeout)
         server = Server(config, app.state.model_name)

@@ -2,7 +2,7 @@
 
     POST /v1/completions         prompt: str | list[str] | list[int] | list[list[int]]
     POST /v1/chat/completions    messages: [{"role", "content"}]
-    GET  /v1/models, /health, /metrics
+    GET  /v1/models, /health (and HEAD), /metrics
 
 `create_app(engine)` builds everything a server needs and keeps it on the app (no module-level
 state), so two servers can live in one process. The engine loop (a thread, or the engine's own
@@ -30,6 +30,7 @@ from starlette.exceptions import HTTPException
 
 from aios.llm import LLM
 from aios.server.async_engine import AsyncEngine
+from aios.server.guards import DEFAULT_MAX_REQUEST_BYTES, Guards
 from aios.server.metrics import ServerMetrics
 from aios.server.prompts import PromptTokenizer
 from aios.server.protocol import APIError, ChatCompletionRequest, CompletionRequest, validation_error
@@ -40,10 +41,13 @@ CLIENT_CLOSED_REQUEST = 499      # nginx's status for "the client left first"; n
 
 
 def create_app(engine: LLM | AsyncEngine, served_model_name: str | None = None, max_waiting: int = 512,
-               stream_interval: int = 1) -> FastAPI:
+               stream_interval: int = 1, api_key: str | None = None,
+               max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> FastAPI:
     """An app serving `engine` under `served_model_name` (default: the model dir's name). An aios.LLM
     gets an engine loop in a thread of this process (max_waiting and stream_interval apply to it);
-    an AsyncEngine (AsyncEngine.in_process: the engine in a process of its own) comes configured."""
+    an AsyncEngine (AsyncEngine.in_process: the engine in a process of its own) comes configured.
+    With `api_key`, /v1/* needs `Authorization: Bearer <key>`; a body over `max_request_bytes` is
+    a 413 (aios/server/guards.py)."""
     async_engine = engine if isinstance(engine, AsyncEngine) else AsyncEngine.in_thread(engine, max_waiting,
                                                                                           stream_interval)
     info = async_engine.info
@@ -62,6 +66,7 @@ def create_app(engine: LLM | AsyncEngine, served_model_name: str | None = None, 
             prompt_tokenizer.close()
 
     app = FastAPI(title="AIOS", description="OpenAI-compatible server of the AIOS engine", lifespan=lifespan)
+    app.add_middleware(Guards, api_key=api_key, max_request_bytes=max_request_bytes, on_error=metrics.count_error)
     app.state.async_engine = async_engine
     app.state.model_name = model_name
 
@@ -84,7 +89,7 @@ def create_app(engine: LLM | AsyncEngine, served_model_name: str | None = None, 
 
     # ---- routes ----------------------------------------------------------------------------------
 
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])
     async def health() -> Response:
         return Response(status_code=200 if async_engine.is_alive else 503)
 

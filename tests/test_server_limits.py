@@ -7,6 +7,7 @@ block stays in use."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -223,3 +224,59 @@ def test_the_command_line_takes_the_api_key_from_the_environment(monkeypatch):
     monkeypatch.delenv("AIOS_API_KEY")
     args = parse_args(["--max-request-bytes", "1000"])
     assert args.api_key is None and args.max_request_bytes == 1000
+
+
+# ---- a client that stops reading ---------------------------------------------------------------------
+
+
+def test_a_stream_nobody_reads_is_aborted_past_its_backlog_and_frees_its_blocks(tiny_ckpt, reference):
+    from aios.server.async_engine import AsyncEngine
+    from aios.server.protocol import APIError
+
+    llm = make_llm(tiny_ckpt)
+    slow_steps(llm, 0.005)
+    async_engine = AsyncEngine.in_thread(llm, max_stream_backlog=8)
+    async_engine.start()
+    ids = llm.tokenize(PROMPT)
+
+    async def main():
+        def submit(max_tokens: int):
+            return async_engine.generate([ids], SamplingParams(temperature=0, max_tokens=max_tokens, ignore_eos=True),
+                                         fill_max_tokens=False, arrival_time=time.perf_counter(),
+                                         return_token_ids=True)
+
+        stalled = await submit(100)           # never read while the other runs
+        read = [delta async for delta in await submit(30)]
+        deadline = time.monotonic() + 10
+        while llm.block_manager.num_used_blocks and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        with pytest.raises(APIError, match="unread") as failed:
+            async for _ in stalled:
+                pass
+        return read, failed.value
+
+    try:
+        read, error = asyncio.run(main())
+        assert error.code == "stream_backlog_exceeded"
+        assert sum((d.token_ids for d in read), []) == greedy(reference, PROMPT, 30, ignore_eos=True)["token_ids"]
+        assert llm.block_manager.num_used_blocks == 0
+        assert async_engine.counters.finished["abort"] == 1 and async_engine.counters.finished["length"] == 1
+    finally:
+        async_engine.shutdown()
+        llm.close()
+
+
+def test_a_slow_reader_within_its_backlog_gets_every_token(tiny_ckpt, reference):
+    llm = make_llm(tiny_ckpt)
+    body = {"prompt": PROMPT, "max_tokens": 40, "temperature": 0, "ignore_eos": True, "return_token_ids": True}
+    try:
+        with serve_in_background(create_app(llm, served_model_name="tiny", max_stream_backlog=16)) as url, \
+                httpx.Client(timeout=60) as http:
+            ids = []
+            for _, chunk in stream_lines(http, url, body):
+                ids += chunk["choices"][0]["token_ids"]
+                time.sleep(0.01)              # slower than the engine: the backlog grows, then drains
+        assert ids == greedy(reference, PROMPT, 40, ignore_eos=True)["token_ids"]
+        wait_for_no_used_blocks(llm)
+    finally:
+        llm.close()

@@ -27,6 +27,7 @@ from aios.utils.optional import require
 require("fastapi", "uvicorn", "pydantic", extra="server", needed_by="the server")
 import uvicorn  # noqa: E402
 
+from aios.server.async_engine import DEFAULT_MAX_STREAM_BACKLOG
 from aios.server.guards import DEFAULT_MAX_REQUEST_BYTES
 
 
@@ -49,6 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="tokens per streamed chunk (the first token is sent at once; default: 1). Each "
                           "chunk costs the server's event loop ~60 us: under heavy load a few tokens per "
                           "chunk leave more of it for the engine")
+    srv.add_argument("--max-stream-backlog", type=int, default=DEFAULT_MAX_STREAM_BACKLOG, metavar="N",
+                     help="events per choice a client may leave unread (a stalled reader); past it its request "
+                          "is aborted and its KV blocks freed (default: %(default)s)")
     srv.add_argument("--api-key", default=None,
                      help="clients of /v1/* must send 'Authorization: Bearer KEY' (else 401); /health and "
                           "/metrics stay open (default: the environment's AIOS_API_KEY, else no key)")
@@ -75,6 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.stream_interval < 1:
         ap.error(f"--stream-interval must be >= 1, got {args.stream_interval}")
+    if args.max_stream_backlog < 1:
+        ap.error(f"--max-stream-backlog must be >= 1, got {args.max_stream_backlog}")
     if args.max_request_bytes < 1:
         ap.error(f"--max-request-bytes must be >= 1, got {args.max_request_bytes}")
     # from the environment here, not as the flag's default: --help must not print a secret
@@ -122,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     kwargs = dict(device=args.device, dtype=args.dtype, **engine_kwargs(args))
     try:
         # the engine in a process of its own: it does not share this process's GIL with the event loop
-        async_engine = AsyncEngine.in_process(args.model, kwargs, args.max_waiting, args.stream_interval)
+        async_engine = AsyncEngine.in_process(args.model, kwargs, args.max_waiting, args.stream_interval,
+                                              args.max_stream_backlog)
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

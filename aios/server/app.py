@@ -29,7 +29,7 @@ from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 
 from aios.llm import LLM
-from aios.server.async_engine import AsyncEngine
+from aios.server.async_engine import DEFAULT_MAX_STREAM_BACKLOG, AsyncEngine
 from aios.server.guards import DEFAULT_MAX_REQUEST_BYTES, Guards
 from aios.server.metrics import ServerMetrics
 from aios.server.prompts import PromptTokenizer
@@ -41,15 +41,15 @@ CLIENT_CLOSED_REQUEST = 499      # nginx's status for "the client left first"; n
 
 
 def create_app(engine: LLM | AsyncEngine, served_model_name: str | None = None, max_waiting: int = 512,
-               stream_interval: int = 1, api_key: str | None = None,
-               max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> FastAPI:
+               stream_interval: int = 1, max_stream_backlog: int = DEFAULT_MAX_STREAM_BACKLOG,
+               api_key: str | None = None, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> FastAPI:
     """An app serving `engine` under `served_model_name` (default: the model dir's name). An aios.LLM
-    gets an engine loop in a thread of this process (max_waiting and stream_interval apply to it);
-    an AsyncEngine (AsyncEngine.in_process: the engine in a process of its own) comes configured.
-    With `api_key`, /v1/* needs `Authorization: Bearer <key>`; a body over `max_request_bytes` is
-    a 413 (aios/server/guards.py)."""
-    async_engine = engine if isinstance(engine, AsyncEngine) else AsyncEngine.in_thread(engine, max_waiting,
-                                                                                          stream_interval)
+    gets an engine loop in a thread of this process (max_waiting, stream_interval and
+    max_stream_backlog apply to it); an AsyncEngine (AsyncEngine.in_process: the engine in a
+    process of its own) comes configured. With `api_key`, /v1/* needs `Authorization: Bearer <key>`;
+    a body over `max_request_bytes` is a 413 (aios/server/guards.py)."""
+    async_engine = engine if isinstance(engine, AsyncEngine) else AsyncEngine.in_thread(
+        engine, max_waiting, stream_interval, max_stream_backlog)
     info = async_engine.info
     prompt_tokenizer = PromptTokenizer(async_engine.tokenizer, info.vocab_size, info.max_model_len)
     model_name = served_model_name or os.path.basename(os.path.normpath(info.model))

@@ -280,3 +280,56 @@ def test_a_slow_reader_within_its_backlog_gets_every_token(tiny_ckpt, reference)
         wait_for_no_used_blocks(llm)
     finally:
         llm.close()
+
+
+# ---- slowloris: headers a byte at a time -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("parser", ["httptools", "h11"])
+def test_a_connection_sending_its_headers_too_slowly_is_closed_while_requests_are_served(tiny_ckpt, reference,
+                                                                                         parser, monkeypatch):
+    import socket
+
+    from aios.server import http_protocol
+
+    if parser == "h11":                       # what uvicorn runs where httptools is not installed
+        monkeypatch.setattr(http_protocol, "HttpToolsProtocol", None)
+    llm = make_llm(tiny_ckpt)
+    headers = b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Slow: " + b"a" * 10_000
+    try:
+        with serve_in_background(create_app(llm, served_model_name="tiny"), timeout_header_read=0.5) as url:
+            host, port = url.removeprefix("http://").split(":")
+            slow = [socket.create_connection((host, int(port))) for _ in range(20)]
+            idle = socket.create_connection((host, int(port)))          # connects, sends nothing
+            for s in slow:
+                s.setblocking(False)
+            start, sent, closed_after = time.monotonic(), 0, {}
+            while len(closed_after) < len(slow) and time.monotonic() - start < 5:
+                for i, s in enumerate(slow):
+                    if i in closed_after:
+                        continue
+                    try:
+                        s.send(headers[sent:sent + 1])                  # a byte at a time, never the blank line
+                        data = s.recv(1024)                             # while open the server says nothing
+                        assert data == b"" or data.startswith(b"HTTP/1.1 408"), data
+                        closed_after[i] = time.monotonic() - start
+                    except BlockingIOError:
+                        pass                                            # nothing to read: still open
+                    except OSError:
+                        closed_after[i] = time.monotonic() - start
+                sent += 1
+                if sent % 10 == 0:
+                    assert_serving(url, llm, reference, headers={})     # served meanwhile
+                time.sleep(0.02)
+            idle.settimeout(2)
+            assert idle.recv(1024).startswith(b"HTTP/1.1 408")
+            for s in [*slow, idle]:
+                s.close()
+            assert len(closed_after) == len(slow), f"{len(slow) - len(closed_after)} slow connections still open"
+            assert all(0.4 < t < 3 for t in closed_after.values()), closed_after
+            with httpx.Client() as http:                                # keep-alive past the timeout: served
+                for _ in range(3):
+                    assert http.get(f"{url}/health").status_code == 200
+                    time.sleep(0.3)
+    finally:
+        llm.close()

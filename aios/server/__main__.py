@@ -29,6 +29,7 @@ import uvicorn  # noqa: E402
 
 from aios.server.async_engine import DEFAULT_MAX_STREAM_BACKLOG
 from aios.server.guards import DEFAULT_MAX_REQUEST_BYTES
+from aios.server.http_protocol import DEFAULT_TIMEOUT_HEADER_READ, http_protocol
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -58,6 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                           "/metrics stay open (default: the environment's AIOS_API_KEY, else no key)")
     srv.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES, metavar="N",
                      help="largest request body; past it 413, before the body is parsed (default: %(default)s)")
+    srv.add_argument("--timeout-header-read", type=float, default=DEFAULT_TIMEOUT_HEADER_READ, metavar="S",
+                     help="seconds a client has to send a request's headers (slowloris); then 408 and the "
+                          "connection is closed (default: %(default)s)")
     srv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                      help="uvicorn's log level (default: %(default)s)")
     eng = ap.add_argument_group("engine (default: aios.Config's)")
@@ -81,6 +85,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error(f"--stream-interval must be >= 1, got {args.stream_interval}")
     if args.max_stream_backlog < 1:
         ap.error(f"--max-stream-backlog must be >= 1, got {args.max_stream_backlog}")
+    if not args.timeout_header_read > 0:
+        ap.error(f"--timeout-header-read must be > 0, got {args.timeout_header_read}")
     if args.max_request_bytes < 1:
         ap.error(f"--max-request-bytes must be >= 1, got {args.max_request_bytes}")
     # from the environment here, not as the flag's default: --help must not print a secret
@@ -137,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         app = create_app(async_engine, served_model_name=args.served_model_name, api_key=args.api_key,
                          max_request_bytes=args.max_request_bytes)
         config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
-                                timeout_graceful_shutdown=args.shutdown_timeout)
+                                timeout_graceful_shutdown=args.shutdown_timeout,
+                                http=http_protocol(args.timeout_header_read))
         server = Server(config, app.state.model_name)
         # uvicorn handles SIGINT/SIGTERM while it runs, then re-raises the signal into the handlers
         # that were there before it: make those a no-op, so a graceful stop ends with status 0.

@@ -333,3 +333,53 @@ def test_a_connection_sending_its_headers_too_slowly_is_closed_while_requests_ar
                     time.sleep(0.3)
     finally:
         llm.close()
+
+
+# ---- a sequence's own failure --------------------------------------------------------------------------
+
+
+def test_a_sequence_that_fails_alone_fails_only_its_request(tiny_ckpt, reference):
+    """LLMEngine.step finishes a sequence whose host-side work failed (a stop check, ...) with
+    finish_reason "error" and seq.error; faked here on one prompt: its request gets a 500, the
+    requests beside it their tokens."""
+    import dataclasses
+
+    llm = make_llm(tiny_ckpt)
+    doomed = llm.tokenize("The king said to the queen")
+    real_step = llm.step
+
+    def step():
+        outputs = real_step()
+        for i, out in enumerate(outputs):
+            seq = out.seq
+            if seq.prompt_token_ids == doomed and not out.finished and len(seq.output_token_ids) >= 3:
+                llm.abort_request(seq.seq_id)           # what step does: its blocks freed, the others go on
+                seq.finish_reason, seq.error = "error", "ValueError: simulated stop-check failure"
+                outputs[i] = dataclasses.replace(out, finished=True)
+        return outputs
+
+    llm.step = step
+    body = {"max_tokens": 20, "temperature": 0, "ignore_eos": True}
+    try:
+        with serve_in_background(create_app(llm, served_model_name="tiny")) as url:
+            async def run_all():
+                async with httpx.AsyncClient(timeout=60) as http:
+                    return await asyncio.gather(
+                        http.post(f"{url}/v1/completions", json={**body, "prompt": doomed, "n": 2}),
+                        http.post(f"{url}/v1/completions", json={**body, "prompt": PROMPT}),
+                        http.post(f"{url}/v1/completions", json={**body, "prompt": PROMPT + " again", "stream": True}))
+
+            failed, ok, streamed = asyncio.run(run_all())
+            wait_for_no_used_blocks(llm)
+            metrics = httpx.get(f"{url}/metrics").text
+    finally:
+        llm.close()
+    assert failed.status_code == 500
+    error = failed.json()["error"]
+    assert "simulated stop-check failure" in error["message"] and error["type"] == "server_error"
+    assert ok.status_code == 200 and ok.json()["choices"][0]["text"] == greedy(reference, PROMPT, 20,
+                                                                              ignore_eos=True)["text"]
+    chunks = [json.loads(line[6:]) for line in streamed.text.splitlines() if line.startswith("data: {")]
+    assert "".join(c["choices"][0]["text"] for c in chunks) == greedy(reference, PROMPT + " again", 20,
+                                                                      ignore_eos=True)["text"]
+    assert 'finish_reason="error"' in metrics

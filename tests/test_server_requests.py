@@ -131,6 +131,22 @@ def test_a_malformed_value_is_a_400_naming_its_field(served, case):
     assert "TextEncodeInput" not in error["message"] and "Undefined" not in error["message"]
 
 
+def test_an_engine_validate_error_about_stop_names_stop(served, monkeypatch):
+    """LLMEngine.validate bounds stop strings (Config.max_stop_strings): its ValueError names the field."""
+    _, llm, _ = served
+    validate = llm.validate
+
+    def bounded(ids, params):
+        if len(params.stop_strings) > 2:
+            raise ValueError("stop must hold at most 2 strings (Config.max_stop_strings), got 3")
+        return validate(ids, params)
+
+    monkeypatch.setattr(llm, "validate", bounded)
+    assert_refused_then_serving(served, "completions", {"prompt": "hi", "stop": ["a", "b", "c"]}, "stop",
+                                "at most 2")
+    assert_refused_then_serving(served, "chat/completions", {"messages": USER, "stop": ["a", "b", "c"]}, "stop")
+
+
 def test_error_bodies_are_valid_json_even_for_surrogates(served):
     url, _, _ = served
     response = post(url, "completions", '{"prompt": "hi", "model": "\\ud800"}')

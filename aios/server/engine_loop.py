@@ -20,7 +20,9 @@ What stays true:
   Delta, with finish_reason, always), and only if it carries text, unless the request wants token ids.
   stream_interval > 1 trades smoothness for fewer chunks: each costs the event loop ~60 us.
 - An aborted request's sequences leave the engine, blocks freed, before the next step.
-- An exception in step() fails the requests that were in the batch (500); the loop goes on.
+- An exception in step() fails the requests that were in the batch (500); the loop goes on. A
+  sequence that step() finished with finish_reason "error" (its own failure, `seq.error` says
+  which) fails its request alone, as does a failure to detokenize it.
 """
 
 from __future__ import annotations
@@ -201,6 +203,15 @@ class EngineLoop:
             if choice is None:
                 continue                      # its request failed earlier in this pass
             request = choice.request
+            if out.finished and seq.finish_reason == "error":
+                # LLMEngine.step finished this sequence alone, for a failure of its own (a stop
+                # check, ...); the others in the step go on. Its request fails, its other choices too.
+                logger.error("sequence %d failed: %s", seq.seq_id, getattr(seq, "error", None))
+                self.counters.finished["error"] += 1
+                self._fail(request, APIError(500, f"the engine failed on this request: "
+                                                  f"{getattr(seq, 'error', None) or 'unknown error'}",
+                                             type="server_error", code="engine_error"))
+                continue
             if not choice.has_first_token:
                 choice.has_first_token = True
                 self.counters.ttft.observe(now - request.spec.arrival_time)

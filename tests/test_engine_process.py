@@ -61,6 +61,22 @@ def test_engine_process_streams_what_llm_generate_gives(served, tiny_ckpt):
     assert metric(url, 'finish_reason="length"') >= 2 and metric(url, "aios_time_to_first_token_seconds_count") >= 2
 
 
+def test_text_and_chat_are_tokenized_on_the_api_side_as_llm_generate_and_chat_do(served, tiny_ckpt):
+    """The engine's process gets token ids: the API process loaded the same tokenizer files."""
+    url, async_engine = served
+    assert async_engine.tokenizer is not None
+    reference = LLM(tiny_ckpt, **KW)
+    messages = [{"role": "user", "content": "The king said to the queen"}]
+    params = SamplingParams(temperature=0.0, max_tokens=8)
+    want_text = reference.generate(["Once upon a time"], params, use_tqdm=False)[0]["text"]
+    want_chat = reference.chat(messages, params, use_tqdm=False)[0]["text"]
+    reference.close()
+    text = httpx.post(f"{url}/v1/completions", json={"prompt": "Once upon a time", "max_tokens": 8, "temperature": 0})
+    chat = httpx.post(f"{url}/v1/chat/completions", json={"messages": messages, "max_tokens": 8, "temperature": 0})
+    assert text.json()["choices"][0]["text"] == want_text
+    assert chat.json()["choices"][0]["message"]["content"] == want_chat
+
+
 def test_engine_process_frees_the_blocks_of_a_client_that_left(served):
     url, _ = served
     aborts = metric(url, 'finish_reason="abort"')

@@ -36,7 +36,7 @@ class Guards:
                 return await self._error(send, 401, "invalid or missing API key: send the header "
                                                     "'Authorization: Bearer <key>'", "invalid_api_key")
         length = headers.get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_request_bytes):
+        if length is not None and length.isdigit() and int(length) > self.max_request_bytes:
             return await self._too_large(send)
         if scope["method"] not in ("POST", "PUT", "PATCH"):
             return await self.app(scope, receive, send)

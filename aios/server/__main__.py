@@ -18,7 +18,6 @@ this process exits with status 0.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 
@@ -27,12 +26,14 @@ from aios.utils.optional import require
 require("fastapi", "uvicorn", "pydantic", extra="server", needed_by="the server")
 import uvicorn  # noqa: E402
 
-from aios.server.async_engine import DEFAULT_MAX_STREAM_BACKLOG
-from aios.server.guards import DEFAULT_MAX_REQUEST_BYTES
-from aios.server.http_protocol import DEFAULT_TIMEOUT_HEADER_READ, http_protocol
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    import os
+
+    from aios.server.async_engine import DEFAULT_MAX_STREAM_BACKLOG
+    from aios.server.guards import DEFAULT_MAX_REQUEST_BYTES
+    from aios.server.http_protocol import DEFAULT_TIMEOUT_HEADER_READ
+
     ap = argparse.ArgumentParser(prog="python -m aios.server", description=__doc__.split("\n\n")[0])
     srv = ap.add_argument_group("server")
     srv.add_argument("--model", default=None, help="HF Qwen3 checkpoint directory (default: the bundled model)")
@@ -130,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     # imported after parsing, so that --help is instant
     from aios.server.app import create_app
     from aios.server.async_engine import AsyncEngine
+    from aios.server.http_protocol import http_protocol
 
     kwargs = dict(device=args.device, dtype=args.dtype, **engine_kwargs(args))
     try:

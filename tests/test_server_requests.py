@@ -121,6 +121,11 @@ CLEAR_ERRORS = {
                   "top_p", "finite"),
     "temperature_bool": ("completions", {"prompt": "hi", "temperature": True}, "temperature", ""),
     "token_id_outside_vocab": ("completions", {"prompt": [1, 10**9]}, "prompt", "outside the vocabulary"),
+    "message_longer_than_fits": ("chat/completions", {"messages": [{"role": "user", "content": "x" * 100_000}]},
+                                 "messages", "characters"),
+    "stream_options_unimplemented": ("completions", {"prompt": "hi", "stream": True,
+                                                     "stream_options": {"continuous_usage_stats": True}},
+                                     "stream_options", "continuous_usage_stats"),
 }
 
 

@@ -101,8 +101,15 @@ def param_of(message: str, fields: Any, default: str | None) -> str | None:
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore")
+    model_config = ConfigDict(strict=True, extra="allow")
     include_usage: bool = False
+
+    @model_validator(mode="after")
+    def _refuse_unimplemented(self):
+        for name, value in (self.model_extra or {}).items():
+            if not (name == "continuous_usage_stats" and value in (None, False)):
+                raise ValueError(f"stream_options.{name}={value!r:.80} is not supported by AIOS")
+        return self
 
 
 class _SamplingRequest(BaseModel):

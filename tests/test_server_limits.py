@@ -339,26 +339,18 @@ def test_a_connection_sending_its_headers_too_slowly_is_closed_while_requests_ar
 
 
 def test_a_sequence_that_fails_alone_fails_only_its_request(tiny_ckpt, reference):
-    """LLMEngine.step finishes a sequence whose host-side work failed (a stop check, ...) with
-    finish_reason "error" and seq.error; faked here on one prompt: its request gets a 500, the
-    requests beside it their tokens."""
-    import dataclasses
-
+    """The scheduler finishes a sequence whose stop check raised with finish_reason "error" and
+    seq.error: its request gets a 500, the requests beside it their tokens."""
     llm = make_llm(tiny_ckpt)
     doomed = llm.tokenize("The king said to the queen")
-    real_step = llm.step
+    check = llm.scheduler.stop_checker.check
 
-    def step():
-        outputs = real_step()
-        for i, out in enumerate(outputs):
-            seq = out.seq
-            if seq.prompt_token_ids == doomed and not out.finished and len(seq.output_token_ids) >= 3:
-                llm.abort_request(seq.seq_id)           # what step does: its blocks freed, the others go on
-                seq.finish_reason, seq.error = "error", "ValueError: simulated stop-check failure"
-                outputs[i] = dataclasses.replace(out, finished=True)
-        return outputs
+    def fail_the_doomed(seq, idx):
+        if seq.prompt_token_ids == doomed and seq.num_known_output_tokens >= 3:
+            raise ValueError("simulated stop-check failure")
+        return check(seq, idx)
 
-    llm.step = step
+    llm.scheduler.stop_checker.check = fail_the_doomed
     body = {"max_tokens": 20, "temperature": 0, "ignore_eos": True}
     try:
         with serve_in_background(create_app(llm, served_model_name="tiny")) as url:

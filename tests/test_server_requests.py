@@ -24,7 +24,8 @@ GOOD = {"prompt": "The quick brown dog", "max_tokens": 6, "temperature": 0}
 @pytest.fixture(scope="module")
 def served(tiny_ckpt):
     """(base URL, the served engine, what LLM.generate gives for GOOD)"""
-    llm = LLM(tiny_ckpt, device="cpu", dtype="float32", max_model_len=MAX_MODEL_LEN)
+    llm = LLM(tiny_ckpt, device="cpu", dtype="float32", max_model_len=MAX_MODEL_LEN, max_stop_strings=2,
+              max_stop_string_len=20)
     want = llm.generate([GOOD["prompt"]], SamplingParams(temperature=0, max_tokens=6), use_tqdm=False)[0]
     try:
         with serve_in_background(create_app(llm, served_model_name="tiny")) as url:
@@ -136,20 +137,12 @@ def test_a_malformed_value_is_a_400_naming_its_field(served, case):
     assert "TextEncodeInput" not in error["message"] and "Undefined" not in error["message"]
 
 
-def test_an_engine_validate_error_about_stop_names_stop(served, monkeypatch):
-    """LLMEngine.validate bounds stop strings (Config.max_stop_strings): its ValueError names the field."""
-    _, llm, _ = served
-    validate = llm.validate
-
-    def bounded(ids, params):
-        if len(params.stop_strings) > 2:
-            raise ValueError("stop must hold at most 2 strings (Config.max_stop_strings), got 3")
-        return validate(ids, params)
-
-    monkeypatch.setattr(llm, "validate", bounded)
+def test_stop_strings_past_the_engines_bounds_are_a_400_naming_stop(served):
+    """Config.max_stop_strings / max_stop_string_len, checked by LLMEngine.validate in the engine loop."""
     assert_refused_then_serving(served, "completions", {"prompt": "hi", "stop": ["a", "b", "c"]}, "stop",
                                 "at most 2")
-    assert_refused_then_serving(served, "chat/completions", {"messages": USER, "stop": ["a", "b", "c"]}, "stop")
+    assert_refused_then_serving(served, "chat/completions", {"messages": USER, "stop": "x" * 21}, "stop",
+                                "at most 20 characters")
 
 
 def test_error_bodies_are_valid_json_even_for_surrogates(served):

@@ -3,6 +3,9 @@
     python -m aios.server [--model DIR] [--port 8000]        # see --help
 
     app.py           routes and error handling; create_app(engine) builds a server
+    guards.py        before any route: the API key (401) and the request-body bound (413)
+    prompts.py       prompts to token ids in a thread of the API side (never in the engine loop)
+    http_protocol.py uvicorn's HTTP protocol with a header-read timeout (slowloris)
     background.py    serve_in_background(app): uvicorn in a thread of this process, for tests
     async_engine.py  the event loop's end: submit requests, route the engine's events back by id
     engine_loop.py   EngineLoop: owns the LLMEngine, one continuous batch for every HTTP request

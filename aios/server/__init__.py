@@ -16,7 +16,16 @@
     metrics.py       Prometheus text for GET /metrics
 """
 
-from aios.server.app import create_app
-from aios.server.background import serve_in_background
-
 __all__ = ["create_app", "serve_in_background"]
+
+
+def __getattr__(name: str):
+    # on first use, not at import: `python -m aios.server` imports this package before its
+    # __main__ can say in one line that fastapi / uvicorn are missing
+    if name == "create_app":
+        from aios.server.app import create_app
+        return create_app
+    if name == "serve_in_background":
+        from aios.server.background import serve_in_background
+        return serve_in_background
+    raise AttributeError(f"module 'aios.server' has no attribute {name!r}")

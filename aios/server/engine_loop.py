@@ -39,7 +39,7 @@ from aios.engine.sequence import SequenceStatus
 from aios.llm import LLM
 from aios.sampling_params import SamplingParams
 from aios.server.metrics import EngineCounters
-from aios.server.protocol import REQUEST_FIELDS, APIError, param_of, params_of_choice
+from aios.server.protocol import REQUEST_FIELDS, APIError, param_of
 from aios.server.stream import Accepted, Delta, Failed, RequestSpec
 
 logger = logging.getLogger("aios.server")
@@ -147,7 +147,7 @@ class EngineLoop:
             self._requests[request.request_id] = request
             for i, (ids, p) in enumerate(zip(token_ids, params)):
                 for j in range(n):
-                    seq = self.engine.add_request(ids, params_of_choice(p, j))
+                    seq = self.engine.add_request(ids, p.for_choice(j))
                     self._live[seq.seq_id] = _Choice(request, i * n + j, IncrementalDetokenizer(self.engine, seq))
                     request.seq_ids.append(seq.seq_id)
         except APIError as e:

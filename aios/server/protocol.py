@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any, ClassVar
 
@@ -185,13 +184,6 @@ class _SamplingRequest(BaseModel):
         except ValueError as e:
             message = str(e).removeprefix("SamplingParams: ")
             raise APIError(400, message, param=param_of(message, type(self).model_fields, None)) from e
-
-
-def params_of_choice(params: SamplingParams, index: int) -> SamplingParams:
-    """The n choices of one prompt are independent samples: a seeded request gives choice j seed + j."""
-    if params.seed is None or index == 0:
-        return params
-    return dataclasses.replace(params, seed=params.seed + index)
 
 
 Prompt = str | list[int]

@@ -4,9 +4,9 @@
 kernels in aios/kernels do. `attention_tiled` never holds more than one [block_m, block_n] tile of
 scores: it streams the keys and keeps, per query row, a running max `m_i`, a running sum `l_i` of
 exp(score - m_i), and a running output `acc`; when a new tile raises the max, the old sum and
-output are rescaled by alpha = exp(m_old - m_new) <= 1 (`online_softmax_step`). That is FlashAttention's loop, in plain torch and slow
-(a Python loop over tiles); aios/kernels/prefill_attention.py runs the same loop in Triton, with
-the same names.
+output are rescaled by alpha = exp(m_old - m_new) <= 1 (`online_softmax_step`). That is
+FlashAttention's loop, in plain torch and slow (a Python loop over tiles);
+aios/kernels/prefill_attention.py runs the same loop in Triton, with the same names.
 """
 
 from __future__ import annotations

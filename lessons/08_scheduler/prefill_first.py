@@ -19,12 +19,17 @@ def prefill_first(base: type[Scheduler]) -> type[Scheduler]:
         def schedule(self) -> ScheduledBatch:
             if not self.waiting:
                 return super().schedule()
-            running = self.running
+            running, max_num_seqs = self.running, self.max_num_seqs
             decoding = {id(s) for s in running if len(s) - s.num_computed_tokens == 1}
+            if len(decoding) >= max_num_seqs:
+                return super().schedule()                                  # no room to admit: decode
+            # a prefill-only step: the decodes sit out, but still count against max_num_seqs
             self.running = [s for s in running if id(s) not in decoding]    # prefill chunks still run
+            self.max_num_seqs = max_num_seqs - len(decoding)
             try:
                 batch = super().schedule()
             finally:
+                self.max_num_seqs = max_num_seqs
                 kept, before = {id(s) for s in self.running}, {id(s) for s in running}
                 self.running = ([s for s in running if id(s) in kept or id(s) in decoding]
                                 + [s for s in self.running if id(s) not in before])   # oldest first

@@ -93,4 +93,6 @@ if __name__ == "__main__":
     try:
         main()
     except NotImplementedError as e:          # --mine with a stub still in workspace/
+        while isinstance(e.__context__, NotImplementedError):   # the first stub hit, not a later one
+            e = e.__context__
         raise SystemExit(f"{e}\nwrite it in workspace/lesson07.py; check it with: python lessons/check.py 07") from None

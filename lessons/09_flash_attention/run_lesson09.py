@@ -134,4 +134,6 @@ if __name__ == "__main__":
     try:
         main()
     except NotImplementedError as e:          # --mine with a stub still in workspace/
+        while isinstance(e.__context__, NotImplementedError):   # the first stub hit, not a later one
+            e = e.__context__
         raise SystemExit(f"{e}\nwrite it in workspace/lesson09.py; check it with: python lessons/check.py 09") from None

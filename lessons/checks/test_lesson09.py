@@ -19,23 +19,23 @@ def test_online_softmax_over_two_tiles_where_the_max_grows(impl):
     scores = torch.randn(3, 8, generator=g)
     scores[:, 5] += 6.0                                  # the second tile holds each row's max
     values = torch.randn(8, 4, generator=g)
-    m, l, acc = torch.full((3,), float("-inf")), torch.zeros(3), torch.zeros(3, 4)
-    m, l, acc = impl.online_softmax_step(m, l, acc, scores[:, :4], values[:4])
+    m, s_l, acc = torch.full((3,), float("-inf")), torch.zeros(3), torch.zeros(3, 4)
+    m, s_l, acc = impl.online_softmax_step(m, s_l, acc, scores[:, :4], values[:4])
     assert torch.allclose(m, scores[:, :4].max(-1).values)
-    assert torch.allclose(acc / l[:, None], scores[:, :4].softmax(-1) @ values[:4], atol=1e-6)
-    m, l, acc = impl.online_softmax_step(m, l, acc, scores[:, 4:], values[4:])
+    assert torch.allclose(acc / s_l[:, None], scores[:, :4].softmax(-1) @ values[:4], atol=1e-6)
+    m, s_l, acc = impl.online_softmax_step(m, s_l, acc, scores[:, 4:], values[4:])
     assert torch.allclose(m, scores.max(-1).values)
-    assert torch.allclose(l, torch.exp(scores - m[:, None]).sum(-1), atol=1e-5), "l_i was not rescaled"
-    assert torch.allclose(acc / l[:, None], scores.softmax(-1) @ values, atol=1e-6)
+    assert torch.allclose(s_l, torch.exp(scores - m[:, None]).sum(-1), atol=1e-5), "l_i was not rescaled"
+    assert torch.allclose(acc / s_l[:, None], scores.softmax(-1) @ values, atol=1e-6)
 
 
 @pytest.mark.readme("Build it: online_softmax_step")
 def test_online_softmax_ignores_masked_keys(impl):
     scores = torch.tensor([[1.0, 2.0, float("-inf"), float("-inf")]])
     values = torch.arange(8.0).view(4, 2)
-    m, l, acc = impl.online_softmax_step(torch.full((1,), float("-inf")), torch.zeros(1), torch.zeros(1, 2),
+    m, s_l, acc = impl.online_softmax_step(torch.full((1,), float("-inf")), torch.zeros(1), torch.zeros(1, 2),
                                          scores, values)
-    assert torch.allclose(acc / l[:, None], scores[:, :2].softmax(-1) @ values[:2])
+    assert torch.allclose(acc / s_l[:, None], scores[:, :2].softmax(-1) @ values[:2])
 
 
 def paged_case(seqlens_q, seqlens_k, block_size, heads=4, kv_heads=2, head_dim=16, seed=0):

@@ -41,9 +41,10 @@ def run_checks(lesson: str, impl: str, verbose: bool = False, workspace_root: st
     `workspace_root`: a directory holding another `workspace` package to test (default: this clone's)."""
     with tempfile.TemporaryDirectory() as tmp:
         report = os.path.join(tmp, "report.json")
-        path = [workspace_root, str(REPO), os.environ.get("PYTHONPATH")]
         env = dict(os.environ, AIOS_CHECK_IMPL=impl, AIOS_CHECK_REPORT=report,
-                   PYTHONPATH=os.pathsep.join(filter(None, path)))
+                   PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+        if workspace_root:
+            env["AIOS_CHECK_WORKSPACE"] = workspace_root
         cmd = [sys.executable, "-m", "pytest", str(CHECKS / f"test_lesson{lesson}.py"), "-p", "lessons.checks.report",
                "-p", "no:cacheprovider", "--rootdir", str(CHECKS), "-c", os.devnull,
                "-q" if verbose else "-qq", "--tb=short" if verbose else "--tb=no", "--no-header"]

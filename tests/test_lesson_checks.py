@@ -46,3 +46,14 @@ def test_no_check_passes_on_the_stub(lesson, stubs_root):
     assert results and not passed, f"checks that pass on the untouched stub: {passed}"
     assert all("NotImplementedError" in r["message"] for r in results.values() if r["outcome"] == "failed"), \
         {t: r["message"] for t, r in results.items()}
+
+
+@pytest.mark.slow
+def test_a_workspace_elsewhere_is_the_one_checked(tmp_path):
+    # a workspace whose lesson 01 is the reference solution passes, though this clone's may be a stub
+    (tmp_path / "workspace").mkdir()
+    (tmp_path / "workspace" / "__init__.py").write_text("")
+    reference = os.path.join(REPO, "lessons", "checks", "reference", "lesson01.py")
+    shutil.copy(reference, tmp_path / "workspace" / "lesson01.py")
+    results = check.run_checks("01", "mine", workspace_root=str(tmp_path))
+    assert results and all(r["outcome"] == "passed" for r in results.values()), results

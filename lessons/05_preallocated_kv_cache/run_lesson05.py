@@ -65,8 +65,8 @@ def main() -> None:
         k_new = torch.randn(1, 8, 128, device=args.device)
         k_static = torch.zeros(cached + 1, 8, 128, device=args.device)
         pos = torch.tensor([cached], device=args.device)
-        grow = time_per_call(lambda: torch.cat([k_old, k_new]), args.device)
-        write = time_per_call(lambda: k_static.index_put_((pos,), k_new), args.device)
+        grow = time_per_call(args.device, torch.cat, [k_old, k_new])
+        write = time_per_call(args.device, k_static.index_put_, (pos,), k_new)
         rows.append([cached, 1e6 * grow, 1e6 * write, grow / write])
     print(common.table(["tokens cached", "torch.cat (us)", "write at position (us)", "ratio"], rows))
     print("torch.cat copies every cached token to make room for one; the write touches one token's row")
@@ -99,11 +99,11 @@ def main() -> None:
                   f"(= {gbs:,.0f} GB/s of the 2 reads + 2 writes the data needs)")
 
 
-def time_per_call(fn, device: str, repeat: int = 50) -> float:
-    fn()
+def time_per_call(device: str, fn, *fn_args, repeat: int = 50) -> float:
+    fn(*fn_args)
     with common.Timer(device) as t:
         for _ in range(repeat):
-            fn()
+            fn(*fn_args)
     return t.seconds / repeat
 
 

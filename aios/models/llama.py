@@ -28,16 +28,17 @@ from aios.layers.backend import Backend, resolve
 from aios.layers.embed_head import ParallelLMHead, VocabParallelEmbedding
 from aios.layers.layernorm import RMSNorm
 from aios.layers.linear import MergedColumnParallelLinear, QKVParallelLinear, RowParallelLinear
-from aios.layers.rotary_embedding import RotaryEmbedding, rope_inv_freq
+from aios.layers.rotary_embedding import RotaryEmbedding, rope_inv_freq, rope_type
 from aios.utils.context import Context
 
 
 def parse_rope(raw: dict[str, Any], path: str, default_theta: float) -> tuple[float, dict | None]:
-    """(rope_theta, the scaling dict or None) of a config.json in either format; a rope_type aios
-    does not implement, or a scaling dict missing a field, is an error naming the field."""
-    field = "rope_parameters" if raw.get("rope_parameters") else "rope_scaling"
+    """(rope_theta, the scaling dict without rope_theta, or None if unscaled) of a config.json in
+    either format; a rope_type aios does not implement, or a scaling dict missing a field, is an
+    error naming the field."""
+    field = "rope_scaling" if raw.get("rope_scaling") else "rope_parameters"   # as HF 5.x: rope_scaling wins
     rope = raw.get(field) or None
-    theta = raw.get("rope_theta", (rope or {}).get("rope_theta", default_theta))
+    theta = raw.get("rope_theta", (raw.get("rope_parameters") or {}).get("rope_theta", default_theta))
     partial = raw.get("partial_rotary_factor", (rope or {}).get("partial_rotary_factor", 1.0))
     if partial != 1.0:
         raise ValueError(f"{path}: partial_rotary_factor={partial!r} is not supported (it changes the math "
@@ -46,7 +47,9 @@ def parse_rope(raw: dict[str, Any], path: str, default_theta: float) -> tuple[fl
         rope_inv_freq(2, theta, rope)
     except ValueError as e:
         raise ValueError(f"{path}: {field}={rope!r}: {e}") from e
-    return theta, rope
+    if rope_type(rope) == "default":
+        return theta, None
+    return theta, {k: v for k, v in rope.items() if k != "rope_theta"}     # one form for both formats
 
 
 def refuse(path: str, family: str, unsupported: dict[str, bool], raw: dict[str, Any]) -> None:

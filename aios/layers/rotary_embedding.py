@@ -1,4 +1,4 @@
-"""Rotary position embedding (RoPE), NeoX style as in Qwen3 (lesson 01).
+"""Rotary position embedding (RoPE), NeoX style as in Qwen3, Llama and Qwen2 (lesson 01).
 
 The cos/sin table is computed once for every position up to max_position, in float32 exactly as
 HuggingFace computes it, so positions index a table instead of recomputing trig each step.

@@ -7,7 +7,12 @@ import math
 import pytest
 import torch
 
-from aios.layers.rotary_embedding import RotaryEmbedding, rope_inv_freq
+from aios.layers.rotary_embedding import RotaryEmbedding, scale_inv_freq
+
+
+def rope_inv_freq(head_dim: int, theta: float, rope: dict | None = None) -> torch.Tensor:
+    """The table's inverse frequencies, as RotaryEmbedding computes them."""
+    return scale_inv_freq(1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim)), rope)
 
 LLAMA31_8B = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
               "original_max_position_embeddings": 8192}
@@ -31,14 +36,13 @@ def hf_llama_config(head_dim: int, theta: float, rope: dict | None):
 ], ids=["llama3.1-8b", "llama3.2-1b", "tiny-llama3", "linear", "default"])
 def test_inv_freq_equals_hf_rope_init_functions_exactly(head_dim, theta, rope):
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
     config = hf_llama_config(head_dim, theta, rope)
     kind = (rope or {}).get("rope_type", "default")
-    if kind == "default":
-        want = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
-    else:
-        want, attention_factor = ROPE_INIT_FUNCTIONS[kind](config, "cpu")
-        assert attention_factor == 1.0            # cos/sin unscaled: the table needs nothing more
+    init = LlamaRotaryEmbedding.compute_default_rope_parameters if kind == "default" else ROPE_INIT_FUNCTIONS[kind]
+    want, attention_factor = init(config, device="cpu")
+    assert attention_factor == 1.0                # cos/sin unscaled: the table needs nothing more
     assert torch.equal(rope_inv_freq(head_dim, theta, rope), want)
 
 

@@ -26,7 +26,8 @@ from aios.kernels import rope_ref
 class RotaryEmbedding(nn.Module):
     def __init__(self, head_dim: int, max_position: int, base: float, rope_scaling: dict | None = None):
         super().__init__()
-        inv_freq = rope_inv_freq(head_dim, base, rope_scaling)
+        inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+        inv_freq = scale_inv_freq(inv_freq, rope_scaling)             # HF's ROPE_INIT_FUNCTIONS[rope_type]
         t = torch.arange(max_position, dtype=torch.int64).float()
         freqs = torch.outer(t, inv_freq)                                # [max_position, head_dim / 2]
         cos_sin_cache = torch.cat([freqs.cos(), freqs.sin()], dim=-1)  # [max_position, head_dim]
@@ -45,9 +46,9 @@ def rope_type(rope_scaling: dict | None) -> str:
     return (rope_scaling or {}).get("rope_type", (rope_scaling or {}).get("type")) or "default"
 
 
-def rope_inv_freq(head_dim: int, base: float, rope_scaling: dict | None = None) -> torch.Tensor:
-    """The `[head_dim / 2]` inverse frequencies of HF's ROPE_INIT_FUNCTIONS[rope_type] (fp32)."""
-    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+def scale_inv_freq(inv_freq: torch.Tensor, rope_scaling: dict | None = None) -> torch.Tensor:
+    """The default inverse frequencies `[head_dim / 2]` (fp32) as HF's ROPE_INIT_FUNCTIONS[rope_type]
+    scales them."""
     kind = rope_type(rope_scaling)
     if kind == "default":
         return inv_freq

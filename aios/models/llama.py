@@ -28,7 +28,7 @@ from aios.layers.backend import Backend, resolve
 from aios.layers.embed_head import ParallelLMHead, VocabParallelEmbedding
 from aios.layers.layernorm import RMSNorm
 from aios.layers.linear import MergedColumnParallelLinear, QKVParallelLinear, RowParallelLinear
-from aios.layers.rotary_embedding import RotaryEmbedding, rope_inv_freq, rope_type
+from aios.layers.rotary_embedding import RotaryEmbedding, rope_type, scale_inv_freq
 from aios.utils.context import Context
 
 
@@ -44,7 +44,7 @@ def parse_rope(raw: dict[str, Any], path: str, default_theta: float) -> tuple[fl
         raise ValueError(f"{path}: partial_rotary_factor={partial!r} is not supported (it changes the math "
                          f"and aios rotates the whole head)")
     try:
-        rope_inv_freq(2, theta, rope)
+        scale_inv_freq(torch.ones(1), rope)
     except ValueError as e:
         raise ValueError(f"{path}: {field}={rope!r}: {e}") from e
     if rope_type(rope) == "default":

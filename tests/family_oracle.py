@@ -30,6 +30,9 @@ SCHEDULES = {
     "sync-preemption": dict(async_scheduling=False, num_kvcache_blocks=8, kvcache_block_size=16),
 }
 
+# on a GPU: the Triton kernels, CUDA graphs, async scheduling; a small pool unless the schedule sets one
+GPU_KWARGS = dict(device="cuda", dtype="float32", max_model_len=512, num_kvcache_blocks=64)
+
 
 def prompts(lengths: list[int] = PROMPT_LENS, seed: int = 11) -> list[list[int]]:
     return random_prompts(512, lengths, seed=seed)

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from family_oracle import (
+    GPU_KWARGS,
     SCHEDULES,
     as_transformers_4x,
     config_variant,
@@ -151,3 +152,19 @@ def test_a_qwen2_config_field_that_changes_the_math_and_is_not_implemented_is_an
     d = config_variant(qwen25_tied, str(tmp_path / "m"), lambda cfg: cfg.update({field: value}))
     with pytest.raises(ValueError, match=says):
         ModelConfig.from_dir(d)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kwargs", SCHEDULES.values(), ids=SCHEDULES.keys())
+def test_qwen2_on_the_gpu_with_triton_kernels_and_cuda_graphs_equals_hf_in_fp32(qwen25, expected, kwargs):
+    llm = LLM(qwen25, **{**GPU_KWARGS, **kwargs})
+    assert llm.model_runner.cuda_graphs.graphs, "no CUDA graphs were captured"
+    assert greedy(llm, prompts(), 16) == expected
+    assert greedy(llm, prompts(), 16) == expected               # again: prefix-cache hits
+    assert_no_leaked_blocks(llm)
+
+
+@pytest.mark.gpu
+def test_qwen2_batch_1_decode_on_the_gpu_equals_hf_in_fp32(qwen25, expected):
+    llm = LLM(qwen25, **GPU_KWARGS)                           # one row: the gemv kernel, the batch-1 graph
+    assert [greedy(llm, [p], 16)[0] for p in prompts()[:3]] == expected[:3]

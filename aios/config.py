@@ -58,6 +58,9 @@ class ModelConfig:
     eos_token_id: list[int]
     rope_scaling: dict | None = None
     model_type: str = "qwen3"                 # the registry's key for the family's model class
+    qkv_bias: bool = False                    # q/k/v projections carry biases (Qwen2; Llama's attention_bias)
+    o_proj_bias: bool = False                 # o_proj carries a bias (Llama's attention_bias)
+    mlp_bias: bool = False                    # gate/up/down projections carry biases (Llama's mlp_bias)
 
     @classmethod
     def from_dir(cls, model_dir: str) -> ModelConfig:

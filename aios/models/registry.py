@@ -42,6 +42,8 @@ class ModelFamily:
 
 FAMILIES: tuple[ModelFamily, ...] = (
     ModelFamily("qwen3", ("Qwen3ForCausalLM",), "aios.models.qwen3", "Qwen3ForCausalLM"),
+    ModelFamily("llama", ("LlamaForCausalLM",), "aios.models.llama", "LlamaForCausalLM"),
+    ModelFamily("qwen2", ("Qwen2ForCausalLM",), "aios.models.qwen2", "Qwen2ForCausalLM"),
 )
 
 

@@ -106,7 +106,8 @@ def use_runner(llm, runner_cls) -> None:
 def main() -> None:
     ap = common.parser(__doc__)
     ap.add_argument("--mine", action="store_true",
-                    help="use your CUDAGraphRunner (workspace/lesson11.py) in the padding demo and, on a GPU, the engine")
+                    help="use your CUDAGraphRunner (workspace/lesson11.py) in the padding demo and, on a GPU, "
+                         "in the engine")
     args = common.setup(ap.parse_args())
 
     import torch
@@ -161,8 +162,8 @@ def main() -> None:
           f"is a kernel launch, and Triton kernels launch without passing through it)")
     big, ops_big = batch_sizes[-1], launch_counts["10", "big"][0]
     if args.device == "cpu":
-        print(f"the same at batch {big}: {ops_big:,} ops, {(ops_big - ops) / (big - 1):.0f} more per extra sequence: the "
-              f"CPU's decode attention (decode_attention_ref) loops over the sequences; everything else is one op "
+        print(f"the same at batch {big}: {ops_big:,} ops, {(ops_big - ops) / (big - 1):.0f} more per extra sequence: "
+              f"the CPU's decode attention (decode_attention_ref) loops over the sequences; everything else is one op "
               f"per batch, whatever its size")
     else:
         print(f"the same at batch {big}: {ops_big:,} torch ops")
@@ -213,4 +214,4 @@ if __name__ == "__main__":
     try:
         main()
     except NotImplementedError as e:          # --mine with a stub still in workspace/
-        raise SystemExit(f"{e}\nwrite it in workspace/lesson11.py; check it with: python lessons/check.py 11")
+        raise SystemExit(f"{e}\nwrite it in workspace/lesson11.py; check it with: python lessons/check.py 11") from None

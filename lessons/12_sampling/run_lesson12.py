@@ -105,4 +105,4 @@ if __name__ == "__main__":
     try:
         main()
     except NotImplementedError as e:          # --mine with a stub still in workspace/
-        raise SystemExit(f"{e}\nwrite it in workspace/lesson12.py; check it with: python lessons/check.py 12")
+        raise SystemExit(f"{e}\nwrite it in workspace/lesson12.py; check it with: python lessons/check.py 12") from None

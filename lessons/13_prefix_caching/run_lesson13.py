@@ -103,4 +103,4 @@ if __name__ == "__main__":
     try:
         main()
     except NotImplementedError as e:          # --mine with a stub still in workspace/
-        raise SystemExit(f"{e}\nwrite it in workspace/lesson13.py; check it with: python lessons/check.py 13")
+        raise SystemExit(f"{e}\nwrite it in workspace/lesson13.py; check it with: python lessons/check.py 13") from None

@@ -185,7 +185,7 @@ def device_defaults(device: str) -> tuple[int, int]:
     A GPU of >= 70 GiB (H100, H200) holds the KV cache of a thousand short sequences, and a bigger
     batch keeps its tensor cores fed: 1024 sequences and 16,384 tokens a step. On an H200, 512 short
     requests of the Qwen3-0.6B shape ran at 27,242 output tok/s at 256 / 8192 and 47,723 at
-    1024 / 16384 (README.md, "Batch defaults picked from the GPU"). Smaller GPUs and the CPU take
+    1024 / 16384 (BENCHMARKS.md, "Batch defaults picked from the GPU"). Smaller GPUs and the CPU take
     256 / 8192."""
     if device.startswith("cuda"):
         total = torch.cuda.get_device_properties(torch.device(device)).total_memory

@@ -5,13 +5,16 @@ process fails its requests instead of hanging them, and a bad checkpoint is a cl
 import json
 import time
 
-import httpx
 import pytest
 
-from aios import LLM, SamplingParams
-from aios.server import create_app, serve_in_background
-from aios.server.async_engine import AsyncEngine
-from helpers import random_prompts
+pytest.importorskip("fastapi")             # the server's packages are optional
+pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+
+from aios import LLM, SamplingParams  # noqa: E402
+from aios.server import create_app, serve_in_background  # noqa: E402
+from aios.server.async_engine import AsyncEngine  # noqa: E402
+from helpers import random_prompts  # noqa: E402
 
 KW = dict(device="cpu", dtype="float32", max_model_len=512)
 
@@ -56,6 +59,22 @@ def test_engine_process_streams_what_llm_generate_gives(served, tiny_ckpt):
         assert chunks[-1]["usage"]["completion_tokens"] == 16
     assert metric(url, "aios_kv_cache_blocks_used") == 0
     assert metric(url, 'finish_reason="length"') >= 2 and metric(url, "aios_time_to_first_token_seconds_count") >= 2
+
+
+def test_text_and_chat_are_tokenized_on_the_api_side_as_llm_generate_and_chat_do(served, tiny_ckpt):
+    """The engine's process gets token ids: the API process loaded the same tokenizer files."""
+    url, async_engine = served
+    assert async_engine.tokenizer is not None
+    reference = LLM(tiny_ckpt, **KW)
+    messages = [{"role": "user", "content": "The king said to the queen"}]
+    params = SamplingParams(temperature=0.0, max_tokens=8)
+    want_text = reference.generate(["Once upon a time"], params, use_tqdm=False)[0]["text"]
+    want_chat = reference.chat(messages, params, use_tqdm=False)[0]["text"]
+    reference.close()
+    text = httpx.post(f"{url}/v1/completions", json={"prompt": "Once upon a time", "max_tokens": 8, "temperature": 0})
+    chat = httpx.post(f"{url}/v1/chat/completions", json={"messages": messages, "max_tokens": 8, "temperature": 0})
+    assert text.json()["choices"][0]["text"] == want_text
+    assert chat.json()["choices"][0]["message"]["content"] == want_chat
 
 
 def test_engine_process_frees_the_blocks_of_a_client_that_left(served):

@@ -82,7 +82,7 @@ def test_kv_cache_is_sized_from_free_memory(tiny_ckpt):
     torch.cuda.empty_cache()
     llm = LLM(tiny_ckpt, device="cuda", dtype="bfloat16", gpu_memory_utilization=0.3, max_model_len=1024)
     free, total = torch.cuda.mem_get_info()
-    used_by_cache = llm.model_runner.kv_cache.numel() * llm.model_runner.kv_cache.element_size()
+    used_by_cache = llm.model_runner.kv_cache.nbytes
     assert used_by_cache > 0.1 * total
     assert torch.cuda.memory_allocated() < 0.35 * total
 

@@ -112,12 +112,13 @@ def test_aios_serve_without_the_server_extra_is_one_line_and_status_2(blocked, m
     assert f"{' and '.join(blocked)} {verb} not installed" in err and "pip install 'aios[server]'" in err
 
 
-def test_python_m_aios_server_without_uvicorn_names_the_extra_without_a_traceback():
-    code = ("import runpy, sys\nsys.modules['uvicorn'] = None\nsys.argv = ['aios.server']\n"
+@pytest.mark.parametrize("missing", ["uvicorn", "fastapi"])
+def test_python_m_aios_server_without_a_server_package_names_the_extra_without_a_traceback(missing):
+    code = (f"import runpy, sys\nsys.modules[{missing!r}] = None\nsys.argv = ['aios.server']\n"
             "runpy.run_module('aios.server', run_name='__main__', alter_sys=True)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [
-        "error: the server needs fastapi, uvicorn and pydantic (uvicorn is not installed): pip install "
+        f"error: the server needs fastapi, uvicorn and pydantic ({missing} is not installed): pip install "
         "'aios[server]' (from a clone: pip install -e '.[server]' or -r requirements.txt)"]

@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+pytest.importorskip("fastapi")             # aios.server imports it; the server's packages are optional
+
 from aios.server.responses import ResponseBuilder, sse
 
 TEXTS = ["", "plain", ' a "quote", a \\ backslash,\na newline and a tab\t', "ünïcödé 😀 中文", "</s>"]

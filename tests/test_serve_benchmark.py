@@ -4,10 +4,13 @@ import json
 import socket
 import sys
 
-import httpx
 import pytest
 
-from benchmarks import serve
+httpx = pytest.importorskip("httpx")      # the server's packages are optional
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+
+from benchmarks import serve  # noqa: E402
 
 
 def free_port() -> int:

@@ -21,14 +21,18 @@ import subprocess
 import sys
 import time
 
-import httpx
-import openai
 import pytest
 
-from aios import LLM, SamplingParams
-from aios.server import create_app, serve_in_background
-from aios.server.__main__ import engine_kwargs, parse_args
-from helpers import random_prompts
+# the server's packages are optional (requirements-server): without them these tests skip
+fastapi = pytest.importorskip("fastapi")
+uvicorn = pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+openai = pytest.importorskip("openai")
+
+from aios import LLM, SamplingParams  # noqa: E402
+from aios.server import create_app, serve_in_background  # noqa: E402
+from aios.server.__main__ import engine_kwargs, parse_args  # noqa: E402
+from helpers import random_prompts  # noqa: E402
 
 MODEL = "tiny"
 MAX_MODEL_LEN = 128

@@ -3,6 +3,9 @@
     python -m aios.server [--model DIR] [--port 8000]        # see --help
 
     app.py           routes and error handling; create_app(engine) builds a server
+    guards.py        before any route: the API key (401) and the request-body bound (413)
+    prompts.py       prompts to token ids in a thread of the API side (never in the engine loop)
+    http_protocol.py uvicorn's HTTP protocol with a header-read timeout (slowloris)
     background.py    serve_in_background(app): uvicorn in a thread of this process, for tests
     async_engine.py  the event loop's end: submit requests, route the engine's events back by id
     engine_loop.py   EngineLoop: owns the LLMEngine, one continuous batch for every HTTP request
@@ -13,7 +16,16 @@
     metrics.py       Prometheus text for GET /metrics
 """
 
-from aios.server.app import create_app
-from aios.server.background import serve_in_background
-
 __all__ = ["create_app", "serve_in_background"]
+
+
+def __getattr__(name: str):
+    # on first use, not at import: `python -m aios.server` imports this package before its
+    # __main__ can say in one line that fastapi / uvicorn are missing
+    if name == "create_app":
+        from aios.server.app import create_app
+        return create_app
+    if name == "serve_in_background":
+        from aios.server.background import serve_in_background
+        return serve_in_background
+    raise AttributeError(f"module 'aios.server' has no attribute {name!r}")

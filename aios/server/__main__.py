@@ -28,6 +28,12 @@ import uvicorn  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    import os
+
+    from aios.server.async_engine import DEFAULT_MAX_STREAM_BACKLOG
+    from aios.server.guards import DEFAULT_MAX_REQUEST_BYTES
+    from aios.server.http_protocol import DEFAULT_TIMEOUT_HEADER_READ
+
     ap = argparse.ArgumentParser(prog="python -m aios.server", description=__doc__.split("\n\n")[0])
     srv = ap.add_argument_group("server")
     srv.add_argument("--model", default=None, help="HF Qwen3 checkpoint directory (default: the bundled model)")
@@ -46,6 +52,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="tokens per streamed chunk (the first token is sent at once; default: 1). Each "
                           "chunk costs the server's event loop ~60 us: under heavy load a few tokens per "
                           "chunk leave more of it for the engine")
+    srv.add_argument("--max-stream-backlog", type=int, default=DEFAULT_MAX_STREAM_BACKLOG, metavar="N",
+                     help="events per choice a client may leave unread (a stalled reader); past it its request "
+                          "is aborted and its KV blocks freed (default: %(default)s)")
+    srv.add_argument("--api-key", default=None,
+                     help="clients of /v1/* must send 'Authorization: Bearer KEY' (else 401); /health and "
+                          "/metrics stay open (default: the environment's AIOS_API_KEY, else no key)")
+    srv.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES, metavar="N",
+                     help="largest request body; past it 413, before the body is parsed (default: %(default)s)")
+    srv.add_argument("--timeout-header-read", type=float, default=DEFAULT_TIMEOUT_HEADER_READ, metavar="S",
+                     help="seconds a client has to send a request's headers (slowloris); then 408 and the "
+                          "connection is closed (default: %(default)s)")
     srv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                      help="uvicorn's log level (default: %(default)s)")
     eng = ap.add_argument_group("engine (default: aios.Config's)")
@@ -67,6 +84,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.stream_interval < 1:
         ap.error(f"--stream-interval must be >= 1, got {args.stream_interval}")
+    if args.max_stream_backlog < 1:
+        ap.error(f"--max-stream-backlog must be >= 1, got {args.max_stream_backlog}")
+    if not args.timeout_header_read > 0:
+        ap.error(f"--timeout-header-read must be > 0, got {args.timeout_header_read}")
+    if args.max_request_bytes < 1:
+        ap.error(f"--max-request-bytes must be >= 1, got {args.max_request_bytes}")
+    # from the environment here, not as the flag's default: --help must not print a secret
+    args.api_key = args.api_key or os.environ.get("AIOS_API_KEY") or None
     return args
 
 
@@ -106,18 +131,22 @@ def main(argv: list[str] | None = None) -> int:
     # imported after parsing, so that --help is instant
     from aios.server.app import create_app
     from aios.server.async_engine import AsyncEngine
+    from aios.server.http_protocol import http_protocol
 
     kwargs = dict(device=args.device, dtype=args.dtype, **engine_kwargs(args))
     try:
         # the engine in a process of its own: it does not share this process's GIL with the event loop
-        async_engine = AsyncEngine.in_process(args.model, kwargs, args.max_waiting, args.stream_interval)
+        async_engine = AsyncEngine.in_process(args.model, kwargs, args.max_waiting, args.stream_interval,
+                                              args.max_stream_backlog)
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
-        app = create_app(async_engine, served_model_name=args.served_model_name)
+        app = create_app(async_engine, served_model_name=args.served_model_name, api_key=args.api_key,
+                         max_request_bytes=args.max_request_bytes)
         config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
-                                timeout_graceful_shutdown=args.shutdown_timeout)
+                                timeout_graceful_shutdown=args.shutdown_timeout,
+                                http=http_protocol(args.timeout_header_read))
         server = Server(config, app.state.model_name)
         # uvicorn handles SIGINT/SIGTERM while it runs, then re-raises the signal into the handlers
         # that were there before it: make those a no-op, so a graceful stop ends with status 0.

@@ -2,7 +2,7 @@
 
     POST /v1/completions         prompt: str | list[str] | list[int] | list[list[int]]
     POST /v1/chat/completions    messages: [{"role", "content"}]
-    GET  /v1/models, /health, /metrics
+    GET  /v1/models, /health (and HEAD), /metrics
 
 `create_app(engine)` builds everything a server needs and keeps it on the app (no module-level
 state), so two servers can live in one process. The engine loop (a thread, or the engine's own
@@ -29,8 +29,10 @@ from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 
 from aios.llm import LLM
-from aios.server.async_engine import AsyncEngine
+from aios.server.async_engine import DEFAULT_MAX_STREAM_BACKLOG, AsyncEngine
+from aios.server.guards import DEFAULT_MAX_REQUEST_BYTES, Guards
 from aios.server.metrics import ServerMetrics
+from aios.server.prompts import PromptTokenizer
 from aios.server.protocol import APIError, ChatCompletionRequest, CompletionRequest, validation_error
 from aios.server.responses import DONE, ResponseBuilder, sse, usage
 from aios.server.stream import RequestStream
@@ -39,13 +41,17 @@ CLIENT_CLOSED_REQUEST = 499      # nginx's status for "the client left first"; n
 
 
 def create_app(engine: LLM | AsyncEngine, served_model_name: str | None = None, max_waiting: int = 512,
-               stream_interval: int = 1) -> FastAPI:
+               stream_interval: int = 1, max_stream_backlog: int = DEFAULT_MAX_STREAM_BACKLOG,
+               api_key: str | None = None, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> FastAPI:
     """An app serving `engine` under `served_model_name` (default: the model dir's name). An aios.LLM
-    gets an engine loop in a thread of this process (max_waiting and stream_interval apply to it);
-    an AsyncEngine (AsyncEngine.in_process: the engine in a process of its own) comes configured."""
-    async_engine = engine if isinstance(engine, AsyncEngine) else AsyncEngine.in_thread(engine, max_waiting,
-                                                                                          stream_interval)
+    gets an engine loop in a thread of this process (max_waiting, stream_interval and
+    max_stream_backlog apply to it); an AsyncEngine (AsyncEngine.in_process: the engine in a
+    process of its own) comes configured. With `api_key`, /v1/* needs `Authorization: Bearer <key>`;
+    a body over `max_request_bytes` is a 413 (aios/server/guards.py)."""
+    async_engine = engine if isinstance(engine, AsyncEngine) else AsyncEngine.in_thread(
+        engine, max_waiting, stream_interval, max_stream_backlog)
     info = async_engine.info
+    prompt_tokenizer = PromptTokenizer(async_engine.tokenizer, info.vocab_size, info.max_model_len)
     model_name = served_model_name or os.path.basename(os.path.normpath(info.model))
     metrics = ServerMetrics(model_name)
     created = int(time.time())
@@ -57,8 +63,10 @@ def create_app(engine: LLM | AsyncEngine, served_model_name: str | None = None, 
             yield
         finally:
             async_engine.shutdown()
+            prompt_tokenizer.close()
 
     app = FastAPI(title="AIOS", description="OpenAI-compatible server of the AIOS engine", lifespan=lifespan)
+    app.add_middleware(Guards, api_key=api_key, max_request_bytes=max_request_bytes, on_error=metrics.count_error)
     app.state.async_engine = async_engine
     app.state.model_name = model_name
 
@@ -81,7 +89,7 @@ def create_app(engine: LLM | AsyncEngine, served_model_name: str | None = None, 
 
     # ---- routes ----------------------------------------------------------------------------------
 
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])
     async def health() -> Response:
         return Response(status_code=200 if async_engine.is_alive else 503)
 
@@ -110,12 +118,13 @@ def create_app(engine: LLM | AsyncEngine, served_model_name: str | None = None, 
         if body.model is not None and body.model != model_name:
             raise APIError(404, f"the model {body.model!r} does not exist; this server serves {model_name!r}",
                            param="model", code="model_not_found")
+        body.refuse_unimplemented()
         params = body.sampling_params()
         if not info.has_tokenizer:
             body.refuse_text_without_tokenizer()
         return_token_ids = body.return_token_ids or not info.has_tokenizer
-        prompts = [body.conversation()] if chat else body.prompts()
-        stream = await async_engine.generate(prompts, params, chat=chat, arrival_time=arrival_time,
+        prompt_token_ids = await prompt_tokenizer.token_ids(body, chat)     # in a thread: no loop stalls
+        stream = await async_engine.generate(prompt_token_ids, params, chat=chat, arrival_time=arrival_time,
                                              fill_max_tokens=body.requested_max_tokens() is None,
                                              return_token_ids=return_token_ids)
         builder = ResponseBuilder(model_name, chat, return_token_ids)

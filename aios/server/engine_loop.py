@@ -1,7 +1,7 @@
 """The engine's side of the server: one loop owns the LLMEngine and serves every HTTP request.
 
     event loop (AsyncEngine)                          EngineLoop
-    ("add", id, RequestSpec), ("abort", id)  -inbox->  admit (tokenize, validate), add_request;
+    ("add", id, RequestSpec), ("abort", id)  -inbox->  admit (validate token ids), add_request;
                                                        step() while any request is live
     route events to each request's queue  <-send(Batch)-  Accepted / Delta / Failed, by request id
 
@@ -20,7 +20,9 @@ What stays true:
   Delta, with finish_reason, always), and only if it carries text, unless the request wants token ids.
   stream_interval > 1 trades smoothness for fewer chunks: each costs the event loop ~60 us.
 - An aborted request's sequences leave the engine, blocks freed, before the next step.
-- An exception in step() fails the requests that were in the batch (500); the loop goes on.
+- An exception in step() fails the requests that were in the batch (500); the loop goes on. A
+  sequence that step() finished with finish_reason "error" (its own failure, `seq.error` says
+  which) fails its request alone, as does a failure to detokenize it.
 """
 
 from __future__ import annotations
@@ -32,14 +34,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from jinja2 import TemplateError
-
 from aios.engine.detokenizer import IncrementalDetokenizer
 from aios.engine.sequence import SequenceStatus
 from aios.llm import LLM
 from aios.sampling_params import SamplingParams
 from aios.server.metrics import EngineCounters
-from aios.server.protocol import APIError, params_of_choice
+from aios.server.protocol import REQUEST_FIELDS, APIError, param_of
 from aios.server.stream import Accepted, Delta, Failed, RequestSpec
 
 logger = logging.getLogger("aios.server")
@@ -118,8 +118,9 @@ class EngineLoop:
 
     # ---- requests in, sequences out --------------------------------------------------------------
 
-    def _admit(self, spec: RequestSpec) -> tuple[list[list[int]], list[SamplingParams]]:
-        """Tokenize and validate every prompt of the request, or raise: all or nothing is queued."""
+    def _admit(self, spec: RequestSpec) -> list[SamplingParams]:
+        """Validate every prompt of the request, or raise: all or nothing is queued. The API side
+        tokenized them (aios/server/prompts.py): a long text stalls no step here."""
         num_new = spec.num_choices
         if num_new > self.max_waiting:
             raise APIError(400, f"the request asks for {num_new} sequences (prompts x n) but the server queues "
@@ -129,34 +130,34 @@ class EngineLoop:
             raise APIError(429, f"{num_waiting} sequences are waiting and this request adds {num_new}, over the "
                                 f"bound of {self.max_waiting}; retry later", type="rate_limit_error",
                            code="too_many_waiting_requests", headers={"Retry-After": "1"})
-        token_ids, params = [], []
-        for prompt in spec.prompts:
-            ids = self.engine.apply_chat_template(prompt) if spec.chat else self.engine.tokenize(prompt)
+        params = []
+        for ids in spec.prompt_token_ids:
             p = spec.params
             if spec.fill_max_tokens:
                 p = dataclasses.replace(p, max_tokens=max(1, self._max_len - len(ids)))
             self.engine.validate(ids, p)
-            token_ids.append(ids)
             params.append(p)
-        return token_ids, params
+        return params
 
     def _add(self, request: _Request) -> None:
-        spec = request.spec
+        spec, token_ids = request.spec, request.spec.prompt_token_ids
         try:
-            token_ids, params = self._admit(spec)
+            params = self._admit(spec)
+            n = spec.params.n
+            self._requests[request.request_id] = request
+            for i, (ids, p) in enumerate(zip(token_ids, params)):
+                for j in range(n):
+                    seq = self.engine.add_request(ids, p.for_choice(j))
+                    self._live[seq.seq_id] = _Choice(request, i * n + j, IncrementalDetokenizer(self.engine, seq))
+                    request.seq_ids.append(seq.seq_id)
         except APIError as e:
-            self._fail(request, e)
+            self._fail(request, e)            # aborts what was added already
             return
-        except (ValueError, TypeError, TemplateError) as e:
-            self._fail(request, APIError(400, str(e), param="messages" if spec.chat else "prompt"))
+        except (ValueError, TypeError) as e:
+            message = str(e).removeprefix("SamplingParams: ")
+            default = "messages" if spec.chat else "prompt"
+            self._fail(request, APIError(400, message, param=param_of(message, REQUEST_FIELDS, default)))
             return
-        n = spec.params.n
-        self._requests[request.request_id] = request
-        for i, (ids, p) in enumerate(zip(token_ids, params)):
-            for j in range(n):
-                seq = self.engine.add_request(ids, params_of_choice(p, j))
-                self._live[seq.seq_id] = _Choice(request, i * n + j, IncrementalDetokenizer(self.engine, seq))
-                request.seq_ids.append(seq.seq_id)
         self.counters.prompt_tokens += sum(map(len, token_ids))
         self._emit(request, Accepted([len(ids) for ids in token_ids]))
 
@@ -202,6 +203,15 @@ class EngineLoop:
             if choice is None:
                 continue                      # its request failed earlier in this pass
             request = choice.request
+            if out.finished and seq.finish_reason == "error":
+                # LLMEngine.step finished this sequence alone, for a failure of its own (a stop
+                # check, ...); the others in the step go on. Its request fails, its other choices too.
+                logger.error("sequence %d failed: %s", seq.seq_id, getattr(seq, "error", None))
+                self.counters.finished["error"] += 1
+                self._fail(request, APIError(500, f"the engine failed on this request: "
+                                                  f"{getattr(seq, 'error', None) or 'unknown error'}",
+                                             type="server_error", code="engine_error"))
+                continue
             if not choice.has_first_token:
                 choice.has_first_token = True
                 self.counters.ttft.observe(now - request.spec.arrival_time)

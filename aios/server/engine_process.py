@@ -14,6 +14,7 @@ server's process gone.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import multiprocessing as mp
@@ -38,10 +39,12 @@ class EngineInfo:
     model: str                                # the checkpoint directory
     max_model_len: int
     has_tokenizer: bool
+    vocab_size: int
 
     @classmethod
     def of(cls, engine: LLM) -> EngineInfo:
-        return cls(engine.config.model, engine.config.max_model_len, engine.tokenizer is not None)
+        return cls(engine.config.model, engine.config.max_model_len, engine.tokenizer is not None,
+                   engine.config.hf_config.vocab_size)
 
 
 def _check_stream_interval(stream_interval: int) -> None:
@@ -53,6 +56,8 @@ class ThreadRunner:
     def __init__(self, engine: LLM, max_waiting: int, stream_interval: int) -> None:
         _check_stream_interval(stream_interval)
         self.engine, self.info = engine, EngineInfo.of(engine)
+        # the API side's own: the engine thread decodes with the engine's while the API side encodes
+        self.tokenizer = copy.deepcopy(engine.tokenizer)
         self._args = (max_waiting, stream_interval)
         self._inbox: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
@@ -134,6 +139,14 @@ class ProcessRunner:
             raise RuntimeError(payload)
         self.info: EngineInfo = payload
         self._reader: threading.Thread | None = None
+        self.tokenizer = None                 # the API side tokenizes: the same files as the engine's
+        if self.info.has_tokenizer:
+            from transformers import AutoTokenizer
+            try:
+                self.tokenizer = AutoTokenizer.from_pretrained(self.info.model)
+            except Exception as e:  # noqa: BLE001 - tokenizers raise many types for broken files
+                self.stop(30)
+                raise RuntimeError(f"cannot load the tokenizer from {self.info.model!r}: {e}") from e
 
     def start(self, deliver: Callable[[Batch], None], on_exit: Callable[[], None]) -> None:
         """`deliver` runs on a reader thread for every Batch; `on_exit` once the child's pipe closes."""

@@ -2,8 +2,13 @@
 
 - Request models are pydantic in strict mode: a JSON value of the wrong type (a string where a
   number belongs) is a 400, never silently coerced.
-- Fields OpenAI defines but AIOS does not implement (logprobs, penalties, tools, ...) are accepted
-  at their defaults and refused otherwise, so no client believes it got what it asked for.
+- A field a request model does not implement (logprobs, penalties, tools, vLLM's guided decoding,
+  ...) is a 400 naming it in `param`, unless its value asks for nothing (`NOT_ASKED`:
+  repetition_penalty=1, skip_special_tokens=true, ...); a field named nowhere is a 400 too. So no
+  client believes it got what it asked for.
+- Strings are valid Unicode (JSON can carry a lone surrogate), numbers finite (Python's json reads
+  NaN), chat messages have content: else a 400 naming the field, not a tokenizer's or a template's
+  error.
 - vLLM's extensions are accepted as extra body fields: top_k, min_p, ignore_eos, stop_token_ids,
   return_token_ids (each choice also carries its output token ids).
 - A server without a tokenizer (skip_tokenizer_init) takes token-id prompts only: text in (a string
@@ -13,8 +18,8 @@
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
+import json
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -39,24 +44,79 @@ class APIError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
-# OpenAI fields AIOS does not implement, with the values that mean "not asked for".
-_UNSUPPORTED: dict[str, tuple] = {
-    "logprobs": (None, False, 0), "top_logprobs": (None, 0), "echo": (None, False), "suffix": (None, ""),
-    "best_of": (None, 1), "presence_penalty": (None, 0, 0.0), "frequency_penalty": (None, 0, 0.0),
-    "logit_bias": (None, {}), "tools": (None, []), "tool_choice": (None, "none"),
-    "response_format": (None, {"type": "text"}),
+# Fields a request model does not implement, and the values of each that mean "not asked for"
+# (what AIOS does anyway: skip_special_tokens=true, min_tokens=0, ...). Any other value, and any
+# field named nowhere, is a 400 naming it: no client may believe it got what it asked for.
+_NOT_ASKED_COMMON: dict[str, tuple] = {
+    "top_logprobs": (None, 0), "echo": (None, False), "best_of": (None, 1),
+    "presence_penalty": (None, 0), "frequency_penalty": (None, 0), "repetition_penalty": (None, 1),
+    "logit_bias": (None, {}), "response_format": (None, {"type": "text"}),
+    "min_tokens": (None, 0), "include_stop_str_in_output": (None, False), "skip_special_tokens": (None, True),
+    "spaces_between_special_tokens": (None, True), "prompt_logprobs": (None, 0),
+    "truncate_prompt_tokens": (None,), "use_beam_search": (None, False), "length_penalty": (None, 1),
+    "guided_json": (None,), "guided_regex": (None,), "guided_choice": (None,), "guided_grammar": (None,),
+    "structured_outputs": (None,), "priority": (None, 0), "store": (None, False),
+    "service_tier": (None, "auto", "default"),
 }
+_NOT_ASKED_COMPLETIONS = {**_NOT_ASKED_COMMON, "suffix": (None, ""), "logprobs": (None,),
+                          "max_completion_tokens": (None,)}          # a chat field; max_tokens here
+_NOT_ASKED_CHAT = {**_NOT_ASKED_COMMON, "logprobs": (None, False), "tools": (None, []),
+                   "tool_choice": (None, "none"), "functions": (None, []), "function_call": (None, "none"),
+                   "parallel_tool_calls": (None, True, False), "add_generation_prompt": (None, True),
+                   "continue_final_message": (None, False), "chat_template": (None,),
+                   "chat_template_kwargs": (None, {}), "modalities": (None, ["text"]), "audio": (None,),
+                   "prediction": (None,), "reasoning_effort": (None,), "web_search_options": (None,)}
+# Fields that ask the server for nothing: accepted with any value.
+_NO_OP = {"user", "metadata", "request_id"}
+
+
+def means_not_asked(value: Any, not_asked: tuple) -> bool:
+    """value is one of not_asked, and a bool only where that bool is listed (in Python True == 1)."""
+    for v in not_asked:
+        if v is None or value is None or isinstance(v, bool) or isinstance(value, bool):
+            if value is v:
+                return True
+        elif isinstance(v, (int, float)):
+            if isinstance(value, (int, float)) and value == v:
+                return True
+        elif value == v:
+            return True
+    return False
+
+
+def check_unicode(text: str, where: str) -> None:
+    """A ValueError if text holds a lone surrogate: JSON can carry one ("\\ud800"), no tokenizer takes it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"{where} is not valid Unicode: a lone surrogate {text[e.start]!r} at character "
+                         f"{e.start}") from None
+
+
+def param_of(message: str, fields: Any, default: str | None) -> str | None:
+    """A ValueError's message starts with the field it is about (SamplingParams, LLMEngine.validate)."""
+    first = message.split(maxsplit=1)[0] if message.strip() else ""
+    return first if first in fields else default
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore")
+    model_config = ConfigDict(strict=True, extra="allow")
     include_usage: bool = False
+
+    @model_validator(mode="after")
+    def _refuse_unimplemented(self):
+        for name, value in (self.model_extra or {}).items():
+            if not (name == "continuous_usage_stats" and value in (None, False)):
+                raise ValueError(f"stream_options.{name}={value!r:.80} is not supported by AIOS")
+        return self
 
 
 class _SamplingRequest(BaseModel):
     """Fields shared by /v1/completions and /v1/chat/completions."""
 
-    model_config = ConfigDict(strict=True, extra="allow")
+    # allow_inf_nan: Python's json reads NaN and Infinity, pydantic would pass them on
+    model_config = ConfigDict(strict=True, extra="allow", allow_inf_nan=False)
+    NOT_ASKED: ClassVar[dict[str, tuple]] = _NOT_ASKED_COMMON
 
     model: str | None = None                  # None: the served model
     n: int = 1
@@ -71,14 +131,29 @@ class _SamplingRequest(BaseModel):
     seed: int | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: str | None = None                   # accepted, unused
 
-    @model_validator(mode="after")
-    def _refuse_unsupported(self):
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _check_stop(cls, stop: Any) -> Any:
+        if not (stop is None or isinstance(stop, str) or (isinstance(stop, list)
+                                                          and all(isinstance(s, str) for s in stop))):
+            raise ValueError(f"stop must be a string or a list of strings, got {stop!r:.80}")
+        for s in [stop] if isinstance(stop, str) else stop or []:
+            check_unicode(s, "stop")
+        return stop
+
+    def refuse_unimplemented(self) -> None:
+        """A 400 naming the first field this server does not implement that asks for something."""
         for name, value in (self.model_extra or {}).items():
-            if name in _UNSUPPORTED and value not in _UNSUPPORTED[name]:
-                raise ValueError(f"{name}={value!r} is not supported by AIOS")
-        return self
+            if name in _NO_OP:
+                continue
+            if name not in self.NOT_ASKED:
+                raise APIError(400, f"{name} is not a field AIOS knows for this endpoint", param=name,
+                               code="unsupported_parameter")
+            if not means_not_asked(value, self.NOT_ASKED[name]):
+                raise APIError(400, f"{name}={value!r:.80} is not supported by AIOS (accepted only as "
+                                    f"{' or '.join(map(json.dumps, self.NOT_ASKED[name]))}: not asked for)",
+                               param=name, code="unsupported_parameter")
 
     @property
     def include_usage_in_stream(self) -> bool:
@@ -108,21 +183,15 @@ class _SamplingRequest(BaseModel):
                 seed=self.seed, n=self.n)
         except ValueError as e:
             message = str(e).removeprefix("SamplingParams: ")
-            param = message.split()[0]
-            raise APIError(400, message, param=param if param in type(self).model_fields else None) from e
-
-
-def params_of_choice(params: SamplingParams, index: int) -> SamplingParams:
-    """The n choices of one prompt are independent samples: a seeded request gives choice j seed + j."""
-    if params.seed is None or index == 0:
-        return params
-    return dataclasses.replace(params, seed=params.seed + index)
+            raise APIError(400, message, param=param_of(message, type(self).model_fields, None)) from e
 
 
 Prompt = str | list[int]
 
 
 class CompletionRequest(_SamplingRequest):
+    NOT_ASKED: ClassVar[dict[str, tuple]] = _NOT_ASKED_COMPLETIONS
+
     prompt: Any = Field(description="a string, a list of strings, a list of token ids, or a list of those")
     max_tokens: int | None = 16               # OpenAI's default for completions
 
@@ -137,6 +206,11 @@ class CompletionRequest(_SamplingRequest):
         if not ok:
             raise ValueError("prompt must be a string, a list of strings, a list of token ids, "
                              "or a list of token-id lists (non-empty)")
+        if isinstance(prompt, str):
+            check_unicode(prompt, "prompt")
+        elif isinstance(prompt[0], str):
+            for i, p in enumerate(prompt):
+                check_unicode(p, f"prompt[{i}]")
         return prompt
 
     def prompts(self) -> list[Prompt]:
@@ -164,7 +238,18 @@ class ContentPart(BaseModel):
 class ChatMessage(BaseModel):
     model_config = ConfigDict(strict=True, extra="allow")
     role: str
-    content: str | list[ContentPart] | None = None
+    content: str | list[ContentPart]          # required: a template would render a missing one as undefined
+
+    @model_validator(mode="after")
+    def _check(self):
+        check_unicode(self.role, "role")
+        texts = [self.content] if isinstance(self.content, str) else [p.text or "" for p in self.content]
+        for text in texts:
+            check_unicode(text, "content")
+        for name, value in (self.model_extra or {}).items():
+            if value not in (None, [], ""):
+                raise ValueError(f"{name} is not supported in a message (AIOS serves text chat, no tools)")
+        return self
 
     def as_template_message(self) -> dict[str, str]:
         """The dict a chat template reads; content parts must all be text."""
@@ -179,6 +264,8 @@ class ChatMessage(BaseModel):
 
 
 class ChatCompletionRequest(_SamplingRequest):
+    NOT_ASKED: ClassVar[dict[str, tuple]] = _NOT_ASKED_CHAT
+
     messages: list[ChatMessage]
     max_tokens: int | None = None             # None: up to the context length
     max_completion_tokens: int | None = None  # OpenAI's newer name; wins over max_tokens
@@ -219,3 +306,7 @@ def validation_error(errors: list[dict]) -> APIError:
     if not message.startswith(param):
         message = f"{where}: {message}"
     return APIError(400, message, param=param)
+
+
+# every field a request may name: a ValueError of the engine starting with one is about it
+REQUEST_FIELDS = frozenset(CompletionRequest.model_fields) | frozenset(ChatCompletionRequest.model_fields)

@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from aios.sampling_params import SamplingParams
 from aios.server.protocol import APIError
 
-Prompt = str | list[int] | list[dict[str, str]]      # text, token ids, or a chat conversation
-
 
 @dataclass
 class Accepted:
@@ -41,18 +39,18 @@ class Failed:
 
 @dataclass
 class RequestSpec:
-    """One HTTP request as the engine loop needs it."""
+    """One HTTP request as the engine loop needs it: tokenized already (aios/server/prompts.py)."""
 
-    prompts: list[Prompt]
+    prompt_token_ids: list[list[int]]         # per prompt
     params: SamplingParams
-    chat: bool
+    chat: bool                                # the prompt came from messages: errors name "messages"
     fill_max_tokens: bool                     # no max_tokens given: up to the context length
     return_token_ids: bool                    # a Delta for every due step, not only for new text
     arrival_time: float                       # time.perf_counter(): CLOCK_MONOTONIC, one clock per host
 
     @property
     def num_choices(self) -> int:
-        return len(self.prompts) * self.params.n
+        return len(self.prompt_token_ids) * self.params.n
 
 
 class RequestStream:

@@ -57,3 +57,12 @@ def test_a_workspace_elsewhere_is_the_one_checked(tmp_path):
     shutil.copy(reference, tmp_path / "workspace" / "lesson01.py")
     results = check.run_checks("01", "mine", workspace_root=str(tmp_path))
     assert results and all(r["outcome"] == "passed" for r in results.values()), results
+
+
+def test_every_lesson_hands_the_learner_a_piece_to_build():
+    numbers = [p.name[:2] for p in sorted((check.REPO / "lessons").glob("[0-9][0-9]_*")) if p.is_dir()]
+    assert numbers and check.lessons() == numbers, "a lesson without checks, or checks without a lesson"
+    for n in numbers:
+        assert (check.REPO / "workspace" / f"lesson{n}.py").exists(), f"lesson {n} has no workspace file"
+        assert (check.REPO / "lessons" / "checks" / "reference" / f"lesson{n}.py").exists()
+        assert (check.REPO / "lessons" / "checks" / "hints" / f"lesson{n}.md").exists()

@@ -30,18 +30,32 @@ def stubs_root(tmp_path_factory) -> str:
     return str(root)
 
 
+@pytest.fixture(scope="module")
+def on_reference() -> dict[str, dict]:
+    return check.run_checks(check.lessons(), "reference")       # every lesson in one interpreter
+
+
+@pytest.fixture(scope="module")
+def on_stubs(stubs_root) -> dict[str, dict]:
+    return check.run_checks(check.lessons(), "mine", workspace_root=stubs_root)
+
+
+def of_lesson(results: dict[str, dict], lesson: str) -> dict[str, dict]:
+    return {t: r for t, r in results.items() if t.startswith(f"test_lesson{lesson}.py::")}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("lesson", check.lessons())
-def test_every_check_passes_on_the_reference(lesson):
-    results = check.run_checks(lesson, "reference")
+def test_every_check_passes_on_the_reference(lesson, on_reference):
+    results = of_lesson(on_reference, lesson)
     failed = {t: r["message"] for t, r in results.items() if r["outcome"] == "failed"}
     assert results and not failed, failed
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("lesson", check.lessons())
-def test_no_check_passes_on_the_stub(lesson, stubs_root):
-    results = check.run_checks(lesson, "mine", workspace_root=stubs_root)
+def test_no_check_passes_on_the_stub(lesson, on_stubs):
+    results = of_lesson(on_stubs, lesson)
     passed = [t for t, r in results.items() if r["outcome"] == "passed"]
     assert results and not passed, f"checks that pass on the untouched stub: {passed}"
     assert all("NotImplementedError" in r["message"] for r in results.values() if r["outcome"] == "failed"), \

@@ -58,6 +58,11 @@ class ModelConfig:
     eos_token_id: list[int]
     rope_scaling: dict | None = None
     model_type: str = "qwen3"                 # the registry's key for the family's model class
+    sliding_window: int | None = None         # Mistral, Gemma 3's local layers: each query sees its last W tokens
+    layer_types: list[str] | None = None      # Gemma 3: "sliding_attention" | "full_attention", one per layer
+    rope_local_theta: float | None = None     # Gemma 3: the RoPE base of the sliding layers
+    query_pre_attn_scalar: float | None = None   # Gemma 3: attention scale is its ** -0.5 (None: head_dim)
+    final_logit_softcapping: float | None = None  # Gemma 3: logits = cap * tanh(logits / cap)
 
     @classmethod
     def from_dir(cls, model_dir: str) -> ModelConfig:

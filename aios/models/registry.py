@@ -42,6 +42,8 @@ class ModelFamily:
 
 FAMILIES: tuple[ModelFamily, ...] = (
     ModelFamily("qwen3", ("Qwen3ForCausalLM",), "aios.models.qwen3", "Qwen3ForCausalLM"),
+    ModelFamily("mistral", ("MistralForCausalLM",), "aios.models.mistral", "MistralForCausalLM"),
+    ModelFamily("gemma3_text", ("Gemma3ForCausalLM",), "aios.models.gemma3", "Gemma3ForCausalLM"),
 )
 
 

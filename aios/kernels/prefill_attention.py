@@ -18,9 +18,9 @@ Invariants (tests/test_kernels.py checks each):
 
 The Triton kernel is FlashAttention-2 style: one program owns BLOCK_M query rows of one head of
 one sequence, streams the keys in BLOCK_N tiles with an online softmax (exp2, log2(e) folded into
-the scale), runs the tiles left of the diagonal without a mask, and never visits tiles right of it. Under a
-sliding window it also skips the tiles wholly left of every row's window, and masks the tiles
-that cross the window's left edge.
+the scale), runs the tiles left of the diagonal without a mask, and never visits tiles right of it.
+Under a sliding window it also skips the tiles wholly left of every row's window, and masks the
+tiles that cross the window's left edge.
 """
 
 import torch
@@ -128,15 +128,16 @@ def _prefill_tile(
         if SLIDING:
             visible = visible & (offs_n[None, :] > q_pos[:, None] - window)
         qk = tl.where(visible, qk, float("-inf"))
-    # Without a window every row sees key 0 in its first tile, so m_new is finite and exp2 never
-    # sees inf - inf. With one, a row may see nothing yet: it subtracts 0, keeping p and alpha 0.
     m_new = tl.maximum(m_i, tl.max(qk, 1))
     if SLIDING:
+        # A row may see no key yet (m_new = -inf): subtract 0 there, so p and alpha are 0, not NaN.
         m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.exp2(qk - m_sub[:, None])
+        alpha = tl.exp2(m_i - m_sub)
     else:
-        m_sub = m_new
-    p = tl.exp2(qk - m_sub[:, None])
-    alpha = tl.exp2(m_i - m_sub)
+        # Every row sees key 0 in its first tile, so m_new is finite and exp2 never sees inf - inf.
+        p = tl.exp2(qk - m_new[:, None])
+        alpha = tl.exp2(m_i - m_new)
     l_i = l_i * alpha + tl.sum(p, 1)
     if MASKED:
         v = tl.load(v_ptrs, mask=mask_n[:, None], other=0.0)
@@ -188,27 +189,30 @@ def _prefill_attention_kernel(
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
     # Keys before this tile's first query position are visible to all its rows: no mask.
-    q_first = num_cached_tokens + m_block * BLOCK_M
-    full_end = (q_first // BLOCK_N) * BLOCK_N
+    full_end = ((num_cached_tokens + m_block * BLOCK_M) // BLOCK_N) * BLOCK_N
     if SLIDING:
-        # Tiles left of the first row's window are never visited; those crossing the last row's
-        # window edge are masked. window_start <= full_start <= ... and window_start <= full_end.
+        # Tiles wholly left of the first row's window are never visited; those crossing the last
+        # row's window edge are masked. window_start <= full_start <= full_end.
+        q_first = num_cached_tokens + m_block * BLOCK_M
         window_start = (tl.maximum(q_first - window + 1, 0) // BLOCK_N) * BLOCK_N
-        q_last = q_first + BLOCK_M - 1
-        full_start = tl.cdiv(tl.maximum(q_last - window + 1, 0), BLOCK_N) * BLOCK_N
+        full_start = tl.cdiv(tl.maximum(q_first + BLOCK_M - 1 - window + 1, 0), BLOCK_N) * BLOCK_N
         full_start = tl.minimum(full_start, full_end)
         for start_n in range(window_start, full_start, BLOCK_N):
             acc, l_i, m_i = _prefill_tile(
                 acc, l_i, m_i, q, q_pos, k_head_ptr, v_head_ptr, block_table_row, start_n, seqlen_k,
                 qk_scale, window, stride_block, stride_slot, HEAD_DIM, BLOCK_SIZE, BLOCK_N, TILE_IN_BLOCK,
                 True, True, PRECISION, UPCAST)
+        for start_n in range(full_start, full_end, BLOCK_N):
+            acc, l_i, m_i = _prefill_tile(
+                acc, l_i, m_i, q, q_pos, k_head_ptr, v_head_ptr, block_table_row, start_n, seqlen_k,
+                qk_scale, window, stride_block, stride_slot, HEAD_DIM, BLOCK_SIZE, BLOCK_N, TILE_IN_BLOCK,
+                False, False, PRECISION, UPCAST)
     else:
-        full_start = 0
-    for start_n in range(full_start, full_end, BLOCK_N):
-        acc, l_i, m_i = _prefill_tile(
-            acc, l_i, m_i, q, q_pos, k_head_ptr, v_head_ptr, block_table_row, start_n, seqlen_k,
-            qk_scale, window, stride_block, stride_slot, HEAD_DIM, BLOCK_SIZE, BLOCK_N, TILE_IN_BLOCK,
-            False, False, PRECISION, UPCAST)
+        for start_n in range(0, full_end, BLOCK_N):
+            acc, l_i, m_i = _prefill_tile(
+                acc, l_i, m_i, q, q_pos, k_head_ptr, v_head_ptr, block_table_row, start_n, seqlen_k,
+                qk_scale, window, stride_block, stride_slot, HEAD_DIM, BLOCK_SIZE, BLOCK_N, TILE_IN_BLOCK,
+                False, False, PRECISION, UPCAST)
     # Tiles crossing the diagonal; tiles wholly right of it are never visited.
     end = tl.minimum(num_cached_tokens + (m_block + 1) * BLOCK_M, seqlen_k)
     for start_n in range(full_end, end, BLOCK_N):
@@ -217,7 +221,10 @@ def _prefill_attention_kernel(
             qk_scale, window, stride_block, stride_slot, HEAD_DIM, BLOCK_SIZE, BLOCK_N, TILE_IN_BLOCK,
             True, SLIDING, PRECISION, UPCAST)
 
-    acc = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]   # l_i == 0 only on padding rows (not stored)
+    if SLIDING:
+        acc = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]   # l_i == 0 only on padding rows (not stored)
+    else:
+        acc = acc / l_i[:, None]
     out_ptrs = out_ptr + q_rows[:, None] * stride_ot + head * stride_oh + offs_d[None, :]
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask_m[:, None])
 

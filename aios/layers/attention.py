@@ -9,12 +9,15 @@ Steps where every sequence computes one token use the decode kernel (flash-decod
 step uses the variable-length prefill kernel, which also handles one-token rows mixed in.
 Which kernels run is the backend's choice, bound at construction (aios/layers/backend.py): with
 fused kernels, q/k-norm + RoPE + the K/V store are one launch (`qk_norm_rope_store_kvcache`).
-A layer built with `sliding_window=W` (Mistral, Gemma 3's local layers) attends each query's last W
-tokens, itself included (HF's mask: p - W < j <= p); the cache still holds every token, so prefix
-caching and chunked prefill are unchanged (DESIGN.md, "Model families").
+A layer built with `sliding_window=W` (Mistral, Gemma 3's local layers) binds W into its attention
+functions: each query sees its last W tokens, itself included (HF's mask: p - W < j <= p). The
+cache still holds every token, so prefix caching and chunked prefill are unchanged.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
+from functools import partial
 
 import torch
 from torch import nn
@@ -36,13 +39,16 @@ class Attention(nn.Module):
         self.num_kv_heads = num_kv_heads
         self.head_dim = head_dim
         self.scale = scale
+        self.rotary_emb = rotary_emb          # the model's one table, shared by every layer
+        self.attn_backend = backend.attention     # store_kvcache, prefill_attention, decode_attention
         if sliding_window is not None and sliding_window < 1:
             raise ValueError(f"sliding_window must be >= 1 or None, got {sliding_window}")
         self.sliding_window = sliding_window
-        # passed only when set, so an AttentionBackend without windows still runs full-attention models
-        self.window_kwargs = {} if sliding_window is None else {"sliding_window": sliding_window}
-        self.rotary_emb = rotary_emb          # the model's one table, shared by every layer
-        self.attn_backend = backend.attention     # store_kvcache, prefill_attention, decode_attention
+        if sliding_window is not None:            # bound once; a backend without windows runs full attention
+            self.attn_backend = replace(
+                self.attn_backend,
+                prefill_attention=partial(self.attn_backend.prefill_attention, sliding_window=sliding_window),
+                decode_attention=partial(self.attn_backend.decode_attention, sliding_window=sliding_window))
         self.fused_qk_norm_rope_store = backend.fused_kernels    # lesson 10: one launch per layer
         self.k_cache = torch.tensor([])       # set by ModelRunner once the cache is allocated
         self.v_cache = torch.tensor([])
@@ -67,7 +73,6 @@ class Attention(nn.Module):
         if context.is_prefill:
             return self.attn_backend.prefill_attention(q, self.k_cache, self.v_cache, context.cu_seqlens_q,
                                                   context.cu_seqlens_k, context.max_seqlen_q,
-                                                  context.max_seqlen_k, context.block_tables, self.scale,
-                                                  **self.window_kwargs)
+                                                  context.max_seqlen_k, context.block_tables, self.scale)
         return self.attn_backend.decode_attention(q, self.k_cache, self.v_cache, context.block_tables,
-                                             context.context_lens, self.scale, **self.window_kwargs)
+                                             context.context_lens, self.scale)

@@ -5,10 +5,14 @@ second pass)."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from test_model_vs_hf import all_token_logits
 
 from aios import LLM
+from aios.engine.sequence import Sequence
+from aios.engine.step_inputs import build_step_inputs
+from aios.sampling_params import SamplingParams
 from helpers import greedy
 
 ENGINE_SETTINGS = {
@@ -55,3 +59,35 @@ def assert_greedy_matches_hf_twice(model_dir: str, prompts: list[list[int]], exp
     assert greedy(llm, prompts, max_tokens) == expected
     assert llm.stats()["prefix_cache_hits"] > 0
     return llm
+
+
+def decode_step_logits(llm: LLM, prompts: list[list[int]], prefill_len: int) -> torch.Tensor:
+    """Prefill the first prefill_len tokens of each (equal-length) prompt, then feed the rest one
+    token per sequence per step (decode steps: the decode kernel); [num_seqs, steps, vocab]."""
+    runner, bs = llm.model_runner, llm.config.kvcache_block_size
+    seqs = [Sequence(i, p, SamplingParams(), bs) for i, p in enumerate(prompts)]
+    for s in seqs:
+        assert llm.block_manager.allocate(s, len(s)) == len(s)
+    tables = np.array([s.block_table for s in seqs], dtype=np.int32)
+    n = len(prompts)
+    ids = np.array([t for p in prompts for t in p[:prefill_len]], dtype=np.int64)
+    runner.execute(build_step_inputs(ids, np.zeros(n, np.int64), np.full(n, prefill_len), tables,
+                                     np.arange(1, n + 1) * prefill_len - 1, bs))
+    steps = []
+    for pos in range(prefill_len, len(prompts[0])):
+        ids = np.array([p[pos] for p in prompts], dtype=np.int64)
+        inputs = build_step_inputs(ids, np.full(n, pos, np.int64), np.ones(n, np.int64), tables, np.arange(n), bs)
+        assert not inputs.is_prefill
+        steps.append(runner.execute(inputs))
+    for s in seqs:
+        llm.block_manager.free(s)
+    return torch.stack(steps, dim=1)
+
+
+def assert_decode_logits_match_hf(model_dir: str, prompts: list[list[int]], prefill_len: int,
+                                  atol: float = 1e-4, **llm_kwargs) -> None:
+    llm = LLM(model_dir, device="cpu", dtype="float32", **llm_kwargs)
+    ours = decode_step_logits(llm, prompts, prefill_len)
+    with torch.no_grad():
+        ref = hf_model(model_dir)(torch.tensor(prompts)).logits[:, prefill_len:]
+    assert (ours - ref).abs().max().item() < atol

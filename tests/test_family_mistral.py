@@ -6,7 +6,13 @@ import os
 import shutil
 
 import pytest
-from family_checks import ENGINE_SETTINGS, assert_greedy_matches_hf_twice, assert_logits_match_hf, hf_greedy
+from family_checks import (
+    ENGINE_SETTINGS,
+    assert_decode_logits_match_hf,
+    assert_greedy_matches_hf_twice,
+    assert_logits_match_hf,
+    hf_greedy,
+)
 
 from aios import LLM
 from aios.config import ModelConfig
@@ -36,6 +42,12 @@ def test_config_reads_the_sliding_window(mistral_ckpt):
 @pytest.mark.parametrize("block_size", [4, 16])
 def test_logits_match_hf_in_fp32_with_prompts_past_the_window(mistral_ckpt, block_size):
     assert_logits_match_hf(mistral_ckpt, PROMPTS, kvcache_block_size=block_size)
+
+
+@pytest.mark.parametrize("block_size", [4, 16])
+def test_decode_step_logits_match_hf_as_the_window_slides(mistral_ckpt, block_size):
+    prompts = random_prompts(512, [40, 40, 40], seed=7)      # prefill 5 tokens, then 35 decode steps
+    assert_decode_logits_match_hf(mistral_ckpt, prompts, prefill_len=5, kvcache_block_size=block_size)
 
 
 @pytest.mark.parametrize("settings", list(ENGINE_SETTINGS.values()), ids=list(ENGINE_SETTINGS))
@@ -80,5 +92,8 @@ def test_config_fields_that_change_the_math_are_refused_by_name(mistral_ckpt, tm
 
 @pytest.mark.slow
 def test_tp2_greedy_tokens_equal_hf(mistral_ckpt, expected):
-    with LLM(mistral_ckpt, device="cpu", dtype="float32", tensor_parallel_size=2, kvcache_block_size=4) as llm:
+    with LLM(mistral_ckpt, device="cpu", dtype="float32", tensor_parallel_size=2, kvcache_block_size=4,
+             num_kvcache_blocks=24) as llm:
         assert greedy(llm, PROMPTS, MAX_TOKENS) == expected
+        assert greedy(llm, PROMPTS, MAX_TOKENS) == expected               # prefix-cache hits
+        assert llm.stats()["num_preemptions"] > 0

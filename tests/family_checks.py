@@ -91,3 +91,17 @@ def assert_decode_logits_match_hf(model_dir: str, prompts: list[list[int]], pref
     with torch.no_grad():
         ref = hf_model(model_dir)(torch.tensor(prompts)).logits[:, prefill_len:]
     assert (ours - ref).abs().max().item() < atol
+
+
+def assert_gpu_greedy_matches_hf(model_dir: str, prompts: list[list[int]], expected: list[list[int]],
+                                 max_tokens: int) -> None:
+    """On CUDA: Triton kernels, CUDA graphs and async scheduling, fp32, under chunked prefill and
+    preemption, then a prefix-cached second pass; and CUDA-graph output equals eager output."""
+    kw = dict(device="cuda", dtype="float32", kvcache_block_size=16, max_model_len=512)
+    llm = LLM(model_dir, num_kvcache_blocks=16, max_num_batched_tokens=24, **kw)
+    assert llm.model_runner.cuda_graphs.graphs, "no CUDA graphs were captured"
+    assert greedy(llm, prompts, max_tokens) == expected
+    assert greedy(llm, prompts, max_tokens) == expected
+    assert llm.stats()["num_preemptions"] > 0 and llm.stats()["prefix_cache_hits"] > 0
+    graphs, eager = LLM(model_dir, **kw), LLM(model_dir, enforce_eager=True, **kw)
+    assert greedy(graphs, prompts, max_tokens) == greedy(eager, prompts, max_tokens) == expected

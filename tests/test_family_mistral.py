@@ -9,6 +9,7 @@ import pytest
 from family_checks import (
     ENGINE_SETTINGS,
     assert_decode_logits_match_hf,
+    assert_gpu_greedy_matches_hf,
     assert_greedy_matches_hf_twice,
     assert_logits_match_hf,
     hf_greedy,
@@ -97,3 +98,8 @@ def test_tp2_greedy_tokens_equal_hf(mistral_ckpt, expected):
         assert greedy(llm, PROMPTS, MAX_TOKENS) == expected
         assert greedy(llm, PROMPTS, MAX_TOKENS) == expected               # prefix-cache hits
         assert llm.stats()["num_preemptions"] > 0
+
+
+@pytest.mark.gpu
+def test_gpu_triton_cuda_graphs_and_async_scheduling_equal_hf(mistral_ckpt, expected):
+    assert_gpu_greedy_matches_hf(mistral_ckpt, PROMPTS, expected, MAX_TOKENS)

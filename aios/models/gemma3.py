@@ -157,7 +157,8 @@ class Gemma3Model(nn.Module):
         super().__init__()
         self.embed_tokens = VocabParallelEmbedding(config.vocab_size, config.hidden_size, tp)
         # HF: a float32 tensor, cast to the weights' dtype before the multiply
-        self.register_buffer("embed_scale", torch.tensor(config.hidden_size ** 0.5), persistent=False)
+        self.register_buffer("embed_scale", torch.tensor(config.hidden_size ** 0.5, dtype=torch.float32),
+                             persistent=False)
         window = config.sliding_window
         if window is not None and window >= max_model_len:   # no sequence is long enough to leave it
             window = None

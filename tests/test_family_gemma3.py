@@ -7,6 +7,7 @@ import os
 import shutil
 
 import pytest
+import torch
 from family_checks import (
     ENGINE_SETTINGS,
     assert_decode_logits_match_hf,
@@ -15,6 +16,7 @@ from family_checks import (
     assert_logits_match_hf,
     hf_greedy,
 )
+from test_model_vs_hf import all_token_logits
 
 from aios import LLM
 from aios.config import ModelConfig
@@ -76,6 +78,15 @@ def test_preemption_really_happens_in_the_tiny_pool(gemma_ckpt, expected):
     llm = assert_greedy_matches_hf_twice(gemma_ckpt, PROMPTS, expected, MAX_TOKENS,
                                          **ENGINE_SETTINGS["preemption"])
     assert llm.stats()["num_preemptions"] > 0
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_runs_and_mostly_agrees_with_fp32(gemma_ckpt, dtype):
+    ref = all_token_logits(LLM(gemma_ckpt, device="cpu", dtype="float32"), PROMPTS)
+    half = all_token_logits(LLM(gemma_ckpt, device="cpu", dtype=dtype), PROMPTS)
+    for a, b in zip(ref, half):
+        assert b.dtype == getattr(torch, dtype) and not b.isnan().any()
+        assert (a.argmax(-1) == b.float().argmax(-1)).float().mean().item() > 0.8
 
 
 def test_untied_sharded_checkpoint_without_logit_cap_matches_hf(tmp_path):

@@ -155,3 +155,17 @@ def test_window_kernels_match_refs_at_real_sizes(block_size, window):
     args, _, _ = make_decode_batch([1, 700, 3000, 65], block_size, 16, 8, 128, torch.bfloat16)
     assert_attention_close(decode_attention(*args, sliding_window=window),
                            decode_attention_ref(*args, sliding_window=window), torch.bfloat16)
+
+
+def test_attention_without_a_window_keeps_the_backend_functions_and_with_one_binds_it():
+    from aios.layers.attention import Attention
+    from aios.layers.backend import TORCH, TORCH_ATTENTION
+    from aios.layers.rotary_embedding import RotaryEmbedding
+
+    rope = RotaryEmbedding(32, 64, 10000.0)
+    assert Attention(4, 2, 32, 0.1, rope, TORCH).attn_backend is TORCH_ATTENTION   # Qwen3's path, untouched
+    windowed = Attention(4, 2, 32, 0.1, rope, TORCH, sliding_window=8).attn_backend
+    assert windowed.prefill_attention.keywords == windowed.decode_attention.keywords == {"sliding_window": 8}
+    assert windowed.store_kvcache is TORCH_ATTENTION.store_kvcache
+    with pytest.raises(ValueError, match="sliding_window"):
+        Attention(4, 2, 32, 0.1, rope, TORCH, sliding_window=0)

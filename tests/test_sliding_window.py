@@ -14,11 +14,13 @@ if not torch.cuda.is_available():  # must precede the first @triton.jit (i.e. im
 
 import pytest  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from test_backend import one_prefill_and_one_decode, triton_launches  # noqa: E402, F401 (a fixture)
 from test_kernels import assert_attention_close, make_decode_batch, make_prefill_batch  # noqa: E402
 
 from aios.kernels import decode_attention, decode_attention_ref, prefill_attention, prefill_attention_ref  # noqa: E402
 from aios.kernels.decode_attention import _decode_attention_launch, _decode_config  # noqa: E402
 from aios.kernels.prefill_attention import _prefill_attention_launch  # noqa: E402
+from aios.layers.backend import TORCH, TRITON  # noqa: E402
 
 gpu = pytest.mark.gpu
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -169,3 +171,25 @@ def test_attention_without_a_window_keeps_the_backend_functions_and_with_one_bin
     assert windowed.store_kvcache is TORCH_ATTENTION.store_kvcache
     with pytest.raises(ValueError, match="sliding_window"):
         Attention(4, 2, 32, 0.1, rope, TORCH, sliding_window=0)
+
+
+@pytest.fixture(scope="module")
+def sliding_ckpts(tmp_path_factory) -> dict[str, str]:
+    from aios.utils.tiny_sliding_checkpoints import make_gemma3_checkpoint, make_mistral_checkpoint
+
+    return {"mistral": make_mistral_checkpoint(str(tmp_path_factory.mktemp("m")), sliding_window=6),
+            "gemma3": make_gemma3_checkpoint(str(tmp_path_factory.mktemp("g")), sliding_window=6)}
+
+
+@pytest.mark.parametrize("family", ["mistral", "gemma3"])
+def test_the_triton_backend_runs_the_window_and_gemma_kernels_and_computes_what_the_references_do(
+        sliding_ckpts, family, triton_launches):  # noqa: F811 (the imported fixture)
+    """The GPU's path (interpreted here): windowed prefill + decode kernels, and for Gemma 3 the
+    fused (1 + weight) RMSNorm and GeGLU kernels, inside the model, against the torch backend."""
+    prompt = [11, 3, 250, 17, 9, 42, 100, 5, 77, 31, 8, 64, 2, 19, 300, 12, 6]   # 17 tokens, window 6
+    ref = one_prefill_and_one_decode(sliding_ckpts[family], TORCH, prompt)
+    assert triton_launches == []
+    got = one_prefill_and_one_decode(sliding_ckpts[family], TRITON, prompt)
+    assert (got - ref).abs().max().item() < 1e-4
+    assert {"_prefill_attention_kernel", "_decode_split_kernel", "_rms_norm_kernel",
+            "_silu_and_mul_kernel"} <= set(triton_launches)

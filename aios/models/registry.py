@@ -44,6 +44,8 @@ FAMILIES: tuple[ModelFamily, ...] = (
     ModelFamily("qwen3", ("Qwen3ForCausalLM",), "aios.models.qwen3", "Qwen3ForCausalLM"),
     ModelFamily("llama", ("LlamaForCausalLM",), "aios.models.llama", "LlamaForCausalLM"),
     ModelFamily("qwen2", ("Qwen2ForCausalLM",), "aios.models.qwen2", "Qwen2ForCausalLM"),
+    ModelFamily("mistral", ("MistralForCausalLM",), "aios.models.mistral", "MistralForCausalLM"),
+    ModelFamily("gemma3_text", ("Gemma3ForCausalLM",), "aios.models.gemma3", "Gemma3ForCausalLM"),
 )
 
 

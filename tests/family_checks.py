@@ -98,7 +98,8 @@ def assert_gpu_greedy_matches_hf(model_dir: str, prompts: list[list[int]], expec
     """On CUDA: Triton kernels, CUDA graphs and async scheduling, fp32, under chunked prefill and
     preemption, then a prefix-cached second pass; and CUDA-graph output equals eager output."""
     kw = dict(device="cuda", dtype="float32", kvcache_block_size=16, max_model_len=512)
-    llm = LLM(model_dir, num_kvcache_blocks=16, max_num_batched_tokens=24, **kw)
+    # 10 blocks of 16 for prompts of 3..61 tokens + 16 outputs (16 blocks together): it must preempt
+    llm = LLM(model_dir, num_kvcache_blocks=10, max_num_batched_tokens=24, **kw)
     assert llm.model_runner.cuda_graphs.graphs, "no CUDA graphs were captured"
     assert greedy(llm, prompts, max_tokens) == expected
     assert greedy(llm, prompts, max_tokens) == expected

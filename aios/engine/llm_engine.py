@@ -15,13 +15,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 
 from aios.config import Config
 from aios.engine.block_manager import BlockManager
+from aios.engine.cuda_graph import CUDAGraphRunner
 from aios.engine.inputs import check_unicode, describe_type, token_id_list
 from aios.engine.model_runner import ModelRunner, WeightLoader
 from aios.engine.scheduler import InflightStep, ScheduledBatch, Scheduler, StepOutput
 from aios.engine.sequence import Sequence
+from aios.engine.step_inputs import StepInputs
 from aios.engine.stop_checker import StopChecker
 from aios.layers.backend import Backend
 from aios.layers.sampler import Sampler
@@ -49,17 +52,23 @@ def eos_token_ids(model_dir: str, config: Config, tokenizer) -> list[int]:
 class LLMEngine:
     def __init__(self, model: str, *, block_manager_cls: type[BlockManager] = BlockManager,
                  scheduler_cls: type[Scheduler] = Scheduler, backend: Backend | None = None,
-                 sampler: Sampler | None = None, weight_loader: WeightLoader | None = None, **kwargs) -> None:
+                 sampler: Sampler | None = None, weight_loader: WeightLoader | None = None,
+                 step_inputs_fn: Callable[..., StepInputs] | None = None,
+                 cuda_graph_runner_cls: type[CUDAGraphRunner] | None = None, **kwargs) -> None:
         """`kwargs` are Config's fields. The other arguments are the engine's seams: each piece of
-        state has one owner, chosen here, so a learner's block manager (lessons 06, 13), scheduler
-        (08), attention kernels (09, as a Backend), sampler (12) or weight loader (03, 10) drives the
-        real engine by being passed in (lessons/check.py does exactly that)."""
+        state has one owner, chosen here, so a learner's block manager (lessons 06, 13), step inputs
+        (07), scheduler (08), attention kernels (09, as a Backend), weight loader (03, 10), CUDA-graph
+        runner (11) or sampler (12) drives the real engine by being passed in (lessons/check.py does
+        exactly that)."""
+        runner_seams = {k: v for k, v in dict(backend=backend, sampler=sampler, weight_loader=weight_loader,
+                                              step_inputs_fn=step_inputs_fn,
+                                              cuda_graph_runner_cls=cuda_graph_runner_cls).items() if v is not None}
         if kwargs.get("tensor_parallel_size", 1) != 1:
             from aios.distributed.launcher import exit_if_spawned_import
             exit_if_spawned_import(kwargs["tensor_parallel_size"])
-            if backend is not None or sampler is not None or weight_loader is not None:
-                raise ValueError("backend, sampler and weight_loader are single-GPU seams: the tensor-parallel "
-                                 "workers build the engine's own")
+            if runner_seams:
+                raise ValueError(f"{', '.join(runner_seams)}: single-GPU seams; the tensor-parallel workers build "
+                                 "the engine's own")
         self.config = config = Config(model, **kwargs)
         self.tokenizer = None
         if not config.skip_tokenizer_init:
@@ -72,7 +81,7 @@ class LLMEngine:
             from aios.distributed.launcher import create_tp_runner  # lesson 14
             self.model_runner = create_tp_runner(config)
         else:
-            self.model_runner = ModelRunner(config, backend=backend, sampler=sampler, weight_loader=weight_loader)
+            self.model_runner = ModelRunner(config, **runner_seams)
         self.num_kvcache_blocks = self.model_runner.num_kvcache_blocks
         self.block_manager = block_manager_cls(self.num_kvcache_blocks, config.kvcache_block_size,
                                                config.enable_prefix_caching)

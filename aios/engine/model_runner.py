@@ -71,9 +71,13 @@ WeightLoader = Callable[[torch.nn.Module, str], None]      # (model, checkpoint 
 class ModelRunner:
     def __init__(self, config: Config, tp: TPGroup | None = None, device: torch.device | None = None, *,
                  backend: Backend | None = None, sampler: Sampler | None = None,
-                 weight_loader: WeightLoader | None = None) -> None:
-        """`backend`, `sampler`, `weight_loader`: the seams where a learner's piece replaces the
-        engine's (default: Backend.from_config(config), Sampler(backend), load_model)."""
+                 weight_loader: WeightLoader | None = None,
+                 step_inputs_fn: Callable[..., StepInputs] = prepare_step_inputs,
+                 cuda_graph_runner_cls: type[CUDAGraphRunner] = CUDAGraphRunner) -> None:
+        """`backend`, `sampler`, `weight_loader`, `step_inputs_fn`, `cuda_graph_runner_cls`: the
+        seams where a learner's piece replaces the engine's (default: Backend.from_config(config),
+        Sampler(backend), load_model, prepare_step_inputs, CUDAGraphRunner)."""
+        self.step_inputs_fn = step_inputs_fn
         self.config = config
         self.tp = tp or TPGroup()
         self.device = device or torch.device(config.device)
@@ -94,8 +98,8 @@ class ModelRunner:
         self.kv_cache = KVCache([m for m in self.model.modules() if isinstance(m, Attention)], self.block_size,
                                 self.dtype, self.device)
         self.last_handle: StepHandle | None = None   # the previous step, for on-device input tokens
-        self.cuda_graphs = CUDAGraphRunner(self.model, config.cudagraph_batch_sizes, self.max_blocks_per_seq,
-                                           self.device)
+        self.cuda_graphs = cuda_graph_runner_cls(self.model, config.cudagraph_batch_sizes, self.max_blocks_per_seq,
+                                                 self.device)
         self.num_kvcache_blocks = config.num_kvcache_blocks or self.profile_num_blocks()
         self.kv_cache.allocate(self.num_kvcache_blocks)
         if self.is_cuda:
@@ -180,7 +184,7 @@ class ModelRunner:
     def prepare_inputs(self, batch: ScheduledBatch) -> StepInputs:
         """Flatten the batch into flat host arrays (aios/engine/step_inputs.py)."""
         row_of = self.last_handle.row_of if self.last_handle is not None else {}
-        return prepare_step_inputs(batch, self.block_size, row_of)
+        return self.step_inputs_fn(batch, self.block_size, row_of)
 
     def _to_device(self, a: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(a)

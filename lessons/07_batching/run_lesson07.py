@@ -56,11 +56,9 @@ def main() -> None:
     params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
     results = {}
     for lesson, label in (("06", "one at a time (lesson 06)"), ("07", "static batch (lesson 07)")):
-        llm = LLM(args.model, device=args.device, skip_tokenizer_init=args.skip_tokenizer_init, **OVERRIDES[lesson])
-        if mine is not None and lesson == "07":
-            # no seam for the step's inputs: this engine's model runner calls yours instead of aios's
-            llm.model_runner.prepare_inputs = lambda batch, bs=llm.config.kvcache_block_size: \
-                mine.prepare_step_inputs(batch, bs, {})
+        seam = dict(step_inputs_fn=mine.prepare_step_inputs) if mine is not None and lesson == "07" else {}
+        llm = LLM(args.model, device=args.device, skip_tokenizer_init=args.skip_tokenizer_init, **OVERRIDES[lesson],
+                  **seam)                     # --mine: the engine builds each step's inputs with your function
         llm.generate(prompts[:1], SamplingParams(max_tokens=2), use_tqdm=False)          # warm-up
         results[lesson] = (label, *run(llm, prompts, params))
         llm.close()

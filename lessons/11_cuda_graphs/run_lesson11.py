@@ -91,18 +91,6 @@ def padding_demo(runner_cls) -> None:
     print("  (slot -1: the padding rows write no K/V; context length 0: they read none; -1 columns: no block)")
 
 
-def use_runner(llm, runner_cls) -> None:
-    """Replace the engine's CUDA-graph runner with one of runner_cls, captured on the same buffers'
-    shapes (ModelRunner builds its own; there is no construction argument for it)."""
-    runner = llm.model_runner
-    if not runner.cuda_graphs.graphs:
-        return
-    mine = runner_cls(runner.model, runner.cuda_graphs.batch_sizes, runner.max_blocks_per_seq, runner.device)
-    runner.cuda_graphs.close()
-    mine.capture()
-    runner.cuda_graphs = mine
-
-
 def main() -> None:
     ap = common.parser(__doc__)
     ap.add_argument("--mine", action="store_true",
@@ -132,9 +120,9 @@ def main() -> None:
     batch_sizes = [1, 4] if args.quick else [1, 8, 32]
     rows, tokens, launch_counts = [], {}, {}
     for lesson in ("10", "11"):
-        llm = LLM(args.model, device=args.device, skip_tokenizer_init=args.skip_tokenizer_init, **OVERRIDES[lesson])
-        if lesson == "11" and args.mine:
-            use_runner(llm, runner_cls)
+        seam = dict(cuda_graph_runner_cls=runner_cls) if lesson == "11" and args.mine else {}   # the engine's seam
+        llm = LLM(args.model, device=args.device, skip_tokenizer_init=args.skip_tokenizer_init, **OVERRIDES[lesson],
+                  **seam)
         graphs = sorted(llm.model_runner.cuda_graphs.graphs)
         label = f"enforce_eager={llm.config.enforce_eager} (lesson {lesson})"
         for bs in batch_sizes:

@@ -97,10 +97,7 @@ def test_prepare_step_inputs_on_every_batch_the_scheduler_forms(impl, tiny_ckpt)
 def test_the_engine_on_your_step_inputs_gives_the_same_tokens(impl, tiny_ckpt):
     params = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
     want = [o["token_ids"] for o in LLM(tiny_ckpt, **ENGINE).generate(prompts(PROMPT_LENS), params, use_tqdm=False)]
-    llm = LLM(tiny_ckpt, **ENGINE)
-    block_size = llm.config.kvcache_block_size
-    # no seam for the step's inputs: the model runner's own prepare_inputs is replaced on this engine
-    llm.model_runner.prepare_inputs = lambda batch: impl.prepare_step_inputs(batch, block_size, {})
+    llm = LLM(tiny_ckpt, step_inputs_fn=impl.prepare_step_inputs, **ENGINE)    # the engine's seam for lesson 07
     got = [o["token_ids"] for o in llm.generate(prompts(PROMPT_LENS), params, use_tqdm=False)]
     assert got == want
 

@@ -121,12 +121,9 @@ def test_the_engine_with_your_runner_replays_graphs_and_keeps_the_tokens(impl, t
     kw = dict(device="cuda", dtype="float32", enforce_eager=False, cudagraph_batch_sizes=CAPTURED)
     with LLM(tiny_ckpt, **kw) as llm:
         want = [o["token_ids"] for o in llm.generate(prompts, params, use_tqdm=False)]
-    with LLM(tiny_ckpt, **kw) as llm:
-        runner = llm.model_runner
-        mine = impl.CUDAGraphRunner(runner.model, CAPTURED, runner.max_blocks_per_seq, runner.device)
-        runner.cuda_graphs.close()
-        mine.capture()
-        runner.cuda_graphs = mine             # ModelRunner has no runner seam: swap the attribute
+    with LLM(tiny_ckpt, cuda_graph_runner_cls=impl.CUDAGraphRunner, **kw) as llm:   # the engine's seam
+        mine = llm.model_runner.cuda_graphs
+        assert isinstance(mine, impl.CUDAGraphRunner) and mine.graphs
         replays = []
         replay = mine.replay
         mine.replay = lambda t, bs: replays.append(bs) or replay(t, bs)

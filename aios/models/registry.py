@@ -42,6 +42,7 @@ class ModelFamily:
 
 FAMILIES: tuple[ModelFamily, ...] = (
     ModelFamily("qwen3", ("Qwen3ForCausalLM",), "aios.models.qwen3", "Qwen3ForCausalLM"),
+    ModelFamily("qwen3_moe", ("Qwen3MoeForCausalLM",), "aios.models.qwen3_moe", "Qwen3MoeForCausalLM"),
 )
 
 

@@ -25,7 +25,7 @@ def moe_ckpt(request, tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def mixed_ckpt(tmp_path_factory) -> str:
-    """4 layers: layer 0 dense (mlp_only_layers), experts every 2nd layer (decoder_sparse_step=2): only
+    """4 layers: 0 and 1 dense (mlp_only_layers), experts every 2nd layer (decoder_sparse_step=2): only
     layer 3 has experts; 4 experts, top-3, tied embeddings."""
     return make_qwen3_moe_checkpoint(str(tmp_path_factory.mktemp("tiny-qwen3-moe-mixed")), num_layers=4,
                                      num_experts=4, num_experts_per_tok=3, decoder_sparse_step=2,

@@ -76,12 +76,13 @@ class Qwen3MoeSparseMoeBlock(nn.Module):
         super().__init__()
         moe = config.moe
         self.top_k, self.norm_topk_prob = moe.num_experts_per_tok, moe.norm_topk_prob
+        self.select_experts = select_experts                  # the router's rule (a learner's, lesson 16)
         self.gate = LinearBase(config.hidden_size, moe.num_experts, bias=False, tp=None, backend=backend)  # replicated
         self.experts = FusedMoE(moe.num_experts, config.hidden_size, moe.moe_intermediate_size, tp, backend)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         router_logits = self.gate(hidden_states)              # [num_tokens, num_experts]
-        topk_weights, topk_ids = select_experts(router_logits, self.top_k, self.norm_topk_prob)  # [num_tokens, k]
+        topk_weights, topk_ids = self.select_experts(router_logits, self.top_k, self.norm_topk_prob)  # [T, k]
         return self.experts(hidden_states, topk_weights, topk_ids)
 
 

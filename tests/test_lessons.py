@@ -55,6 +55,8 @@ EXPECTED_ROWS = {
     "13": ["enable_prefix_caching=False (lesson 11)", "enable_prefix_caching=True (lesson 13)"],
     "14": ["tensor_parallel_size=1", "tensor_parallel_size=2"],
     "15": ["offline LLM.generate (lesson 14)", "HTTP server, streamed (lesson 15)"],
+    "16": ["reference (every expert, every token)", "fused (routed pairs, grouped GEMM)", "top-8 of 128 experts",
+           "dense model of the same size", "load imbalance"],
 }
 
 README_SECTIONS = ["The problem", "The idea", "The code", "Run it", "What it printed", "Why the numbers",
@@ -66,8 +68,8 @@ def lesson(number: str) -> Path:
     return next(p for p in LESSONS if p.name.startswith(number))
 
 
-def test_there_are_sixteen_lessons_each_complete():
-    assert [p.name[:2] for p in LESSONS] == [f"{i:02d}" for i in range(16)]
+def test_there_are_seventeen_lessons_each_complete():
+    assert [p.name[:2] for p in LESSONS] == [f"{i:02d}" for i in range(17)]
     for p in LESSONS:
         for name in ("README.md", f"run_lesson{p.name[:2]}.py", "requirements.txt"):
             assert (p / name).is_file(), f"{p.name} lacks {name}"
@@ -387,5 +389,8 @@ def test_readme_follows_the_lesson_order(path):
         found = [i for i, h in enumerate(headings) if h.startswith(section)]
         assert found and found[0] > at, f"{path.parent.name}: section '{section}' missing or out of order"
         at = found[0]
+    if path.parent.name.startswith("16"):      # measured on an H200 (issue 19), not part of the H100 ladder
+        assert "On an H200" in text
+        return
     assert H100_LINE in text, f"{path.parent.name}: the H100 placeholder line is missing"
     assert "On an H100" in text

@@ -47,17 +47,16 @@ def load_model(model: nn.Module, model_dir: str) -> None:
             raise ValueError(f"cannot read safetensors file {file}: {e}") from e
         with f:
             for name in f.keys():
-                target, shard_id, expert_id = name, None, None
-                expert = _EXPERT.search(name) if experts else None
-                if expert is not None and expert.group(2) in experts:
+                target, shard_id = name, None
+                for ckpt_key, (fused, sid) in packed.items():
+                    if f".{ckpt_key}." in name:
+                        target, shard_id = name.replace(f".{ckpt_key}.", f".{fused}."), sid
+                        break
+                expert_id, expert = None, _EXPERT.search(name) if experts else None
+                if expert is not None and expert.group(2) in experts:     # an expert's gate_proj is not the MLP's
                     stacked, shard_id = experts[expert.group(2)]
                     target, expert_id = f"{name[:expert.start()]}.experts.{stacked}", int(expert.group(1))
                     experts_loaded.add((target, expert_id, shard_id))
-                else:
-                    for ckpt_key, (fused, sid) in packed.items():
-                        if f".{ckpt_key}." in name:
-                            target, shard_id = name.replace(f".{ckpt_key}.", f".{fused}."), sid
-                            break
                 param = params.get(target)
                 if param is None:
                     if name.endswith("rotary_emb.inv_freq"):

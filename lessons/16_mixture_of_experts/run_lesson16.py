@@ -7,7 +7,8 @@
     ref vs fused : fused_moe_ref (every expert on every token) vs fused_moe (routed pairs only, Triton)
     bytes/token  : what one decode step reads for Qwen3-30B-A3B's shape, vs a dense model of its size
 
-With no --model, a tiny random Qwen3-MoE (8 experts, top-2) is built by transformers in a temp dir.
+With no --model (or one without experts), a tiny random Qwen3-MoE (8 experts, top-2) is built by
+transformers in a temp dir.
 """
 
 from __future__ import annotations
@@ -55,6 +56,16 @@ def bytes_rows(c: dict, batches: list[int]) -> list[list]:
     return rows
 
 
+def is_moe(model_dir: str) -> bool:
+    import json
+
+    try:
+        with open(os.path.join(model_dir, "config.json")) as f:
+            return json.load(f).get("model_type") == "qwen3_moe"
+    except (OSError, ValueError):
+        return False
+
+
 def seconds_per_call(fn, args: tuple, device: str, repeat: int) -> float:
     """On a GPU replayed from a CUDA graph, as the engine's decode steps run (no launch overhead)."""
     import torch
@@ -81,6 +92,10 @@ def main() -> None:
     if args.device == "cpu":
         os.environ.setdefault("TRITON_INTERPRET", "1")          # before triton is imported: kernels on the CPU
     tmp = None
+    if args.model is not None and not is_moe(args.model):
+        print(f"--model {args.model} has no experts (it is not a Qwen3-MoE checkpoint): "
+              "using a tiny random Qwen3-MoE instead")
+        args.model = None
     if args.model is None:
         from aios.utils.tiny_checkpoint_qwen3_moe import make_qwen3_moe_checkpoint
 

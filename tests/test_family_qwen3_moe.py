@@ -26,10 +26,10 @@ def moe_ckpt(request, tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def mixed_ckpt(tmp_path_factory) -> str:
     """4 layers: 0 and 1 dense (mlp_only_layers), experts every 2nd layer (decoder_sparse_step=2): only
-    layer 3 has experts; 4 experts, top-3, tied embeddings."""
+    layer 3 has experts; 4 experts, top-3, tied embeddings, sharded safetensors."""
     return make_qwen3_moe_checkpoint(str(tmp_path_factory.mktemp("tiny-qwen3-moe-mixed")), num_layers=4,
                                      num_experts=4, num_experts_per_tok=3, decoder_sparse_step=2,
-                                     mlp_only_layers=[0, 1], tie_word_embeddings=True, seed=2)
+                                     mlp_only_layers=[0, 1], tie_word_embeddings=True, seed=2, num_shards=3)
 
 
 def hf_model(model_dir: str):
@@ -62,8 +62,10 @@ def test_logits_match_hf_in_fp32_for_a_batch_of_different_lengths(moe_ckpt):
     assert_logits_match_hf(llm, moe_ckpt, [1, 5, 16, 17, 40])
 
 
-def test_dense_layers_and_sparse_step_follow_the_config_and_match_hf(mixed_ckpt):
+def test_dense_layers_sparse_step_tied_and_sharded_checkpoint_follow_the_config_and_match_hf(mixed_ckpt):
     from aios.layers.fused_moe import FusedMoE
+
+    assert len([f for f in os.listdir(mixed_ckpt) if f.endswith(".safetensors")]) >= 3
 
     llm = LLM(mixed_ckpt, device="cpu", dtype="float32", kvcache_block_size=16)
     layers = llm.model_runner.model.model.layers
@@ -112,6 +114,16 @@ def test_the_triton_kernel_in_the_model_gives_hf_logits(moe_ckpt):
     for layer in llm.model_runner.model.model.layers:
         layer.mlp.experts.fused_moe = fused_moe
     assert_logits_match_hf(llm, moe_ckpt, [2, 19])
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_runs_and_mostly_agrees_with_fp32(moe_ckpt, dtype):
+    prompts = random_prompts(512, [12, 33], seed=5)
+    ref = all_token_logits(LLM(moe_ckpt, device="cpu", dtype="float32"), prompts)
+    half = all_token_logits(LLM(moe_ckpt, device="cpu", dtype=dtype), prompts)
+    for a, b in zip(ref, half):
+        assert b.dtype == getattr(torch, dtype)
+        assert (a.argmax(-1) == b.float().argmax(-1)).float().mean().item() > 0.8
 
 
 @pytest.mark.slow
@@ -188,10 +200,13 @@ def test_the_router_aux_loss_fields_are_training_only_and_change_nothing(moe_ckp
 
 
 @pytest.mark.gpu
-def test_greedy_tokens_equal_hf_on_the_gpu_with_cuda_graphs_and_the_fused_kernel(moe_ckpt, hf_tokens):
+@pytest.mark.parametrize("fused", [True, False], ids=["fused-kernel", "reference"])
+def test_greedy_tokens_equal_hf_on_the_gpu_with_cuda_graphs(moe_ckpt, hf_tokens, fused):
+    """fused_kernels=False runs fused_moe_ref on the GPU, inside the same CUDA graphs (no host sync)."""
+    from aios.kernels.fused_moe import fused_moe, fused_moe_ref
+
     with LLM(moe_ckpt, device="cuda", dtype="float32", kvcache_block_size=16, gpu_memory_utilization=0.3,
-             max_num_seqs=8) as llm:
+             max_num_seqs=8, fused_kernels=fused) as llm:
         assert llm.model_runner.cuda_graphs.graphs
-        from aios.kernels.fused_moe import fused_moe
-        assert llm.model_runner.model.model.layers[0].mlp.experts.fused_moe is fused_moe
+        assert llm.model_runner.model.model.layers[0].mlp.experts.fused_moe is (fused_moe if fused else fused_moe_ref)
         assert greedy(llm, PROMPTS, 16) == hf_tokens

@@ -18,7 +18,7 @@ def make_qwen3_moe_checkpoint(path: str, *, vocab_size: int = 512, hidden_size: 
                               num_heads: int = 4, num_kv_heads: int = 2, head_dim: int = 32,
                               decoder_sparse_step: int = 1, mlp_only_layers: list[int] | None = None,
                               tie_word_embeddings: bool = False, max_position_embeddings: int = 1024,
-                              dtype: str = "float32", seed: int = 0) -> str:
+                              dtype: str = "float32", seed: int = 0, num_shards: int = 1) -> str:
     """A random Qwen3MoeForCausalLM (HF) saved with save_pretrained, plus a real BPE tokenizer."""
     from transformers import AutoTokenizer, Qwen3MoeConfig, Qwen3MoeForCausalLM
 
@@ -41,7 +41,9 @@ def make_qwen3_moe_checkpoint(path: str, *, vocab_size: int = 512, hidden_size: 
                 p.uniform_(0.5, 1.5)
             else:
                 p.normal_(0.0, 0.08)
-    model.to(getattr(torch, dtype)).save_pretrained(path)
+    model = model.to(getattr(torch, dtype))
+    total = sum(p.numel() * p.element_size() for p in model.parameters())
+    model.save_pretrained(path, **({"max_shard_size": total // num_shards + 1} if num_shards > 1 else {}))
     with open(os.path.join(path, "generation_config.json"), "w") as f:
         json.dump({"eos_token_id": eos}, f)
     return path

@@ -5,7 +5,7 @@ under TRITON_INTERPRET=1 at tiny shapes (the interpreter is slow), and on the GP
 import pytest
 import torch
 
-from aios.kernels.fused_moe import fused_moe, fused_moe_ref, moe_align_block_size
+from aios.kernels.fused_moe import _moe_align_one_program, fused_moe, fused_moe_ref, moe_align_block_size
 from aios.layers.fused_moe import FusedMoE, select_experts
 
 
@@ -43,6 +43,18 @@ def test_align_groups_pairs_by_expert_padded_to_the_block():
     assert expert_ids[:3].tolist() == [0, 1, 3]
     assert num_post.item() == 12
     assert sorted_ids.numel() >= 12 and (sorted_ids[12:] == s).all()
+
+
+@pytest.mark.parametrize("num_tokens, top_k, num_experts, block_m", [(1, 8, 128, 16), (7, 3, 8, 16), (32, 8, 128, 32)])
+def test_one_program_layout_equals_the_sorted_one(num_tokens, top_k, num_experts, block_m):
+    """The decode path's Triton layout kernel (interpreted on a CPU) lays out what the torch sort does."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    g = torch.Generator().manual_seed(num_tokens)
+    topk_ids = torch.stack([torch.randperm(num_experts, generator=g)[:top_k] for _ in range(num_tokens)])
+    want = moe_align_block_size(topk_ids, block_m, num_experts)           # CPU tensors: the torch path
+    got = _moe_align_one_program(topk_ids.to(device), block_m, num_experts, want[0].numel())
+    for a, b in zip(got, want):
+        assert torch.equal(a.cpu(), b)
 
 
 @pytest.mark.parametrize("num_tokens, num_experts, top_k, hidden, inter", [

@@ -42,6 +42,37 @@ def fused_moe_ref(hidden_states: torch.Tensor, w13: torch.Tensor, w2: torch.Tens
     return out
 
 
+@triton.jit
+def _moe_align_kernel(
+    topk_ids_ptr, sorted_token_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr, num_pairs, num_blocks,
+    NUM_EXPERTS: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_PAIRS: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_BLOCKS: tl.constexpr,
+):
+    """moe_align_block_size for a few pairs (decode) in one program: comparison matrices instead of a
+    sort, so the layout is one launch instead of about twenty small torch kernels."""
+    pairs = tl.arange(0, BLOCK_PAIRS)
+    mask_p = pairs < num_pairs
+    ids = tl.load(topk_ids_ptr + pairs, mask=mask_p, other=NUM_EXPERTS).to(tl.int32)   # [P]
+    experts = tl.arange(0, BLOCK_E)
+    is_e = ids[:, None] == experts[None, :]                                           # [P, E]
+    counts = tl.sum(is_e.to(tl.int32), axis=0)
+    counts = tl.where(experts < NUM_EXPERTS, counts, 0)
+    padded = (counts + BLOCK_M - 1) // BLOCK_M * BLOCK_M
+    padded_end = tl.cumsum(padded, axis=0)
+    start = tl.sum(tl.where(is_e, (padded_end - padded)[None, :], 0), axis=1)          # [P]: its expert's start
+    earlier = (ids[:, None] == ids[None, :]) & (pairs[None, :] < pairs[:, None])       # [P, P]
+    rank = tl.sum(earlier.to(tl.int32), axis=1)                                        # place within its expert
+    tl.store(sorted_token_ids_ptr + start + rank, pairs, mask=mask_p)
+    blocks = tl.arange(0, BLOCK_BLOCKS)
+    done = (padded_end[None, :] <= (blocks * BLOCK_M)[:, None]) & (experts[None, :] < NUM_EXPERTS)
+    expert_of_block = tl.minimum(tl.sum(done.to(tl.int32), axis=1), NUM_EXPERTS - 1)
+    tl.store(expert_ids_ptr + blocks, expert_of_block, mask=blocks < num_blocks)
+    tl.store(num_tokens_post_padded_ptr, tl.sum(padded, axis=0))
+
+
+MAX_PAIRS_ONE_PROGRAM = 256          # up to 32 decode tokens at top-8; more go through the torch sort
+
+
 def moe_align_block_size(topk_ids: torch.Tensor, block_m: int, num_experts: int
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The grouped GEMM's layout of the T * k (token, expert) pairs, computed on the device.
@@ -54,8 +85,11 @@ def moe_align_block_size(topk_ids: torch.Tensor, block_m: int, num_experts: int
     max_padded = T*k + min(T*k, E) * (block_m - 1) rounded up to block_m: the most the padding can
     take, fixed by the shapes alone (no host sync: the routing is only known on the device).
     """
+    num_pairs = topk_ids.numel()
+    max_padded = triton.cdiv(num_pairs + min(num_pairs, num_experts) * (block_m - 1), block_m) * block_m
+    if topk_ids.is_cuda and num_pairs <= MAX_PAIRS_ONE_PROGRAM:
+        return _moe_align_one_program(topk_ids, block_m, num_experts, max_padded)
     flat = topk_ids.flatten().long()                                       # [M]: expert of pair t*k+j
-    num_pairs = flat.numel()
     device = flat.device
     counts = torch.zeros(num_experts, dtype=torch.long, device=device)
     counts.scatter_add_(0, flat, torch.ones_like(flat))                    # pairs per expert
@@ -66,12 +100,27 @@ def moe_align_block_size(topk_ids: torch.Tensor, block_m: int, num_experts: int
     order = torch.sort(flat, stable=True).indices                          # pairs sorted by expert
     expert_of_sorted = flat[order]
     rank_in_expert = torch.arange(num_pairs, device=device) - start[expert_of_sorted]
-    max_padded = triton.cdiv(num_pairs + min(num_pairs, num_experts) * (block_m - 1), block_m) * block_m
     sorted_token_ids = torch.full((max_padded,), num_pairs, dtype=torch.int32, device=device)
     sorted_token_ids[padded_start[expert_of_sorted] + rank_in_expert] = order.to(torch.int32)
     block_starts = torch.arange(0, max_padded, block_m, device=device)
     expert_ids = torch.searchsorted(padded_end, block_starts, right=True).clamp_(max=num_experts - 1)
     return sorted_token_ids, expert_ids.to(torch.int32), padded_end[-1:].to(torch.int32)
+
+
+def _moe_align_one_program(topk_ids: torch.Tensor, block_m: int, num_experts: int, max_padded: int
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    num_pairs, num_blocks = topk_ids.numel(), max_padded // block_m
+    device = topk_ids.device
+    sorted_token_ids = torch.full((max_padded,), num_pairs, dtype=torch.int32, device=device)
+    expert_ids = torch.empty(num_blocks, dtype=torch.int32, device=device)
+    num_post = torch.empty(1, dtype=torch.int32, device=device)
+    _moe_align_kernel[(1,)](
+        topk_ids.reshape(-1), sorted_token_ids, expert_ids, num_post, num_pairs, num_blocks,
+        NUM_EXPERTS=num_experts, BLOCK_M=block_m, BLOCK_PAIRS=max(16, triton.next_power_of_2(num_pairs)),
+        BLOCK_E=max(16, triton.next_power_of_2(num_experts)),
+        BLOCK_BLOCKS=max(16, triton.next_power_of_2(num_blocks)), num_warps=4,
+    )
+    return sorted_token_ids, expert_ids, num_post
 
 
 @triton.jit

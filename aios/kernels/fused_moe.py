@@ -11,7 +11,8 @@ it) and it adds each expert's contribution in HF's order (experts ascending, rou
 
 `fused_moe` computes only the routed (token, expert) pairs, as vLLM's fused MoE does:
 1. `moe_align_block_size`: the T * k pairs sorted by expert, each expert's run padded to a multiple
-   of BLOCK_M (so a block of BLOCK_M rows belongs to one expert), on the device, with no host sync;
+   of BLOCK_M (so a block of BLOCK_M rows belongs to one expert), on the device, with no host sync
+   (up to MAX_PAIRS_ONE_PROGRAM pairs one Triton program, `_moe_align_kernel`; beyond, a torch sort);
 2. one grouped GEMM over the stacked w13: block b multiplies its rows of x by w13[expert_ids[b]];
 3. SiLU(gate) * up (aios/kernels/activation.py);
 4. a second grouped GEMM over w2, each row scaled by its routing weight;

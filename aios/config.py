@@ -58,6 +58,14 @@ class ModelConfig:
     eos_token_id: list[int]
     rope_scaling: dict | None = None
     model_type: str = "qwen3"                 # the registry's key for the family's model class
+    qkv_bias: bool = False                    # q/k/v projections carry biases (Qwen2; Llama's attention_bias)
+    o_proj_bias: bool = False                 # o_proj carries a bias (Llama's attention_bias)
+    mlp_bias: bool = False                    # gate/up/down projections carry biases (Llama's mlp_bias)
+    sliding_window: int | None = None         # Mistral, Gemma 3's local layers: each query sees its last W tokens
+    layer_types: list[str] | None = None      # Gemma 3: "sliding_attention" | "full_attention", one per layer
+    rope_local_theta: float | None = None     # Gemma 3: the RoPE base of the sliding layers
+    query_pre_attn_scalar: float | None = None   # Gemma 3: attention scale is its ** -0.5 (None: head_dim)
+    final_logit_softcapping: float | None = None  # Gemma 3: logits = cap * tanh(logits / cap)
     moe: MoEConfig | None = None              # routed experts (Qwen3-MoE); None: every layer's MLP is dense
 
     @classmethod

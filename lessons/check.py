@@ -36,15 +36,20 @@ def readme_of(lesson: str) -> Path | None:
     return found[0] if found else None
 
 
-def run_checks(lesson: str, impl: str, verbose: bool = False, workspace_root: str | None = None) -> dict[str, dict]:
-    """Run one lesson's checks in a fresh interpreter; {test id: {outcome, section, message}}.
+def run_checks(lesson: str | list[str], impl: str, verbose: bool = False,
+               workspace_root: str | None = None) -> dict[str, dict]:
+    """Run one lesson's checks (or several lessons' in one interpreter) in a fresh interpreter;
+    {test id: {outcome, section, message}}, test ids starting "test_lessonNN.py::".
     `workspace_root`: a directory holding another `workspace` package to test (default: this clone's)."""
+    numbers = [lesson] if isinstance(lesson, str) else list(lesson)
     with tempfile.TemporaryDirectory() as tmp:
         report = os.path.join(tmp, "report.json")
-        path = [workspace_root, str(REPO), os.environ.get("PYTHONPATH")]
         env = dict(os.environ, AIOS_CHECK_IMPL=impl, AIOS_CHECK_REPORT=report,
-                   PYTHONPATH=os.pathsep.join(filter(None, path)))
-        cmd = [sys.executable, "-m", "pytest", str(CHECKS / f"test_lesson{lesson}.py"), "-p", "lessons.checks.report",
+                   PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+        if workspace_root:
+            env["AIOS_CHECK_WORKSPACE"] = workspace_root
+        cmd = [sys.executable, "-m", "pytest", *(str(CHECKS / f"test_lesson{n}.py") for n in numbers),
+               "-p", "lessons.checks.report",
                "-p", "no:cacheprovider", "--rootdir", str(CHECKS), "-c", os.devnull,
                "-q" if verbose else "-qq", "--tb=short" if verbose else "--tb=no", "--no-header"]
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=not verbose, text=True)

@@ -19,8 +19,14 @@ import torch.nn.functional as F  # noqa: E402
 from aios.kernels import (  # noqa: E402
     decode_attention,
     decode_attention_ref,
+    fused_add_gemma_rms_norm,
+    fused_add_gemma_rms_norm_ref,
     fused_add_rms_norm,
     fused_add_rms_norm_ref,
+    gelu_tanh_and_mul,
+    gelu_tanh_and_mul_ref,
+    gemma_rms_norm,
+    gemma_rms_norm_ref,
     prefill_attention,
     prefill_attention_ref,
     qk_norm_rope,
@@ -270,6 +276,33 @@ def test_fused_add_rms_norm_matches_ref_and_rounds_the_residual_like_torch(dtype
     assert torch.equal(x, x_before) and torch.equal(residual, residual_before)
 
 
+def test_gemma_rms_norm_ref_is_hf_gemma3_rmsnorm():
+    from transformers.models.gemma3.modeling_gemma3 import Gemma3RMSNorm
+
+    torch.manual_seed(0)
+    hf = Gemma3RMSNorm(64, eps=1e-6)
+    with torch.no_grad():
+        hf.weight.uniform_(-0.5, 0.5)
+    for dtype in ELEMENTWISE_DTYPES:
+        x = (torch.randn(5, 64) * 3).to(dtype)
+        assert torch.equal(gemma_rms_norm_ref(x, hf.weight.to(dtype), 1e-6), hf.to(dtype)(x))
+
+
+@pytest.mark.parametrize("dtype", ELEMENTWISE_DTYPES)
+@pytest.mark.parametrize("num_rows, hidden", [(1, 64), (5, 1000)])
+def test_gemma_rms_norm_and_its_fused_add_match_refs(dtype, num_rows, hidden):
+    torch.manual_seed(0)
+    x = (torch.randn(num_rows, 2 * hidden) * 3).to(dtype).to(DEVICE)[:, :hidden]  # strided rows
+    residual = (torch.randn(num_rows, hidden) * 10).to(dtype).to(DEVICE)
+    weight = (torch.rand(hidden) - 0.5).to(dtype).to(DEVICE)                     # zero-centred
+    assert_close_ulps(gemma_rms_norm(x, weight, 1e-6), gemma_rms_norm_ref(x, weight, 1e-6), ulps=2)
+    out, new_residual = fused_add_gemma_rms_norm(x, residual, weight, 1e-6)
+    expected_out, expected_residual = fused_add_gemma_rms_norm_ref(x, residual, weight, 1e-6)
+    assert out.dtype == dtype
+    assert_close_ulps(new_residual, expected_residual, ulps=1)
+    assert_close_ulps(out, expected_out, ulps=2)
+
+
 def make_cos_sin_cache(max_position, head_dim, base=1_000_000.0):
     inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
     freqs = torch.outer(torch.arange(max_position, dtype=torch.float32), inv_freq)
@@ -360,6 +393,18 @@ def test_silu_and_mul_matches_ref(dtype, num_rows, intermediate):
     expected = silu_and_mul_ref(x)
     torch.testing.assert_close(expected, F.silu(x[:, :intermediate]) * x[:, intermediate:])
     assert_close_ulps(silu_and_mul(x), expected, ulps=2)
+
+
+@pytest.mark.parametrize("dtype", ELEMENTWISE_DTYPES)
+@pytest.mark.parametrize("num_rows, intermediate", [(1, 64), (3, 1500)])
+def test_gelu_tanh_and_mul_matches_ref_and_hf_gelu_pytorch_tanh(dtype, num_rows, intermediate):
+    from transformers.activations import ACT2FN
+
+    torch.manual_seed(0)
+    x = (torch.randn(num_rows, 2 * intermediate) * 4).to(dtype).to(DEVICE)
+    expected = gelu_tanh_and_mul_ref(x)
+    torch.testing.assert_close(expected, ACT2FN["gelu_pytorch_tanh"](x[:, :intermediate]) * x[:, intermediate:])
+    assert_close_ulps(gelu_tanh_and_mul(x), expected, ulps=2, scale=expected.abs().max().item())
 
 
 @pytest.mark.parametrize("dtype", ELEMENTWISE_DTYPES)

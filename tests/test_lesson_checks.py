@@ -30,19 +30,53 @@ def stubs_root(tmp_path_factory) -> str:
     return str(root)
 
 
+@pytest.fixture(scope="module")
+def on_reference() -> dict[str, dict]:
+    return check.run_checks(check.lessons(), "reference")       # every lesson in one interpreter
+
+
+@pytest.fixture(scope="module")
+def on_stubs(stubs_root) -> dict[str, dict]:
+    return check.run_checks(check.lessons(), "mine", workspace_root=stubs_root)
+
+
+def of_lesson(results: dict[str, dict], lesson: str) -> dict[str, dict]:
+    return {t: r for t, r in results.items() if t.startswith(f"test_lesson{lesson}.py::")}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("lesson", check.lessons())
-def test_every_check_passes_on_the_reference(lesson):
-    results = check.run_checks(lesson, "reference")
+def test_every_check_passes_on_the_reference(lesson, on_reference):
+    results = of_lesson(on_reference, lesson)
     failed = {t: r["message"] for t, r in results.items() if r["outcome"] == "failed"}
     assert results and not failed, failed
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("lesson", check.lessons())
-def test_no_check_passes_on_the_stub(lesson, stubs_root):
-    results = check.run_checks(lesson, "mine", workspace_root=stubs_root)
+def test_no_check_passes_on_the_stub(lesson, on_stubs):
+    results = of_lesson(on_stubs, lesson)
     passed = [t for t, r in results.items() if r["outcome"] == "passed"]
     assert results and not passed, f"checks that pass on the untouched stub: {passed}"
     assert all("NotImplementedError" in r["message"] for r in results.values() if r["outcome"] == "failed"), \
         {t: r["message"] for t, r in results.items()}
+
+
+@pytest.mark.slow
+def test_a_workspace_elsewhere_is_the_one_checked(tmp_path):
+    # a workspace whose lesson 01 is the reference solution passes, though this clone's may be a stub
+    (tmp_path / "workspace").mkdir()
+    (tmp_path / "workspace" / "__init__.py").write_text("")
+    reference = os.path.join(REPO, "lessons", "checks", "reference", "lesson01.py")
+    shutil.copy(reference, tmp_path / "workspace" / "lesson01.py")
+    results = check.run_checks("01", "mine", workspace_root=str(tmp_path))
+    assert results and all(r["outcome"] == "passed" for r in results.values()), results
+
+
+def test_every_lesson_hands_the_learner_a_piece_to_build():
+    numbers = [p.name[:2] for p in sorted((check.REPO / "lessons").glob("[0-9][0-9]_*")) if p.is_dir()]
+    assert numbers and check.lessons() == numbers, "a lesson without checks, or checks without a lesson"
+    for n in numbers:
+        assert (check.REPO / "workspace" / f"lesson{n}.py").exists(), f"lesson {n} has no workspace file"
+        assert (check.REPO / "lessons" / "checks" / "reference" / f"lesson{n}.py").exists()
+        assert (check.REPO / "lessons" / "checks" / "hints" / f"lesson{n}.md").exists()

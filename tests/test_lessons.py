@@ -39,7 +39,7 @@ EXPECTED_ROWS = {
     "00": ["one at a time", "batched"],
     "01": ["embedding", "total"],
     "02": ["HF transformers generate", "aios LLM.generate"],
-    "03": ["HF transformers (KV cache)", "aios modules, no cache"],
+    "03": ["HF transformers (KV cache)", "our modules, no cache"],
     "04": ["no cache (lesson 03)", "KV cache (lesson 04)"],
     "05": ["growing, torch.cat (lesson 04)", "pre-allocated (lesson 05)"],
     "06": ["contiguous, ", "paged, 16-token blocks (lesson 06)"],
@@ -61,7 +61,6 @@ EXPECTED_ROWS = {
 
 README_SECTIONS = ["The problem", "The idea", "The code", "Run it", "What it printed", "Why the numbers",
                    "Try this", "Next"]
-H100_LINE = "H100 numbers: see the table in the top README (benchmark.py --ladder)."
 
 
 def lesson(number: str) -> Path:
@@ -389,8 +388,5 @@ def test_readme_follows_the_lesson_order(path):
         found = [i for i, h in enumerate(headings) if h.startswith(section)]
         assert found and found[0] > at, f"{path.parent.name}: section '{section}' missing or out of order"
         at = found[0]
-    if path.parent.name.startswith("16"):      # measured on an H200 (issue 19), not part of the H100 ladder
-        assert "On an H200" in text
-        return
-    assert H100_LINE in text, f"{path.parent.name}: the H100 placeholder line is missing"
-    assert "On an H100" in text
+    if (REPO / "workspace" / f"lesson{path.parent.name[:2]}.py").exists():    # a lesson with an exercise
+        assert any(h.startswith("Build it") for h in headings), f"{path.parent.name}: no 'Build it' section"

@@ -87,11 +87,11 @@ def test_a_model_type_that_contradicts_the_architecture_is_refused(tiny_ckpt, tm
 
 
 def test_an_unknown_architecture_is_an_error_naming_it_and_the_supported_ones(tiny_ckpt, tmp_path):
-    d = with_config(tiny_ckpt, tmp_path / "m", architectures=["LlamaForCausalLM"], model_type="llama")
-    with pytest.raises(ValueError, match=r"LlamaForCausalLM.*not supported; supported: Qwen3ForCausalLM"):
+    d = with_config(tiny_ckpt, tmp_path / "m", architectures=["GPT2LMHeadModel"], model_type="gpt2")
+    with pytest.raises(ValueError, match=r"GPT2LMHeadModel.*not supported; supported: Qwen3ForCausalLM"):
         LLM(d, device="cpu")
-    d = with_config(tiny_ckpt, tmp_path / "n", architectures=None, model_type="gemma3_text")
-    with pytest.raises(ValueError, match=r"model_type 'gemma3_text' is not supported; supported: Qwen3ForCausalLM"):
+    d = with_config(tiny_ckpt, tmp_path / "n", architectures=None, model_type="phi3")
+    with pytest.raises(ValueError, match=r"model_type 'phi3' is not supported; supported: Qwen3ForCausalLM"):
         ModelConfig.from_dir(d)
 
 

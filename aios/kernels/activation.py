@@ -1,4 +1,5 @@
-"""SwiGLU's activation: silu(gate) * up over the fused gate_up projection output.
+"""SwiGLU's activation: silu(gate) * up over the fused gate_up projection output; and GeGLU's,
+gelu_tanh(gate) * up (Gemma 3's `gelu_pytorch_tanh`), rounded the same way.
 
 x `[N, 2 * intermediate]` holds gate in its first half and up in its second (the fused gate/up
 matmul's layout); the output `[N, intermediate]` is `silu(gate) * up`, rounded like HF's
@@ -23,10 +24,16 @@ def silu_and_mul_ref(x: torch.Tensor) -> torch.Tensor:
     return F.silu(x[..., :intermediate]) * x[..., intermediate:]
 
 
+def gelu_tanh_and_mul_ref(x: torch.Tensor) -> torch.Tensor:
+    """gelu(x[:, :I], approximate="tanh") * x[:, I:] in x's dtype (HF's gelu_pytorch_tanh)."""
+    intermediate = x.shape[-1] // 2
+    return F.gelu(x[..., :intermediate], approximate="tanh") * x[..., intermediate:]
+
+
 @triton.jit
 def _silu_and_mul_kernel(
     x_ptr, out_ptr, stride_x, stride_o,
-    INTERMEDIATE: tl.constexpr, BLOCK: tl.constexpr,
+    INTERMEDIATE: tl.constexpr, BLOCK: tl.constexpr, GELU_TANH: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
@@ -34,12 +41,19 @@ def _silu_and_mul_kernel(
     gate = tl.load(x_ptr + row * stride_x + offs, mask=mask, other=0.0)
     up = tl.load(x_ptr + row * stride_x + INTERMEDIATE + offs, mask=mask, other=0.0)
     g = gate.to(tl.float32)
-    act = (g / (1.0 + tl.exp(-g))).to(gate.dtype).to(tl.float32)  # torch's silu, rounded
+    if GELU_TANH:
+        # 0.5 * g * (1 + tanh(u)), u = sqrt(2/pi) * (g + 0.044715 g^3); tanh from exp(-2|u|) <= 1
+        u = 0.7978845608028654 * (g + 0.044715 * g * g * g)
+        e = tl.exp(-2.0 * tl.abs(u))
+        tanh_u = tl.where(u >= 0, 1.0, -1.0) * (1.0 - e) / (1.0 + e)
+        act = (0.5 * g * (1.0 + tanh_u)).to(gate.dtype).to(tl.float32)
+    else:
+        act = (g / (1.0 + tl.exp(-g))).to(gate.dtype).to(tl.float32)  # torch's silu, rounded
     tl.store(out_ptr + row * stride_o + offs, (act * up.to(tl.float32)).to(gate.dtype), mask=mask)
 
 
-def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
-    """Triton version of silu_and_mul_ref."""
+def silu_and_mul(x: torch.Tensor, gelu_tanh: bool = False) -> torch.Tensor:
+    """Triton version of silu_and_mul_ref (gelu_tanh: of gelu_tanh_and_mul_ref)."""
     num_rows, two_i = x.shape
     assert two_i % 2 == 0 and x.stride(-1) == 1
     intermediate = two_i // 2
@@ -49,6 +63,11 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     block = min(1024, triton.next_power_of_2(intermediate))
     _silu_and_mul_kernel[(num_rows, triton.cdiv(intermediate, block))](
         x, out, x.stride(0), out.stride(0),
-        INTERMEDIATE=intermediate, BLOCK=block, num_warps=4,
+        INTERMEDIATE=intermediate, BLOCK=block, GELU_TANH=gelu_tanh, num_warps=4,
     )
     return out
+
+
+def gelu_tanh_and_mul(x: torch.Tensor) -> torch.Tensor:
+    """Triton version of gelu_tanh_and_mul_ref."""
+    return silu_and_mul(x, gelu_tanh=True)

@@ -7,6 +7,8 @@ already include the new token's K/V (store_kvcache runs first). Token p of seque
 Invariants (tests/test_kernels.py checks each):
 - Softmax runs in fp32; the output has q's dtype. GQA: query head h reads kv head
   `h // (num_heads // num_kv_heads)`, and the Triton kernel reads each K/V tile once per group.
+- Sliding window (`sliding_window=W`): the new token (position context_lens[s] - 1) attends only
+  the last W tokens, itself included (HF's p - W < j <= p); the kernel splits only that span.
 - A sequence with context_lens[s] == 0 (a padding row of a CUDA-graph batch) gets zeros and
   reads nothing from the cache.
 - The Triton version never synchronizes with the host: the number of splits comes from static
@@ -34,6 +36,7 @@ def decode_attention_ref(
     block_tables: torch.Tensor,
     context_lens: torch.Tensor,
     scale: float,
+    sliding_window: int | None = None,
 ) -> torch.Tensor:
     """Plain-torch spec: per sequence, gather its K/V through the block table, fp32 softmax."""
     batch, num_heads, head_dim = q.shape
@@ -47,6 +50,8 @@ def decode_attention_ref(
         v = _gather_paged(v_cache, block_tables[s], context_len).float()
         qs = q[s].float().reshape(num_kv_heads, group, head_dim)
         scores = torch.einsum("hgd,khd->hgk", qs, k) * scale
+        if sliding_window is not None:
+            scores[..., : max(0, context_len - sliding_window)] = float("-inf")
         probs = torch.softmax(scores, dim=-1)
         out[s] = torch.einsum("hgk,khd->hgd", probs, v).reshape(num_heads, head_dim).to(q.dtype)
     return out
@@ -55,20 +60,27 @@ def decode_attention_ref(
 @triton.jit(do_not_specialize=["num_splits", "stride_bt"])   # both change between eager steps
 def _decode_split_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, context_lens_ptr,
-    out_ptr, partial_out_ptr, partial_lse_ptr, qk_scale, num_splits,
+    out_ptr, partial_out_ptr, partial_lse_ptr, qk_scale, num_splits, window,
     stride_qb, stride_qh, stride_ob, stride_oh,
     stride_block, stride_slot, stride_kv_head, stride_bt,
     GROUP: tl.constexpr, BLOCK_G: tl.constexpr, HEAD_DIM: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, TILE_IN_BLOCK: tl.constexpr,
-    DIRECT_OUTPUT: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    DIRECT_OUTPUT: tl.constexpr, SLIDING: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
     context_len = tl.load(context_lens_ptr + seq)
+    if SLIDING:
+        # keys [first_key, context_len); the split span starts at the tile holding first_key
+        first_key = tl.maximum(context_len - window, 0)
+        span_start = (first_key // BLOCK_N) * BLOCK_N
+    else:
+        first_key = 0
+        span_start = 0
     # Split lengths are whole tiles, so a tile never straddles two splits (or two blocks).
-    split_len = tl.cdiv(tl.cdiv(context_len, num_splits), BLOCK_N) * BLOCK_N
-    start = split * split_len
+    split_len = tl.cdiv(tl.cdiv(context_len - span_start, num_splits), BLOCK_N) * BLOCK_N
+    start = span_start + split * split_len
     end = tl.minimum(start + split_len, context_len)
 
     offs_g = tl.arange(0, BLOCK_G)
@@ -88,13 +100,15 @@ def _decode_split_kernel(
     for start_n in range(start, end, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         mask_n = offs_n < end
+        if SLIDING:
+            mask_n = mask_n & (offs_n >= first_key)
         tok = _paged_token_offsets(block_table_row, start_n, mask_n, stride_block, stride_slot,
                                    BLOCK_SIZE, BLOCK_N, TILE_IN_BLOCK)
         k = tl.load(k_head_ptr + tok[None, :] + offs_d[:, None], mask=mask_n[None, :], other=0.0)
         v = tl.load(v_head_ptr + tok[:, None] + offs_d[None, :], mask=mask_n[:, None], other=0.0)
         qk = _dot(q, k, PRECISION, UPCAST) * qk_scale  # [BLOCK_G, BLOCK_N], log2 units
         qk = tl.where(mask_n[None, :], qk, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(qk, 1))  # finite: offs_n[0] < end always
+        m_new = tl.maximum(m_i, tl.max(qk, 1))  # finite: every split's first tile holds a visible key
         p = tl.exp2(qk - m_new[:, None])
         alpha = tl.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
@@ -156,7 +170,7 @@ def _decode_config(head_dim: int, dtype: torch.dtype, device: torch.device) -> d
 
 def _decode_attention_launch(
     q, k_cache, v_cache, block_tables, context_lens, scale,
-    num_splits: int, block_n: int, num_warps: int, num_stages: int,
+    num_splits: int, block_n: int, num_warps: int, num_stages: int, sliding_window: int | None = None,
 ) -> torch.Tensor:
     batch, num_heads, head_dim = q.shape
     block_size, num_kv_heads = k_cache.shape[1], k_cache.shape[2]
@@ -175,12 +189,13 @@ def _decode_attention_launch(
         partial_lse = torch.empty(batch, num_heads, num_splits, dtype=torch.float32, device=q.device)
     _decode_split_kernel[(batch, num_kv_heads, num_splits)](
         q, k_cache, v_cache, block_tables, context_lens, out, partial_out, partial_lse,
-        scale * LOG2E, num_splits,
+        scale * LOG2E, num_splits, 0 if sliding_window is None else sliding_window,
         q.stride(0), q.stride(1), out.stride(0), out.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
         GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim,
         BLOCK_SIZE=block_size, BLOCK_N=block_n, TILE_IN_BLOCK=block_size % block_n == 0,
-        DIRECT_OUTPUT=direct, PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        DIRECT_OUTPUT=direct, SLIDING=sliding_window is not None,
+        PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         UPCAST=q.device.type != "cuda", num_warps=num_warps, num_stages=num_stages,
     )
     if not direct:
@@ -198,10 +213,13 @@ def decode_attention(
     block_tables: torch.Tensor,
     context_lens: torch.Tensor,
     scale: float,
+    sliding_window: int | None = None,
 ) -> torch.Tensor:
     """Triton version of decode_attention_ref (same arguments, same result; graph capturable)."""
     cfg = _decode_config(q.shape[2], q.dtype, q.device)
     max_context = block_tables.shape[1] * k_cache.shape[1]
+    if sliding_window is not None:   # the span a split divides: the window and its first tile's head
+        max_context = min(max_context, sliding_window + cfg["block_n"])
     num_splits = _decode_num_splits(q.shape[0], k_cache.shape[2], max_context, q.device, cfg["block_n"])
     return _decode_attention_launch(q, k_cache, v_cache, block_tables, context_lens, scale,
-                                    num_splits=num_splits, **cfg)
+                                    num_splits=num_splits, **cfg, sliding_window=sliding_window)

@@ -11,12 +11,16 @@ Invariants (tests/test_kernels.py checks each):
   tokens' K/V must already be stored there (store_kvcache runs first).
 - Causal: query i of sequence s sits at position `seqlen_k - seqlen_q + i` and attends keys
   0..that position, never later ones.
+- Sliding window (`sliding_window=W`, HF's Mistral/Gemma 3 mask): the query at position p attends
+  keys j with p - W < j <= p, its last W tokens itself included; None attends the whole prefix.
 - GQA: query head h reads kv head `h // (num_heads // num_kv_heads)`; K/V are never repeated.
 - Softmax runs in fp32; the output has q's dtype and shape `[total_q, num_heads, head_dim]`.
 
 The Triton kernel is FlashAttention-2 style: one program owns BLOCK_M query rows of one head of
 one sequence, streams the keys in BLOCK_N tiles with an online softmax (exp2, log2(e) folded into
 the scale), runs the tiles left of the diagonal without a mask, and never visits tiles right of it.
+Under a sliding window it also skips the tiles wholly left of every row's window, and masks the
+tiles that cross the window's left edge.
 """
 
 import torch
@@ -44,6 +48,7 @@ def prefill_attention_ref(
     max_seqlen_k: int,
     block_tables: torch.Tensor,
     scale: float,
+    sliding_window: int | None = None,
 ) -> torch.Tensor:
     """Plain-torch spec: loop over sequences, gather K/V through the block table, fp32 softmax."""
     total_q, num_heads, head_dim = q.shape
@@ -61,7 +66,10 @@ def prefill_attention_ref(
         scores = torch.einsum("qhgd,khd->hgqk", qs, k) * scale  # [kv_heads, group, seqlen_q, seqlen_k]
         q_pos = torch.arange(seqlen_k - seqlen_q, seqlen_k, device=q.device)
         k_pos = torch.arange(seqlen_k, device=q.device)
-        scores = scores.masked_fill(k_pos[None, :] > q_pos[:, None], float("-inf"))
+        hidden = k_pos[None, :] > q_pos[:, None]
+        if sliding_window is not None:
+            hidden |= k_pos[None, :] <= q_pos[:, None] - sliding_window
+        scores = scores.masked_fill(hidden, float("-inf"))
         probs = torch.softmax(scores, dim=-1)
         o = torch.einsum("hgqk,khd->qhgd", probs, v)
         out[cu_q[s]:cu_q[s + 1]] = o.reshape(seqlen_q, num_heads, head_dim).to(q.dtype)
@@ -98,9 +106,9 @@ def _dot(a, b, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
 @triton.jit
 def _prefill_tile(
     acc, l_i, m_i, q, q_pos, k_head_ptr, v_head_ptr, block_table_row, start_n, seqlen_k,
-    qk_scale, stride_block, stride_slot,
+    qk_scale, window, stride_block, stride_slot,
     HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr,
-    TILE_IN_BLOCK: tl.constexpr, MASKED: tl.constexpr, PRECISION: tl.constexpr,
+    TILE_IN_BLOCK: tl.constexpr, MASKED: tl.constexpr, SLIDING: tl.constexpr, PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
 ):
     offs_n = start_n + tl.arange(0, BLOCK_N)
@@ -117,11 +125,19 @@ def _prefill_tile(
     qk = _dot(q, k, PRECISION, UPCAST) * qk_scale  # [BLOCK_M, BLOCK_N], log2 units
     if MASKED:
         visible = (offs_n[None, :] <= q_pos[:, None]) & mask_n[None, :]
+        if SLIDING:
+            visible = visible & (offs_n[None, :] > q_pos[:, None] - window)
         qk = tl.where(visible, qk, float("-inf"))
-    # Every row sees key 0 in its first tile, so m_new is finite and exp2 never sees inf - inf.
     m_new = tl.maximum(m_i, tl.max(qk, 1))
-    p = tl.exp2(qk - m_new[:, None])
-    alpha = tl.exp2(m_i - m_new)
+    if SLIDING:
+        # A row may see no key yet (m_new = -inf): subtract 0 there, so p and alpha are 0, not NaN.
+        m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.exp2(qk - m_sub[:, None])
+        alpha = tl.exp2(m_i - m_sub)
+    else:
+        # Every row sees key 0 in its first tile, so m_new is finite and exp2 never sees inf - inf.
+        p = tl.exp2(qk - m_new[:, None])
+        alpha = tl.exp2(m_i - m_new)
     l_i = l_i * alpha + tl.sum(p, 1)
     if MASKED:
         v = tl.load(v_ptrs, mask=mask_n[:, None], other=0.0)
@@ -136,12 +152,12 @@ def _prefill_tile(
 @triton.jit(do_not_specialize=["stride_bt"])
 def _prefill_attention_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, out_ptr,
-    cu_seqlens_q_ptr, cu_seqlens_k_ptr, block_tables_ptr, qk_scale,
+    cu_seqlens_q_ptr, cu_seqlens_k_ptr, block_tables_ptr, qk_scale, window,
     stride_qt, stride_qh, stride_ot, stride_oh,
     stride_block, stride_slot, stride_kv_head, stride_bt,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_IN_BLOCK: tl.constexpr,
-    PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    SLIDING: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):
     # The query-tile index varies slowest and counts down, so the heaviest causal tiles (the last
     # rows of every sequence and head) launch in the first wave and the light ones fill the tail.
@@ -174,20 +190,41 @@ def _prefill_attention_kernel(
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
     # Keys before this tile's first query position are visible to all its rows: no mask.
     full_end = ((num_cached_tokens + m_block * BLOCK_M) // BLOCK_N) * BLOCK_N
-    for start_n in range(0, full_end, BLOCK_N):
-        acc, l_i, m_i = _prefill_tile(
-            acc, l_i, m_i, q, q_pos, k_head_ptr, v_head_ptr, block_table_row, start_n, seqlen_k,
-            qk_scale, stride_block, stride_slot, HEAD_DIM, BLOCK_SIZE, BLOCK_N, TILE_IN_BLOCK,
-            False, PRECISION, UPCAST)
+    if SLIDING:
+        # Tiles wholly left of the first row's window are never visited; those crossing the last
+        # row's window edge are masked. window_start <= full_start <= full_end.
+        q_first = num_cached_tokens + m_block * BLOCK_M
+        window_start = (tl.maximum(q_first - window + 1, 0) // BLOCK_N) * BLOCK_N
+        full_start = tl.cdiv(tl.maximum(q_first + BLOCK_M - 1 - window + 1, 0), BLOCK_N) * BLOCK_N
+        full_start = tl.minimum(full_start, full_end)
+        for start_n in range(window_start, full_start, BLOCK_N):
+            acc, l_i, m_i = _prefill_tile(
+                acc, l_i, m_i, q, q_pos, k_head_ptr, v_head_ptr, block_table_row, start_n, seqlen_k,
+                qk_scale, window, stride_block, stride_slot, HEAD_DIM, BLOCK_SIZE, BLOCK_N, TILE_IN_BLOCK,
+                True, True, PRECISION, UPCAST)
+        for start_n in range(full_start, full_end, BLOCK_N):
+            acc, l_i, m_i = _prefill_tile(
+                acc, l_i, m_i, q, q_pos, k_head_ptr, v_head_ptr, block_table_row, start_n, seqlen_k,
+                qk_scale, window, stride_block, stride_slot, HEAD_DIM, BLOCK_SIZE, BLOCK_N, TILE_IN_BLOCK,
+                False, False, PRECISION, UPCAST)
+    else:
+        for start_n in range(0, full_end, BLOCK_N):
+            acc, l_i, m_i = _prefill_tile(
+                acc, l_i, m_i, q, q_pos, k_head_ptr, v_head_ptr, block_table_row, start_n, seqlen_k,
+                qk_scale, window, stride_block, stride_slot, HEAD_DIM, BLOCK_SIZE, BLOCK_N, TILE_IN_BLOCK,
+                False, False, PRECISION, UPCAST)
     # Tiles crossing the diagonal; tiles wholly right of it are never visited.
     end = tl.minimum(num_cached_tokens + (m_block + 1) * BLOCK_M, seqlen_k)
     for start_n in range(full_end, end, BLOCK_N):
         acc, l_i, m_i = _prefill_tile(
             acc, l_i, m_i, q, q_pos, k_head_ptr, v_head_ptr, block_table_row, start_n, seqlen_k,
-            qk_scale, stride_block, stride_slot, HEAD_DIM, BLOCK_SIZE, BLOCK_N, TILE_IN_BLOCK,
-            True, PRECISION, UPCAST)
+            qk_scale, window, stride_block, stride_slot, HEAD_DIM, BLOCK_SIZE, BLOCK_N, TILE_IN_BLOCK,
+            True, SLIDING, PRECISION, UPCAST)
 
-    acc = acc / l_i[:, None]
+    if SLIDING:
+        acc = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]   # l_i == 0 only on padding rows (not stored)
+    else:
+        acc = acc / l_i[:, None]
     out_ptrs = out_ptr + q_rows[:, None] * stride_ot + head * stride_oh + offs_d[None, :]
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask_m[:, None])
 
@@ -207,7 +244,7 @@ def _prefill_config(head_dim: int, dtype: torch.dtype, device: torch.device, max
 
 def _prefill_attention_launch(
     q, k_cache, v_cache, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, block_tables, scale,
-    block_m: int, block_n: int, num_warps: int, num_stages: int,
+    block_m: int, block_n: int, num_warps: int, num_stages: int, sliding_window: int | None = None,
 ) -> torch.Tensor:
     total_q, num_heads, head_dim = q.shape
     num_seqs = cu_seqlens_q.shape[0] - 1
@@ -221,11 +258,12 @@ def _prefill_attention_launch(
     grid = (num_heads, num_seqs, triton.cdiv(max_seqlen_q, block_m))
     _prefill_attention_kernel[grid](
         q, k_cache, v_cache, out, cu_seqlens_q, cu_seqlens_k, block_tables, scale * LOG2E,
+        0 if sliding_window is None else sliding_window,
         q.stride(0), q.stride(1), out.stride(0), out.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
         GROUP=num_heads // num_kv_heads, HEAD_DIM=head_dim, BLOCK_SIZE=block_size,
         BLOCK_M=block_m, BLOCK_N=block_n, TILE_IN_BLOCK=block_size % block_n == 0,
-        PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        SLIDING=sliding_window is not None, PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         UPCAST=q.device.type != "cuda",
         num_warps=num_warps, num_stages=num_stages,
     )
@@ -242,8 +280,9 @@ def prefill_attention(
     max_seqlen_k: int,
     block_tables: torch.Tensor,
     scale: float,
+    sliding_window: int | None = None,
 ) -> torch.Tensor:
     """Triton version of prefill_attention_ref (same arguments, same result)."""
     cfg = _prefill_config(q.shape[2], q.dtype, q.device, max_seqlen_q)
     return _prefill_attention_launch(q, k_cache, v_cache, cu_seqlens_q, cu_seqlens_k,
-                                     max_seqlen_q, block_tables, scale, **cfg)
+                                     max_seqlen_q, block_tables, scale, **cfg, sliding_window=sliding_window)

@@ -9,9 +9,15 @@ Steps where every sequence computes one token use the decode kernel (flash-decod
 step uses the variable-length prefill kernel, which also handles one-token rows mixed in.
 Which kernels run is the backend's choice, bound at construction (aios/layers/backend.py): with
 fused kernels, q/k-norm + RoPE + the K/V store are one launch (`qk_norm_rope_store_kvcache`).
+A layer built with `sliding_window=W` (Mistral, Gemma 3's local layers) binds W into its attention
+functions: each query sees its last W tokens, itself included (HF's mask: p - W < j <= p). The
+cache still holds every token, so prefix caching and chunked prefill are unchanged.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
+from functools import partial
 
 import torch
 from torch import nn
@@ -25,7 +31,8 @@ from aios.utils.context import Context
 
 class Attention(nn.Module):
     def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int, scale: float,
-                 rotary_emb: RotaryEmbedding, backend: Backend | None = None) -> None:
+                 rotary_emb: RotaryEmbedding, backend: Backend | None = None,
+                 sliding_window: int | None = None) -> None:
         super().__init__()
         backend = resolve(backend)
         self.num_heads = num_heads
@@ -34,6 +41,14 @@ class Attention(nn.Module):
         self.scale = scale
         self.rotary_emb = rotary_emb          # the model's one table, shared by every layer
         self.attn_backend = backend.attention     # store_kvcache, prefill_attention, decode_attention
+        if sliding_window is not None and sliding_window < 1:
+            raise ValueError(f"sliding_window must be >= 1 or None, got {sliding_window}")
+        self.sliding_window = sliding_window
+        if sliding_window is not None:            # bound once; a backend without windows runs full attention
+            self.attn_backend = replace(
+                self.attn_backend,
+                prefill_attention=partial(self.attn_backend.prefill_attention, sliding_window=sliding_window),
+                decode_attention=partial(self.attn_backend.decode_attention, sliding_window=sliding_window))
         self.fused_qk_norm_rope_store = backend.fused_kernels    # lesson 10: one launch per layer
         self.k_cache = torch.tensor([])       # set by ModelRunner once the cache is allocated
         self.v_cache = torch.tensor([])

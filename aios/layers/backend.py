@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class AttentionBackend:
     """The paged-attention kernels of one implementation; each takes its reference's arguments
-    (aios/kernels/store_kvcache.py, prefill_attention.py, decode_attention.py)."""
+    (aios/kernels/store_kvcache.py, prefill_attention.py, decode_attention.py). The attention
+    functions get `sliding_window=W` as a keyword only from layers built with a window."""
 
     name: str
     store_kvcache: Callable[..., None]          # (k, v, k_cache, v_cache, slot_mapping)

@@ -11,6 +11,12 @@ import torch
 from torch import nn
 
 from aios.kernels import fused_add_rms_norm, fused_add_rms_norm_ref, rms_norm, rms_norm_ref
+from aios.kernels.rmsnorm import (
+    fused_add_gemma_rms_norm,
+    fused_add_gemma_rms_norm_ref,
+    gemma_rms_norm,
+    gemma_rms_norm_ref,
+)
 from aios.layers.backend import Backend, resolve
 
 
@@ -27,3 +33,15 @@ class RMSNorm(nn.Module):
         if residual is None:
             return self.rms_norm(x, self.weight, self.eps)
         return self.fused_add_rms_norm(x, residual, self.weight, self.eps)
+
+
+class GemmaRMSNorm(RMSNorm):
+    """Gemma 3's RMSNorm: scales by (1 + weight), the checkpoint's weight zero-centred, in fp32
+    with one rounding at the end (aios/kernels/rmsnorm.py, gemma_rms_norm_ref)."""
+
+    def __init__(self, hidden_size: int, eps: float = 1e-6, backend: Backend | None = None) -> None:
+        super().__init__(hidden_size, eps, backend)
+        self.weight.data.zero_()
+        fused = resolve(backend).fused_kernels
+        self.rms_norm = gemma_rms_norm if fused else gemma_rms_norm_ref
+        self.fused_add_rms_norm = fused_add_gemma_rms_norm if fused else fused_add_gemma_rms_norm_ref

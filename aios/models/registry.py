@@ -42,6 +42,10 @@ class ModelFamily:
 
 FAMILIES: tuple[ModelFamily, ...] = (
     ModelFamily("qwen3", ("Qwen3ForCausalLM",), "aios.models.qwen3", "Qwen3ForCausalLM"),
+    ModelFamily("llama", ("LlamaForCausalLM",), "aios.models.llama", "LlamaForCausalLM"),
+    ModelFamily("qwen2", ("Qwen2ForCausalLM",), "aios.models.qwen2", "Qwen2ForCausalLM"),
+    ModelFamily("mistral", ("MistralForCausalLM",), "aios.models.mistral", "MistralForCausalLM"),
+    ModelFamily("gemma3_text", ("Gemma3ForCausalLM",), "aios.models.gemma3", "Gemma3ForCausalLM"),
     ModelFamily("qwen3_moe", ("Qwen3MoeForCausalLM",), "aios.models.qwen3_moe", "Qwen3MoeForCausalLM"),
 )
 

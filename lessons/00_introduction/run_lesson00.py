@@ -23,6 +23,8 @@ def main() -> None:
     from aios import LLM, SamplingParams
 
     print(common.describe(args))
+    if args.quick:
+        print("--quick: a smoke test (few, short requests); its times say nothing about speed: run without it")
     prompts = common.prompts(args, n)
     params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
     llm = LLM(args.model, device=args.device, skip_tokenizer_init=args.skip_tokenizer_init)
@@ -41,6 +43,8 @@ def main() -> None:
         ["batched", n, tokens, t_all.seconds, tokens / t_all.seconds],
     ]))
     print(f"speed-up: {t_one.seconds / t_all.seconds:.1f}x   same tokens: {'yes' if same else 'NO'}")
+    print(f"forward passes: {n * max_tokens:,} one at a time ({n} x {max_tokens}), {max_tokens} batched; "
+          f"each pass reads every weight once")
 
     common.heading("what the engine did (llm.stats())")
     s = llm.stats()

@@ -30,6 +30,8 @@ def main() -> None:
 
     transformers.utils.logging.disable_progress_bar()
     print(common.describe(args) + f"   transformers {transformers.__version__}")
+    if args.quick:
+        print("--quick: a smoke test (few, short requests); its times say nothing about speed: run without it")
     dtype = torch.float32 if args.device == "cpu" else torch.bfloat16
     tok = common.tokenizer(args)                          # a stand-in if the checkpoint has no tokenizer
     prompts = [common.PROMPTS[i % len(common.PROMPTS)] for i in range(n)]

@@ -4,10 +4,11 @@ Slow on purpose. Every step runs the WHOLE sequence (prompt + everything generat
 through the model again, to get the logits of one new token. That is what the model computes
 when nothing is remembered between steps; lesson 04 removes the waste.
 
-This file is below the engine's floor: it reuses aios's modules and weights
-(`aios.models.qwen3.Qwen3ForCausalLM`, loaded by `aios.utils.loader.load_model`) but not the
-engine's paged attention; attention here is plain torch over contiguous K/V tensors.
-`forward` takes an optional `cache` (None here); lessons 04 and 05 pass one.
+The model is lesson 03's own (unfused_model.py: one nn.Linear per checkpoint tensor, one device),
+its weights copied in by name by `aios.utils.loader.load_model` (`load_unfused`). This file is below
+the engine's floor: attention here is plain torch over contiguous K/V tensors, not the engine's
+paged kernels. `forward` also runs aios's fused Qwen3 modules (`load`; lessons 06, 10 and 12 use
+it), and takes an optional `cache` (None here; lessons 04 and 05 pass one).
 """
 
 from __future__ import annotations
@@ -18,10 +19,21 @@ from aios.config import ModelConfig
 from aios.kernels import qk_norm_rope_ref
 from aios.models.qwen3 import Qwen3ForCausalLM
 from aios.utils.loader import load_model
+from lessons.common import load_module
+
+unfused_model = load_module("03_own_the_model/unfused_model.py")
+
+
+def load_unfused(model_dir: str, device: str = "cpu", dtype: torch.dtype = torch.float32):
+    """Lesson 03's own module (unfused_model.py), the checkpoint's tensors copied in by name."""
+    model = unfused_model.build(model_dir, device, dtype)
+    load_model(model, model_dir)
+    return model.eval()
 
 
 def load(model_dir: str, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Qwen3ForCausalLM:
-    """aios's Qwen3 module with the checkpoint's safetensors loaded into it (fused q/k/v, gate/up)."""
+    """aios's Qwen3 module with the checkpoint's safetensors loaded into it (fused q/k/v, gate/up:
+    lesson 10)."""
     config = ModelConfig.from_dir(model_dir)
     old = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
@@ -52,8 +64,15 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: f
     return torch.einsum("hqk,khd->qhd", probs, v.float()).to(q.dtype)
 
 
+def project_qkv(attn, h: torch.Tensor):
+    """q, k, v of h: three matmuls in lesson 03's model, one matmul split in three in aios's (lesson 10)."""
+    if hasattr(attn, "qkv_proj"):
+        return attn.qkv_proj(h).split([attn.q_size, attn.kv_size, attn.kv_size], dim=-1)
+    return attn.q_proj(h), attn.k_proj(h), attn.v_proj(h)
+
+
 @torch.inference_mode()
-def forward(model: Qwen3ForCausalLM, input_ids: torch.Tensor, positions: torch.Tensor, cache=None,
+def forward(model, input_ids: torch.Tensor, positions: torch.Tensor, cache=None,
             fused_norm: bool = False) -> torch.Tensor:
     """Logits of the last token. input_ids, positions: [num_tokens].
 
@@ -73,7 +92,7 @@ def forward(model: Qwen3ForCausalLM, input_ids: torch.Tensor, positions: torch.T
         else:
             residual = hidden + residual
             h = layer.input_layernorm(residual)
-        q, k, v = attn.qkv_proj(h).split([attn.q_size, attn.kv_size, attn.kv_size], dim=-1)
+        q, k, v = project_qkv(attn, h)
         q = q.view(-1, attn.num_heads, attn.head_dim)                         # [num_tokens, heads, head_dim]
         k = k.view(-1, attn.num_kv_heads, attn.head_dim)
         v = v.view(-1, attn.num_kv_heads, attn.head_dim)
@@ -81,7 +100,7 @@ def forward(model: Qwen3ForCausalLM, input_ids: torch.Tensor, positions: torch.T
                                 attn.rotary_emb.cos_sin_cache, attn.q_norm.eps)
         if cache is not None:
             k, v = cache.update(i, positions, k, v)                            # every position so far
-        o = causal_attention(q, k, v, attn.attn.scale)
+        o = causal_attention(q, k, v, attn.head_dim ** -0.5)
         hidden = attn.o_proj(o.reshape(len(input_ids), -1))
         # post-attention norm, then the MLP
         if fused_norm:
@@ -94,7 +113,7 @@ def forward(model: Qwen3ForCausalLM, input_ids: torch.Tensor, positions: torch.T
     return model.compute_logits(hidden[-1:])[0]                                 # [vocab]
 
 
-def generate_no_cache(model: Qwen3ForCausalLM, prompt_ids: list[int], max_tokens: int) -> tuple[list[int], int]:
+def generate_no_cache(model, prompt_ids: list[int], max_tokens: int) -> tuple[list[int], int]:
     """Greedy decoding that recomputes everything each step. Returns (new tokens, tokens computed)."""
     device = model.lm_head.weight.device
     tokens = list(prompt_ids)

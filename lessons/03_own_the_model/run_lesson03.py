@@ -1,10 +1,11 @@
 #!/usr/bin/env python
-"""Lesson 03: own the model. aios's Qwen3 nn.Module, weights loaded straight from safetensors.
+"""Lesson 03: own the model. Our own Qwen3 nn.Module, weights loaded straight from safetensors.
 
     HF transformers : lesson 02's baseline (its generate keeps a KV cache)
-    aios, no cache  : our modules (aios.models.qwen3) + our loader (aios.utils.loader), run by the
-                      teaching loop in no_cache_loop.py, which recomputes the whole sequence
-                      for every new token. Slow on purpose: lesson 04 fixes it.
+    ours, no cache  : our modules (unfused_model.py: one nn.Linear per checkpoint tensor, one device)
+                      + the loader (aios.utils.loader.load_model), run by the teaching loop in
+                      no_cache_loop.py, which recomputes the whole sequence for every new token.
+                      Slow on purpose: lesson 04 fixes it.
 
 Checks: the loaded weights give HF's logits (max |difference|) and the same greedy tokens.
 """
@@ -30,23 +31,28 @@ def main() -> None:
     loop = common.load_module("03_own_the_model/no_cache_loop.py")
     transformers.utils.logging.disable_progress_bar()
     print(common.describe(args))
+    if args.quick:
+        print("--quick: a smoke test (few, short requests); its times say nothing about speed: run without it")
 
-    common.heading("loading: checkpoint tensors -> fused aios parameters (layer 0)")
-    model = loop.load(args.model, args.device)
-    path = next(Path(args.model).glob("*.safetensors"))
-    with safe_open(str(path), "pt") as f:
-        names = [n for n in f.keys() if n.startswith("model.layers.0.")]
-        shapes = {n: tuple(f.get_slice(n).get_shape()) for n in names}
-    params = dict(model.named_parameters())
-    rows = []
-    for name in names:
-        target = name
-        for ckpt_key, (fused, shard) in model.packed_modules_mapping.items():
-            if f".{ckpt_key}." in name:
-                target = name.replace(f".{ckpt_key}.", f".{fused}.") + f"  (shard {shard!r})"
-        rows.append([name.removeprefix("model.layers.0."), str(shapes[name]),
-                     target.removeprefix("model.layers.0."), str(tuple(params[target.split()[0]].shape))])
-    print(common.table(["checkpoint tensor", "shape", "aios parameter", "its shape"], rows))
+    common.heading("loading: checkpoint tensors -> our modules' parameters, by name (layer 0)")
+    model = loop.load_unfused(args.model, args.device)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    modules = dict(model.named_modules())
+    rows, total = [], 0
+    for path in sorted(Path(args.model).glob("*.safetensors")):
+        with safe_open(str(path), "pt") as f:
+            for name in f.keys():
+                total += 1
+                if name.startswith("model.layers.0."):
+                    tensor = f.get_tensor(name)
+                    module = type(modules[name.removesuffix(".weight")]).__name__
+                    same = torch.equal(tensor.to(args.device), params[name])
+                    rows.append([name.removeprefix("model.layers.0."), str(tuple(tensor.shape)), module,
+                                 "yes" if same else "NO"])
+    print(common.table(["checkpoint tensor = our parameter", "shape", "our module", "copied exactly"], rows))
+    tied = " (lm_head shares embed_tokens' matrix)" if model.config.tie_word_embeddings else ""
+    print(f"{total} checkpoint tensors into {len(set(map(id, params.values())))} parameters{tied}; "
+          f"aios's engine model fuses q/k/v and gate/up into one matmul each (lesson 10)")
 
     tok = common.tokenizer(args)                          # a stand-in if the checkpoint has no tokenizer
     prompt = common.PROMPTS[0]
@@ -58,7 +64,7 @@ def main() -> None:
     with torch.no_grad():
         hf_logits = hf(x[None]).logits[0, -1]
     ours = loop.forward(model, x, torch.arange(len(ids), device=args.device))
-    print(f"prompt {prompt!r}: max |aios - HF| over {len(ours):,} logits = {float((ours - hf_logits).abs().max()):.2e}")
+    print(f"prompt {prompt!r}: max |ours - HF| over {len(ours):,} logits = {float((ours - hf_logits).abs().max()):.2e}")
 
     common.heading(f"generate {max_tokens} tokens, greedy")
     with torch.no_grad(), common.Timer(args.device) as t_hf:
@@ -69,7 +75,7 @@ def main() -> None:
         tokens, computed = loop.generate_no_cache(model, ids, max_tokens)
     print(common.table(["engine", "tokens computed", "seconds", "tok/s", "same tokens as HF"], [
         ["HF transformers (KV cache)", len(ids) + max_tokens - 1, t_hf.seconds, max_tokens / t_hf.seconds, "-"],
-        ["aios modules, no cache", computed, t_ours.seconds, max_tokens / t_ours.seconds,
+        ["our modules, no cache", computed, t_ours.seconds, max_tokens / t_ours.seconds,
          "yes" if tokens == hf_tokens else "NO"],
     ]))
     print(f"no cache computes {computed / (len(ids) + max_tokens - 1):.1f}x the tokens: step i runs all "

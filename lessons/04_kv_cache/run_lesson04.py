@@ -5,7 +5,8 @@
     KV cache (lesson 04) : prefill computes the prompt's K/V once; each decode step computes one
                            token and attends to the cached K/V (kv_cache_loop.py)
 
-Both are teaching loops over aios's modules (one sequence, plain torch): slow on purpose.
+Both are teaching loops over lesson 03's own modules (one sequence, plain torch): slow on purpose.
+Without --quick it also draws positions_vs_length.png (matplotlib, where installed).
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ def main() -> None:
     no_cache = common.load_module("03_own_the_model/no_cache_loop.py")
     kv = common.load_module("04_kv_cache/kv_cache_loop.py")
     print(common.describe(args))
-    model = no_cache.load(args.model, args.device)
+    if args.quick:
+        print("--quick: a smoke test (few, short requests); its times say nothing about speed: run without it")
+    model = no_cache.load_unfused(args.model, args.device)
     tok = common.tokenizer(args)                          # a stand-in if the checkpoint has no tokenizer
     prompt = common.PROMPTS[0]
     ids = tok.encode(prompt, add_special_tokens=False)
@@ -40,6 +43,8 @@ def main() -> None:
         rows.append([n, "KV cache (lesson 04)", fast_computed, t1.seconds, n / t1.seconds, same])
     common.heading(f"prompt {prompt!r} ({len(ids)} tokens), greedy")
     print(common.table(["new tokens", "loop", "tokens computed", "seconds", "tok/s", "same tokens"], rows))
+    if not args.quick:
+        plot_positions(len(ids), max(lengths), rows)
 
     attn = model.model.layers[0].self_attn
     per_token = 2 * len(model.model.layers) * attn.num_kv_heads * attn.head_dim * cache.k[0].element_size()
@@ -48,6 +53,35 @@ def main() -> None:
           f"{str(cache.k[0].dtype).replace('torch.', '')}) = {cache.k[0].shape[0] * per_token / 2**20:.2f} MiB")
     print(f"torch.cat re-copied the growing cache every step: {cache.bytes_copied / 2**20:,.1f} MiB moved "
           f"(lesson 05 removes that)")
+
+
+def plot_positions(prompt_len: int, max_new: int, rows: list) -> None:
+    """positions_vs_length.png beside this script: positions computed against new tokens, both loops."""
+    from pathlib import Path
+    try:
+        import matplotlib
+    except ImportError:
+        print("(matplotlib not installed: no figure; pip install matplotlib)")
+        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = range(1, max_new + 1)
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
+    ax.plot(n, [k * prompt_len + k * (k - 1) // 2 for k in n], label="no cache: n*P + n(n-1)/2")
+    ax.plot(n, [prompt_len + k - 1 for k in n], label="KV cache: P + n - 1")
+    for label, marker in (("no cache (lesson 03)", "o"), ("KV cache (lesson 04)", "s")):
+        pts = [(r[0], r[2]) for r in rows if r[1] == label]
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=marker, color="black", zorder=3)
+    ax.set_xlabel("new tokens n")
+    ax.set_ylabel("token positions computed")
+    ax.set_yscale("log")
+    ax.set_title(f"prompt of P = {prompt_len} tokens (dots: measured by this script)", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(__file__).resolve().parent / "positions_vs_length.png"
+    fig.savefig(out)
+    print(f"figure: {out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out}")
 
 
 if __name__ == "__main__":

@@ -33,11 +33,20 @@ def peak_blocks(llm, prompts, params) -> list[tuple[int, int]]:
 def main() -> None:
     ap = common.parser(__doc__)
     ap.add_argument("--num-prompts", type=int, default=None, help="default 8; 3 with --quick")
+    ap.add_argument("--mine", action="store_true",
+                    help="run the engine on your BlockManager and slot_mapping (workspace/lesson06.py)")
     args = common.setup(ap.parse_args())
     n = args.num_prompts or (3 if args.quick else 8)
 
     from aios import LLM, Config, SamplingParams
     from aios.bench.ladder import OVERRIDES
+    from aios.engine.block_manager import BlockManager
+
+    mine = None
+    if args.mine:
+        from workspace import lesson06 as mine
+        print("--mine: the engine below runs on YOUR BlockManager and slot_mapping (workspace/lesson06.py)")
+    block_manager_cls = mine.BlockManager if mine is not None else BlockManager
 
     loop03 = common.load_module("03_own_the_model/no_cache_loop.py")
     loop04 = common.load_module("04_kv_cache/kv_cache_loop.py")
@@ -50,26 +59,37 @@ def main() -> None:
     params = [SamplingParams(temperature=0.0, max_tokens=m, ignore_eos=True) for m in max_tokens]
     default_bs = Config.__dataclass_fields__["kvcache_block_size"].default
 
-    common.heading("one sequence, step by step, 16-token blocks: block table and slot mapping")
+    common.heading("two sequences side by side, 16-token blocks: block tables and slot mapping")
     llm = LLM(args.model, device=args.device, kvcache_block_size=16, skip_tokenizer_init=args.skip_tokenizer_init,
-              **rung06)
+              block_manager_cls=block_manager_cls, **{**rung06, "max_num_seqs": 2})
     captured = []
     prepare = llm.model_runner.prepare_inputs
 
     def spy(batch):                           # record what the model runner hands the kernels
         inputs = prepare(batch)
-        captured.append((list(batch.seqs[0].block_table), inputs))
+        captured.append(([s.seq_id for s in batch.seqs], [list(s.block_table) for s in batch.seqs], inputs))
         return inputs
 
     llm.model_runner.prepare_inputs = spy
-    llm.generate([prompts[0]], SamplingParams(temperature=0.0, max_tokens=20, ignore_eos=True), use_tqdm=False)
+    llm.generate(prompts[:2], SamplingParams(temperature=0.0, max_tokens=20, ignore_eos=True), use_tqdm=False)
     del llm.model_runner.prepare_inputs
     for step in (0, 1, len(captured) - 1):
-        table, x = captured[step]
+        seq_ids, tables, x = captured[step]
         kind = "prefill" if x.is_prefill else "decode"
-        print(f"step {step:2d} ({kind}): positions {x.positions.tolist()}  block_table {table}  "
-              f"slot_mapping {x.slot_mapping.tolist()}  context_lens {x.context_lens.tolist()}")
-    print("(token at position p lives in block block_table[p // 16], offset p % 16)")
+        cu = x.cu_seqlens_q.tolist()
+        for i, (seq_id, table) in enumerate(zip(seq_ids, tables)):
+            pos, slots = x.positions[cu[i]:cu[i + 1]], x.slot_mapping[cu[i]:cu[i + 1]]
+            print(f"step {step:2d} ({kind}) seq {'AB'[seq_id]}: block_table {table}  positions {pos.tolist()}  "
+                  f"slot_mapping {slots.tolist()}")
+            if mine is not None:
+                assert mine.slot_mapping(table, pos, 16).tolist() == slots.tolist(), "your slot_mapping differs"
+    print("(position p lives in block block_table[p // 16], offset p % 16: the two sequences' blocks interleave, "
+          "so A's position 22 is in physical block " f"{captured[-1][1][0][1]}, not block 1)")
+    if mine is not None:
+        print("(your slot_mapping gave the same slots as the engine's, for every row above)")
+    llm.close()
+    llm = LLM(args.model, device=args.device, kvcache_block_size=16, skip_tokenizer_init=args.skip_tokenizer_init,
+              block_manager_cls=block_manager_cls, **rung06)
 
     common.heading(f"{n} sequences of different lengths, one at a time: blocks each one held")
     held = {16: peak_blocks(llm, prompts, params)}
@@ -78,7 +98,7 @@ def main() -> None:
     budget_blocks16 = llm.num_kvcache_blocks
     llm.close()
     llm = LLM(args.model, device=args.device, skip_tokenizer_init=args.skip_tokenizer_init,
-              **rung06)                                             # the engine's default block size
+              block_manager_cls=block_manager_cls, **rung06)       # the engine's default block size
     with common.Timer(args.device) as t_engine:
         held[default_bs] = peak_blocks(llm, prompts, params)
     rows = [[i, length, held[16][i][1], held[16][i][1] * 16 - length, held[default_bs][i][1],
@@ -118,4 +138,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except NotImplementedError as e:          # --mine with a stub still in workspace/
+        while isinstance(e.__context__, NotImplementedError):   # the first stub hit, not a later one
+            e = e.__context__
+        raise SystemExit(f"{e}\nwrite it in workspace/lesson06.py; check it with: python lessons/check.py 06") from None

@@ -9,6 +9,9 @@
 
 The workload: one long shared system prompt, then a short question per request. The first request
 runs alone (it fills the cache), the others follow together. Settings from aios/bench/ladder.py.
+
+    --mine : the lesson 13 engine runs on YOUR BlockManager (workspace/lesson13.py: hash_block,
+             match_prefix, register_computed_blocks, free, _take_free_block)
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ def main() -> None:
     ap.add_argument("--prefix-tokens", type=int, default=None,
                     help="shared prefix length (default 1024; two KV blocks with --quick)")
     ap.add_argument("--num-prompts", type=int, default=None, help="requests (default 16; 4 with --quick)")
+    ap.add_argument("--mine", action="store_true", help="run the lesson 13 engine on your BlockManager "
+                                                         "(workspace/lesson13.py)")
     args = common.setup(ap.parse_args())
     n = args.num_prompts or (4 if args.quick else 16)
     max_tokens = 8 if args.quick else 32
@@ -35,12 +40,17 @@ def main() -> None:
     block_size = Config.__dataclass_fields__["kvcache_block_size"].default   # only full blocks are cached
     prefix_len = args.prefix_tokens or (2 * block_size if args.quick else 1024)
 
+    mine = {}
+    if args.mine:
+        from workspace.lesson13 import BlockManager
+        mine = {"block_manager_cls": BlockManager}
+        print("--mine: the lesson 13 engine below runs on YOUR BlockManager (workspace/lesson13.py)")
     print(common.describe(args))
     params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
     results = {}
     for lesson in ("11", "13"):
         llm = LLM(args.model, device=args.device, max_model_len=2048, skip_tokenizer_init=args.skip_tokenizer_init,
-                  **OVERRIDES[lesson])
+                  **OVERRIDES[lesson], **(mine if lesson == "13" else {}))
         text = " ".join(common.PROMPTS) + "."
         base = common.tokenize(llm, text)                   # llm.tokenize(text), or token ids without a tokenizer
         system = (base * (prefix_len // len(base) + 1))[:prefix_len]
@@ -90,4 +100,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except NotImplementedError as e:          # --mine with a stub still in workspace/
+        raise SystemExit(f"{e}\nwrite it in workspace/lesson13.py; check it with: python lessons/check.py 13") from None

@@ -9,6 +9,9 @@
 The server runs as `python -m aios.server` on a free port, in its own process as a user runs it;
 the clients are the official `openai` package and raw `httpx`. Greedy outputs over HTTP must equal
 the offline ones.
+
+    --mine : rebuild the raw stream below from its pieces with YOUR stream_events and
+             ResponseBuilder (workspace/lesson15.py), and compare the bytes with the server's
 """
 
 from __future__ import annotations
@@ -85,9 +88,36 @@ def server_process(args) -> Iterator[str]:
             proc.kill()
 
 
+def rebuild(module: str, events: list[str]) -> bool:
+    """Rebuild a text-completion stream's events (as its SSE lines, without the blank lines) with
+    `module`'s ResponseBuilder and stream_events, from the Deltas they carry; True if byte-equal."""
+    import importlib
+    import time as time_module
+    import uuid
+    from unittest import mock
+
+    from aios.server.stream import Delta
+
+    mine = importlib.import_module(module)
+    bodies = [json.loads(e.removeprefix("data: ")) for e in events[:-1]]
+    include_usage = "usage" in bodies[-1]
+    usage = bodies[-1]["usage"] if include_usage else {"prompt_tokens": 0, "completion_tokens": 0}
+    deltas = [Delta(c["index"], c["text"], c.get("token_ids", []), c["finish_reason"],
+                    num_output_tokens=usage["completion_tokens"] if c["finish_reason"] else 0)
+              for b in bodies for c in b["choices"]]
+    with mock.patch.object(uuid, "uuid4", lambda: uuid.UUID(hex=bodies[0]["id"].split("-", 1)[1])), \
+            mock.patch.object(time_module, "time", lambda: float(bodies[0]["created"])):
+        builder = mine.ResponseBuilder(bodies[0]["model"], chat=False, return_token_ids="token_ids" in
+                                       bodies[0]["choices"][0])
+    rebuilt = mine.stream_events(builder, deltas, usage["prompt_tokens"], include_usage)
+    return rebuilt == [e + "\n\n" for e in events]
+
+
 def main() -> None:
     ap = common.parser(__doc__)
     ap.add_argument("--num-prompts", type=int, default=None, help="concurrent requests (default 16; 4 with --quick)")
+    ap.add_argument("--mine", action="store_true",
+                    help="rebuild the raw stream with your stream_events (workspace/lesson15.py)")
     args = common.setup(ap.parse_args())
     n = args.num_prompts or (4 if args.quick else 16)
     max_tokens = 8 if args.quick else 64
@@ -104,6 +134,10 @@ def main() -> None:
         return
     from aios import LLM, SamplingParams
 
+    if args.mine:
+        from workspace.lesson15 import sse
+        sse({})                                # a stub fails here, before the server starts
+        print("--mine: the raw stream below is rebuilt with YOUR stream_events (workspace/lesson15.py)")
     print(common.describe(args))
     llm = LLM(args.model, device=args.device, max_model_len=1024, skip_tokenizer_init=args.skip_tokenizer_init)
     prompts = common.prompts(args, n)          # token ids when the checkpoint has no tokenizer
@@ -128,6 +162,9 @@ def main() -> None:
                 print(f"  data: {{..., \"choices\": {json.dumps(json.loads(line[6:])['choices'])}}}")
             else:
                 print(f"  {line}")
+        if args.mine:
+            same = rebuild("workspace.lesson15", events)
+            print(f"your stream_events rebuilt these {len(events)} events byte for byte: {'yes' if same else 'NO'}")
 
         asyncio.run(stream_all(url, name, prompts[:1], 2))                                 # warm-up
         online, seconds = asyncio.run(stream_all(url, name, prompts, max_tokens))
@@ -149,4 +186,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except NotImplementedError as e:          # --mine with a stub still in workspace/
+        raise SystemExit(f"{e}\nwrite it in workspace/lesson15.py; check it with: python lessons/check.py 15") from None

@@ -2,6 +2,7 @@
 or with AIOS_CHECK_IMPL=reference the reference solution lessons.checks.reference.lessonNN."""
 
 import importlib
+import importlib.util
 import os
 
 import torch
@@ -25,9 +26,17 @@ def impl_name() -> str:
 
 
 def load_impl(lesson: str):
-    """The module under test for lesson NN."""
+    """The module under test for lesson NN: the reference, this clone's workspace/lessonNN.py, or the
+    one under AIOS_CHECK_WORKSPACE (a directory holding another workspace/, e.g. the shipped stubs)."""
     if impl_name() == "reference":
         return importlib.import_module(f"lessons.checks.reference.lesson{lesson}")
+    root = os.environ.get("AIOS_CHECK_WORKSPACE")
+    if root:
+        path = os.path.join(root, "workspace", f"lesson{lesson}.py")
+        spec = importlib.util.spec_from_file_location(f"_workspace_under_test.lesson{lesson}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
     return importlib.import_module(f"workspace.lesson{lesson}")
 
 

@@ -66,6 +66,7 @@ class ModelConfig:
     rope_local_theta: float | None = None     # Gemma 3: the RoPE base of the sliding layers
     query_pre_attn_scalar: float | None = None   # Gemma 3: attention scale is its ** -0.5 (None: head_dim)
     final_logit_softcapping: float | None = None  # Gemma 3: logits = cap * tanh(logits / cap)
+    moe: MoEConfig | None = None              # routed experts (Qwen3-MoE); None: every layer's MLP is dense
 
     @classmethod
     def from_dir(cls, model_dir: str) -> ModelConfig:
@@ -108,6 +109,17 @@ class ModelConfig:
             )
         except KeyError as e:
             raise ValueError(f"{path} lacks the field {e.args[0]!r}") from e
+
+
+@dataclass(frozen=True)
+class MoEConfig:
+    """A sparse-MoE decoder's experts and routing (lesson 16; aios/layers/fused_moe.py)."""
+
+    num_experts: int
+    num_experts_per_tok: int                  # top-k experts per token
+    moe_intermediate_size: int                # each expert's SiLU-gated MLP width
+    norm_topk_prob: bool                      # renormalize the top-k probabilities to sum to 1
+    sparse_layers: tuple[int, ...]            # decoder layers with experts; the others have a dense MLP
 
 
 @dataclass

@@ -46,6 +46,7 @@ FAMILIES: tuple[ModelFamily, ...] = (
     ModelFamily("qwen2", ("Qwen2ForCausalLM",), "aios.models.qwen2", "Qwen2ForCausalLM"),
     ModelFamily("mistral", ("MistralForCausalLM",), "aios.models.mistral", "MistralForCausalLM"),
     ModelFamily("gemma3_text", ("Gemma3ForCausalLM",), "aios.models.gemma3", "Gemma3ForCausalLM"),
+    ModelFamily("qwen3_moe", ("Qwen3MoeForCausalLM",), "aios.models.qwen3_moe", "Qwen3MoeForCausalLM"),
 )
 
 

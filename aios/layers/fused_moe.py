@@ -1,0 +1,70 @@
+"""A sparse MoE layer's two halves (lesson 16): the router's choice, and the experts it chose.
+
+- `select_experts`: softmax over the router logits in fp32, top-k, optionally renormalized to sum
+  to 1 (`norm_topk_prob`), the weights cast back to the logits' dtype: HF's Qwen3MoeTopKRouter, op
+  for op, so the same experts win (ties included: both call torch.topk on the same fp32 tensor).
+- `FusedMoE`: the experts as two stacked parameters, gate_up_proj [E, 2 * I, H] and down_proj
+  [E, H, I] (HF's in-memory layout), run by the fused Triton kernel or its reference, bound once from
+  the backend (aios/kernels/fused_moe.py). The checkpoint's per-expert tensors
+  (`mlp.experts.{e}.gate_proj.weight`, ...) go straight into their slices through `weight_loader`
+  (aios/utils/loader.py: the model's `expert_modules_mapping`).
+Under TP each expert is split like the dense MLP: rank r holds columns r*I/N.. of every expert's
+gate and up (column-parallel) and the same rows of its down (row-parallel); one all-reduce after.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aios.distributed.tp_group import TPGroup
+from aios.kernels.fused_moe import fused_moe, fused_moe_ref
+from aios.layers.backend import Backend, resolve
+
+
+def select_experts(router_logits: torch.Tensor, top_k: int, renormalize: bool
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(topk_weights [T, k] in the logits' dtype, topk_ids [T, k]) from router_logits [T, E]."""
+    probs = F.softmax(router_logits, dim=-1, dtype=torch.float)
+    topk_weights, topk_ids = torch.topk(probs, top_k, dim=-1)
+    if renormalize:
+        topk_weights /= topk_weights.sum(dim=-1, keepdim=True)
+    return topk_weights.to(router_logits.dtype), topk_ids
+
+
+class FusedMoE(nn.Module):
+    def __init__(self, num_experts: int, hidden_size: int, intermediate_size: int, tp: TPGroup | None = None,
+                 backend: Backend | None = None) -> None:
+        super().__init__()
+        self.tp = tp or TPGroup()
+        if intermediate_size % self.tp.size:
+            raise ValueError(f"moe_intermediate_size ({intermediate_size}) is not divisible by "
+                             f"tensor_parallel_size ({self.tp.size})")
+        self.num_experts = num_experts
+        self.intermediate_size = intermediate_size // self.tp.size            # per rank
+        self.gate_up_proj = nn.Parameter(torch.empty(num_experts, 2 * self.intermediate_size, hidden_size),
+                                         requires_grad=False)                # [E, 2 * I / tp, H]
+        self.down_proj = nn.Parameter(torch.empty(num_experts, hidden_size, self.intermediate_size),
+                                      requires_grad=False)                   # [E, H, I / tp]
+        self.gate_up_proj.weight_loader = self.weight_loader
+        self.down_proj.weight_loader = self.weight_loader
+        self.fused_moe = fused_moe if resolve(backend).fused_kernels else fused_moe_ref
+
+    def weight_loader(self, param: nn.Parameter, loaded_weight: torch.Tensor, shard_id: int | None = None,
+                      expert_id: int | None = None) -> None:
+        """One expert's checkpoint matrix into its slice: shard_id 0 (gate) / 1 (up) of gate_up_proj,
+        None for down_proj; this rank's columns of the intermediate dimension."""
+        if expert_id is None:
+            raise ValueError("expert weights load one expert at a time (mlp.experts.{e}.gate_proj.weight, ...); "
+                             "a stacked [num_experts, ...] tensor in the checkpoint is not supported")
+        size, rank = self.intermediate_size, self.tp.rank
+        if param is self.down_proj:                                          # [H, I]: this rank's columns
+            param.data[expert_id].copy_(loaded_weight.narrow(1, rank * size, size))
+        else:                                                                # [I, H]: this rank's rows
+            param.data[expert_id].narrow(0, shard_id * size, size).copy_(loaded_weight.narrow(0, rank * size, size))
+
+    def forward(self, hidden_states: torch.Tensor, topk_weights: torch.Tensor, topk_ids: torch.Tensor
+                ) -> torch.Tensor:
+        out = self.fused_moe(hidden_states, self.gate_up_proj, self.down_proj, topk_weights, topk_ids)
+        return self.tp.all_reduce(out)                                       # [num_tokens, hidden_size]

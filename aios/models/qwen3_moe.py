@@ -1,0 +1,153 @@
+"""Qwen3-MoE for inference: Qwen3 with its MLPs replaced by routed experts (lesson 16).
+
+    DecoderLayer: RMSNorm -> Qwen3Attention -> (+residual) RMSNorm -> SparseMoeBlock -> (+residual)
+    SparseMoeBlock: gate (router logits [T, E]) -> softmax, top-k, renormalize (norm_topk_prob)
+                    -> the k chosen SiLU-gated experts per token, weighted and summed (FusedMoE)
+
+The attention is Qwen3's, imported (aios/models/qwen3.py: q/k norms, RoPE, paged attention); so is
+the dense MLP of the layers that keep one (`mlp_only_layers`, `decoder_sparse_step`). The experts'
+checkpoint tensors `mlp.experts.{e}.{gate,up,down}_proj.weight` load straight into two stacked
+parameters (`expert_modules_mapping`, aios/utils/loader.py). The router's auxiliary load-balancing
+loss (`router_aux_loss_coef`, `output_router_logits`) is for training: inference does not change.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from aios.config import ModelConfig, MoEConfig
+from aios.distributed.tp_group import TPGroup
+from aios.layers.backend import Backend, resolve
+from aios.layers.embed_head import ParallelLMHead, VocabParallelEmbedding
+from aios.layers.fused_moe import FusedMoE, select_experts
+from aios.layers.layernorm import RMSNorm
+from aios.layers.linear import LinearBase
+from aios.layers.rotary_embedding import RotaryEmbedding
+from aios.models.qwen3 import Qwen3Attention, Qwen3ForCausalLM, Qwen3MLP
+from aios.utils.context import Context
+
+
+def parse_config(raw: dict[str, Any], path: str) -> ModelConfig:
+    """A Qwen3-MoE config.json (transformers 4.5x writes `num_experts`, 5.x `num_local_experts`): Qwen3's
+    fields plus the experts', and an error for each option that would change the math and is not here."""
+    rope = raw.get("rope_scaling") or raw.get("rope_parameters") or {}
+    unsupported = {
+        "attention_bias": bool(raw.get("attention_bias")),
+        "use_sliding_window": bool(raw.get("use_sliding_window")),
+        "layer_types": any(t != "full_attention" for t in raw.get("layer_types") or []),
+        "hidden_act": raw.get("hidden_act", "silu") != "silu",
+        "rope_scaling": rope.get("rope_type", rope.get("type")) not in (None, "default"),
+        "shared_expert_intermediate_size": bool(raw.get("shared_expert_intermediate_size")),
+    }
+    for name, refused in unsupported.items():
+        if refused:
+            value = raw.get(name, rope)
+            raise ValueError(f"{path}: {name}={value!r} is not supported for Qwen3-MoE (it changes the math "
+                             f"and aios does not implement it)")
+    config = ModelConfig.from_hf(raw, path, model_type="qwen3_moe")
+    num_experts = raw.get("num_experts", raw.get("num_local_experts"))
+    try:
+        top_k, width = raw["num_experts_per_tok"], raw["moe_intermediate_size"]
+    except KeyError as e:
+        raise ValueError(f"{path} lacks the field {e.args[0]!r}") from e
+    if not isinstance(num_experts, int) or num_experts < 0:
+        raise ValueError(f"{path}: num_experts must be an int >= 0, got {num_experts!r}")
+    if num_experts and (not isinstance(top_k, int) or not 1 <= top_k <= num_experts):
+        raise ValueError(f"{path}: num_experts_per_tok must be in [1, num_experts={num_experts}], got {top_k!r}")
+    step = raw.get("decoder_sparse_step", 1)
+    if not isinstance(step, int) or step < 1:
+        raise ValueError(f"{path}: decoder_sparse_step must be an int >= 1, got {step!r}")
+    dense = raw.get("mlp_only_layers") or []
+    if any(not isinstance(i, int) or not 0 <= i < config.num_hidden_layers for i in dense):
+        raise ValueError(f"{path}: mlp_only_layers must be layer indices in [0, {config.num_hidden_layers}), "
+                         f"got {dense!r}")
+    # HF's rule (Qwen3MoeDecoderLayer): experts where the layer is not listed dense and (i + 1) % step == 0
+    sparse = tuple(i for i in range(config.num_hidden_layers)
+                   if num_experts and i not in dense and (i + 1) % step == 0)
+    config.moe = MoEConfig(num_experts, top_k, width, bool(raw.get("norm_topk_prob", False)), sparse)
+    return config
+
+
+class Qwen3MoeSparseMoeBlock(nn.Module):
+    def __init__(self, config: ModelConfig, tp: TPGroup, backend: Backend) -> None:
+        super().__init__()
+        moe = config.moe
+        self.top_k, self.norm_topk_prob = moe.num_experts_per_tok, moe.norm_topk_prob
+        self.select_experts = select_experts                  # the router's rule (a learner's, lesson 16)
+        self.gate = LinearBase(config.hidden_size, moe.num_experts, bias=False, tp=None, backend=backend)  # replicated
+        self.experts = FusedMoE(moe.num_experts, config.hidden_size, moe.moe_intermediate_size, tp, backend)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        router_logits = self.gate(hidden_states)              # [num_tokens, num_experts]
+        topk_weights, topk_ids = self.select_experts(router_logits, self.top_k, self.norm_topk_prob)  # [T, k]
+        return self.experts(hidden_states, topk_weights, topk_ids)
+
+
+class Qwen3MoeDecoderLayer(nn.Module):
+    def __init__(self, config: ModelConfig, layer_idx: int, tp: TPGroup, backend: Backend,
+                 rotary_emb: RotaryEmbedding) -> None:
+        super().__init__()
+        self.self_attn = Qwen3Attention(config, tp, backend, rotary_emb)
+        sparse = layer_idx in config.moe.sparse_layers
+        self.mlp = Qwen3MoeSparseMoeBlock(config, tp, backend) if sparse else Qwen3MLP(config, tp, backend)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, backend)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, backend)
+
+    def forward(self, positions: torch.Tensor, hidden_states: torch.Tensor, residual: torch.Tensor | None,
+                context: Context) -> tuple[torch.Tensor, torch.Tensor]:
+        if residual is None:
+            residual = hidden_states
+            hidden_states = self.input_layernorm(hidden_states)
+        else:
+            hidden_states, residual = self.input_layernorm(hidden_states, residual)
+        hidden_states = self.self_attn(positions, hidden_states, context)
+        hidden_states, residual = self.post_attention_layernorm(hidden_states, residual)
+        return self.mlp(hidden_states), residual
+
+
+class Qwen3MoeModel(nn.Module):
+    def __init__(self, config: ModelConfig, tp: TPGroup, backend: Backend, max_model_len: int) -> None:
+        super().__init__()
+        self.embed_tokens = VocabParallelEmbedding(config.vocab_size, config.hidden_size, tp)
+        self.rotary_emb = RotaryEmbedding(config.head_dim, max_model_len, config.rope_theta, config.rope_scaling)
+        self.layers = nn.ModuleList([Qwen3MoeDecoderLayer(config, i, tp, backend, self.rotary_emb)
+                                     for i in range(config.num_hidden_layers)])
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, backend)
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, context: Context) -> torch.Tensor:
+        hidden_states = self.embed_tokens(input_ids)          # [num_tokens, hidden_size]
+        residual = None
+        for layer in self.layers:
+            hidden_states, residual = layer(positions, hidden_states, residual, context)
+        hidden_states, _ = self.norm(hidden_states, residual)
+        return hidden_states
+
+
+class Qwen3MoeForCausalLM(nn.Module):
+    packed_modules_mapping = Qwen3ForCausalLM.packed_modules_mapping      # q/k/v, and the dense layers' gate/up
+    # an expert's checkpoint projection -> (stacked parameter of FusedMoE, shard id)
+    expert_modules_mapping = {
+        "gate_proj": ("gate_up_proj", 0),
+        "up_proj": ("gate_up_proj", 1),
+        "down_proj": ("down_proj", None),
+    }
+
+    def __init__(self, config: ModelConfig, tp: TPGroup | None = None, backend: Backend | None = None,
+                 max_model_len: int | None = None) -> None:
+        super().__init__()
+        tp = tp or TPGroup()
+        backend = resolve(backend)
+        self.config = config
+        self.model = Qwen3MoeModel(config, tp, backend, max_model_len or config.max_position_embeddings)
+        self.lm_head = ParallelLMHead(config.vocab_size, config.hidden_size, tp)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, context: Context) -> torch.Tensor:
+        return self.model(input_ids, positions, context)      # [num_tokens, hidden_size]
+
+    def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(hidden_states)                    # [num_seqs, vocab_size]

@@ -1,0 +1,150 @@
+"""The fused MoE kernel (aios/kernels/fused_moe.py) against its reference, the router against HF's,
+and the stacked-expert layer's loading and TP split (lesson 16). The Triton cases run on the CPU
+under TRITON_INTERPRET=1 at tiny shapes (the interpreter is slow), and on the GPU at real ones."""
+
+import pytest
+import torch
+
+from aios.kernels.fused_moe import _moe_align_one_program, fused_moe, fused_moe_ref, moe_align_block_size
+from aios.layers.fused_moe import FusedMoE, select_experts
+
+
+def random_moe(num_tokens: int, num_experts: int, top_k: int, hidden: int, inter: int, dtype=torch.float32,
+               device="cpu", seed: int = 0):
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    x = torch.randn(num_tokens, hidden, generator=g).to(device, dtype)
+    w13 = (torch.randn(num_experts, 2 * inter, hidden, generator=g) * hidden ** -0.5).to(device, dtype)
+    w2 = (torch.randn(num_experts, hidden, inter, generator=g) * inter ** -0.5).to(device, dtype)
+    logits = torch.randn(num_tokens, num_experts, generator=g).to(device, dtype)
+    topk_weights, topk_ids = select_experts(logits, top_k, renormalize=True)
+    return x, w13, w2, topk_weights, topk_ids
+
+
+def loop_over_routed_pairs(x, w13, w2, topk_weights, topk_ids):
+    """The MoE the way HF writes it: for each expert, only the tokens routed to it."""
+    out = torch.zeros_like(x)
+    for e in range(w13.shape[0]):
+        tok, j = torch.where(topk_ids == e)
+        gate, up = (x[tok] @ w13[e].t()).chunk(2, dim=-1)
+        out.index_add_(0, tok, ((torch.nn.functional.silu(gate) * up) @ w2[e].t()) * topk_weights[tok, j, None])
+    return out
+
+
+def test_reference_equals_the_loop_over_routed_tokens():
+    args = random_moe(13, 8, 2, 32, 16)
+    assert torch.allclose(fused_moe_ref(*args), loop_over_routed_pairs(*args), atol=1e-6)
+
+
+def test_align_groups_pairs_by_expert_padded_to_the_block():
+    topk_ids = torch.tensor([[0, 3], [3, 1], [0, 3]])           # pairs 0..5: experts 0,3,3,1,0,3
+    sorted_ids, expert_ids, num_post = moe_align_block_size(topk_ids, block_m=4, num_experts=4)
+    s = 6                                                       # the sentinel: T * k
+    assert sorted_ids[:12].tolist() == [0, 4, s, s, 3, s, s, s, 1, 2, 5, s]
+    assert expert_ids[:3].tolist() == [0, 1, 3]
+    assert num_post.item() == 12
+    assert sorted_ids.numel() >= 12 and (sorted_ids[12:] == s).all()
+
+
+@pytest.mark.parametrize("num_tokens, top_k, num_experts, block_m", [(1, 8, 128, 16), (7, 3, 8, 16), (32, 8, 128, 32)])
+def test_one_program_layout_equals_the_sorted_one(num_tokens, top_k, num_experts, block_m):
+    """The decode path's Triton layout kernel (interpreted on a CPU) lays out what the torch sort does."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    g = torch.Generator().manual_seed(num_tokens)
+    topk_ids = torch.stack([torch.randperm(num_experts, generator=g)[:top_k] for _ in range(num_tokens)])
+    want = moe_align_block_size(topk_ids, block_m, num_experts)           # CPU tensors: the torch path
+    got = _moe_align_one_program(topk_ids.to(device), block_m, num_experts, want[0].numel())
+    for a, b in zip(got, want):
+        assert torch.equal(a.cpu(), b)
+
+
+@pytest.mark.parametrize("num_tokens, num_experts, top_k, hidden, inter", [
+    (1, 4, 2, 32, 16),          # decode: one token, most experts empty
+    (7, 8, 2, 48, 40),          # K and N not multiples of the tiles (masked tails)
+    (20, 4, 3, 32, 32),         # several blocks per expert
+])
+def test_triton_fused_moe_equals_reference_interpreted_or_on_the_gpu(num_tokens, num_experts, top_k, hidden, inter):
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    args = random_moe(num_tokens, num_experts, top_k, hidden, inter, device=device)
+    got, want = fused_moe(*args), fused_moe_ref(*args)
+    assert got.shape == want.shape and got.dtype == want.dtype
+    assert torch.allclose(got, want, atol=1e-5, rtol=1e-5), (got - want).abs().max()
+
+
+def test_router_picks_what_hf_picks_ties_included():
+    from transformers import Qwen3MoeConfig
+    from transformers.models.qwen3_moe.modeling_qwen3_moe import Qwen3MoeTopKRouter
+
+    for norm in (False, True):
+        cfg = Qwen3MoeConfig(hidden_size=4, num_experts=6, num_experts_per_tok=2, norm_topk_prob=norm)
+        router = Qwen3MoeTopKRouter(cfg)
+        with torch.no_grad():
+            router.weight.copy_(torch.tensor([[1.0, 0, 0, 0], [0, 1, 0, 0], [1, 0, 0, 0],     # experts 0 and 2 tie
+                                              [0, 0, 1, 0], [1, 0, 0, 0], [0, 0, 0, 1]]))  # ... and 4
+        x = torch.tensor([[2.0, 0, 0, 0], [0, 1, 1, 0], [0.5, 0.5, 0.5, 0.5], [0, 0, 0, 3]])
+        logits, hf_weights, hf_ids = router(x)
+        weights, ids = select_experts(logits, 2, renormalize=norm)
+        assert torch.equal(ids, hf_ids) and torch.equal(weights, hf_weights)
+        # a three-way tie: torch.topk decides (not "lowest id first"), the same call as HF's
+        assert set(ids[0].tolist()) <= {0, 2, 4} and weights[0, 0] == weights[0, 1]
+
+
+@pytest.mark.parametrize("norm", [False, True])
+def test_renormalized_top_k_weights_sum_to_one_and_plain_ones_do_not(norm):
+    logits = torch.randn(5, 8, generator=torch.Generator().manual_seed(1))
+    weights, _ = select_experts(logits, 2, renormalize=norm)
+    sums = weights.sum(-1)
+    assert torch.allclose(sums, torch.ones(5)) == norm
+
+
+def test_tp_shards_of_the_experts_sum_to_the_whole():
+    """Each rank's slice of every expert's intermediate dimension; summed outputs equal TP=1's
+    (the all-reduce, done here by hand)."""
+    from aios.distributed.tp_group import TPGroup
+
+    x, w13, w2, topk_weights, topk_ids = random_moe(9, 4, 2, 32, 16)
+    inter = w2.shape[2]
+    whole = fused_moe_ref(x, w13, w2, topk_weights, topk_ids)
+    parts = []
+    for rank in range(2):
+        layer = FusedMoE(4, 32, inter, tp=TPGroup(rank, 2, None))
+        for e in range(4):
+            gate, up = w13[e].chunk(2)
+            layer.weight_loader(layer.gate_up_proj, gate, 0, e)
+            layer.weight_loader(layer.gate_up_proj, up, 1, e)
+            layer.weight_loader(layer.down_proj, w2[e], None, e)
+        assert layer.gate_up_proj.shape == (4, inter, 32) and layer.down_proj.shape == (4, 32, inter // 2)
+        parts.append(layer.fused_moe(x, layer.gate_up_proj, layer.down_proj, topk_weights, topk_ids))
+    assert torch.allclose(parts[0] + parts[1], whole, atol=1e-5)
+
+
+def test_a_stacked_expert_tensor_is_refused_by_name():
+    layer = FusedMoE(4, 32, 16)
+    with pytest.raises(ValueError, match="one expert at a time"):
+        layer.weight_loader(layer.gate_up_proj, torch.zeros(4, 32, 32))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("num_tokens", [1, 8, 200, 4096])
+def test_triton_fused_moe_equals_reference_at_qwen3_30b_a3b_expert_shapes(num_tokens, dtype):
+    """128 experts, top-8, hidden 2048, moe_intermediate 768 (one TP=1 layer of Qwen3-30B-A3B)."""
+    args = random_moe(num_tokens, 128, 8, 2048, 768, dtype=dtype, device="cuda")
+    got, want = fused_moe(*args), fused_moe_ref(*(a.float() if a.is_floating_point() else a for a in args))
+    tol = 1e-4 if dtype == torch.float32 else 3e-2
+    assert torch.allclose(got.float(), want, atol=tol, rtol=tol), (got.float() - want).abs().max()
+
+
+@pytest.mark.gpu
+def test_fused_moe_replays_inside_a_cuda_graph():
+    x, w13, w2, topk_weights, topk_ids = random_moe(8, 16, 2, 256, 128, dtype=torch.bfloat16, device="cuda")
+    fused_moe(x, w13, w2, topk_weights, topk_ids)                     # compile outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fused_moe(x, w13, w2, topk_weights, topk_ids)
+    new_x, _, _, new_w, new_ids = random_moe(8, 16, 2, 256, 128, dtype=torch.bfloat16, device="cuda", seed=3)
+    x.copy_(new_x)
+    topk_weights.copy_(new_w)
+    topk_ids.copy_(new_ids)
+    graph.replay()
+    want = fused_moe_ref(x, w13, w2, topk_weights, topk_ids)
+    assert torch.allclose(out.float(), want.float(), atol=3e-2, rtol=3e-2)

@@ -73,7 +73,8 @@ def parse_config(raw: dict[str, Any], path: str) -> ModelConfig:
 
 
 class LlamaAttention(nn.Module):
-    def __init__(self, config: ModelConfig, tp: TPGroup, backend: Backend, rotary_emb: RotaryEmbedding) -> None:
+    def __init__(self, config: ModelConfig, tp: TPGroup, backend: Backend, rotary_emb: RotaryEmbedding,
+                 sliding_window: int | None = None) -> None:
         super().__init__()
         self.head_dim = config.head_dim
         self.qkv_proj = QKVParallelLinear(config.hidden_size, self.head_dim, config.num_attention_heads,
@@ -85,7 +86,7 @@ class LlamaAttention(nn.Module):
         self.o_proj = RowParallelLinear(config.num_attention_heads * self.head_dim, config.hidden_size,
                                         bias=config.o_proj_bias, tp=tp, backend=backend)
         self.attn = Attention(self.num_heads, self.num_kv_heads, self.head_dim, self.head_dim ** -0.5,
-                              rotary_emb, backend)
+                              rotary_emb, backend, sliding_window=sliding_window)
 
     def forward(self, positions: torch.Tensor, hidden_states: torch.Tensor, context: Context) -> torch.Tensor:
         qkv = self.qkv_proj(hidden_states)                    # [num_tokens, (nh + 2 * nkv) * head_dim]
@@ -111,9 +112,10 @@ class LlamaMLP(nn.Module):
 
 
 class LlamaDecoderLayer(nn.Module):
-    def __init__(self, config: ModelConfig, tp: TPGroup, backend: Backend, rotary_emb: RotaryEmbedding) -> None:
+    def __init__(self, config: ModelConfig, tp: TPGroup, backend: Backend, rotary_emb: RotaryEmbedding,
+                 sliding_window: int | None = None) -> None:
         super().__init__()
-        self.self_attn = LlamaAttention(config, tp, backend, rotary_emb)
+        self.self_attn = LlamaAttention(config, tp, backend, rotary_emb, sliding_window)
         self.mlp = LlamaMLP(config, tp, backend)
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, backend)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, backend)
@@ -136,7 +138,10 @@ class LlamaModel(nn.Module):
         self.embed_tokens = VocabParallelEmbedding(config.vocab_size, config.hidden_size, tp)
         # one cos/sin table for every layer, as long as the longest sequence the engine runs
         self.rotary_emb = RotaryEmbedding(config.head_dim, max_model_len, config.rope_theta, config.rope_scaling)
-        self.layers = nn.ModuleList([LlamaDecoderLayer(config, tp, backend, self.rotary_emb)
+        window = config.sliding_window            # Mistral's, in every layer; None: full attention
+        if window is not None and window >= max_model_len:   # no sequence is long enough to leave it
+            window = None
+        self.layers = nn.ModuleList([LlamaDecoderLayer(config, tp, backend, self.rotary_emb, window)
                                      for _ in range(config.num_hidden_layers)])
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, backend)
 

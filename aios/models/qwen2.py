@@ -3,7 +3,8 @@
 What differs from Llama is only the config: `qkv_bias` on (o_proj and the MLP stay bias-free),
 RoPE base 1e6 as the checkpoints set it, tied embeddings in the small sizes (0.5B-3B). Qwen2.5
 configs carry `sliding_window` and `max_window_layers` with `use_sliding_window: false`; the flag
-decides (as in HF), and true is refused until aios has sliding-window attention.
+decides (as in HF), and true is refused: Qwen2's window covers only the layers from
+`max_window_layers` on, which aios does not implement (Mistral's every-layer window it does).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from aios import LLM
 from aios.engine.sequence import Sequence
 from aios.engine.step_inputs import build_step_inputs
 from aios.sampling_params import SamplingParams
-from helpers import greedy
+from helpers import greedy, hf_greedy, hf_model  # noqa: F401 (hf_greedy: re-exported to the family tests)
 
 ENGINE_SETTINGS = {
     "blocks-of-4": dict(kvcache_block_size=4),
@@ -23,22 +23,8 @@ ENGINE_SETTINGS = {
 }
 
 
-def hf_model(model_dir: str):
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
 
 
-def hf_greedy(model_dir: str, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
-    model = hf_model(model_dir)
-    outs = []
-    with torch.no_grad():
-        for p in prompts:
-            ids = torch.tensor([p])
-            out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                                 do_sample=False, pad_token_id=0)
-            outs.append(out[0, len(p):].tolist())
-    return outs
 
 
 def assert_logits_match_hf(model_dir: str, prompts: list[list[int]], atol: float = 1e-4, **llm_kwargs) -> None:

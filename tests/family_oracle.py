@@ -15,7 +15,8 @@ import torch
 from test_model_vs_hf import all_token_logits
 
 from aios import LLM
-from helpers import greedy, random_prompts
+from helpers import greedy, hf_model, random_prompts
+from helpers import hf_greedy as _hf_greedy
 
 MAX_TOKENS = 16
 PROMPT_LENS = [3, 9, 30, 50, 70, 17]          # one token to several 16-token blocks
@@ -38,22 +39,8 @@ def prompts(lengths: list[int] = PROMPT_LENS, seed: int = 11) -> list[list[int]]
     return random_prompts(512, lengths, seed=seed)
 
 
-def hf_model(model_dir: str) -> torch.nn.Module:
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
 
 
-def hf_greedy(model_dir: str, prompts: list[list[int]], max_new_tokens: int = MAX_TOKENS) -> list[list[int]]:
-    """HF transformers' greedy continuation of each prompt, by the checkpoint's own family."""
-    model, outs = hf_model(model_dir), []
-    with torch.no_grad():
-        for p in prompts:
-            ids = torch.tensor([p])
-            out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                                 do_sample=False, pad_token_id=0)
-            outs.append(out[0, len(p):].tolist())
-    return outs
 
 
 def max_logit_error_vs_hf(model_dir: str, lengths: list[int] = LOGIT_PROMPT_LENS, **llm_kwargs) -> float:
@@ -89,3 +76,8 @@ def as_transformers_4x(cfg: dict[str, Any]) -> None:
     cfg["rope_scaling"] = None if rope.get("rope_type", "default") == "default" else rope
     cfg["torch_dtype"] = cfg.pop("dtype", "float32")
     cfg["transformers_version"] = "4.53.2"
+
+
+def hf_greedy(model_dir: str, prompts: list[list[int]], max_new_tokens: int = MAX_TOKENS) -> list[list[int]]:
+    """helpers.hf_greedy with this module's MAX_TOKENS as the default length."""
+    return _hf_greedy(model_dir, prompts, max_new_tokens)

@@ -7,11 +7,16 @@ import torch
 from aios import LLM, SamplingParams
 
 
+def hf_model(model_dir: str):
+    """HuggingFace transformers' own model of the checkpoint's family (AutoModelForCausalLM), fp32."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+
+
 def hf_greedy(model_dir: str, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
     """HuggingFace transformers' greedy continuation of each prompt (fp32, one at a time)."""
-    from transformers import Qwen3ForCausalLM
-
-    model = Qwen3ForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    model = hf_model(model_dir)
     outs = []
     with torch.no_grad():
         for p in prompts:

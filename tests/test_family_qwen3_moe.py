@@ -14,7 +14,7 @@ from test_model_vs_hf import all_token_logits
 from aios import LLM
 from aios.config import ModelConfig
 from aios.utils.tiny_checkpoint_qwen3_moe import make_qwen3_moe_checkpoint
-from helpers import assert_no_leaked_blocks, greedy, random_prompts
+from helpers import assert_no_leaked_blocks, greedy, hf_greedy, random_prompts
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["norm_topk_prob", "no-norm_topk_prob"])
@@ -37,15 +37,6 @@ def hf_model(model_dir: str):
     return Qwen3MoeForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
 
 
-def hf_greedy(model_dir: str, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
-    model, outs = hf_model(model_dir), []
-    with torch.no_grad():
-        for p in prompts:
-            ids = torch.tensor([p])
-            out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                                 do_sample=False, pad_token_id=0)
-            outs.append(out[0, len(p):].tolist())
-    return outs
 
 
 def assert_logits_match_hf(llm: LLM, model_dir: str, lengths: list[int]) -> None:

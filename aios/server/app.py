@@ -42,12 +42,14 @@ CLIENT_CLOSED_REQUEST = 499      # nginx's status for "the client left first"; n
 
 def create_app(engine: LLM | AsyncEngine, served_model_name: str | None = None, max_waiting: int = 512,
                stream_interval: int = 1, max_stream_backlog: int = DEFAULT_MAX_STREAM_BACKLOG,
-               api_key: str | None = None, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> FastAPI:
+               api_key: str | None = None, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+               response_builder_cls: type[ResponseBuilder] = ResponseBuilder) -> FastAPI:
     """An app serving `engine` under `served_model_name` (default: the model dir's name). An aios.LLM
     gets an engine loop in a thread of this process (max_waiting, stream_interval and
     max_stream_backlog apply to it); an AsyncEngine (AsyncEngine.in_process: the engine in a
     process of its own) comes configured. With `api_key`, /v1/* needs `Authorization: Bearer <key>`;
-    a body over `max_request_bytes` is a 413 (aios/server/guards.py)."""
+    a body over `max_request_bytes` is a 413 (aios/server/guards.py). `response_builder_cls` makes
+    every response body and SSE chunk (the seam lesson 15's exercise plugs the learner's into)."""
     async_engine = engine if isinstance(engine, AsyncEngine) else AsyncEngine.in_thread(
         engine, max_waiting, stream_interval, max_stream_backlog)
     info = async_engine.info
@@ -127,7 +129,7 @@ def create_app(engine: LLM | AsyncEngine, served_model_name: str | None = None, 
         stream = await async_engine.generate(prompt_token_ids, params, chat=chat, arrival_time=arrival_time,
                                              fill_max_tokens=body.requested_max_tokens() is None,
                                              return_token_ids=return_token_ids)
-        builder = ResponseBuilder(model_name, chat, return_token_ids)
+        builder = response_builder_cls(model_name, chat, return_token_ids)
         if body.stream:
             # background runs once the response ends, even if the client left before the first
             # chunk (then the generator below never started and its `finally` never runs)

@@ -145,3 +145,42 @@ def test_your_events_rebuild_the_real_servers_stream_byte_for_byte(impl, tiny_ck
                             num_output_tokens=usage_["completion_tokens"] if last else 0))
     mine, _ = builders(impl, monkeypatch, chat, id_hex=bodies[0]["id"].split("-", 1)[1], created=bodies[0]["created"])
     assert impl.stream_events(mine, deltas, usage_["prompt_tokens"], True) == events
+
+
+@pytest.mark.readme("Build it: one stream")
+@pytest.mark.parametrize("route", ["completions", "chat/completions"])
+def test_the_server_built_with_your_builder_streams_what_aios_streams(impl, tiny_ckpt, route):
+    pytest.importorskip("fastapi", reason="the server's packages are not installed "
+                                          "(pip install -r lessons/15_server/requirements.txt)")
+    pytest.importorskip("uvicorn")
+    httpx = pytest.importorskip("httpx")
+    from aios import LLM
+    from aios.server import create_app, serve_in_background
+    from aios.server.responses import ResponseBuilder as AiosResponseBuilder
+
+    chat = route.startswith("chat")
+    body = {"model": "tiny", "max_tokens": 6, "temperature": 0, "stream": True, "ignore_eos": True,
+            "stream_options": {"include_usage": True},
+            **({"messages": [{"role": "user", "content": "Once upon a time"}]} if chat else
+               {"prompt": "Once upon a time"})}
+
+    def stream_with(builder_cls) -> list:
+        llm = LLM(tiny_ckpt, device="cpu", dtype="float32", max_model_len=128)
+        try:
+            app = create_app(llm, served_model_name="tiny", response_builder_cls=builder_cls)   # the seam
+            with serve_in_background(app) as url:
+                with httpx.stream("POST", f"{url}/v1/{route}", json=body, timeout=60) as response:
+                    assert response.status_code == 200
+                    events = events_of("".join(response.iter_text()))
+        finally:
+            llm.close()
+        bodies = [json.loads(e.removeprefix("data: ")) for e in events[:-1]]
+        for b in bodies:                      # a fresh id and clock per request: the rest must be equal
+            b.pop("id", None)
+            b.pop("created", None)
+        return bodies + [events[-1]]
+
+    # your builder, called once here first: a method still to write fails with its own message,
+    # not as a stream the server had to break off
+    impl.ResponseBuilder("tiny", chat, False).delta_event(0, "x", [1], None, True)
+    assert stream_with(impl.ResponseBuilder) == stream_with(AiosResponseBuilder)

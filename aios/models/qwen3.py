@@ -95,10 +95,12 @@ class Qwen3MLP(nn.Module):
 
 
 class Qwen3DecoderLayer(nn.Module):
-    def __init__(self, config: ModelConfig, tp: TPGroup, backend: Backend, rotary_emb: RotaryEmbedding) -> None:
+    def __init__(self, config: ModelConfig, tp: TPGroup, backend: Backend, rotary_emb: RotaryEmbedding,
+                 mlp: nn.Module | None = None) -> None:
+        """mlp: the layer's feed-forward block (None: Qwen3's dense MLP; Qwen3-MoE passes its experts)."""
         super().__init__()
         self.self_attn = Qwen3Attention(config, tp, backend, rotary_emb)
-        self.mlp = Qwen3MLP(config, tp, backend)
+        self.mlp = mlp if mlp is not None else Qwen3MLP(config, tp, backend)
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, backend)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, backend)
 
@@ -120,9 +122,12 @@ class Qwen3Model(nn.Module):
         self.embed_tokens = VocabParallelEmbedding(config.vocab_size, config.hidden_size, tp)
         # one cos/sin table for every layer, as long as the longest sequence the engine runs
         self.rotary_emb = RotaryEmbedding(config.head_dim, max_model_len, config.rope_theta, config.rope_scaling)
-        self.layers = nn.ModuleList([Qwen3DecoderLayer(config, tp, backend, self.rotary_emb)
-                                     for _ in range(config.num_hidden_layers)])
+        self.layers = nn.ModuleList([self.build_layer(config, i, tp, backend)
+                                     for i in range(config.num_hidden_layers)])
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, backend)
+
+    def build_layer(self, config: ModelConfig, layer_idx: int, tp: TPGroup, backend: Backend) -> nn.Module:
+        return Qwen3DecoderLayer(config, tp, backend, self.rotary_emb)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, context: Context) -> torch.Tensor:
         hidden_states = self.embed_tokens(input_ids)          # [num_tokens, hidden_size]
@@ -134,6 +139,7 @@ class Qwen3Model(nn.Module):
 
 
 class Qwen3ForCausalLM(nn.Module):
+    model_cls = Qwen3Model                    # Qwen3-MoE swaps in its own (models/qwen3_moe.py)
     # checkpoint name -> (fused module name, shard id)
     packed_modules_mapping = {
         "q_proj": ("qkv_proj", "q"),
@@ -151,7 +157,7 @@ class Qwen3ForCausalLM(nn.Module):
         tp = tp or TPGroup()
         backend = resolve(backend)
         self.config = config
-        self.model = Qwen3Model(config, tp, backend, max_model_len or config.max_position_embeddings)
+        self.model = self.model_cls(config, tp, backend, max_model_len or config.max_position_embeddings)
         self.lm_head = ParallelLMHead(config.vocab_size, config.hidden_size, tp)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight

@@ -20,14 +20,10 @@ from torch import nn
 
 from aios.config import ModelConfig, MoEConfig
 from aios.distributed.tp_group import TPGroup
-from aios.layers.backend import Backend, resolve
-from aios.layers.embed_head import ParallelLMHead, VocabParallelEmbedding
+from aios.layers.backend import Backend
 from aios.layers.fused_moe import FusedMoE, select_experts
-from aios.layers.layernorm import RMSNorm
 from aios.layers.linear import LinearBase
-from aios.layers.rotary_embedding import RotaryEmbedding
-from aios.models.qwen3 import Qwen3Attention, Qwen3ForCausalLM, Qwen3MLP
-from aios.utils.context import Context
+from aios.models.qwen3 import Qwen3DecoderLayer, Qwen3ForCausalLM, Qwen3Model
 
 
 def parse_config(raw: dict[str, Any], path: str) -> ModelConfig:
@@ -86,68 +82,21 @@ class Qwen3MoeSparseMoeBlock(nn.Module):
         return self.experts(hidden_states, topk_weights, topk_ids)
 
 
-class Qwen3MoeDecoderLayer(nn.Module):
-    def __init__(self, config: ModelConfig, layer_idx: int, tp: TPGroup, backend: Backend,
-                 rotary_emb: RotaryEmbedding) -> None:
-        super().__init__()
-        self.self_attn = Qwen3Attention(config, tp, backend, rotary_emb)
+class Qwen3MoeModel(Qwen3Model):
+    """Qwen3's decoder; each layer's feed-forward block is the experts where HF's rule makes the
+    layer sparse (decoder_sparse_step, mlp_only_layers), Qwen3's dense MLP elsewhere."""
+
+    def build_layer(self, config: ModelConfig, layer_idx: int, tp: TPGroup, backend: Backend) -> nn.Module:
         sparse = layer_idx in config.moe.sparse_layers
-        self.mlp = Qwen3MoeSparseMoeBlock(config, tp, backend) if sparse else Qwen3MLP(config, tp, backend)
-        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, backend)
-        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, backend)
-
-    def forward(self, positions: torch.Tensor, hidden_states: torch.Tensor, residual: torch.Tensor | None,
-                context: Context) -> tuple[torch.Tensor, torch.Tensor]:
-        if residual is None:
-            residual = hidden_states
-            hidden_states = self.input_layernorm(hidden_states)
-        else:
-            hidden_states, residual = self.input_layernorm(hidden_states, residual)
-        hidden_states = self.self_attn(positions, hidden_states, context)
-        hidden_states, residual = self.post_attention_layernorm(hidden_states, residual)
-        return self.mlp(hidden_states), residual
+        mlp = Qwen3MoeSparseMoeBlock(config, tp, backend) if sparse else None
+        return Qwen3DecoderLayer(config, tp, backend, self.rotary_emb, mlp)
 
 
-class Qwen3MoeModel(nn.Module):
-    def __init__(self, config: ModelConfig, tp: TPGroup, backend: Backend, max_model_len: int) -> None:
-        super().__init__()
-        self.embed_tokens = VocabParallelEmbedding(config.vocab_size, config.hidden_size, tp)
-        self.rotary_emb = RotaryEmbedding(config.head_dim, max_model_len, config.rope_theta, config.rope_scaling)
-        self.layers = nn.ModuleList([Qwen3MoeDecoderLayer(config, i, tp, backend, self.rotary_emb)
-                                     for i in range(config.num_hidden_layers)])
-        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, backend)
-
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, context: Context) -> torch.Tensor:
-        hidden_states = self.embed_tokens(input_ids)          # [num_tokens, hidden_size]
-        residual = None
-        for layer in self.layers:
-            hidden_states, residual = layer(positions, hidden_states, residual, context)
-        hidden_states, _ = self.norm(hidden_states, residual)
-        return hidden_states
-
-
-class Qwen3MoeForCausalLM(nn.Module):
-    packed_modules_mapping = Qwen3ForCausalLM.packed_modules_mapping      # q/k/v, and the dense layers' gate/up
+class Qwen3MoeForCausalLM(Qwen3ForCausalLM):
+    model_cls = Qwen3MoeModel
     # an expert's checkpoint projection -> (stacked parameter of FusedMoE, shard id)
     expert_modules_mapping = {
         "gate_proj": ("gate_up_proj", 0),
         "up_proj": ("gate_up_proj", 1),
         "down_proj": ("down_proj", None),
     }
-
-    def __init__(self, config: ModelConfig, tp: TPGroup | None = None, backend: Backend | None = None,
-                 max_model_len: int | None = None) -> None:
-        super().__init__()
-        tp = tp or TPGroup()
-        backend = resolve(backend)
-        self.config = config
-        self.model = Qwen3MoeModel(config, tp, backend, max_model_len or config.max_position_embeddings)
-        self.lm_head = ParallelLMHead(config.vocab_size, config.hidden_size, tp)
-        if config.tie_word_embeddings:
-            self.lm_head.weight = self.model.embed_tokens.weight
-
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, context: Context) -> torch.Tensor:
-        return self.model(input_ids, positions, context)      # [num_tokens, hidden_size]
-
-    def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(hidden_states)                    # [num_seqs, vocab_size]

@@ -47,6 +47,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))        # aios, when run from a checkout without `pip install -e .`
 
 # Sizes per lesson (flags each script already has). Defaults everywhere else. On an H100 the engine
 # rungs with torch reference attention (lessons 06-08) spend ~75 ms per decode step at batch 1 and
@@ -203,7 +204,9 @@ def run_one(number: str, script: Path, model: str, args: argparse.Namespace, out
                 "in this Python (pip install -r lessons/15_server/requirements.txt)\n")
         path.write_text(f"$ {shown}\n{note}")
         return {**row, "status": "skipped", "exit_code": None, "seconds": 0.0, "note": note.strip()}
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # the checkout's root on the path: the lessons import `lessons` and `aios` without an install
+    pythonpath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": pythonpath}
     start = time.perf_counter()
     with open(path, "w") as f:
         f.write(f"$ {shown}\n")

@@ -2,16 +2,17 @@
 
     from aios import LLM, SamplingParams, Config
 
-The three names load on first use (PEP 562), so `aios --help` and the lessons' `--help` do not
+The names load on first use (PEP 562), so `aios --help` and the lessons' `--help` do not
 wait for torch to import.
 """
 
 import logging as _logging
 
-__all__ = ["LLM", "SamplingParams", "Config"]
+__all__ = ["LLM", "SamplingParams", "StructuredOutputsParams", "Config"]
 __version__ = "0.1.0"
 
-_LAZY = {"LLM": "aios.llm", "SamplingParams": "aios.sampling_params", "Config": "aios.config"}
+_LAZY = {"LLM": "aios.llm", "SamplingParams": "aios.sampling_params",
+         "StructuredOutputsParams": "aios.sampling_params", "Config": "aios.config"}
 
 
 def __getattr__(name: str):

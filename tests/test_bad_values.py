@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from aios import LLM, SamplingParams
+from aios.sampling_params import StructuredOutputsParams
 from aios.engine.step_inputs import profile_seq_lens
 from helpers import assert_no_leaked_blocks, greedy, random_prompts
 
@@ -27,10 +28,23 @@ def llm(tiny_ckpt):
     ("ignore_eos", "yes"), ("ignore_eos", 1),
     ("stop", 5), ("stop", [""]), ("stop", [5]), ("stop", b"end"),
     ("stop_token_ids", [-1]), ("stop_token_ids", [True]), ("stop_token_ids", "12"),
+    ("best_of", 0), ("best_of", True), ("logprobs", -1), ("logprobs", 1.0), ("prompt_logprobs", True),
+    ("presence_penalty", 2.5), ("presence_penalty", float("nan")), ("frequency_penalty", -3),
+    ("repetition_penalty", 0), ("repetition_penalty", float("inf")), ("logit_bias", [1, 2]),
+    ("logit_bias", {"7": 1.0}), ("logit_bias", {7: 101}), ("logit_bias", {True: 1}), ("min_tokens", -1),
+    ("min_tokens", 65), ("bad_words", "word"), ("bad_words", [""]), ("include_stop_str_in_output", 1),
+    ("structured_outputs", {"json": {}}),
 ])
 def test_a_bad_sampling_value_is_refused_with_its_field_named(field, value):
     with pytest.raises(ValueError, match=rf"^SamplingParams: {field}\b"):
         SamplingParams(**{field: value})
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"json": {}, "regex": "a"}, {"choice": []}, {"choice": "ab"},
+                                    {"choice": [""]}, {"regex": ""}, {"json": 5}, {"json_object": 1}])
+def test_a_structured_output_constraint_is_exactly_one_well_formed_field(kwargs):
+    with pytest.raises(ValueError, match="structured_outputs"):
+        StructuredOutputsParams(**kwargs)
 
 
 def test_the_edges_of_sampling_values_have_a_defined_meaning():

@@ -32,6 +32,15 @@ from aios.sampling_params import SamplingParams
 
 logger = logging.getLogger("aios")
 
+# SamplingParams fields this engine does not apply yet, with the value that asks for nothing: a
+# request that asks for one is refused in validate() (issue 20 builds them; each leaves this table
+# when the engine applies it).
+NOT_YET_APPLIED: dict[str, object] = {
+    "best_of": None, "logprobs": None, "prompt_logprobs": None, "presence_penalty": 0.0,
+    "frequency_penalty": 0.0, "repetition_penalty": 1.0, "logit_bias": None, "min_tokens": 0,
+    "bad_words": None, "include_stop_str_in_output": False, "structured_outputs": None,
+}
+
 __all__ = ["LLMEngine", "StepOutput"]
 
 
@@ -127,6 +136,9 @@ class LLMEngine:
                              f"(prompt plus at least one output token must fit)")
         if not isinstance(params, SamplingParams):
             raise TypeError(f"sampling_params must be SamplingParams, got {type(params).__name__}")
+        asked = [k for k, off in NOT_YET_APPLIED.items() if getattr(params, k) != off]
+        if asked:
+            raise ValueError(f"{asked[0]}: not applied by this engine yet (SamplingParams fields {asked})")
         if params.stop_strings and self.tokenizer is None:
             raise ValueError("stop strings need a tokenizer (skip_tokenizer_init=True)")
         if len(params.stop_strings) > cfg.max_stop_strings:

@@ -1,0 +1,22 @@
+"""What the engine hands back besides token ids: the scores of tokens (vLLM's `Logprob`).
+
+A request's output dict (LLMEngine.output) carries, when its SamplingParams ask for them:
+- "logprobs": one dict per output token, {token id: Logprob}, holding the sampled token and the
+  top-N tokens of that position (N = SamplingParams.logprobs);
+- "prompt_logprobs": one entry per prompt token: None for the first (nothing precedes it), then
+  {token id: Logprob} with the prompt's own token and the top-N (N = prompt_logprobs);
+- "cumulative_logprob": the sum of the sampled tokens' logprobs.
+The logprobs are those of the model's distribution (log_softmax of the raw fp32 logits, before
+temperature, penalties or masks), as vLLM reports by default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Logprob:
+    logprob: float
+    rank: int                          # 1 = the most likely token of its position
+    decoded_token: str | None = None   # its text, where the engine has a tokenizer

@@ -30,12 +30,14 @@ from starlette.exceptions import HTTPException
 
 from aios.llm import LLM
 from aios.server.async_engine import DEFAULT_MAX_STREAM_BACKLOG, AsyncEngine
+from aios.server.choices import ChoiceOutput, RequestOutputs
 from aios.server.guards import DEFAULT_MAX_REQUEST_BYTES, Guards
 from aios.server.metrics import ServerMetrics
 from aios.server.prompts import PromptTokenizer
 from aios.server.protocol import APIError, ChatCompletionRequest, CompletionRequest, validation_error
 from aios.server.responses import DONE, ResponseBuilder, sse, usage
-from aios.server.stream import RequestStream
+from aios.server.logprobs import TokenTexts
+from aios.server.stream import Delta, RequestStream
 
 CLIENT_CLOSED_REQUEST = 499      # nginx's status for "the client left first"; nobody reads it
 
@@ -54,6 +56,7 @@ def create_app(engine: LLM | AsyncEngine, served_model_name: str | None = None, 
         engine, max_waiting, stream_interval, max_stream_backlog)
     info = async_engine.info
     prompt_tokenizer = PromptTokenizer(async_engine.tokenizer, info.vocab_size, info.max_model_len)
+    token_texts = TokenTexts(async_engine.tokenizer)      # logprobs' token texts, on the API side
     model_name = served_model_name or os.path.basename(os.path.normpath(info.model))
     metrics = ServerMetrics(model_name)
     created = int(time.time())
@@ -121,24 +124,41 @@ def create_app(engine: LLM | AsyncEngine, served_model_name: str | None = None, 
             raise APIError(404, f"the model {body.model!r} does not exist; this server serves {model_name!r}",
                            param="model", code="model_not_found")
         body.refuse_unimplemented()
-        params = body.sampling_params()
+        params = body.sampling_params(info.vocab_size)
         if not info.has_tokenizer:
             body.refuse_text_without_tokenizer()
         return_token_ids = body.return_token_ids or not info.has_tokenizer
         prompt_token_ids = await prompt_tokenizer.token_ids(body, chat)     # in a thread: no loop stalls
-        stream = await async_engine.generate(prompt_token_ids, params, chat=chat, arrival_time=arrival_time,
-                                             fill_max_tokens=body.requested_max_tokens() is None,
-                                             return_token_ids=return_token_ids)
+        outputs = RequestOutputs.of(body, chat, params, prompt_token_ids, token_texts)   # None: text only
+        try:
+            stream = await async_engine.generate(prompt_token_ids, params, chat=chat, arrival_time=arrival_time,
+                                                 fill_max_tokens=body.requested_max_tokens() is None,
+                                                 return_token_ids=return_token_ids)
+        except APIError as e:
+            if e.param == "structured_outputs":           # the engine's name: say which field set it
+                e.param = body.constraint_field() or e.param
+            raise
         builder = response_builder_cls(model_name, chat, return_token_ids)
+        choices = None if outputs is None else [outputs.choice(i) for i in range(stream.num_choices)]
         if body.stream:
             # background runs once the response ends, even if the client left before the first
             # chunk (then the generator below never started and its `finally` never runs)
-            return StreamingResponse(sse_events(stream, builder, body.include_usage_in_stream),
+            return StreamingResponse(sse_events(stream, builder, body.include_usage_in_stream, choices),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"},
                                      background=BackgroundTask(stream.abort))
-        return await whole_response(stream, builder, request)
+        return await whole_response(stream, builder, request, choices)
 
-    async def sse_events(stream: RequestStream, builder: ResponseBuilder, include_usage: bool) -> AsyncIterator[str]:
+    def rich_event(builder: ResponseBuilder, choice: ChoiceOutput, delta: Delta, include_usage: bool) -> str:
+        chunk = choice.chunk(delta)
+        if not (chunk.content or chunk.tool_calls or chunk.logprobs or chunk.finish_reason or chunk.prompt_logprobs
+                or (builder.return_token_ids and chunk.token_ids)):
+            return ""                         # the tool parser holds this text back: nothing to say yet
+        return builder.choice_event(delta.index, chunk.chat_delta() if builder.chat else chunk.content,
+                                    chunk.token_ids, chunk.finish_reason, include_usage, chunk.logprobs,
+                                    chunk.prompt_logprobs)
+
+    async def sse_events(stream: RequestStream, builder: ResponseBuilder, include_usage: bool,
+                         choices: list[ChoiceOutput] | None) -> AsyncIterator[str]:
         # A client that disconnects cancels this generator (Starlette listens for http.disconnect):
         # `finally` then aborts its sequences, which frees their KV blocks at once.
         completion_tokens = [0] * stream.num_choices
@@ -151,9 +171,13 @@ def create_app(engine: LLM | AsyncEngine, served_model_name: str | None = None, 
                 for delta in [first, *stream.ready()]:
                     if delta.finish_reason is not None:
                         completion_tokens[delta.index] = delta.num_output_tokens
-                    events.append(builder.delta_event(delta.index, delta.text, delta.token_ids,
-                                                      delta.finish_reason, include_usage))
-                yield "".join(events)
+                    if choices is None:
+                        events.append(builder.delta_event(delta.index, delta.text, delta.token_ids,
+                                                          delta.finish_reason, include_usage))
+                    else:
+                        events.append(rich_event(builder, choices[delta.index], delta, include_usage))
+                if any(events):
+                    yield "".join(events)
             if include_usage:
                 yield sse(builder.usage_chunk(usage(stream.prompt_tokens, sum(completion_tokens))))
         except APIError as e:                 # headers are sent: the error travels as an event
@@ -163,17 +187,25 @@ def create_app(engine: LLM | AsyncEngine, served_model_name: str | None = None, 
             stream.abort()
         yield DONE
 
-    async def whole_response(stream: RequestStream, builder: ResponseBuilder, request: Request) -> Response:
+    async def whole_response(stream: RequestStream, builder: ResponseBuilder, request: Request,
+                             choices: list[ChoiceOutput] | None) -> Response:
         async def collect() -> dict:
             texts, reasons = [""] * stream.num_choices, [None] * stream.num_choices
             token_ids: list[list[int]] = [[] for _ in range(stream.num_choices)]
             completion_tokens = 0
             async for delta in stream:
                 token_ids[delta.index] += delta.token_ids
+                if choices is not None:
+                    choices[delta.index].chunk(delta)
                 if delta.finish_reason is not None:
                     texts[delta.index], reasons[delta.index] = delta.final_text, delta.finish_reason
                     completion_tokens += delta.num_output_tokens
-            return builder.response(texts, reasons, usage(stream.prompt_tokens, completion_tokens), token_ids)
+            extras = None
+            if choices is not None:
+                extras = [c.merged() for c in choices]
+                reasons = [e["finish_reason"] for e in extras]
+            return builder.response(texts, reasons, usage(stream.prompt_tokens, completion_tokens), token_ids,
+                                    extras)
 
         async def client_gone() -> None:
             while (await request.receive())["type"] != "http.disconnect":

@@ -17,7 +17,9 @@ What stays true:
   choices has finished, or one Failed (then its sequences have already left the engine).
 - A choice's Deltas, concatenated, carry all its output token ids and its text. A Delta goes out
   once stream_interval tokens have piled up since the last one (the first token at once; the last
-  Delta, with finish_reason, always), and only if it carries text, unless the request wants token ids.
+  Delta, with finish_reason, always), and only if it carries text, unless the request wants token
+  ids or logprobs. A Delta's logprobs score its token_ids; a choice's first Delta carries the
+  prompt's scores when the request asks for prompt_logprobs.
   stream_interval > 1 trades smoothness for fewer chunks: each costs the event loop ~60 us.
 - An aborted request's sequences leave the engine, blocks freed, before the next step.
 - An exception in step() fails the requests that were in the batch (500); the loop goes on. A
@@ -71,6 +73,7 @@ class _Choice:
     has_first_token: bool = False
     num_sent_tokens: int = 0                  # output tokens already in a Delta
     pending_text: str = ""                    # detokenized, not yet in a Delta (stream_interval)
+    sent_prompt_logprobs: bool = False        # the first Delta carries them
 
 
 class EngineLoop:
@@ -223,12 +226,18 @@ class EngineLoop:
                 continue
             choice.pending_text += text
             num_known = seq.num_known_output_tokens
+            params = seq.sampling_params
             if not out.finished:
                 if choice.num_sent_tokens and num_known - choice.num_sent_tokens < self.stream_interval:
                     continue                  # not due: the first delta and every stream_interval-th go out
-                if not (choice.pending_text or request.spec.return_token_ids):
+                if not (choice.pending_text or request.spec.return_token_ids or params.logprobs is not None):
                     continue
             token_ids = seq.output_token_ids_since(choice.num_sent_tokens)
+            # the scores travel as the engine keeps them: the API side turns them into text
+            logprobs = seq.output_logprobs[choice.num_sent_tokens:num_known] if params.logprobs is not None else None
+            prompt_logprobs = (list(seq.prompt_logprobs) if params.prompt_logprobs is not None
+                               and not choice.sent_prompt_logprobs else None)
+            choice.sent_prompt_logprobs = True
             choice.num_sent_tokens = num_known
             text, choice.pending_text = choice.pending_text, ""
             if out.finished:
@@ -237,9 +246,10 @@ class EngineLoop:
                 if not any(s in self._live for s in request.seq_ids):
                     self._requests.pop(request.request_id, None)
                 self._emit(request, Delta(choice.index, text, token_ids, seq.finish_reason, choice.detokenizer.sent,
-                                          num_known))
+                                          num_known, logprobs, prompt_logprobs))
             else:
-                self._emit(request, Delta(choice.index, text, token_ids))
+                self._emit(request, Delta(choice.index, text, token_ids, logprobs=logprobs,
+                                          prompt_logprobs=prompt_logprobs))
 
     def _emit(self, request: _Request, event: Event) -> None:
         self._outbox.append((request.request_id, event))

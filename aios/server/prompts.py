@@ -18,6 +18,7 @@ What stays true:
 from __future__ import annotations
 
 import asyncio
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 from jinja2 import TemplateError
@@ -51,10 +52,11 @@ class PromptTokenizer:
     async def token_ids(self, body: CompletionRequest | ChatCompletionRequest, chat: bool) -> list[list[int]]:
         """One list of token ids per prompt, or an APIError (400) naming the field at fault."""
         if chat:
-            conversation = body.conversation()
-            chars = sum(len(m["content"]) for m in conversation)
+            conversation, tools = body.conversation(), body.template_tools()
+            chars = sum(len(m["content"]) + len(json.dumps(m.get("tool_calls") or "", ensure_ascii=False))
+                        for m in conversation) + len(json.dumps(tools or "", ensure_ascii=False))
             self._refuse_longer_than_fits(chars, "messages")
-            return [await self._run(self._apply_chat_template, conversation)]
+            return [await self._run(self._apply_chat_template, conversation, tools)]
         prompts = body.prompts()
         for i, prompt in enumerate(prompts):
             if isinstance(prompt, str):
@@ -73,20 +75,29 @@ class PromptTokenizer:
                                 f"{self.max_model_len} tokens of at most {self.max_prompt_chars // self.max_model_len} "
                                 "characters each", param=where.split("[")[0])
 
-    async def _run(self, fn, arg) -> list[int]:
+    async def _run(self, fn, *args) -> list[int]:
         if self.tokenizer is None:
             raise APIError(400, f"{NO_TOKENIZER}: send prompts as token ids", param="prompt")
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, arg)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     def _encode(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text, add_special_tokens=False))    # as LLMEngine.tokenize
 
-    def _apply_chat_template(self, conversation: list[dict[str, str]]) -> list[int]:
-        """As LLM.apply_chat_template; a template's own errors are the request's."""
+    def _apply_chat_template(self, conversation: list[dict], tools: list[dict] | None = None) -> list[int]:
+        """As LLM.apply_chat_template (with `tools`, OpenAI's form, where the request has them); a
+        template's own errors are the request's. A template that renders no tools is a 400."""
         if not getattr(self.tokenizer, "chat_template", None):
             raise APIError(400, "the model's tokenizer has no chat template: use /v1/completions", param="messages")
+        ids = self._render(conversation, tools)
+        if tools and ids == self._render(conversation, None):
+            raise APIError(400, "the model's chat template does not render tools (its output is the same with "
+                                "and without them): the model would never see them", param="tools")
+        return ids
+
+    def _render(self, conversation: list[dict], tools: list[dict] | None) -> list[int]:
         try:
-            ids = self.tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True)
+            ids = self.tokenizer.apply_chat_template(conversation, tools=tools, add_generation_prompt=True,
+                                                     tokenize=True)
         except (TemplateError, ValueError, TypeError) as e:
             raise APIError(400, f"the chat template refused the messages: {e}", param="messages") from e
         if isinstance(ids, dict) or hasattr(ids, "input_ids"):

@@ -2,10 +2,18 @@
 
 - Request models are pydantic in strict mode: a JSON value of the wrong type (a string where a
   number belongs) is a 400, never silently coerced.
-- A field a request model does not implement (logprobs, penalties, tools, vLLM's guided decoding,
-  ...) is a 400 naming it in `param`, unless its value asks for nothing (`NOT_ASKED`:
-  repetition_penalty=1, skip_special_tokens=true, ...); a field named nowhere is a 400 too. So no
-  client believes it got what it asked for.
+- What the server maps onto SamplingParams (aios/sampling_params.py has the meanings): n, best_of,
+  temperature, top_p, top_k, min_p, seed, stop, stop_token_ids, ignore_eos, max_tokens, the three
+  penalties, logit_bias (OpenAI's string keys become token ids, checked against the vocabulary),
+  min_tokens, bad_words, include_stop_str_in_output; logprobs (completions: an int, with `echo`
+  also the prompt's; chat: `logprobs: true` + `top_logprobs`), vLLM's prompt_logprobs; one output
+  constraint (response_format, structured_outputs, guided_*, or a forcing tool_choice:
+  aios/server/structured_outputs.py, tools.py). The engine may still refuse a field it does not
+  apply yet (LLMEngine.validate): a 400 naming it.
+- A field a request model does not implement (beam search, skip_special_tokens=false, ...) is a
+  400 naming it in `param`, unless its value asks for nothing (`NOT_ASKED`: use_beam_search=false,
+  skip_special_tokens=true, ...); a field named nowhere is a 400 too. So no client believes it got
+  what it asked for.
 - Strings are valid Unicode (JSON can carry a lone surrogate), numbers finite (Python's json reads
   NaN), chat messages have content: else a 400 naming the field, not a tokenizer's or a template's
   error.
@@ -19,11 +27,14 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from aios.sampling_params import SamplingParams
+from aios.sampling_params import SamplingParams, StructuredOutputsParams
+from aios.server.structured_outputs import GuidedFields, one_constraint
+from aios.server.tools import MessageToolCall, Tool, ToolChoice, check_tools, forced_schema, tool_parser
 
 NO_TOKENIZER = "this server has no tokenizer (skip_tokenizer_init)"
 
@@ -48,24 +59,19 @@ class APIError(Exception):
 # (what AIOS does anyway: skip_special_tokens=true, min_tokens=0, ...). Any other value, and any
 # field named nowhere, is a 400 naming it: no client may believe it got what it asked for.
 _NOT_ASKED_COMMON: dict[str, tuple] = {
-    "top_logprobs": (None, 0), "echo": (None, False), "best_of": (None, 1),
-    "presence_penalty": (None, 0), "frequency_penalty": (None, 0), "repetition_penalty": (None, 1),
-    "logit_bias": (None, {}), "response_format": (None, {"type": "text"}),
-    "min_tokens": (None, 0), "include_stop_str_in_output": (None, False), "skip_special_tokens": (None, True),
-    "spaces_between_special_tokens": (None, True), "prompt_logprobs": (None, 0),
+    "skip_special_tokens": (None, True), "spaces_between_special_tokens": (None, True),
     "truncate_prompt_tokens": (None,), "use_beam_search": (None, False), "length_penalty": (None, 1),
-    "guided_json": (None,), "guided_regex": (None,), "guided_choice": (None,), "guided_grammar": (None,),
-    "structured_outputs": (None,), "priority": (None, 0), "store": (None, False),
-    "service_tier": (None, "auto", "default"),
+    "guided_decoding_backend": (None,), "guided_whitespace_pattern": (None,), "priority": (None, 0),
+    "store": (None, False), "service_tier": (None, "auto", "default"),
 }
-_NOT_ASKED_COMPLETIONS = {**_NOT_ASKED_COMMON, "suffix": (None, ""), "logprobs": (None,),
+_NOT_ASKED_COMPLETIONS = {**_NOT_ASKED_COMMON, "suffix": (None, ""), "top_logprobs": (None, 0),
                           "max_completion_tokens": (None,)}          # a chat field; max_tokens here
-_NOT_ASKED_CHAT = {**_NOT_ASKED_COMMON, "logprobs": (None, False), "tools": (None, []),
-                   "tool_choice": (None, "none"), "functions": (None, []), "function_call": (None, "none"),
-                   "parallel_tool_calls": (None, True, False), "add_generation_prompt": (None, True),
+_NOT_ASKED_CHAT = {**_NOT_ASKED_COMMON, "echo": (None, False), "functions": (None, []),
+                   "function_call": (None, "none"), "add_generation_prompt": (None, True),
                    "continue_final_message": (None, False), "chat_template": (None,),
                    "chat_template_kwargs": (None, {}), "modalities": (None, ["text"]), "audio": (None,),
                    "prediction": (None,), "reasoning_effort": (None,), "web_search_options": (None,)}
+MAX_TOP_LOGPROBS = 20                     # OpenAI's bound on chat top_logprobs
 # Fields that ask the server for nothing: accepted with any value.
 _NO_OP = {"user", "metadata", "request_id"}
 
@@ -94,8 +100,10 @@ def check_unicode(text: str, where: str) -> None:
 
 
 def param_of(message: str, fields: Any, default: str | None) -> str | None:
-    """A ValueError's message starts with the field it is about (SamplingParams, LLMEngine.validate)."""
-    first = message.split(maxsplit=1)[0] if message.strip() else ""
+    """A ValueError's message starts with the field it is about (SamplingParams, LLMEngine.validate),
+    perhaps followed by a colon, a dot or its value ("structured_outputs.json must ...",
+    "tool_choice='required' needs tools")."""
+    first = re.match(r"\s*([A-Za-z_]*)", message).group(1)
     return first if first in fields else default
 
 
@@ -111,8 +119,9 @@ class StreamOptions(BaseModel):
         return self
 
 
-class _SamplingRequest(BaseModel):
-    """Fields shared by /v1/completions and /v1/chat/completions."""
+class _SamplingRequest(GuidedFields):
+    """Fields shared by /v1/completions and /v1/chat/completions (and the constraint fields of
+    GuidedFields)."""
 
     # allow_inf_nan: Python's json reads NaN and Infinity, pydantic would pass them on
     model_config = ConfigDict(strict=True, extra="allow", allow_inf_nan=False)
@@ -120,6 +129,7 @@ class _SamplingRequest(BaseModel):
 
     model: str | None = None                  # None: the served model
     n: int = 1
+    best_of: int | None = None                # samples drawn (>= n); the n most likely are returned
     temperature: float | None = None          # None: OpenAI's default, 1.0
     top_p: float | None = None
     top_k: int | None = None                  # vLLM extension
@@ -129,6 +139,14 @@ class _SamplingRequest(BaseModel):
     ignore_eos: bool = False                  # vLLM extension
     return_token_ids: bool = False            # vLLM extension: choices carry "token_ids"
     seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    repetition_penalty: float | None = None   # vLLM extension
+    logit_bias: dict[str, float] | None = None  # OpenAI: {"token id": bias in [-100, 100]}
+    min_tokens: int | None = None             # vLLM extension
+    bad_words: list[str] | None = None        # vLLM extension
+    include_stop_str_in_output: bool = False  # vLLM extension
+    prompt_logprobs: int | None = None        # vLLM extension
     stream: bool = False
     stream_options: StreamOptions | None = None
 
@@ -168,11 +186,15 @@ class _SamplingRequest(BaseModel):
             raise APIError(400, f"stop strings need a tokenizer and {NO_TOKENIZER}: use stop_token_ids",
                            param="stop")
 
-    def sampling_params(self) -> SamplingParams:
-        """SamplingParams of one choice; max_tokens=1 stands in while the server still has to fill it
-        (see `requested_max_tokens() is None`). SamplingParams' own checks become 400s."""
+    def sampling_params(self, vocab_size: int | None = None) -> SamplingParams:
+        """SamplingParams of one prompt's choices; max_tokens=1 stands in while the server still has
+        to fill it (see `requested_max_tokens() is None`). Every check becomes a 400 naming its field."""
         max_tokens = self.requested_max_tokens()
         try:
+            logprobs, prompt_logprobs = self.requested_logprobs()
+            if self.stream and self.best_of is not None and self.best_of > self.n:
+                raise ValueError(f"best_of: {self.best_of} > n={self.n} cannot stream (the best n are known only "
+                                 "at the end)")
             return SamplingParams(
                 temperature=1.0 if self.temperature is None else self.temperature,
                 top_p=1.0 if self.top_p is None else self.top_p,
@@ -180,10 +202,38 @@ class _SamplingRequest(BaseModel):
                 min_p=0.0 if self.min_p is None else self.min_p,
                 max_tokens=1 if max_tokens is None else max_tokens,
                 stop=self.stop, stop_token_ids=self.stop_token_ids, ignore_eos=self.ignore_eos,
-                seed=self.seed, n=self.n)
+                seed=self.seed, n=self.n, best_of=None if self.best_of == self.n else self.best_of,
+                presence_penalty=self.presence_penalty or 0.0, frequency_penalty=self.frequency_penalty or 0.0,
+                repetition_penalty=1.0 if self.repetition_penalty is None else self.repetition_penalty,
+                logit_bias=self.token_logit_bias(vocab_size), min_tokens=self.min_tokens or 0,
+                bad_words=self.bad_words, include_stop_str_in_output=self.include_stop_str_in_output,
+                logprobs=logprobs, prompt_logprobs=prompt_logprobs,
+                structured_outputs=one_constraint(self.constraints()))
         except ValueError as e:
             message = str(e).removeprefix("SamplingParams: ")
             raise APIError(400, message, param=param_of(message, type(self).model_fields, None)) from e
+
+    def requested_logprobs(self) -> tuple[int | None, int | None]:
+        """(SamplingParams.logprobs, SamplingParams.prompt_logprobs)."""
+        raise NotImplementedError
+
+    def token_logit_bias(self, vocab_size: int | None) -> dict[int, float] | None:
+        """OpenAI's {"token id": bias} as {token id: bias}: keys are decimal token ids in the vocabulary."""
+        if not self.logit_bias:
+            return None
+        bias = {}
+        for key, value in self.logit_bias.items():
+            if not (key.isascii() and key.isdigit()):
+                raise ValueError(f"logit_bias keys must be token ids (decimal strings), got {key!r:.40}")
+            token_id = int(key)
+            if vocab_size is not None and token_id >= vocab_size:
+                raise ValueError(f"logit_bias token id {token_id} is outside the vocabulary [0, {vocab_size})")
+            bias[token_id] = value
+        return bias
+
+    @property
+    def wants_logprobs(self) -> bool:
+        return self.requested_logprobs() != (None, None)
 
 
 Prompt = str | list[int]
@@ -194,6 +244,8 @@ class CompletionRequest(_SamplingRequest):
 
     prompt: Any = Field(description="a string, a list of strings, a list of token ids, or a list of those")
     max_tokens: int | None = 16               # OpenAI's default for completions
+    logprobs: int | None = None               # top-N per token (the sampled one's always)
+    echo: bool = False                        # the prompt first: its text, and with logprobs its logprobs
 
     @field_validator("prompt", mode="after")
     @classmethod
@@ -223,6 +275,13 @@ class CompletionRequest(_SamplingRequest):
     def requested_max_tokens(self) -> int | None:
         return self.max_tokens
 
+    def requested_logprobs(self) -> tuple[int | None, int | None]:
+        # vLLM's rule: echo with logprobs N also scores the prompt, with the same N
+        prompt_logprobs = self.prompt_logprobs
+        if prompt_logprobs is None and self.echo and self.logprobs is not None:
+            prompt_logprobs = self.logprobs
+        return self.logprobs, prompt_logprobs
+
     def refuse_text_without_tokenizer(self) -> None:
         if any(isinstance(p, str) for p in self.prompts()):
             raise APIError(400, f"{NO_TOKENIZER}: send prompts as token ids", param="prompt")
@@ -236,23 +295,37 @@ class ContentPart(BaseModel):
 
 
 class ChatMessage(BaseModel):
+    """One turn: system / user / assistant text, an assistant's earlier tool_calls, a tool's result."""
+
     model_config = ConfigDict(strict=True, extra="allow")
     role: str
-    content: str | list[ContentPart]          # required: a template would render a missing one as undefined
+    # required (a template would render a missing one as undefined); null only beside tool_calls
+    content: str | list[ContentPart] | None
+    tool_calls: list[MessageToolCall] | None = None    # an assistant's earlier calls
+    tool_call_id: str | None = None                    # a "tool" message: the call it answers
+    name: str | None = None
 
     @model_validator(mode="after")
     def _check(self):
         check_unicode(self.role, "role")
-        texts = [self.content] if isinstance(self.content, str) else [p.text or "" for p in self.content]
-        for text in texts:
+        if self.content is None and not self.tool_calls:
+            raise ValueError("content: null is allowed only in an assistant message with tool_calls")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError(f"tool_calls belong in assistant messages, not {self.role!r:.20}")
+        content = self.content or ""
+        texts = [content] if isinstance(content, str) else [p.text or "" for p in content]
+        for call in self.tool_calls or []:
+            texts += [call.function.name, call.function.arguments]
+        for text in texts + [self.tool_call_id or "", self.name or ""]:
             check_unicode(text, "content")
         for name, value in (self.model_extra or {}).items():
             if value not in (None, [], ""):
-                raise ValueError(f"{name} is not supported in a message (AIOS serves text chat, no tools)")
+                raise ValueError(f"{name} is not supported in a message")
         return self
 
-    def as_template_message(self) -> dict[str, str]:
-        """The dict a chat template reads; content parts must all be text."""
+    def as_template_message(self) -> dict:
+        """The dict a chat template reads; content parts must all be text. An earlier call's
+        arguments go to the template as an object (vLLM does the same: Qwen's template dumps them)."""
         content = self.content
         if isinstance(content, list):
             kinds = {p.type for p in content} - {"text"}
@@ -260,7 +333,23 @@ class ChatMessage(BaseModel):
                 raise APIError(400, f"content parts of type {sorted(kinds)} are not supported (text only)",
                                param="messages")
             content = "".join(p.text or "" for p in content)
-        return {"role": self.role, "content": content or ""}
+        message: dict = {"role": self.role, "content": content or ""}
+        if self.tool_calls:
+            calls = []
+            for call in self.tool_calls:
+                try:
+                    arguments = json.loads(call.function.arguments)
+                except ValueError as e:
+                    raise APIError(400, f"tool_calls[].function.arguments must be JSON text: {e}",
+                                   param="messages") from None
+                calls.append({"id": call.id, "type": "function",
+                              "function": {"name": call.function.name, "arguments": arguments}})
+            message["tool_calls"] = calls
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
+        if self.name is not None:
+            message["name"] = self.name
+        return message
 
 
 class ChatCompletionRequest(_SamplingRequest):
@@ -269,6 +358,11 @@ class ChatCompletionRequest(_SamplingRequest):
     messages: list[ChatMessage]
     max_tokens: int | None = None             # None: up to the context length
     max_completion_tokens: int | None = None  # OpenAI's newer name; wins over max_tokens
+    logprobs: bool = False                    # each output token's logprob ...
+    top_logprobs: int | None = None           # ... and the top-N of its position (needs logprobs: true)
+    tools: list[Tool] | None = None           # aios/server/tools.py
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool = True
 
     @field_validator("messages", mode="after")
     @classmethod
@@ -277,11 +371,45 @@ class ChatCompletionRequest(_SamplingRequest):
             raise ValueError("messages must hold at least one message")
         return messages
 
-    def conversation(self) -> list[dict[str, str]]:
+    def conversation(self) -> list[dict]:
         return [m.as_template_message() for m in self.messages]
+
+    @property
+    def tool_mode(self) -> str:
+        """"none", "auto", "required" or "named" (aios/server/tools.py); a 400 if tools and
+        tool_choice do not fit together."""
+        try:
+            return check_tools(self.tools, self.tool_choice)
+        except ValueError as e:
+            raise APIError(400, str(e), param=param_of(str(e), ("tools", "tool_choice"), "tools")) from None
+
+    def template_tools(self) -> list[dict] | None:
+        """The chat template's `tools` (OpenAI's form); none for tool_choice "none"."""
+        if self.tool_mode == "none":
+            return None
+        return [t.model_dump(exclude_none=True) for t in self.tools]
+
+    def new_tool_parser(self):
+        """A fresh tool-call parser for one choice (aios/server/tool_calls.py), None for tool_choice "none"."""
+        return tool_parser(self.tools, self.tool_choice, self.parallel_tool_calls)
+
+    def constraints(self) -> list:
+        found = super().constraints()
+        schema = forced_schema(self.tools, self.tool_choice, self.parallel_tool_calls)
+        if schema is not None:
+            found.append(("tool_choice", StructuredOutputsParams(json=schema)))
+        return found
 
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+    def requested_logprobs(self) -> tuple[int | None, int | None]:
+        if self.top_logprobs is not None:
+            if self.top_logprobs and not self.logprobs:
+                raise ValueError("top_logprobs needs logprobs: true")
+            if not 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS:
+                raise ValueError(f"top_logprobs must be in [0, {MAX_TOP_LOGPROBS}], got {self.top_logprobs}")
+        return (self.top_logprobs or 0) if self.logprobs else None, self.prompt_logprobs
 
     def refuse_text_without_tokenizer(self) -> None:
         raise APIError(400, f"chat completions need a tokenizer (for the chat template) and {NO_TOKENIZER}: "

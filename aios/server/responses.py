@@ -7,6 +7,9 @@ each choice's last carrying its finish_reason, and then, when the client asked w
 With `return_token_ids` (vLLM's extension, and always on a server without a tokenizer) every choice
 also carries "token_ids": in a whole response all its output token ids, in a chunk the ones that
 chunk adds (so a choice's chunks concatenate to all of them). Without it no "token_ids" key appears.
+
+A request for logprobs, tool calls or echo gets its chunks' contents from aios/server/choices.py
+and written by choice_event; every other request's by delta_event (built for speed).
 """
 
 from __future__ import annotations
@@ -46,7 +49,9 @@ class ResponseBuilder:
     # ---- whole responses -----------------------------------------------------------------------
 
     def response(self, texts: list[str], finish_reasons: list[str | None], usage_: dict,
-                 token_ids: list[list[int]] | None = None) -> dict:
+                 token_ids: list[list[int]] | None = None, extras: list[dict] | None = None) -> dict:
+        """extras (aios/server/choices.py, ChoiceOutput.merged): per choice its content (instead of
+        texts[i]), tool_calls, logprobs and prompt_logprobs, for requests that asked for them."""
         if self.chat:
             choices = [{"index": i, "message": {"role": "assistant", "content": t}, "logprobs": None,
                         "finish_reason": r} for i, (t, r) in enumerate(zip(texts, finish_reasons))]
@@ -55,6 +60,20 @@ class ResponseBuilder:
             choices = [{"index": i, "text": t, "logprobs": None, "finish_reason": r}
                        for i, (t, r) in enumerate(zip(texts, finish_reasons))]
             body = self._envelope("text_completion", choices)
+        for choice, extra in zip(choices, extras or []):
+            choice["logprobs"] = extra["logprobs"]
+            if self.chat:
+                choice["message"]["content"] = extra["content"]
+                if extra["tool_calls"]:
+                    choice["message"]["tool_calls"] = extra["tool_calls"]
+            else:
+                choice["text"] = extra["content"] or ""
+                if extra["prompt_logprobs"] is not None:
+                    choice["prompt_logprobs"] = extra["prompt_logprobs"]
+        if self.chat and extras:                  # vLLM: the prompt's, once per response
+            prompt_logprobs = next((e["prompt_logprobs"] for e in extras if e["prompt_logprobs"] is not None), None)
+            if prompt_logprobs is not None:
+                body["prompt_logprobs"] = prompt_logprobs
         if self.return_token_ids:
             for choice, ids in zip(choices, token_ids):
                 choice["token_ids"] = ids
@@ -79,6 +98,17 @@ class ResponseBuilder:
         ids = f', "token_ids": [{", ".join(map(str, token_ids))}]' if self.return_token_ids else ""
         usage_ = ', "usage": null' if include_usage else ""        # OpenAI: null on every chunk but the last
         return f'{self._event_head}{index}, {delta}, "logprobs": null, "finish_reason": {reason}{ids}}}]{usage_}}}\n\n'
+
+    def choice_event(self, index: int, delta: dict | str, token_ids: list[int], finish_reason: str | None,
+                     include_usage: bool, logprobs: dict | None = None, prompt_logprobs: list | None = None) -> str:
+        """The SSE event of a chunk that carries more than text (logprobs, tool_calls, vLLM's
+        prompt_logprobs): the chunk of _chunk with those filled in."""
+        body = self._chunk(index, delta, token_ids, finish_reason, include_usage)
+        choice = body["choices"][0]
+        choice["logprobs"] = logprobs
+        if prompt_logprobs is not None:
+            choice["prompt_logprobs"] = prompt_logprobs
+        return sse(body)
 
     def _chunk(self, index: int, delta: dict | str, token_ids: list[int], finish_reason: str | None,
                include_usage: bool) -> dict:

@@ -30,6 +30,8 @@ class Delta:
     finish_reason: str | None = None          # set on the choice's last delta, with ...
     final_text: str | None = None             # ... its whole text (LLMEngine.output_text) ...
     num_output_tokens: int = 0                # ... and its number of generated tokens
+    logprobs: list | None = None              # scores of token_ids (TokenLogprobs each), when asked
+    prompt_logprobs: list | None = None       # the prompt's scores (first None), on the choice's first Delta
 
 
 @dataclass

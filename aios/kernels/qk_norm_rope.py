@@ -28,6 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
+from aios.kernels.pdl import pdl_enabled, wait_for_previous_kernel
 from aios.kernels.rmsnorm import rms_norm_ref
 from aios.kernels.store_kvcache import store_kvcache_ref
 
@@ -131,9 +132,10 @@ def _qk_norm_rope_kernel(
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_cs,
     NUM_HEADS: tl.constexpr, NUM_KV_HEADS: tl.constexpr, BLOCK_QH: tl.constexpr,
     BLOCK_KH: tl.constexpr, HALF: tl.constexpr, BLOCK_HALF: tl.constexpr,
-    STORE_KV: tl.constexpr, HAS_NORM: tl.constexpr,
+    STORE_KV: tl.constexpr, HAS_NORM: tl.constexpr, USE_PDL: tl.constexpr,
 ):
     # One program per token: all its q heads and k heads share one cos/sin row.
+    wait_for_previous_kernel(USE_PDL)
     token = tl.program_id(0).to(tl.int64)
     pos = tl.load(positions_ptr + token).to(tl.int64)
     offs_d = tl.arange(0, BLOCK_HALF)[None, :]
@@ -170,6 +172,7 @@ def _launch(q, k, v, q_weight, k_weight, positions, cos_sin_cache, eps, q_out, k
     if num_tokens == 0:
         return
     store_kv = v_cache is not None
+    pdl = pdl_enabled(q.device)
     has_norm = q_weight is not None
     if not has_norm:                       # the pointers are never read: any tensor of the device
         q_weight = k_weight = positions
@@ -182,8 +185,8 @@ def _launch(q, k, v, q_weight, k_weight, positions, cos_sin_cache, eps, q_out, k
         v.stride(0) if store_kv else 0, v.stride(1) if store_kv else 0, cos_sin_cache.stride(0),
         NUM_HEADS=num_heads, NUM_KV_HEADS=num_kv_heads, BLOCK_QH=block_qh,
         BLOCK_KH=triton.next_power_of_2(num_kv_heads), HALF=half,
-        BLOCK_HALF=triton.next_power_of_2(half), STORE_KV=store_kv, HAS_NORM=has_norm,
-        num_warps=4 if block_qh * head_dim >= 2048 else 2,
+        BLOCK_HALF=triton.next_power_of_2(half), STORE_KV=store_kv, HAS_NORM=has_norm, USE_PDL=pdl,
+        num_warps=4 if block_qh * head_dim >= 2048 else 2, launch_pdl=pdl,
     )
 
 

@@ -12,6 +12,11 @@
     engine_process.py  where the loop runs: a thread here, or a process of its own (the CLI)
     stream.py        a request's spec and events (Accepted, Delta, Failed), the handler's RequestStream
     protocol.py      request bodies -> SamplingParams; OpenAI error bodies
+    structured_outputs.py  response_format / structured_outputs / guided_* -> one output constraint
+    tools.py         tools + tool_choice: the template's tools, the schema of required / named calls
+    tool_calls.py    tool calls out of the text (Qwen's <tool_call>, the forced JSON), streamed
+    logprobs.py      scores of tokens in OpenAI's formats (completions' legacy, chat's) and vLLM's
+    choices.py       one choice of a request that wants logprobs, tool calls or echo
     responses.py     response bodies and SSE chunks
     metrics.py       Prometheus text for GET /metrics
 """

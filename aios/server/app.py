@@ -1,8 +1,17 @@
 """The HTTP routes: an OpenAI-compatible API over one AsyncEngine.
 
     POST /v1/completions         prompt: str | list[str] | list[int] | list[list[int]]
-    POST /v1/chat/completions    messages: [{"role", "content"}]
+                                 (+ logprobs: N, echo, vLLM's prompt_logprobs)
+    POST /v1/chat/completions    messages: [{"role", "content", "tool_calls", "tool_call_id"}]
+                                 (+ logprobs, top_logprobs, tools, tool_choice, parallel_tool_calls)
+    both: n, best_of, the penalties, logit_bias, min_tokens, bad_words, include_stop_str_in_output,
+          response_format (json_object, json_schema), vLLM's structured_outputs and guided_*
+          (aios/server/protocol.py maps each onto SamplingParams)
     GET  /v1/models, /health (and HEAD), /metrics
+
+A request for text only is written by ResponseBuilder.delta_event, the fast path; one that wants
+logprobs, tool calls or echo goes through aios/server/choices.py (the same chunks streamed or
+merged into one body).
 
 `create_app(engine)` builds everything a server needs and keeps it on the app (no module-level
 state), so two servers can live in one process. The engine loop (a thread, or the engine's own

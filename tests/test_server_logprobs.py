@@ -21,8 +21,13 @@ import pytest
 pytest.importorskip("pydantic")
 
 from aios.server.choices import RequestOutputs  # noqa: E402
-from aios.server.logprobs import NEG_INF_LOGPROB, CompletionLogprobs, TokenTexts, chat_content, \
-    vllm_prompt_logprobs  # noqa: E402
+from aios.server.logprobs import (
+    NEG_INF_LOGPROB,
+    CompletionLogprobs,
+    TokenTexts,
+    chat_content,
+    vllm_prompt_logprobs,  # noqa: E402
+)
 from aios.server.stream import Delta  # noqa: E402
 from aios.server.tool_calls import HermesToolParser  # noqa: E402
 

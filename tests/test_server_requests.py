@@ -79,7 +79,8 @@ MAPPED = {
     "include_stop_str_in_output": ("completions", True, "include_stop_str_in_output"),
     "prompt_logprobs": ("completions", 1, "prompt_logprobs"), "logprobs": ("completions", 0, "logprobs"),
     "presence_penalty": ("chat/completions", 0.5, "presence_penalty"), "best_of": ("completions", 2, "best_of"),
-    "frequency_penalty": ("completions", 0.5, "frequency_penalty"), "logit_bias": ("completions", {"7": 5}, "logit_bias"),
+    "frequency_penalty": ("completions", 0.5, "frequency_penalty"),
+    "logit_bias": ("completions", {"7": 5}, "logit_bias"),
     "bad_words": ("completions", ["the"], "bad_words"),
 }
 

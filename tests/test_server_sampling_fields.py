@@ -23,10 +23,11 @@ pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 openai = pytest.importorskip("openai")
 
+from chat_templates import with_tools_template  # noqa: E402
+
 from aios import LLM, SamplingParams  # noqa: E402
 from aios.engine.llm_engine import NOT_YET_APPLIED  # noqa: E402
 from aios.server import create_app, serve_in_background  # noqa: E402
-from chat_templates import with_tools_template  # noqa: E402
 
 MAX_MODEL_LEN = 256
 PROMPT = "The quick brown dog"

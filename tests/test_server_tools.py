@@ -20,9 +20,10 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
+from chat_templates import with_tools_template  # noqa: E402
+
 from aios import LLM  # noqa: E402
 from aios.server import create_app  # noqa: E402
-from chat_templates import with_tools_template  # noqa: E402
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city",
                                             "parameters": {"type": "object", "properties": {
@@ -79,7 +80,8 @@ def test_earlier_tool_calls_and_results_render_as_the_template_renders_them(serv
     client, tokenizer = served
     history = USER + [
         {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]},
+            {"id": "call_1", "type": "function",
+             "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]},
         {"role": "tool", "tool_call_id": "call_1", "content": "sunny, 21 C"}]
     template_history = USER + [
         {"role": "assistant", "content": "", "tool_calls": [

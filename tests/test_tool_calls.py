@@ -17,8 +17,13 @@ import pytest
 
 pytest.importorskip("pydantic")
 
-from aios.server.tool_calls import (HermesToolParser, JSONArrayToolParser, NamedToolParser,  # noqa: E402
-                                    merge_tool_call_deltas, parse_all)
+from aios.server.tool_calls import (  # noqa: E402
+    HermesToolParser,
+    JSONArrayToolParser,
+    NamedToolParser,
+    merge_tool_call_deltas,
+    parse_all,
+)
 
 WEATHER = '{"name": "get_weather", "arguments": {"city": "Pa}ris \\"x\\"", "days": [1, {"a": 2}], "ok": true}}'
 TWO_CALLS = (f"Let me check.\n<tool_call>\n{WEATHER}\n</tool_call>\n"

@@ -41,11 +41,11 @@ from aios.llm import LLM
 from aios.server.async_engine import DEFAULT_MAX_STREAM_BACKLOG, AsyncEngine
 from aios.server.choices import ChoiceOutput, RequestOutputs
 from aios.server.guards import DEFAULT_MAX_REQUEST_BYTES, Guards
+from aios.server.logprobs import TokenTexts
 from aios.server.metrics import ServerMetrics
 from aios.server.prompts import PromptTokenizer
 from aios.server.protocol import APIError, ChatCompletionRequest, CompletionRequest, validation_error
 from aios.server.responses import DONE, ResponseBuilder, sse, usage
-from aios.server.logprobs import TokenTexts
 from aios.server.stream import Delta, RequestStream
 
 CLIENT_CLOSED_REQUEST = 499      # nginx's status for "the client left first"; nobody reads it

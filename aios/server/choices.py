@@ -18,8 +18,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from aios.sampling_params import SamplingParams
-from aios.server.logprobs import CompletionLogprobs, TokenTexts, chat_content, merge_completion_logprobs, \
-    vllm_prompt_logprobs
+from aios.server.logprobs import (
+    CompletionLogprobs,
+    TokenTexts,
+    chat_content,
+    merge_completion_logprobs,
+    vllm_prompt_logprobs,
+)
 from aios.server.stream import Delta
 from aios.server.tool_calls import ToolCallDelta, ToolParser, merge_tool_call_deltas
 

@@ -113,7 +113,8 @@ def forced_schema(tools: list[Tool], tool_choice: ToolChoice | None, parallel_to
     return None
 
 
-def tool_parser(tools: list[Tool] | None, tool_choice: ToolChoice | None, parallel_tool_calls: bool) -> ToolParser | None:
+def tool_parser(tools: list[Tool] | None, tool_choice: ToolChoice | None,
+                parallel_tool_calls: bool) -> ToolParser | None:
     """A fresh parser for one choice's output, or None when tools are off."""
     mode = check_tools(tools, tool_choice)
     max_calls = None if parallel_tool_calls else 1

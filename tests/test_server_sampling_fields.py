@@ -277,3 +277,48 @@ def test_a_forcing_tool_choice_yields_a_parsed_tool_call(url, tool_choice, strea
     if isinstance(tool_choice, dict):
         assert name == "get_time"
     assert (name, set(arguments)) in {("get_weather", {"city"}), ("get_time", {"utc"})}
+
+
+@needs("structured_outputs")
+@pytest.mark.parametrize("stream", [False, True])
+def test_qwen_tool_call_text_becomes_tool_calls(url, stream):
+    """tool_choice "auto": a regex makes the model write a Qwen <tool_call> block, the server parses it."""
+    body = {"messages": USER, "tools": [WEATHER, TIME], "max_tokens": 80, "temperature": 1.0, "seed": 5,
+            "guided_regex": r'Sure\.\n<tool_call>\n\{"name": "get_weather", "arguments": \{"city": "(Oslo|Paris)"\}\}'
+                            r'\n</tool_call>'}
+    if stream:
+        chunks = [c for c in stream_chunks(url, "chat/completions", body) if c["choices"]]
+        from aios.server.tool_calls import ToolCallDelta, merge_tool_call_deltas
+        deltas = [ToolCallDelta(d["index"], d["function"].get("arguments", ""), d.get("id"),
+                                d["function"].get("name"))
+                  for c in chunks for d in c["choices"][0]["delta"].get("tool_calls", [])]
+        calls, reason = merge_tool_call_deltas(deltas), chunks[-1]["choices"][0]["finish_reason"]
+        content = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+        assert all("<tool" not in (c["choices"][0]["delta"].get("content") or "") for c in chunks)
+    else:
+        choice = post(url, "chat/completions", body)["choices"][0]
+        calls, reason, content = choice["message"]["tool_calls"], choice["finish_reason"], choice["message"]["content"]
+    assert reason == "tool_calls" and content == "Sure.\n"
+    assert [c["function"]["name"] for c in calls] == ["get_weather"]
+    assert json.loads(calls[0]["function"]["arguments"])["city"] in ("Oslo", "Paris")
+
+
+@needs("logprobs")
+def test_streamed_chat_logprobs_equal_the_whole_responses(client):
+    kwargs = dict(model="tiny", messages=USER, max_tokens=6, temperature=0, logprobs=True, top_logprobs=1)
+    whole = client.chat.completions.create(**kwargs).choices[0].logprobs.content
+    streamed = [e for chunk in client.chat.completions.create(**kwargs, stream=True)
+                if chunk.choices and chunk.choices[0].logprobs for e in chunk.choices[0].logprobs.content]
+    assert [(e.token, e.logprob) for e in streamed] == [(e.token, e.logprob) for e in whole]
+
+
+@needs("logprobs")
+def test_each_of_n_choices_carries_its_own_tokens_logprobs(url, reference):
+    body = {"prompt": PROMPT, "max_tokens": 4, "temperature": 1.0, "seed": 9, "n": 2, "logprobs": 0,
+            "return_token_ids": True}
+    choices = sorted(post(url, "completions", body)["choices"], key=lambda c: c["index"])
+    want = engine_output(reference, PROMPT, temperature=1.0, seed=9, n=2, max_tokens=4, logprobs=0)["outputs"]
+    for choice, output in zip(choices, want):
+        assert choice["token_ids"] == output["token_ids"]
+        assert choice["logprobs"]["token_logprobs"] == pytest.approx(
+            [d[t].logprob for d, t in zip(output["logprobs"], output["token_ids"])], abs=1e-5)

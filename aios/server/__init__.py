@@ -11,7 +11,9 @@
     engine_loop.py   EngineLoop: owns the LLMEngine, one continuous batch for every HTTP request
     engine_process.py  where the loop runs: a thread here, or a process of its own (the CLI)
     stream.py        a request's spec and events (Accepted, Delta, Failed), the handler's RequestStream
-    protocol.py      request bodies -> SamplingParams; OpenAI error bodies
+    protocol.py      request bodies -> SamplingParams
+    errors.py        OpenAI error bodies; the checks that name the field at fault
+    messages.py      chat messages (text, earlier tool calls, tool results) -> the template's dicts
     structured_outputs.py  response_format / structured_outputs / guided_* -> one output constraint
     tools.py         tools + tool_choice: the template's tools, the schema of required / named calls
     tool_calls.py    tool calls out of the text (Qwen's <tool_call>, the forced JSON), streamed

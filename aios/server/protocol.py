@@ -27,32 +27,17 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from aios.sampling_params import SamplingParams, StructuredOutputsParams
+from aios.server.errors import APIError, check_unicode, param_of, validation_error  # noqa: F401 (re-exported)
+from aios.server.messages import ChatMessage
 from aios.server.structured_outputs import GuidedFields, one_constraint
-from aios.server.tools import MessageToolCall, Tool, ToolChoice, check_tools, forced_schema, tool_parser
+from aios.server.tools import Tool, ToolChoice, check_tools, forced_schema, tool_parser
 
 NO_TOKENIZER = "this server has no tokenizer (skip_tokenizer_init)"
-
-
-class APIError(Exception):
-    """An error that becomes one OpenAI error body and HTTP status."""
-
-    def __init__(self, status: int, message: str, type: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
-        self.headers = headers or {}
-
-    def __reduce__(self):                     # picklable: it crosses from the engine's process
-        return APIError, (self.status, self.message, self.type, self.param, self.code, self.headers)
-
-    def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
 # Fields a request model does not implement, and the values of each that mean "not asked for"
@@ -88,23 +73,6 @@ def means_not_asked(value: Any, not_asked: tuple) -> bool:
         elif value == v:
             return True
     return False
-
-
-def check_unicode(text: str, where: str) -> None:
-    """A ValueError if text holds a lone surrogate: JSON can carry one ("\\ud800"), no tokenizer takes it."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise ValueError(f"{where} is not valid Unicode: a lone surrogate {text[e.start]!r} at character "
-                         f"{e.start}") from None
-
-
-def param_of(message: str, fields: Any, default: str | None) -> str | None:
-    """A ValueError's message starts with the field it is about (SamplingParams, LLMEngine.validate),
-    perhaps followed by a colon, a dot or its value ("structured_outputs.json must ...",
-    "tool_choice='required' needs tools")."""
-    first = re.match(r"\s*([A-Za-z_]*)", message).group(1)
-    return first if first in fields else default
 
 
 class StreamOptions(BaseModel):
@@ -288,70 +256,6 @@ class CompletionRequest(_SamplingRequest):
         super().refuse_text_without_tokenizer()
 
 
-class ContentPart(BaseModel):
-    model_config = ConfigDict(strict=True, extra="allow")
-    type: str
-    text: str | None = None
-
-
-class ChatMessage(BaseModel):
-    """One turn: system / user / assistant text, an assistant's earlier tool_calls, a tool's result."""
-
-    model_config = ConfigDict(strict=True, extra="allow")
-    role: str
-    # required (a template would render a missing one as undefined); null only beside tool_calls
-    content: str | list[ContentPart] | None
-    tool_calls: list[MessageToolCall] | None = None    # an assistant's earlier calls
-    tool_call_id: str | None = None                    # a "tool" message: the call it answers
-    name: str | None = None
-
-    @model_validator(mode="after")
-    def _check(self):
-        check_unicode(self.role, "role")
-        if self.content is None and not self.tool_calls:
-            raise ValueError("content: null is allowed only in an assistant message with tool_calls")
-        if self.tool_calls and self.role != "assistant":
-            raise ValueError(f"tool_calls belong in assistant messages, not {self.role!r:.20}")
-        content = self.content or ""
-        texts = [content] if isinstance(content, str) else [p.text or "" for p in content]
-        for call in self.tool_calls or []:
-            texts += [call.function.name, call.function.arguments]
-        for text in texts + [self.tool_call_id or "", self.name or ""]:
-            check_unicode(text, "content")
-        for name, value in (self.model_extra or {}).items():
-            if value not in (None, [], ""):
-                raise ValueError(f"{name} is not supported in a message")
-        return self
-
-    def as_template_message(self) -> dict:
-        """The dict a chat template reads; content parts must all be text. An earlier call's
-        arguments go to the template as an object (vLLM does the same: Qwen's template dumps them)."""
-        content = self.content
-        if isinstance(content, list):
-            kinds = {p.type for p in content} - {"text"}
-            if kinds:
-                raise APIError(400, f"content parts of type {sorted(kinds)} are not supported (text only)",
-                               param="messages")
-            content = "".join(p.text or "" for p in content)
-        message: dict = {"role": self.role, "content": content or ""}
-        if self.tool_calls:
-            calls = []
-            for call in self.tool_calls:
-                try:
-                    arguments = json.loads(call.function.arguments)
-                except ValueError as e:
-                    raise APIError(400, f"tool_calls[].function.arguments must be JSON text: {e}",
-                                   param="messages") from None
-                calls.append({"id": call.id, "type": "function",
-                              "function": {"name": call.function.name, "arguments": arguments}})
-            message["tool_calls"] = calls
-        if self.tool_call_id is not None:
-            message["tool_call_id"] = self.tool_call_id
-        if self.name is not None:
-            message["name"] = self.name
-        return message
-
-
 class ChatCompletionRequest(_SamplingRequest):
     NOT_ASKED: ClassVar[dict[str, tuple]] = _NOT_ASKED_CHAT
 
@@ -414,26 +318,6 @@ class ChatCompletionRequest(_SamplingRequest):
     def refuse_text_without_tokenizer(self) -> None:
         raise APIError(400, f"chat completions need a tokenizer (for the chat template) and {NO_TOKENIZER}: "
                             "use /v1/completions with token-id prompts", param="messages")
-
-
-def validation_error(errors: list[dict]) -> APIError:
-    """A 400 from pydantic's (or FastAPI's) list of validation errors: the first one, named."""
-    if not errors:
-        return APIError(400, "invalid request body")
-    err = errors[0]
-    loc = [str(part) for part in err.get("loc", ()) if part != "body"]
-    if err.get("type") == "json_invalid":
-        detail = (err.get("ctx") or {}).get("error", err.get("msg", ""))
-        return APIError(400, f"the request body is not valid JSON: {detail}")
-    message = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
-    if not loc:                               # about the whole body: not an object, or a refused field
-        return APIError(400, message if err.get("type") == "value_error"
-                        else f"the request body must be a JSON object: {message}")
-    param = loc[0]
-    where = ".".join(loc)
-    if not message.startswith(param):
-        message = f"{where}: {message}"
-    return APIError(400, message, param=param)
 
 
 # every field a request may name: a ValueError of the engine starting with one is about it

@@ -230,3 +230,11 @@ def test_error_bodies_are_valid_json_even_for_surrogates(served):
     response = post(url, "completions", '{"prompt": "hi", "model": "\\ud800"}')
     assert response.status_code == 404
     json.loads(response.text)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("guided_regex", "(unclosed"), ("guided_grammar", "root ::= ("),
+    ("response_format", {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "no-such-type"}}})])
+def test_a_constraint_the_engine_cannot_compile_is_a_400_naming_its_field(served, field, value):
+    """The engine names structured_outputs; the server says which of the request's fields set it."""
+    assert_refused_then_serving(served, "chat/completions", {"messages": USER, field: value}, field)

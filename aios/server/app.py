@@ -148,7 +148,8 @@ def create_app(engine: LLM | AsyncEngine, served_model_name: str | None = None, 
                 e.param = body.constraint_field() or e.param
             raise
         builder = response_builder_cls(model_name, chat, return_token_ids)
-        choices = None if outputs is None else [outputs.choice(i) for i in range(stream.num_choices)]
+        choices = None if outputs is None else [outputs.choice(i, keep=not body.stream)
+                                                for i in range(stream.num_choices)]
         if body.stream:
             # background runs once the response ends, even if the client left before the first
             # chunk (then the generator below never started and its `finally` never runs)

@@ -79,13 +79,14 @@ class RequestOutputs:
         return cls(chat, texts, params.logprobs, body.prompt_logprobs, echo_texts,
                    echo and params.prompt_logprobs is not None, new_tool_parser, params.n, prompt_token_ids)
 
-    def choice(self, index: int) -> ChoiceOutput:
-        return ChoiceOutput(self, index)
+    def choice(self, index: int, keep: bool = True) -> ChoiceOutput:
+        """keep: remember the chunks for merged() (a whole response); a stream needs not."""
+        return ChoiceOutput(self, index, keep)
 
 
 class ChoiceOutput:
-    def __init__(self, request: RequestOutputs, index: int) -> None:
-        self.request, self.index = request, index
+    def __init__(self, request: RequestOutputs, index: int, keep: bool = True) -> None:
+        self.request, self.index, self.keep = request, index, keep
         self.parser: ToolParser | None = request.new_tool_parser() if request.new_tool_parser else None
         self.completion_logprobs = CompletionLogprobs(request.texts, request.logprobs or 0)
         self.started = False
@@ -125,7 +126,8 @@ class ChoiceOutput:
         if reason == "stop" and self.parser is not None and self.parser.num_calls:
             reason = "tool_calls"
         out.finish_reason = reason
-        self.chunks.append(out)
+        if self.keep:
+            self.chunks.append(out)
         return out
 
     def merged(self) -> dict:

@@ -132,7 +132,7 @@ def fake_vllm(monkeypatch) -> dict:
 
     class LLM:
         def __init__(self, *, model, load_format="auto", skip_tokenizer_init=False, max_model_len=None,
-                     gpu_memory_utilization=0.9, seed=0, enforce_eager=False):
+                     gpu_memory_utilization=0.9, seed=0, enforce_eager=False, disable_log_stats=True):
             seen["llm"] = dict(model=model, load_format=load_format, skip_tokenizer_init=skip_tokenizer_init,
                                max_model_len=max_model_len)
 
@@ -163,7 +163,8 @@ def test_vllm_arguments_name_only_what_vllm_has_and_carry_each_workloads_setting
     assert engine_runner.main(["--engine", "vllm", "--model", model, "--workloads", "batch2", "logprobs", "json1",
                                "--options", json.dumps(opts)]) == 0
     lines = [json.loads(x[len(engine_runner.PREFIX):]) for x in capsys.readouterr().out.splitlines()]
-    rows = {r["workload"]: r for r in lines if not r.get("info")}
+    rows = {r["workload"]: r for r in lines if "workload" in r}
+    assert lines[-1] == {"engine": "vllm", "done": True}
     assert all("output_tok_per_s" in rows[w] for w in ("batch2", "logprobs", "json1")), rows
     assert seen["llm"] == dict(model=model, load_format="dummy", skip_tokenizer_init=True, max_model_len=640)
     kws = [p.kw for p in seen["params"]]
@@ -180,6 +181,17 @@ def test_vllm_loads_the_tokenizer_only_where_the_directory_has_one(tmp_path):
     with_tok = write_shape("qwen3-0.6b", str(tmp_path), with_tokenizer=True)
     assert vllm_runner.llm_kwargs(with_tok, {})["skip_tokenizer_init"] is False
     assert vllm_runner.llm_kwargs(write_shape("qwen3-0.6b", str(tmp_path)), {})["skip_tokenizer_init"] is True
+
+
+def test_vllm_keeps_per_request_timings_only_when_asked_and_reads_its_ttft(monkeypatch, tmp_path):
+    model = write_shape("qwen3-0.6b", str(tmp_path))
+    assert "disable_log_stats" not in vllm_runner.llm_kwargs(model, {})
+    assert vllm_runner.llm_kwargs(model, {"vllm_log_stats": True})["disable_log_stats"] is False
+    out = types.SimpleNamespace(metrics=types.SimpleNamespace(first_token_latency=0.25))
+    assert vllm_runner._ttft(out) == 0.25 and vllm_runner._ttft(types.SimpleNamespace(metrics=None)) is None
+    fake_vllm(monkeypatch)
+    engine = vllm_runner.VLLMEngine(model, {"vllm_log_stats": True})
+    assert engine.kwargs["disable_log_stats"] is False
 
 
 @pytest.fixture(scope="module")
@@ -226,3 +238,35 @@ def test_suite_runs_the_hf_peer_beside_aios_with_ratios(tiny_shape, tmp_path):
     assert doc["rows"]["batch2"]["hf"]["output_tokens"] == 8
     assert doc["ratios"]["batch2"]["hf"] > 0
     assert "refused" in doc["rows"]["json1"]["hf"]["skipped"]
+
+
+@pytest.mark.gpu
+def test_suite_on_the_gpu_measures_long_prompts_cold_then_warm(tmp_path):
+    """The 0.6B shape on the GPU: long16k runs on an empty cache, long16k-warm hits what it left."""
+    doc = cli_gpu(tmp_path, "--shape", "qwen3-0.6b", "--suite", "batch1", "prefix", "long16k", "long16k-warm",
+                  "--max-seconds", "300")
+    rows = {w: doc["rows"][w]["aios"] for w in doc["workloads"]}
+    assert all("output_tok_per_s" in r for r in rows.values()), rows
+    assert rows["long16k"]["prompt_tok_per_s"] > 0 and rows["long16k-warm"]["prompt_tok_per_s"] > 0
+    assert rows["long16k"]["prefix_cache_hit_tokens"] == 0
+    assert rows["long16k-warm"]["prefix_cache_hit_tokens"] > 0.9 * rows["long16k-warm"]["prompt_tokens"]
+    assert rows["batch1"]["decode_tok_per_s"] > 0
+
+
+@pytest.mark.gpu
+def test_suite_runs_vllm_beside_aios_on_the_gpu(tmp_path):
+    """Only where vLLM imports (PYTHONPATH=/tmp/site on the GPU machine): its real arguments work."""
+    pytest.importorskip("vllm")
+    doc = cli_gpu(tmp_path, "--shape", "qwen3-0.6b", "--suite", "batch1", "logprobs", "json1", "--peer", "vllm",
+                  "--max-seconds", "400")
+    rows = doc["rows"]
+    assert all("output_tok_per_s" in rows[w]["vllm"] for w in ("batch1", "logprobs", "json1")), rows
+    assert doc["ratios"]["batch1"]["vllm"] > 0 and doc["engines"]["vllm"]["version"]
+
+
+def cli_gpu(tmp_path, *argv) -> dict:
+    out = tmp_path / "results"
+    assert bench_main(["--out", str(out), "--log-dir", str(tmp_path / "logs"), *argv]) == 0
+    [path] = [str(out / f) for f in os.listdir(out) if f.endswith(".json")]
+    with open(path) as f:
+        return json.load(f)

@@ -15,8 +15,8 @@ the same four methods (`BenchEngine`); the measuring is here, the same for all o
 - before each workload the deadline is checked against its estimate (aios/bench/estimate.py, scaled
   by how this engine's earlier workloads went): what will not fit is skipped, and the runner stops
   cleanly, its finished rows already printed.
-Each row is one `BENCH_RESULT {json}` line on stdout as soon as it is measured; the engine's own
-logs go to stderr.
+Each row is one `BENCH_RESULT {json}` line on stdout as soon as it is measured (then the engine's info,
+then `{"done": true}`); anything else the engine prints is its log.
 """
 
 from __future__ import annotations
@@ -171,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         print(PREFIX + json.dumps({"engine": args.engine, "info": True, **engine.info()}), flush=True)
         engine.close()
+        print(PREFIX + json.dumps({"engine": args.engine, "done": True}), flush=True)
     return 0
 
 

@@ -111,7 +111,7 @@ def runner_options(args: argparse.Namespace, kw: dict) -> dict:
     """What every engine's runner process needs to rebuild the workloads and start its engine."""
     return dict(num_seqs=args.num_seqs, input_len=args.input_len, output_len=args.output_len, seed=args.seed,
                 vocab=args.vocab, scaling_output_len=args.scaling_output_len, engine_kwargs=kw,
-                gpu_memory_utilization=args.gpu_memory_utilization,
+                gpu_memory_utilization=args.gpu_memory_utilization, vllm_log_stats=args.vllm_log_stats,
                 enforce_eager=args.enforce_eager, hf_batch_size=args.hf_batch_size, device=args.device)
 
 
@@ -186,6 +186,8 @@ def main(argv: list[str] | None = None, prog: str | None = None, results_dir: st
                     "generates (in 128)")
     ap.add_argument("--max-seconds", type=float, default=None,
                     help="--suite / --scaling budget: stop cleanly (results still written) before it runs out")
+    ap.add_argument("--vllm-log-stats", action="store_true",
+                    help="vLLM keeps per-request timings (TTFT, prompt tok/s of long prompts); off is its default")
     ap.add_argument("--no-aios", action="store_true", help="--suite / --scaling: run only the peers")
     ap.add_argument("--log-dir", default=os.path.join("benchmarks", "logs"),
                     help="each engine process's stderr goes here (default: %(default)s)")

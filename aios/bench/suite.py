@@ -30,7 +30,8 @@ import aios
 from aios.bench import estimate, workloads
 from aios.bench.engine_runner import PREFIX
 
-GRACE_S = 20.0
+GRACE_S = 20.0                                                  # past its share before an engine is killed
+EXIT_S = 30.0                                                   # to exit after its last row
 CONCURRENCY = tuple(2 ** i for i in range(11))                 # 1 ... 1024 sequences
 PROMPT_LENS = tuple(1024 * 2 ** i for i in range(6))           # 1k ... 32k tokens
 PROMPT_LEN_OUTPUT = 64                                          # the decode half of a prompt-len point
@@ -84,32 +85,51 @@ def _pump(stream, q: queue.Queue) -> None:
     q.put(None)
 
 
+def _kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, 9)                 # the engine's own workers too (vLLM's engine core)
+    except ProcessLookupError:
+        pass
+
+
 def collect(cmd: list[str], deadline: float, log_path: str, cwd: str | None = None,
             env: dict | None = None) -> tuple[list[dict], str | None]:
     """Run one engine's process; return the rows it printed and why it ended early (None if it did not).
-    Killed (its process group) at the deadline; its stderr goes to log_path."""
+    Killed (its process group) at the deadline, or EXIT_S after it said it was done (an engine's
+    worker can hold stdout open after its parent is gone); its stderr and other output go to log_path."""
     rows: list[dict] = []
+    ended, done = None, False
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, cwd=cwd, env=env,
                                 start_new_session=True)
         q: queue.Queue = queue.Queue()
         threading.Thread(target=_pump, args=(proc.stdout, q), daemon=True).start()
-        ended = None
         while True:
             try:
                 line = q.get(timeout=min(max(deadline - time.time(), 0.0), 60.0))
             except queue.Empty:
                 if time.time() < deadline:
                     continue
-                os.killpg(proc.pid, 9)
+                _kill(proc)
                 ended = f"killed at the budget ({time.strftime('%H:%M:%S')})"
                 break
             if line is None:
                 break
-            if line.startswith(PREFIX):
-                rows.append(json.loads(line[len(PREFIX):]))
+            if not line.startswith(PREFIX):
+                log.write(line)                 # vLLM logs to stdout
+                continue
+            row = json.loads(line[len(PREFIX):])
+            if row.get("done"):
+                done = True
+                break
+            rows.append(row)
+        try:
+            proc.wait(timeout=EXIT_S if done else None)
+        except subprocess.TimeoutExpired:
+            pass
+        _kill(proc)
         proc.wait()
-    if ended is None and proc.returncode != 0:
+    if ended is None and not done and proc.returncode != 0:
         with open(log_path) as f:
             ended = f"exit code {proc.returncode}: {f.read()[-1500:]}"
     return rows, ended

@@ -232,6 +232,17 @@ def test_concurrency_curve_runs_each_point_and_plots_it(tiny_shape, tmp_path):
 
 
 @pytest.mark.slow
+def test_prompt_length_curve_measures_prefill_then_decode_at_each_length(tiny_shape, tmp_path):
+    doc = cli(tmp_path, "--model", tiny_shape, "--scaling", "prompt-len", "--points", "64", "128",
+              "--scaling-prompt-tokens", "256", "--block-size", "16")
+    series = report.scaling_points(doc, "aios", "prompt-len")
+    assert [x for x, _ in series["prefill"]] == [64, 128] and [x for x, _ in series["decode"]] == [64, 128]
+    decode = doc["rows"]["prompt-len-128-decode"]["aios"]
+    assert decode["num_seqs"] == 2 and decode["prefix_cache_hit_tokens"] == 2 * (128 - 16)  # warm: all but a block
+    assert doc["rows"]["prompt-len-64"]["aios"]["output_tokens"] == 4
+
+
+@pytest.mark.slow
 def test_suite_runs_the_hf_peer_beside_aios_with_ratios(tiny_shape, tmp_path):
     doc = cli(tmp_path, "--model", tiny_shape, "--suite", "batch2", "json1", "--peer", "hf",
               "--input-len", "8", "--output-len", "4")
@@ -270,3 +281,12 @@ def cli_gpu(tmp_path, *argv) -> dict:
     [path] = [str(out / f) for f in os.listdir(out) if f.endswith(".json")]
     with open(path) as f:
         return json.load(f)
+
+
+def test_an_engine_whose_budget_share_cannot_cover_its_start_is_not_started(tmp_path, capsys):
+    model = write_shape("qwen3-0.6b", str(tmp_path), **TINY)
+    result = suite.run(["aios"], model, ["batch1"], dict(OPTIONS), 1.0, str(tmp_path / "log"))
+    assert result["engines"]["aios"]["rows"]["batch1"]["skipped"].startswith("budget")
+    assert "not started" in capsys.readouterr().out and not os.path.exists(str(tmp_path / "log") + "-aios.log")
+    doc = report.to_json(result, {"gpu": "CPU"}, "tiny", "suite")
+    assert "| batch1 | skipped |" in report.table(doc)

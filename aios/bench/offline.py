@@ -110,7 +110,8 @@ def run_aios(model_dir: str, wl: workloads.Workload, engine_kwargs: dict, limit:
 def runner_options(args: argparse.Namespace, kw: dict) -> dict:
     """What every engine's runner process needs to rebuild the workloads and start its engine."""
     return dict(num_seqs=args.num_seqs, input_len=args.input_len, output_len=args.output_len, seed=args.seed,
-                vocab=args.vocab, scaling_output_len=args.scaling_output_len, engine_kwargs=kw,
+                vocab=args.vocab, scaling_output_len=args.scaling_output_len,
+                scaling_prompt_tokens=args.scaling_prompt_tokens, engine_kwargs=kw,
                 gpu_memory_utilization=args.gpu_memory_utilization, vllm_log_stats=args.vllm_log_stats,
                 enforce_eager=args.enforce_eager, hf_batch_size=args.hf_batch_size, device=args.device)
 
@@ -184,6 +185,8 @@ def main(argv: list[str] | None = None, prog: str | None = None, results_dir: st
                     help="--scaling (one curve): these sequence counts / prompt lengths, not 1 ... 1024 / 1k ... 32k")
     ap.add_argument("--scaling-output-len", type=int, default=256, help="--scaling concurrency: tokens each sequence "
                     "generates (in 128)")
+    ap.add_argument("--scaling-prompt-tokens", type=int, default=65536,
+                    help="--scaling prompt-len: prompt tokens at each point (as many prompts of L tokens)")
     ap.add_argument("--max-seconds", type=float, default=None,
                     help="--suite / --scaling budget: stop cleanly (results still written) before it runs out")
     ap.add_argument("--vllm-log-stats", action="store_true",

@@ -38,7 +38,9 @@ def device_info(device: str) -> dict:
         info["triton"] = triton.__version__
     except ImportError:
         info["triton"] = None
-    info["gpu"] = torch.cuda.get_device_name(0) if device == "cuda" else \
+    # nvidia-smi first: torch.cuda.get_device_name would start CUDA in a process (the suite's parent)
+    # that never uses the GPU, holding memory the engines' processes then do not get
+    info["gpu"] = (gpu_name() or torch.cuda.get_device_name(0)) if device == "cuda" else \
         f"CPU ({platform.processor() or 'cpu'}, {os.cpu_count()} threads)"
     info["aios_git"] = git_sha()
     return info

@@ -31,7 +31,8 @@ def ratios(result: dict) -> dict[str, dict[str, float]]:
 def to_json(result: dict, provenance: dict, shape: str, mode: str) -> dict:
     """The results file: provenance, the plan, each engine's info and rows, the ratios."""
     engines = result["engines"]
-    return {**provenance, "shape": shape, "mode": mode, "workloads": result["workloads"],
+    versions = {e: d["info"].get("version") for e, d in engines.items()}
+    return {**provenance, "versions": versions, "shape": shape, "mode": mode, "workloads": result["workloads"],
             "max_model_len": result["max_model_len"], "estimated_s": result["estimated_s"],
             "wall_s": result["wall_s"], "engines": {e: d["info"] for e, d in engines.items()},
             "rows": {w: {e: d["rows"][w] for e, d in engines.items() if w in d["rows"]} for w in result["workloads"]},
@@ -117,7 +118,8 @@ def plot_suite(doc: dict, path: str) -> bool:
                 if y and rs:
                     ax.text(x, y, " ".join(f"{v:.2f}x" for v in rs.values()), ha="center", va="bottom", fontsize=7)
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(names))], names, rotation=30, ha="right")
-    ax.set_yscale("log")
+    if any(r.get("output_tok_per_s") for w in names for r in doc["rows"][w].values()):
+        ax.set_yscale("log")
     ax.set_ylabel("output tok/s")
     ax.set_title(f"{doc['shape']} on {doc['gpu']}")
     ax.legend(fontsize=8)

@@ -186,8 +186,14 @@ def run(engines: list[str], model_dir: str, names: list[str], options: dict, max
         left = end - time.time()
         rest = sum(costs[e] for e in engines[i:])
         deadline = time.time() + left * costs[engine] / rest if left != float("inf") else 1e12
-        print(f"# {engine}: starting, {'no budget' if deadline >= 1e12 else f'{deadline - time.time():.0f} s'}",
-              flush=True)
+        share, startup = deadline - time.time(), estimate.STARTUP_S.get(engine, 60.0)
+        if share < 0.5 * startup:              # not worth starting: it would be killed before its first row
+            why = f"budget: {max(share, 0):.0f} s left, its start-up alone takes ~{startup:.0f} s"
+            print(f"# {engine}: not started ({why})", flush=True)
+            rows = {n: {"engine": engine, "workload": n, "skipped": why} for n in fits}
+            result["engines"][engine] = {"info": {"ended": why}, "rows": rows}
+            continue
+        print(f"# {engine}: starting, {'no budget' if deadline >= 1e12 else f'{share:.0f} s'}", flush=True)
         out = run_engine(engine, model_dir, fits, {**options, **(peer_options or {}).get(engine, {})}, deadline,
                          f"{log_prefix}-{engine}.log")
         for name in refused:

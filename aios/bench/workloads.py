@@ -15,7 +15,7 @@ on the cache the workload named in `after` leaves (long16k-warm after long16k).
     json1/json64  structured output: a JSON schema, batch 1 / 64, out <= 256, stops at the schema's end
     logprobs      batch32 with logprobs=5
     concurrency-N N seqs, in 128 / out 256 (scaling_output_len), greedy (--scaling concurrency)
-    prompt-len-L  P = max(1, 65,536 // L) prompts of L tokens, max_tokens 1, cold: prefill (prompt tok/s)
+    prompt-len-L  max(1, 65,536 // L) prompts of L tokens, max_tokens 1, cold: prefill (prompt tok/s)
     prompt-len-L-decode  the same prompts, out 64, cache warm: decode at context L (--scaling prompt-len)
 """
 
@@ -156,7 +156,8 @@ def prompt_len_point(prompt_len: int, decode: bool, total_tokens: int = 65536, o
                                 + (f"out {output_len}, prefix cache warm" if decode else "max_tokens 1, cold"))
 
 
-OPTIONS = ("num_seqs", "input_len", "output_len", "seed", "vocab", "scaling_output_len")   # by_name's keywords
+# by_name's keywords
+OPTIONS = ("num_seqs", "input_len", "output_len", "seed", "vocab", "scaling_output_len", "scaling_prompt_tokens")
 
 
 def options_kwargs(options: dict) -> dict:
@@ -165,10 +166,10 @@ def options_kwargs(options: dict) -> dict:
 
 
 def by_name(name: str, *, num_seqs: int = 256, input_len: int = 128, output_len: int = 512, seed: int = 0,
-            vocab: int = 10000, scaling_output_len: int = 256) -> Workload:
+            vocab: int = 10000, scaling_output_len: int = 256, scaling_prompt_tokens: int = 65536) -> Workload:
     """The workload a benchmark names (benchmark.py and every runner rebuild it the same way);
     num_seqs counts for standard and ladder, input_len / output_len for batchN and logprobs,
-    scaling_output_len for concurrency-N."""
+    scaling_output_len for concurrency-N, scaling_prompt_tokens (prompt tokens a point) for prompt-len-L."""
     kw = dict(seed=seed, vocab=vocab)
     if name == "standard":
         return standard(num_seqs=num_seqs, **kw)
@@ -191,6 +192,7 @@ def by_name(name: str, *, num_seqs: int = 256, input_len: int = 128, output_len:
     if name.startswith("prompt-len-"):
         rest = name[11:].removesuffix("-decode")
         if rest.isdigit():
-            return prompt_len_point(int(rest), decode=name.endswith("-decode"), **kw)
+            return prompt_len_point(int(rest), decode=name.endswith("-decode"), total_tokens=scaling_prompt_tokens,
+                                    **kw)
     raise ValueError(f"unknown workload {name!r}; one of {', '.join(SUITE)}, batchN, jsonN, ladder, "
                      "concurrency-N, prompt-len-L[-decode]")

@@ -78,6 +78,9 @@ def test_cold_workloads_start_empty_and_a_warm_one_runs_on_the_cache_its_after_l
     calls = [c for c in alone.calls if c[0] == "reset" or not c[1].endswith("-probe")][1:]
     assert calls == [("reset",), ("generate", "long16k", 16), ("generate", "long16k-warm", 16)]   # primed
     assert "primed" in rows["long16k-warm"]["note"]
+    refused = FakeEngine(refuse={"long16k"})
+    run(refused, ["long16k", "long16k-warm"])                                 # long16k left nothing: prime
+    assert ("generate", "long16k", 16) in refused.calls
 
 
 def test_prompt_rate_is_reported_for_long_prompts_and_prefill_points():

@@ -82,7 +82,8 @@ def measure(engine: BenchEngine, wl: Workload) -> dict:
     n_out, n_in = sum(out_tokens), wl.num_prompt_tokens
     row = {"engine": engine.name, "workload": wl.name, "num_seqs": len(wl.prompts), "elapsed_s": round(elapsed, 4),
            "prompt_tokens": n_in, "output_tokens": n_out,
-           "output_tok_per_s": round(n_out / elapsed, 1), "total_tok_per_s": round((n_out + n_in) / elapsed, 1)}
+           "output_tok_per_s": round(n_out / elapsed, 1), "total_tok_per_s": round((n_out + n_in) / elapsed, 1),
+           "requests_per_s": round(len(wl.prompts) / elapsed, 2)}
     known = [x for x in ttfts if x is not None]
     if known:
         row["ttft_ms"] = percentiles_ms(known)
@@ -143,9 +144,10 @@ def run_workloads(engine: BenchEngine, names: list[str], options: dict, deadline
             row = {"engine": engine.name, "workload": name, "skipped": f"refused: {type(e).__name__}: {e}"[:500]}
         except Exception as e:                                     # a failure: the next workloads still try
             row = {"engine": engine.name, "workload": name, "error": f"{type(e).__name__}: {e}"[:1000]}
-        estimated.append(est)
-        measured.append(time.time() - t0)
-        last = name
+        last = name if "output_tok_per_s" in row else None        # what the prefix cache now holds
+        if last:                                                   # only real runs calibrate the estimates
+            estimated.append(est)
+            measured.append(time.time() - t0)
         rows.append(row)
         emit(row)
     return rows

@@ -241,6 +241,8 @@ def main(argv: list[str] | None = None, prog: str | None = None, results_dir: st
 
     for name in ["ladder"] if args.ladder else args.workload:
         wl = get_workload(name, args)
+        if wl.after:
+            raise SystemExit(f"{name} runs on the prefix cache {wl.after} leaves: use --suite {wl.after} {name}")
         args_len = args.max_model_len
         args.max_model_len = args_len or max(2048, wl.max_seq_len)
         kw = engine_kwargs(args, model_dir)

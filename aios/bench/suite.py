@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -87,7 +88,7 @@ def _pump(stream, q: queue.Queue) -> None:
 
 def _kill(proc: subprocess.Popen) -> None:
     try:
-        os.killpg(proc.pid, 9)                 # the engine's own workers too (vLLM's engine core)
+        os.killpg(proc.pid, signal.SIGKILL)    # the engine's own workers too (vLLM's engine core)
     except ProcessLookupError:
         pass
 

@@ -109,6 +109,15 @@ def test_an_engine_process_past_its_budget_is_killed_and_its_printed_rows_kept(t
     assert time.time() - t < 30
 
 
+def test_each_curve_reads_only_its_own_points_from_a_run_of_both():
+    rows = {"concurrency-2": {"aios": {"output_tok_per_s": 10.0}},
+            "prompt-len-1024": {"aios": {"output_tok_per_s": 1.0, "prompt_tok_per_s": 500.0}},
+            "prompt-len-1024-decode": {"aios": {"output_tok_per_s": 7.0}}}
+    doc = {"workloads": list(rows), "rows": rows}
+    assert report.scaling_points(doc, "aios", "concurrency") == {"output": [(2, 10.0)]}
+    assert report.scaling_points(doc, "aios", "prompt-len") == {"prefill": [(1024, 500.0)], "decode": [(1024, 7.0)]}
+
+
 def test_workloads_past_the_shapes_context_are_planned_out_with_the_reason():
     fits, refused, need = suite.plan(["batch1", "long16k", "long16k-warm"], shape_config("qwen3-0.6b", **TINY), {})
     assert fits == ["batch1"] and need == 128 + 512

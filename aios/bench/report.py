@@ -135,6 +135,8 @@ def scaling_points(doc: dict, engine: str, kind: str) -> dict[str, list[tuple[in
     series: dict[str, list[tuple[int, float]]] = {}
     for w in doc["workloads"]:
         r = doc["rows"][w].get(engine, {})
+        if not w.startswith(f"{kind}-"):
+            continue
         if kind == "concurrency" and "output_tok_per_s" in r:
             series.setdefault("output", []).append((int(w.rsplit("-", 1)[1]), r["output_tok_per_s"]))
         elif kind == "prompt-len" and w.endswith("-decode") and "output_tok_per_s" in r:

@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None, prog: str | None = None, results_dir: st
                   f"total tok/s, TTFT {result['ttft_ms']}, ITL {result['itl_ms']}"
                   + (f", batch-1 decode {result['decode_tok_per_s']} tok/s" if "decode_tok_per_s" in result else ""),
                   flush=True)
-        if args.peer and (device == "cuda" or args.peer == ["hf"]):
+        if args.peer and (device == "cuda" or set(args.peer) <= {"hf"}):   # vLLM needs the GPU
             result["peers"] = {}
             for peer in args.peer:
                 limit = args.hf_limit if peer == "hf" and name == "standard" else None

@@ -177,6 +177,9 @@ def run(engines: list[str], model_dir: str, names: list[str], options: dict, max
           "expected on an H200: " + ", ".join(f"{e} ~{c:.0f} s" for e, c in costs.items())
           + f", ~{sum(costs.values()):.0f} s in all (start-ups are allowances: aios/bench/estimate.py)"
           + (f"; budget {max_seconds:.0f} s" if max_seconds else ""), flush=True)
+    kw = workloads.options_kwargs(options)
+    print("# each workload, timed part + its probe (H200 estimate): " + ", ".join(
+        f"{n} {estimate.workload_s(workloads.by_name(n, **kw), config):.0f} s" for n in fits), flush=True)
     for name, why in refused.items():
         print(f"# {name}: not run ({why})", flush=True)
     start = time.time()

@@ -12,6 +12,7 @@ model, with their `architectures` / `model_type`, so each engine's registry buil
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -85,7 +86,7 @@ def shape_config(shape: str, **overrides) -> dict:
     """The config.json contents of a named shape (overrides replace its sizes, e.g. for a tiny test)."""
     if shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}; one of {', '.join(SHAPES)}")
-    return {**SHAPES[shape], **overrides}
+    return copy.deepcopy({**SHAPES[shape], **overrides})
 
 
 def write_shape(shape: str, root: str, *, with_tokenizer: bool = False, **overrides) -> str:

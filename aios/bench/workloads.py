@@ -21,6 +21,7 @@ on the cache the workload named in `after` leaves (long16k-warm after long16k).
 
 from __future__ import annotations
 
+import copy
 import random
 from dataclasses import dataclass
 
@@ -129,7 +130,7 @@ def json_output(num_seqs: int, output_len: int = 256, seed: int = 0, vocab: int 
     """Structured output: every request constrained to JSON_SCHEMA; stops where the schema ends."""
     rng = random.Random(seed)
     return Workload(f"json{num_seqs}", [_ids(rng, 128, vocab) for _ in range(num_seqs)], [output_len] * num_seqs,
-                    temperature=0.0, ignore_eos=False, json_schema=JSON_SCHEMA, show_ttft=num_seqs == 1,
+                    temperature=0.0, ignore_eos=False, json_schema=copy.deepcopy(JSON_SCHEMA), show_ttft=num_seqs == 1,
                     description=f"{num_seqs} seqs, in 128 / out <= {output_len}, greedy, a JSON schema "
                                 "(structured_outputs json=), stops at EOS")
 

@@ -7,7 +7,7 @@ Triton kernels that do a layer's small element-wise steps in one pass.
     fused   (lesson 10) : fused_kernels=True: one Triton kernel each (on a GPU)
 
 The q/k/v and gate/up fusions are always on in aios (the loader writes q_proj, k_proj, v_proj into
-one qkv_proj weight: Qwen3ForCausalLM.packed_modules_mapping); here they are measured against
+one qkv_proj weight: the model's packed_modules_mapping); here they are measured against
 separate matmuls with the same weights.
 """
 

@@ -97,9 +97,9 @@ def main() -> None:
     if getattr(attn, "q_norm", None) is not None:          # Qwen3: one kernel norms, rotates and stores
         q_w, k_w = attn.q_norm.weight.to(bf16), attn.k_norm.weight.to(bf16)
         rope = ("q/k RMSNorm + RoPE", lambda: qk_norm_rope_ref(q, k, q_w, k_w, pos, cos_sin_cache, 1e-6), 1, 1)
-    else:                      # Llama, Qwen2, Mistral: no fused RoPE kernel without a q/k norm yet (DESIGN.md)
-        rope = ("RoPE of q, k (no q/k norm: torch ops both ways)",
-                lambda: (rope_ref(q, pos, cos_sin_cache), rope_ref(k, pos, cos_sin_cache)), 1, None)
+    else:                      # Llama, Qwen2, Mistral: one kernel rotates and stores (rope_store_kvcache)
+        rope = ("RoPE of q, k (no q/k norm)",
+                lambda: (rope_ref(q, pos, cos_sin_cache), rope_ref(k, pos, cos_sin_cache)), 1, 1)
     pieces = [                                             # (step, fn, per layer, fused kernels; None: unfused too)
         ("RMSNorm + residual add (x2 per layer)", add_and_norm, 2, 1),
         rope,

@@ -322,3 +322,19 @@ def test_each_of_n_choices_carries_its_own_tokens_logprobs(url, reference):
         assert choice["token_ids"] == output["token_ids"]
         assert choice["logprobs"]["token_logprobs"] == pytest.approx(
             [d[t].logprob for d, t in zip(output["logprobs"], output["token_ids"])], abs=1e-5)
+
+
+@needs("structured_outputs")
+def test_the_openai_clients_parse_with_a_pydantic_function_tool(client):
+    from typing import Literal
+
+    from pydantic import BaseModel
+
+    class GetWeather(BaseModel):
+        city: Literal["Oslo", "Paris"]
+
+    completion = client.chat.completions.parse(
+        model="tiny", messages=USER, tools=[openai.pydantic_function_tool(GetWeather)], max_tokens=60,
+        tool_choice={"type": "function", "function": {"name": "GetWeather"}}, temperature=1.0, seed=6)
+    call = completion.choices[0].message.tool_calls[0]
+    assert call.function.name == "GetWeather" and isinstance(call.function.parsed_arguments, GetWeather)

@@ -1,0 +1,178 @@
+"""Penalties, logit_bias, min_tokens and bad_words give HuggingFace's greedy tokens under HF's own
+logits processors (presence / frequency: OpenAI's definition written as one), with async scheduling
+on and off; a request's settings never change its neighbours' tokens."""
+
+import pytest
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+from transformers.generation.logits_process import (
+    MinNewTokensLengthLogitsProcessor,
+    NoBadWordsLogitsProcessor,
+    RepetitionPenaltyLogitsProcessor,
+    SequenceBiasLogitsProcessor,
+)
+
+from aios import LLM, SamplingParams
+from aios.layers.logits_processors import bad_words_token_ids
+from helpers import assert_no_leaked_blocks, hf_model, random_prompts
+
+MAX_TOKENS = 16
+PROMPTS = random_prompts(512, [6, 23, 40], seed=31)
+
+
+class OpenAIPenalties(LogitsProcessor):
+    """OpenAI's presence / frequency penalties over the generated tokens (not the prompt)."""
+
+    def __init__(self, prompt_len: int, presence: float, frequency: float) -> None:
+        self.prompt_len, self.presence, self.frequency = prompt_len, presence, frequency
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        out = input_ids[:, self.prompt_len:]
+        counts = torch.zeros_like(scores).scatter_add_(1, out, torch.ones_like(out, dtype=scores.dtype))
+        return scores - self.frequency * counts - self.presence * (counts > 0)
+
+
+@pytest.fixture(scope="module")
+def hf(tiny_ckpt):
+    return hf_model(tiny_ckpt)
+
+
+@pytest.fixture(scope="module")
+def llms(tiny_ckpt):
+    return {a: LLM(tiny_ckpt, device="cpu", dtype="float32", async_scheduling=a) for a in (True, False)}
+
+
+def hf_greedy(hf, prompt: list[int], processors: list, max_new_tokens: int = MAX_TOKENS, **kw) -> list[int]:
+    ids = torch.tensor([prompt])
+    with torch.no_grad():
+        out = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False,
+                          pad_token_id=0, logits_processor=LogitsProcessorList(processors), **kw)
+    return out[0, len(prompt):].tolist()
+
+
+def engine_greedy(llm: LLM, prompts: list[list[int]], **kw) -> list[list[int]]:
+    params = SamplingParams(temperature=0, max_tokens=kw.pop("max_tokens", MAX_TOKENS), **kw)
+    outs = llm.generate(prompts, params, use_tqdm=False)
+    assert_no_leaked_blocks(llm)
+    return [o["token_ids"] for o in outs]
+
+
+CASES = {
+    "repetition_penalty": (dict(repetition_penalty=1.8), lambda p: [RepetitionPenaltyLogitsProcessor(1.8)]),
+    "repetition_penalty_below_1": (dict(repetition_penalty=0.5), lambda p: [RepetitionPenaltyLogitsProcessor(0.5)]),
+    "presence_penalty": (dict(presence_penalty=2.0), lambda p: [OpenAIPenalties(len(p), 2.0, 0.0)]),
+    "frequency_penalty": (dict(frequency_penalty=1.5), lambda p: [OpenAIPenalties(len(p), 0.0, 1.5)]),
+    "negative_presence_and_frequency": (dict(presence_penalty=-1.0, frequency_penalty=-0.5),
+                                        lambda p: [OpenAIPenalties(len(p), -1.0, -0.5)]),
+    "logit_bias": (dict(logit_bias={7: 4.0, 300: 3.0, 99: -100.0}),
+                   lambda p: [SequenceBiasLogitsProcessor([[[7], 4.0], [[300], 3.0], [[99], -100.0]])]),
+}
+
+
+@pytest.mark.parametrize("async_scheduling", [True, False], ids=["async", "sync"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_each_setting_gives_hf_greedy_tokens_under_its_logits_processor(hf, llms, case, async_scheduling):
+    kw, processors = CASES[case]
+    llm = llms[async_scheduling]
+    got = engine_greedy(llm, PROMPTS, **kw)
+    assert got != engine_greedy(llm, PROMPTS), f"{case} changed nothing: the test would prove nothing"
+    assert got == [hf_greedy(hf, p, processors(p)) for p in PROMPTS]
+
+
+@pytest.mark.parametrize("async_scheduling", [True, False], ids=["async", "sync"])
+def test_min_tokens_masks_the_stop_tokens_until_enough_are_out(hf, llms, async_scheduling):
+    llm = llms[async_scheduling]
+    prompt = PROMPTS[1]
+    free = engine_greedy(llm, [prompt])[0]
+    stop = free[1]                                        # stops the free run at its second token
+    got = engine_greedy(llm, [prompt], stop_token_ids=[stop], min_tokens=6)[0]
+    assert engine_greedy(llm, [prompt], stop_token_ids=[stop])[0] == free[:2]
+    assert stop not in got[:6] and len(got) > 2
+    eos = [stop] + llm.eos_token_ids
+    want = hf_greedy(hf, prompt, [MinNewTokensLengthLogitsProcessor(len(prompt), 6, eos)], eos_token_id=eos)
+    assert got == want
+
+
+def two_token_word(llm: LLM, tokens: list[int], start: int) -> tuple[int, str]:
+    """(i, a string that tokenizes back to tokens[i:i + 2]), the first such i >= start."""
+    for i in range(start, len(tokens) - 1):
+        word = llm.tokenizer.decode(tokens[i:i + 2])
+        if word.strip() and llm.tokenizer.encode(word.lstrip(), add_special_tokens=False) == tokens[i:i + 2]:
+            return i, word
+    pytest.skip("no two output tokens make a word that tokenizes back to them")
+
+
+@pytest.mark.parametrize("async_scheduling", [True, False], ids=["async", "sync"])
+def test_bad_words_give_hf_greedy_tokens_under_no_bad_words(hf, llms, async_scheduling):
+    """A two-token word: the output runs as before up to its first token, then the second is masked
+    (with async scheduling that first token is still in flight when the mask is built). A one-token
+    word is masked everywhere."""
+    llm = llms[async_scheduling]
+    for prompt in PROMPTS:
+        free = engine_greedy(llm, [prompt])[0]
+        i, word = two_token_word(llm, free, start=1)
+        for words in ([word], [llm.tokenizer.decode([free[0]])]):
+            bad = bad_words_token_ids(words, llm.tokenizer)
+            assert not any(prompt[-len(w) + 1:] == w[:-1] for w in bad if len(w) > 1), "HF would match the prompt"
+            got = engine_greedy(llm, [prompt], bad_words=words)[0]
+            if len(bad[0]) == 2:
+                assert bad[0] == free[i:i + 2] and got[:i + 1] == free[:i + 1] and got[i + 1] != free[i + 1]
+            else:
+                assert got[0] != free[0]
+            assert got == hf_greedy(hf, prompt, [NoBadWordsLogitsProcessor(bad)])
+            for w in bad:                                 # the words never appear
+                assert not any(got[k:k + len(w)] == w for k in range(len(got)))
+
+
+def test_bad_words_are_tokenized_with_and_without_a_leading_space(tiny_ckpt):
+    llm = LLM(tiny_ckpt, device="cpu", dtype="float32", num_kvcache_blocks=4)
+    tok = llm.tokenizer
+    plain, spaced = tok.encode("fox", add_special_tokens=False), tok.encode(" fox", add_special_tokens=False)
+    assert plain != spaced
+    want = [plain] + ([spaced] if spaced[0] != plain[0] and len(spaced) == len(plain) else [])
+    assert bad_words_token_ids(["fox"], tok) == want == bad_words_token_ids(["  fox"], tok)
+
+
+def test_settings_never_change_the_neighbours_tokens(tiny_ckpt):
+    llm = LLM(tiny_ckpt, device="cpu", dtype="float32", max_num_batched_tokens=20, kvcache_block_size=16)
+    prompts = random_prompts(512, [5, 30, 12, 18], seed=33)
+    params = [
+        SamplingParams(temperature=0, max_tokens=MAX_TOKENS, repetition_penalty=1.5, frequency_penalty=1.0,
+                       logit_bias={5: 5.0}, bad_words=["the"], min_tokens=4),
+        SamplingParams(temperature=1.0, seed=4, max_tokens=MAX_TOKENS, ignore_eos=True),
+        SamplingParams(temperature=0, max_tokens=MAX_TOKENS),
+        SamplingParams(temperature=0.9, seed=5, max_tokens=MAX_TOKENS, presence_penalty=1.5, logprobs=2),
+    ]
+    mixed = [o["token_ids"] for o in llm.generate(prompts, params, use_tqdm=False)]
+    alone = [llm.generate([p], sp, use_tqdm=False)[0]["token_ids"] for p, sp in zip(prompts, params)]
+    assert mixed == alone
+    assert_no_leaked_blocks(llm)
+
+
+def test_bad_values_are_refused_where_they_enter(tiny_ckpt):
+    llm = LLM(tiny_ckpt, device="cpu", dtype="float32", num_kvcache_blocks=16)
+    prompt = random_prompts(512, [5], seed=4)[0]
+    with pytest.raises(ValueError, match="^logit_bias: token id 512 is outside the vocabulary"):
+        llm.add_request(prompt, SamplingParams(logit_bias={3: 1.0, 512: 1.0}))
+    with pytest.raises(ValueError, match="^bad_words need a tokenizer"):
+        LLM(tiny_ckpt, device="cpu", dtype="float32", num_kvcache_blocks=16,
+            skip_tokenizer_init=True).add_request(prompt, SamplingParams(bad_words=["fox"]))
+    good = SamplingParams(temperature=0, max_tokens=3)
+    with pytest.raises(ValueError, match="logit_bias"):     # one bad request fails alone, before any is queued
+        llm.generate([prompt, prompt], [good, SamplingParams(logit_bias={10**6: 1.0})], use_tqdm=False)
+    assert len(llm.generate([prompt], good, use_tqdm=False)[0]["token_ids"]) == 3
+    assert_no_leaked_blocks(llm)
+
+
+def test_include_stop_str_in_output_keeps_the_stop_string(tiny_ckpt):
+    llm = LLM(tiny_ckpt, device="cpu", dtype="float32")
+    prompt = random_prompts(512, [9], seed=12)[0]
+    free = llm.generate([prompt], SamplingParams(temperature=0, max_tokens=12), use_tqdm=False)[0]["text"]
+    stop = free[4:7]
+    cut = llm.generate([prompt], SamplingParams(temperature=0, max_tokens=12, stop=stop), use_tqdm=False)[0]
+    kept = llm.generate([prompt], SamplingParams(temperature=0, max_tokens=12, stop=stop,
+                                                 include_stop_str_in_output=True), use_tqdm=False)[0]
+    assert cut["text"] == free[:free.find(stop)]
+    assert kept["text"] == free[:free.find(stop) + len(stop)]
+    assert "".join(llm.stream(prompt, SamplingParams(temperature=0, max_tokens=12, stop=stop,
+                                                     include_stop_str_in_output=True))) == kept["text"]

@@ -3,33 +3,12 @@ logits processors (presence / frequency: OpenAI's definition written as one), wi
 on and off; a request's settings never change its neighbours' tokens."""
 
 import pytest
-import torch
-from transformers import LogitsProcessor, LogitsProcessorList
-from transformers.generation.logits_process import (
-    MinNewTokensLengthLogitsProcessor,
-    NoBadWordsLogitsProcessor,
-    RepetitionPenaltyLogitsProcessor,
-    SequenceBiasLogitsProcessor,
-)
+from logits_oracle import CASES, MAX_TOKENS, PROMPTS, hf_greedy
+from transformers.generation.logits_process import MinNewTokensLengthLogitsProcessor, NoBadWordsLogitsProcessor
 
 from aios import LLM, SamplingParams
 from aios.layers.logits_processors import bad_words_token_ids
 from helpers import assert_no_leaked_blocks, hf_model, random_prompts
-
-MAX_TOKENS = 16
-PROMPTS = random_prompts(512, [6, 23, 40], seed=31)
-
-
-class OpenAIPenalties(LogitsProcessor):
-    """OpenAI's presence / frequency penalties over the generated tokens (not the prompt)."""
-
-    def __init__(self, prompt_len: int, presence: float, frequency: float) -> None:
-        self.prompt_len, self.presence, self.frequency = prompt_len, presence, frequency
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        out = input_ids[:, self.prompt_len:]
-        counts = torch.zeros_like(scores).scatter_add_(1, out, torch.ones_like(out, dtype=scores.dtype))
-        return scores - self.frequency * counts - self.presence * (counts > 0)
 
 
 @pytest.fixture(scope="module")
@@ -42,31 +21,11 @@ def llms(tiny_ckpt):
     return {a: LLM(tiny_ckpt, device="cpu", dtype="float32", async_scheduling=a) for a in (True, False)}
 
 
-def hf_greedy(hf, prompt: list[int], processors: list, max_new_tokens: int = MAX_TOKENS, **kw) -> list[int]:
-    ids = torch.tensor([prompt])
-    with torch.no_grad():
-        out = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False,
-                          pad_token_id=0, logits_processor=LogitsProcessorList(processors), **kw)
-    return out[0, len(prompt):].tolist()
-
-
 def engine_greedy(llm: LLM, prompts: list[list[int]], **kw) -> list[list[int]]:
     params = SamplingParams(temperature=0, max_tokens=kw.pop("max_tokens", MAX_TOKENS), **kw)
     outs = llm.generate(prompts, params, use_tqdm=False)
     assert_no_leaked_blocks(llm)
     return [o["token_ids"] for o in outs]
-
-
-CASES = {
-    "repetition_penalty": (dict(repetition_penalty=1.8), lambda p: [RepetitionPenaltyLogitsProcessor(1.8)]),
-    "repetition_penalty_below_1": (dict(repetition_penalty=0.5), lambda p: [RepetitionPenaltyLogitsProcessor(0.5)]),
-    "presence_penalty": (dict(presence_penalty=2.0), lambda p: [OpenAIPenalties(len(p), 2.0, 0.0)]),
-    "frequency_penalty": (dict(frequency_penalty=1.5), lambda p: [OpenAIPenalties(len(p), 0.0, 1.5)]),
-    "negative_presence_and_frequency": (dict(presence_penalty=-1.0, frequency_penalty=-0.5),
-                                        lambda p: [OpenAIPenalties(len(p), -1.0, -0.5)]),
-    "logit_bias": (dict(logit_bias={7: 4.0, 300: 3.0, 99: -100.0}),
-                   lambda p: [SequenceBiasLogitsProcessor([[[7], 4.0], [[300], 3.0], [[99], -100.0]])]),
-}
 
 
 @pytest.mark.parametrize("async_scheduling", [True, False], ids=["async", "sync"])

@@ -2,58 +2,18 @@
 distribution), under every schedule: chunked prefill, preemption, async scheduling on and off."""
 
 import pytest
-import torch
+from logits_oracle import check_logprobs_against_hf
 
 from aios import LLM, SamplingParams
 from helpers import assert_no_leaked_blocks, hf_model, random_prompts
 
 PROMPT_LENS = [3, 9, 30, 50, 70, 17]
 MAX_TOKENS = 12
-TOL = 1e-4
 
 
 @pytest.fixture(scope="module")
 def hf(tiny_ckpt):
     return hf_model(tiny_ckpt)
-
-
-def hf_logprobs(hf, token_ids: list[int]) -> torch.Tensor:
-    """[len - 1, vocab]: row j is log_softmax of HF's fp32 logits at position j (it scores token j + 1)."""
-    with torch.no_grad():
-        logits = hf(torch.tensor([token_ids])).logits[0, :-1].float()
-    return logits.log_softmax(dim=-1)
-
-
-def assert_scores(entry: dict, scored: int, want: torch.Tensor, n: int) -> None:
-    """entry ({token id: Logprob}) scores token `scored` and holds the top-n of the oracle's row `want`."""
-    items = list(entry.items())
-    assert items[0][0] == scored, "the scored token comes first"
-    for token_id, lp in items:
-        assert abs(lp.logprob - float(want[token_id])) < TOL, "every logprob is the oracle's"
-    value, rank = float(want[scored]), items[0][1].rank
-    # its rank counts the tokens at least as likely, within fp32 noise of the oracle
-    assert int((want > value + TOL).sum()) + 1 <= rank <= int((want >= value - TOL).sum())
-    top = items[1:] if len(items) == n + 1 else items      # a scored token in the top-n is listed once
-    assert len(top) == n
-    by_rank = sorted(top, key=lambda kv: kv[1].rank)
-    assert [lp.rank for _, lp in by_rank] == list(range(1, n + 1))
-    assert all(a[1].logprob >= b[1].logprob for a, b in zip(by_rank, by_rank[1:])), "rank 1 is the most likely"
-    if n:
-        nth = sorted(want.tolist(), reverse=True)[n - 1]
-        assert min(float(want[t]) for t, _ in top) >= nth - TOL, "the top-n are the n most likely tokens"
-
-
-def check_against_hf(hf, out: dict, params: SamplingParams) -> None:
-    prompt, output = out["prompt_token_ids"], out["token_ids"]
-    want = hf_logprobs(hf, prompt + output)
-    assert len(out["logprobs"]) == len(output)
-    for k, (token, entry) in enumerate(zip(output, out["logprobs"])):
-        assert_scores(entry, token, want[len(prompt) - 1 + k], params.logprobs)
-    assert out["cumulative_logprob"] == pytest.approx(sum(e[t].logprob for e, t in zip(out["logprobs"], output)))
-    if params.prompt_logprobs is not None:
-        assert len(out["prompt_logprobs"]) == len(prompt) and out["prompt_logprobs"][0] is None
-        for j in range(1, len(prompt)):
-            assert_scores(out["prompt_logprobs"][j], prompt[j], want[j - 1], params.prompt_logprobs)
 
 
 SCHEDULES = [
@@ -78,7 +38,7 @@ def test_logprobs_and_prompt_logprobs_equal_hf_log_softmax(tiny_ckpt, hf, kwargs
         if p.logprobs is None:
             assert out["logprobs"] is None and out["prompt_logprobs"] is None and out["cumulative_logprob"] is None
         else:
-            check_against_hf(hf, out, p)
+            check_logprobs_against_hf(hf, out, p)
     if "num_kvcache_blocks" in kwargs:
         assert sum(o["metrics"]["num_preemptions"] for o in outs) > 0, "the pool was meant to preempt"
     assert_no_leaked_blocks(llm)
@@ -89,7 +49,7 @@ def test_logprobs_zero_gives_the_sampled_tokens_own_score_only(tiny_ckpt, hf):
     out = llm.generate(random_prompts(512, [11], seed=3), SamplingParams(temperature=0, max_tokens=6, logprobs=0,
                                                                         prompt_logprobs=0), use_tqdm=False)[0]
     assert all(len(e) == 1 for e in out["logprobs"]) and all(len(e) == 1 for e in out["prompt_logprobs"][1:])
-    check_against_hf(hf, out, SamplingParams(temperature=0, max_tokens=6, logprobs=0, prompt_logprobs=0))
+    check_logprobs_against_hf(hf, out, SamplingParams(temperature=0, max_tokens=6, logprobs=0, prompt_logprobs=0))
 
 
 def test_prompt_logprobs_request_takes_no_prefix_cache_hit_and_others_still_do(tiny_ckpt, hf):
@@ -99,7 +59,7 @@ def test_prompt_logprobs_request_takes_no_prefix_cache_hit_and_others_still_do(t
     params = SamplingParams(temperature=0, max_tokens=4, logprobs=1, prompt_logprobs=2)
     out = llm.generate([prompt], params, use_tqdm=False)[0]
     assert out["num_cached_tokens"] == 0
-    check_against_hf(hf, out, params)
+    check_logprobs_against_hf(hf, out, params)
     again = llm.generate([prompt], SamplingParams(temperature=0, max_tokens=4), use_tqdm=False)[0]
     assert again["num_cached_tokens"] == 32
     assert_no_leaked_blocks(llm)
@@ -113,7 +73,7 @@ def test_a_stop_keeps_logprobs_aligned_with_the_tokens(tiny_ckpt, hf, async_sche
     params = SamplingParams(temperature=0, max_tokens=8, logprobs=2, stop_token_ids=[free[3]])
     out = llm.generate([prompt], params, use_tqdm=False)[0]
     assert out["finish_reason"] == "stop" and out["token_ids"] == free[:free.index(free[3]) + 1]
-    check_against_hf(hf, out, params)
+    check_logprobs_against_hf(hf, out, params)
 
 
 def test_logprobs_beyond_max_logprobs_are_refused_and_the_engine_keeps_serving(tiny_ckpt):

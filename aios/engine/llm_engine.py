@@ -182,7 +182,8 @@ class LLMEngine:
         return seq
 
     def _logits_processing(self, params: SamplingParams) -> LogitsProcessing | None:
-        return LogitsProcessing.from_params(params, self.eos_token_ids, self.tokenizer, self.config.hf_config.vocab_size)
+        vocab_size = self.config.hf_config.vocab_size
+        return LogitsProcessing.from_params(params, self.eos_token_ids, self.tokenizer, vocab_size)
 
     def abort_request(self, seq_id: int) -> None:
         seq = self.seqs.pop(seq_id, None)

@@ -35,8 +35,13 @@ from aios.engine.step_inputs import StepInputs, dummy_prefill_inputs, prepare_st
 from aios.layers.attention import Attention
 from aios.layers.backend import Backend
 from aios.layers.logits_processors import apply_logits_processors, logits_processor_tensors
-from aios.layers.logprobs import LogprobsLists, LogprobsTensors, compute_logprobs, num_sample_logprobs, \
-    prompt_logprob_rows
+from aios.layers.logprobs import (
+    LogprobsLists,
+    LogprobsTensors,
+    compute_logprobs,
+    num_sample_logprobs,
+    prompt_logprob_rows,
+)
 from aios.layers.sampler import Sampler, SamplingTensors, sampling_tensors, worst_case_sampling
 from aios.models.registry import build_model
 from aios.utils.context import Context

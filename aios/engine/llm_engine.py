@@ -175,15 +175,16 @@ class LLMEngine:
         if self.closed:
             raise RuntimeError("this LLM is closed")
         seq = Sequence(self._next_seq_id, token_ids, params, self.config.kvcache_block_size,
-                       self._logits_processing(params))
+                       self._logits_processing(params, token_ids))
         self._next_seq_id += 1
         self.seqs[seq.seq_id] = seq
         self.scheduler.add(seq)
         return seq
 
-    def _logits_processing(self, params: SamplingParams) -> LogitsProcessing | None:
+    def _logits_processing(self, params: SamplingParams,
+                           prompt_token_ids: list[int] | None = None) -> LogitsProcessing | None:
         vocab_size = self.config.hf_config.vocab_size
-        return LogitsProcessing.from_params(params, self.eos_token_ids, self.tokenizer, vocab_size)
+        return LogitsProcessing.from_params(params, self.eos_token_ids, self.tokenizer, vocab_size, prompt_token_ids)
 
     def abort_request(self, seq_id: int) -> None:
         seq = self.seqs.pop(seq_id, None)

@@ -36,7 +36,7 @@ Invariants (tests/test_logits_processors.py checks them against HF's logits proc
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -59,16 +59,19 @@ class LogitsProcessing:
     min_tokens: int = 0
     min_tokens_stop_ids: tuple[int, ...] = ()           # masked while fewer than min_tokens are out
     bad_words_token_ids: tuple[tuple[int, ...], ...] = ()
+    # the prompt's token ids, kept once for the repetition penalty (None when it is 1 or unknown)
+    prompt_token_ids: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def has_penalties(self) -> bool:
         return self.presence_penalty != 0 or self.frequency_penalty != 0 or self.repetition_penalty != 1
 
     @classmethod
-    def from_params(cls, params: SamplingParams, eos_token_ids: list[int], tokenizer,
-                    vocab_size: int) -> LogitsProcessing | None:
+    def from_params(cls, params: SamplingParams, eos_token_ids: list[int], tokenizer, vocab_size: int,
+                    prompt_token_ids: list[int] | None = None) -> LogitsProcessing | None:
         """None when the request asks for none of it; a ValueError naming the field for a value
-        this engine cannot apply (a token id outside the vocabulary, bad_words without a tokenizer)."""
+        this engine cannot apply (a token id outside the vocabulary, bad_words without a tokenizer).
+        (prompt_token_ids: the request's prompt; None only to validate.)"""
         p = params
         if (p.presence_penalty == 0 and p.frequency_penalty == 0 and p.repetition_penalty == 1
                 and not p.logit_bias and p.min_tokens == 0 and not p.bad_words):
@@ -89,7 +92,11 @@ class LogitsProcessing:
             outside = [t for ids in bad for t in ids if not 0 <= t < vocab_size]
             if outside:
                 raise ValueError(f"bad_words: token ids {outside[:5]} are outside the vocabulary [0, {vocab_size})")
-        return cls(p.presence_penalty, p.frequency_penalty, p.repetition_penalty, bias, p.min_tokens, stop_ids, bad)
+        prompt = None
+        if p.repetition_penalty != 1 and prompt_token_ids is not None:
+            prompt = np.asarray(prompt_token_ids, dtype=np.int64)
+        return cls(p.presence_penalty, p.frequency_penalty, p.repetition_penalty, bias, p.min_tokens, stop_ids, bad,
+                   prompt)
 
 
 def bad_words_token_ids(bad_words: list[str], tokenizer) -> list[list[int]]:
@@ -146,7 +153,8 @@ def logits_processor_tensors(seqs: list[Sequence], last_row_of: dict[int, int],
     add_ids: list[int] = []
     add_values: list[float] = []
     cond: list[tuple[int, int, int, int]] = []            # (row, token, src, expected)
-    pen_rows, pen_values, seen_parts, seen_index, seen_is_output = [], [], [], [], []
+    pen_rows, pen_values = [], []
+    seen_parts, part_row, is_output = [], [], []      # token-id arrays, each with its penalty row and kind
     for i in rows:
         seq = seqs[i]
         proc: LogitsProcessing = seq.logits_processing
@@ -172,14 +180,18 @@ def logits_processor_tensors(seqs: list[Sequence], last_row_of: dict[int, int],
                 add_ids.append(word[-1])
                 add_values.append(float("-inf"))
         if proc.has_penalties:
-            r = len(pen_rows)
             pen_rows.append(i)
             pen_values.append((proc.presence_penalty, proc.frequency_penalty, proc.repetition_penalty))
-            tokens = seq.token_ids if proc.repetition_penalty != 1 else output
-            num_prompt = len(tokens) - len(output)
-            seen_parts.append(np.asarray(tokens, dtype=np.int64))
-            seen_index.append(np.full(len(tokens), r, dtype=np.int64))
-            seen_is_output.append(np.arange(len(tokens)) >= num_prompt)
+            if proc.repetition_penalty != 1:              # the prompt counts for the repetition penalty only
+                prompt = proc.prompt_token_ids
+                if prompt is None:
+                    prompt = np.asarray(seq.token_ids[:seq.num_prompt_tokens], dtype=np.int64)
+                seen_parts.append(prompt)
+                part_row.append(len(pen_rows) - 1)
+                is_output.append(False)
+            seen_parts.append(np.asarray(output, dtype=np.int64))
+            part_row.append(len(pen_rows) - 1)
+            is_output.append(True)
     ints: dict[str, np.ndarray] = {}
     floats: dict[str, np.ndarray] = {}
     if add_rows:
@@ -192,9 +204,10 @@ def logits_processor_tensors(seqs: list[Sequence], last_row_of: dict[int, int],
         ints["penalty_rows"] = np.asarray(pen_rows, np.int64)
         values = np.asarray(pen_values, np.float32)
         floats["presence"], floats["frequency"], floats["repetition"] = values[:, 0], values[:, 1], values[:, 2]
+        lengths = np.fromiter((len(a) for a in seen_parts), np.int64, len(seen_parts))
         seen = np.concatenate(seen_parts)
-        ints["seen_token_ids"], ints["seen_index"] = seen, np.concatenate(seen_index)
-        floats["seen_is_output"] = np.concatenate(seen_is_output).astype(np.float32)
+        ints["seen_token_ids"], ints["seen_index"] = seen, np.repeat(np.asarray(part_row, np.int64), lengths)
+        floats["seen_is_output"] = np.repeat(np.asarray(is_output, np.float32), lengths)
         dst = np.flatnonzero(seen < 0)
         if len(dst):
             owner = ints["seen_index"][dst]

@@ -28,7 +28,7 @@ from aios.engine.step_inputs import StepInputs
 from aios.engine.stop_checker import StopChecker
 from aios.layers.backend import Backend
 from aios.layers.logits_processors import LogitsProcessing
-from aios.layers.logprobs import TokenLogprobs, num_sample_logprobs
+from aios.layers.logprobs import TokenLogprobs
 from aios.layers.sampler import Sampler
 from aios.outputs import Logprob
 from aios.sampling_params import SamplingParams
@@ -264,7 +264,7 @@ class LLMEngine:
             "logprobs": self.logprob_dicts(seq.output_logprobs) if params.logprobs is not None else None,
             "prompt_logprobs": self.logprob_dicts(seq.prompt_logprobs) if params.prompt_logprobs is not None else None,
             "cumulative_logprob": (sum(e.logprobs[0] for e in seq.output_logprobs)
-                                   if num_sample_logprobs(params) is not None else None),
+                                   if seq.num_logprobs is not None else None),
             "metrics": {"ttft_s": ttft, "itl_s": itl, "num_preemptions": seq.num_preemptions},
         }
 

@@ -39,8 +39,8 @@ from aios.layers.logprobs import (
     LogprobsLists,
     LogprobsTensors,
     compute_logprobs,
-    num_sample_logprobs,
     prompt_logprob_rows,
+    sample_logprob_rows,
 )
 from aios.layers.sampler import Sampler, SamplingTensors, sampling_tensors, worst_case_sampling
 from aios.models.registry import build_model
@@ -332,7 +332,7 @@ class ModelRunner:
     def _sample_logprobs(self, sampled: list, logits: torch.Tensor,
                          tokens: torch.Tensor) -> tuple[LogprobsTensors | None, dict[int, int]]:
         """Scores of the sampled tokens of the rows that ask, from the raw (unprocessed) logits."""
-        wants = [(i, n) for i, s in enumerate(sampled) if (n := num_sample_logprobs(s.sampling_params)) is not None]
+        wants = sample_logprob_rows(sampled)
         if not wants:
             return None, {}
         rows = [i for i, _ in wants]

@@ -37,7 +37,6 @@ from aios.config import Config
 from aios.engine.block_manager import BlockManager
 from aios.engine.sequence import PLACEHOLDER, Sequence, SequenceStatus
 from aios.engine.stop_checker import StopChecker
-from aios.layers.logprobs import num_sample_logprobs
 
 if TYPE_CHECKING:
     from aios.engine.model_runner import StepHandle
@@ -224,7 +223,7 @@ class Scheduler:
             for seq, idx, _ in live:
                 row = handle.logprob_row_of.get(seq.seq_id)
                 if row is not None and len(seq.output_logprobs) == idx - seq.num_prompt_tokens:
-                    seq.output_logprobs.append(sample.entry(row, num_sample_logprobs(seq.sampling_params)))
+                    seq.output_logprobs.append(sample.entry(row, seq.num_logprobs))
         if prompt is not None:
             by_id = {seq.seq_id: seq for seq in step.batch.seqs}
             row = 0

@@ -9,7 +9,8 @@ Each field has one writer (the reader of a field may be anyone):
 | field                                         | written by                                      |
 |-----------------------------------------------|-------------------------------------------------|
 | seq_id, num_prompt_tokens, sampling_params,   | LLMEngine, at construction                      |
-|   arrival_time, logits_processing             |                                                 |
+|   arrival_time, logits_processing,            |                                                 |
+|   num_logprobs                                |                                                 |
 | token_ids (placeholders, tokens, truncation)  | Scheduler (launched, postprocess, abort)        |
 | status, finish_reason, stop_reason, error     | Scheduler                                       |
 | num_computed_tokens, num_cached_tokens,       | Scheduler                                       |
@@ -41,6 +42,7 @@ import enum
 import time
 from typing import TYPE_CHECKING
 
+from aios.layers.logprobs import num_sample_logprobs
 from aios.sampling_params import SamplingParams
 
 if TYPE_CHECKING:
@@ -66,6 +68,7 @@ class Sequence:
         self.num_prompt_tokens = len(prompt_token_ids)
         self.sampling_params = sampling_params
         self.logits_processing = logits_processing   # None: its logits go to the sampler as they are
+        self.num_logprobs = num_sample_logprobs(sampling_params)   # top-N of its sampled tokens; None: no scores
         self.output_logprobs: list[TokenLogprobs] = []
         self.prompt_logprobs: list[TokenLogprobs | None] = [None] if sampling_params.prompt_logprobs is not None else []
         self.block_size = block_size

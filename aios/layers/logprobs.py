@@ -25,6 +25,7 @@ Invariants (tests/test_logprobs.py checks them against HF's logits):
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -35,6 +36,7 @@ from aios.sampling_params import SamplingParams
 
 if TYPE_CHECKING:
     from aios.engine.scheduler import ScheduledBatch
+    from aios.engine.sequence import Sequence
 
 
 class TokenLogprobs(NamedTuple):
@@ -47,8 +49,22 @@ class TokenLogprobs(NamedTuple):
     rank: int
 
 
+_num_logprobs = operator.attrgetter("num_logprobs")
+_prompt_logprobs = operator.attrgetter("prompt_logprobs")
+
+
+def sample_logprob_rows(seqs: list[Sequence]) -> list[tuple[int, int]]:
+    """(row, N) of each sampling row whose request asks for its sampled token's scores (seqs[row]
+    samples row `row`); [] at C speed when none does."""
+    ns = list(map(_num_logprobs, seqs))
+    if ns.count(None) == len(ns):
+        return []
+    return [(i, n) for i, n in enumerate(ns) if n is not None]
+
+
 def num_sample_logprobs(params: SamplingParams) -> int | None:
-    """How many top logprobs a request's sampled rows compute (None: none, not even the token's own).
+    """How many top logprobs a request's sampled rows compute (None: none, not even the token's own;
+    Sequence.num_logprobs holds it).
     best_of > n ranks its samples by cumulative logprob, so it needs the sampled tokens' (N = 0)."""
     if params.logprobs is not None:
         return params.logprobs
@@ -125,6 +141,8 @@ class PromptLogprobRows:
 
 def prompt_logprob_rows(batch: ScheduledBatch) -> PromptLogprobRows | None:
     """The rows of this step whose logits score a prompt token, or None when no sequence asks."""
+    if not any(map(_prompt_logprobs, batch.seqs)):    # C speed: [] unless it asks (then [None, ...])
+        return None
     indices, targets, spans, num_logprobs = [], [], [], 0
     offset = 0                                   # the chunk's first row in the step's flat tokens
     for seq, q in zip(batch.seqs, batch.num_new_tokens):

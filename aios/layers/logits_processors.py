@@ -19,9 +19,10 @@ the argmax); temperature, top-k/p and min-p come after, in the sampler.
 Where the work is done: what a request asks is resolved once, at admission (`LogitsProcessing`, on
 the Sequence); each step `logits_processor_tensors` turns the sampling rows that ask into a few
 flat arrays on the host (one upload for the integers, one for the floats), and
-`apply_logits_processors` applies them with batch-wide torch ops: sparse (row, token) additions
-for the bias and the masks, and [rows that ask for penalties, vocab] counts scattered from their
-token ids. A step where no row asks does nothing here at all.
+`apply_logits_processors` applies them with batch-wide torch ops on a copy of the logits: sparse
+(row, token) additions for the bias and the masks, a gather and a scatter over the (row, token)
+entries of the prompt and output tokens for the penalties. A step where no row asks does nothing
+here at all.
 
 Async scheduling: a row's newest output token may still be on the device (a PLACEHOLDER on the
 host) when the step launches. The penalties count it and the bad words match it on the device,
@@ -31,6 +32,8 @@ Invariants (tests/test_logits_processors.py checks them against HF's logits proc
 - Only the rows that ask change; every other row's logits, and so its tokens (a seeded row's too),
   are those it would have alone.
 - The raw logits are not modified: the logprobs are computed from them after the sampler runs.
+- The penalties touch only the (row, token) entries of tokens that occur: their cost grows with the
+  tokens of the rows that ask, not with rows x vocabulary (one memset of their counts aside).
 """
 
 from __future__ import annotations
@@ -244,17 +247,27 @@ def apply_logits_processors(logits: torch.Tensor, t: LogitsProcessorTensors,
         mask = torch.zeros_like(hit, dtype=logits.dtype).masked_fill_(hit, float("-inf"))
         logits.index_put_((t.cond_rows, t.cond_token_ids), mask, accumulate=True)
     if t.penalty_rows is not None:
-        tokens = t.seen_token_ids
-        if t.placeholder_dst is not None:
-            tokens = tokens.clone()
-            tokens[t.placeholder_dst] = last_tokens[t.placeholder_src]
-        rows = logits[t.penalty_rows]                                   # [r, vocab]
-        counts = torch.zeros_like(rows)
-        counts.index_put_((t.seen_index, tokens), t.seen_is_output, accumulate=True)
-        seen = torch.zeros_like(rows, dtype=torch.bool)
-        seen[t.seen_index, tokens] = True                               # prompt and output tokens
-        repetition = t.repetition.unsqueeze(1)
-        rows = torch.where(seen, torch.where(rows > 0, rows / repetition, rows * repetition), rows)
-        rows = rows - t.frequency.unsqueeze(1) * counts - t.presence.unsqueeze(1) * (counts > 0)
-        logits[t.penalty_rows] = rows
+        _apply_penalties(logits, t, last_tokens)
     return logits
+
+
+def _apply_penalties(logits: torch.Tensor, t: LogitsProcessorTensors, last_tokens: torch.Tensor | None) -> None:
+    """In place, over the (row, token) entries of the prompt and output tokens only (no pass over
+    the vocabulary but one memset for the counts): every entry of the same (row, token) computes the
+    same new logit from the same old one, so a plain (non-accumulating) scatter writes it once.
+    Nothing here has a data-dependent shape, so nothing waits for the device."""
+    tokens = t.seen_token_ids
+    if t.placeholder_dst is not None:
+        tokens = tokens.clone()
+        tokens[t.placeholder_dst] = last_tokens[t.placeholder_src]
+    vocab = logits.shape[1]
+    flat = t.penalty_rows[t.seen_index] * vocab + tokens                # [m] entries of logits.view(-1)
+    local = t.seen_index * vocab + tokens                               # [m] entries of counts
+    counts = torch.zeros(len(t.penalty_rows) * vocab, dtype=torch.float32, device=logits.device)
+    counts.index_add_(0, local, t.seen_is_output)                       # occurrences in the output
+    count = counts[local]
+    old = logits.view(-1)[flat]
+    repetition = t.repetition[t.seen_index]
+    new = torch.where(old > 0, old / repetition, old * repetition)       # CTRL / HF, prompt and output
+    new = new - t.frequency[t.seen_index] * count - t.presence[t.seen_index] * (count > 0)   # OpenAI
+    logits.view(-1)[flat] = new

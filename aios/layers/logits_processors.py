@@ -141,9 +141,12 @@ class LogitsProcessorTensors:
     presence: torch.Tensor | None = None         # [r] float32
     frequency: torch.Tensor | None = None        # [r] float32
     repetition: torch.Tensor | None = None       # [r] float32
-    seen_index: torch.Tensor | None = None       # [m] int64: which penalty row a token belongs to ...
-    seen_token_ids: torch.Tensor | None = None   # [m] int64: ... the token (-1: in flight, filled on the device)
-    seen_is_output: torch.Tensor | None = None   # [m] float32: 1 for output tokens (counted), 0 for prompt
+    # their tokens: m entries in q parts (a row's prompt, for the repetition penalty, then its output)
+    seen_token_ids: torch.Tensor | None = None   # [m] int64 (-1: in flight, filled on the device)
+    part_rows: torch.Tensor | None = None        # [q] int64: the penalty row of each part
+    part_lengths: torch.Tensor | None = None     # [q] int64
+    part_is_output: torch.Tensor | None = None   # [q] float32: 1 for output tokens (counted), 0 for prompt
+    num_seen: int = 0                            # m (known on the host: no device sync to size by it)
     placeholder_dst: torch.Tensor | None = None  # [p] int64: entries of seen_token_ids in flight ...
     placeholder_src: torch.Tensor | None = None  # [p] int64: ... at this row of the previous step's tokens
 
@@ -162,6 +165,7 @@ def logits_processor_tensors(seqs: list[Sequence], last_row_of: dict[int, int],
     cond: list[tuple[int, int, int, int]] = []            # (row, token, src, expected)
     pen_rows, pen_values = [], []
     seen_parts, part_row, is_output = [], [], []      # token-id arrays, each with its penalty row and kind
+    num_seen, dst, src = 0, [], []
     for i in rows:
         seq = seqs[i]
         proc: LogitsProcessing = seq.logits_processing
@@ -196,9 +200,14 @@ def logits_processor_tensors(seqs: list[Sequence], last_row_of: dict[int, int],
                 seen_parts.append(prompt)
                 part_row.append(len(pen_rows) - 1)
                 is_output.append(False)
+                num_seen += len(prompt)
             seen_parts.append(np.asarray(output, dtype=np.int64))
             part_row.append(len(pen_rows) - 1)
             is_output.append(True)
+            num_seen += len(output)
+            if output and output[-1] < 0:                 # only the newest token can be in flight
+                dst.append(num_seen - 1)
+                src.append(last_row_of[seq.seq_id])
     ints: dict[str, np.ndarray] = {}
     floats: dict[str, np.ndarray] = {}
     if add_rows:
@@ -211,27 +220,28 @@ def logits_processor_tensors(seqs: list[Sequence], last_row_of: dict[int, int],
         ints["penalty_rows"] = np.asarray(pen_rows, np.int64)
         values = np.asarray(pen_values, np.float32)
         floats["presence"], floats["frequency"], floats["repetition"] = values[:, 0], values[:, 1], values[:, 2]
-        lengths = np.fromiter((len(a) for a in seen_parts), np.int64, len(seen_parts))
-        seen = np.concatenate(seen_parts)
-        ints["seen_token_ids"], ints["seen_index"] = seen, np.repeat(np.asarray(part_row, np.int64), lengths)
-        floats["seen_is_output"] = np.repeat(np.asarray(is_output, np.float32), lengths)
-        dst = np.flatnonzero(seen < 0)
-        if len(dst):
-            owner = ints["seen_index"][dst]
-            ints["placeholder_dst"] = dst.astype(np.int64)
-            ints["placeholder_src"] = np.asarray([last_row_of[seqs[pen_rows[r]].seq_id] for r in owner], np.int64)
-    return LogitsProcessorTensors(**_upload_packed(ints, to_device), **_upload_packed(floats, to_device))
+        ints["seen_token_ids"] = seen_parts               # packed straight into the upload: one copy
+        ints["part_rows"] = np.asarray(part_row, np.int64)
+        ints["part_lengths"] = np.fromiter(map(len, seen_parts), np.int64, len(seen_parts))
+        floats["part_is_output"] = np.asarray(is_output, np.float32)
+        if dst:
+            ints["placeholder_dst"], ints["placeholder_src"] = np.asarray(dst, np.int64), np.asarray(src, np.int64)
+    return LogitsProcessorTensors(**_upload_packed(ints, to_device), **_upload_packed(floats, to_device),
+                                  num_seen=num_seen)
 
 
-def _upload_packed(arrays: dict[str, np.ndarray], to_device: Callable[[np.ndarray], torch.Tensor]) -> dict:
-    """Same-dtype arrays in one host-to-device copy, handed back as views of it."""
+def _upload_packed(arrays: dict[str, np.ndarray | list[np.ndarray]],
+                   to_device: Callable[[np.ndarray], torch.Tensor]) -> dict:
+    """Same-dtype arrays (or lists of parts, joined) in one host-to-device copy, handed back as views of it."""
     if not arrays:
         return {}
-    flat = to_device(np.concatenate([a.reshape(-1) for a in arrays.values()]))
+    parts = [p for a in arrays.values() for p in (a if isinstance(a, list) else [a])]
+    flat = to_device(np.concatenate(parts))
     out, start = {}, 0
     for name, a in arrays.items():
-        out[name] = flat[start:start + a.size]
-        start += a.size
+        size = sum(map(len, a)) if isinstance(a, list) else a.size
+        out[name] = flat[start:start + size]
+        start += size
     return out
 
 
@@ -261,13 +271,15 @@ def _apply_penalties(logits: torch.Tensor, t: LogitsProcessorTensors, last_token
         tokens = tokens.clone()
         tokens[t.placeholder_dst] = last_tokens[t.placeholder_src]
     vocab = logits.shape[1]
-    flat = t.penalty_rows[t.seen_index] * vocab + tokens                # [m] entries of logits.view(-1)
-    local = t.seen_index * vocab + tokens                               # [m] entries of counts
+    seen_index = torch.repeat_interleave(t.part_rows, t.part_lengths, output_size=t.num_seen)    # [m]
+    is_output = torch.repeat_interleave(t.part_is_output, t.part_lengths, output_size=t.num_seen)
+    flat = t.penalty_rows[seen_index] * vocab + tokens                  # [m] entries of logits.view(-1)
+    local = seen_index * vocab + tokens                                 # [m] entries of counts
     counts = torch.zeros(len(t.penalty_rows) * vocab, dtype=torch.float32, device=logits.device)
-    counts.index_add_(0, local, t.seen_is_output)                       # occurrences in the output
+    counts.index_add_(0, local, is_output)                              # occurrences in the output
     count = counts[local]
     old = logits.view(-1)[flat]
-    repetition = t.repetition[t.seen_index]
+    repetition = t.repetition[seen_index]
     new = torch.where(old > 0, old / repetition, old * repetition)       # CTRL / HF, prompt and output
-    new = new - t.frequency[t.seen_index] * count - t.presence[t.seen_index] * (count > 0)   # OpenAI
+    new = new - t.frequency[seen_index] * count - t.presence[seen_index] * (count > 0)       # OpenAI
     logits.view(-1)[flat] = new

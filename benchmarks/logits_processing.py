@@ -26,9 +26,10 @@ import time
 import numpy as np
 import torch
 
+from aios.engine.scheduler import ScheduledBatch
 from aios.engine.sequence import PLACEHOLDER, Sequence
 from aios.layers.logits_processors import LogitsProcessing, apply_logits_processors, logits_processor_tensors
-from aios.layers.logprobs import LogprobsTensors, compute_logprobs
+from aios.layers.logprobs import LogprobsTensors, compute_logprobs, prompt_logprob_rows, sample_logprob_rows
 from aios.sampling_params import SamplingParams
 
 VOCAB = 151_936
@@ -74,6 +75,19 @@ FEATURES = {
 def host_costs(batch_sizes: list[int], repeats: int) -> list[dict]:
     out = []
     to_device = torch.from_numpy
+    batch = ScheduledBatch()                 # nothing asked: what every step pays for the features
+    for i in range(1024):
+        seq = Sequence(i, list(range(PROMPT_LEN)), SamplingParams(), 256)
+        seq.num_computed_tokens = PROMPT_LEN - 1
+        batch.add(seq, 1)
+    seqs = batch.sampled_seqs
+
+    def scans() -> None:
+        logits_processor_tensors(seqs, {}, to_device)
+        prompt_logprob_rows(batch)
+        sample_logprob_rows(seqs)
+    out.append({"what": "nothing asked: the three scans of a decode batch", "rows": 1024,
+                "ms": median_ms(scans, repeats * 10, "cpu")})
     for name, params in FEATURES.items():
         for rows in batch_sizes:
             seqs, row_of = fake_rows(rows, params)

@@ -57,8 +57,10 @@ def test_prompt_logprobs_request_takes_no_prefix_cache_hit_and_others_still_do(t
     prompt = random_prompts(512, [40], seed=8)[0]
     llm.generate([prompt], SamplingParams(temperature=0, max_tokens=4), use_tqdm=False)    # fills the cache
     params = SamplingParams(temperature=0, max_tokens=4, logprobs=1, prompt_logprobs=2)
+    queries = llm.stats()["prefix_cache_queries"]
     out = llm.generate([prompt], params, use_tqdm=False)[0]
     assert out["num_cached_tokens"] == 0
+    assert llm.stats()["prefix_cache_queries"] == queries, "a request that skips the cache is no query of it"
     check_logprobs_against_hf(hf, out, params)
     again = llm.generate([prompt], SamplingParams(temperature=0, max_tokens=4), use_tqdm=False)[0]
     assert again["num_cached_tokens"] == 32

@@ -141,7 +141,8 @@ class Scheduler:
             seq = self.waiting[0]
             # prefix-cache hits skip their tokens; not for a sequence still owed prompt logprobs, whose
             # every prompt position's logits must be computed (vLLM skips the cache for them too)
-            if not seq.block_table and not seq.needs_prompt_logprobs:
+            looked_up = not seq.block_table and not seq.needs_prompt_logprobs
+            if looked_up:
                 seq.num_computed_tokens = seq.num_cached_tokens = self.block_manager.allocate_cached_prefix(seq)
             remaining = len(seq) - seq.num_computed_tokens
             if not self.chunked_prefill and remaining > budget:
@@ -151,7 +152,7 @@ class Scheduler:
             if got == 0 or (not self.chunked_prefill and seq.num_computed_tokens + got < len(seq)):
                 self._free_blocks(seq)
                 break
-            if self.block_manager.enable_prefix_caching:
+            if self.block_manager.enable_prefix_caching and looked_up:
                 self.block_manager.num_prefix_queries += len(seq) - 1
                 self.block_manager.num_prefix_hits += seq.num_cached_tokens
             self.waiting.popleft()

@@ -3,11 +3,18 @@ logits processors (presence / frequency: OpenAI's definition written as one), wi
 on and off; a request's settings never change its neighbours' tokens."""
 
 import pytest
+import torch
 from logits_oracle import CASES, MAX_TOKENS, PROMPTS, hf_greedy
 from transformers.generation.logits_process import MinNewTokensLengthLogitsProcessor, NoBadWordsLogitsProcessor
 
 from aios import LLM, SamplingParams
-from aios.layers.logits_processors import bad_words_token_ids
+from aios.engine.sequence import PLACEHOLDER, Sequence
+from aios.layers.logits_processors import (
+    LogitsProcessing,
+    apply_logits_processors,
+    bad_words_token_ids,
+    logits_processor_tensors,
+)
 from helpers import assert_no_leaked_blocks, hf_model, random_prompts
 
 
@@ -135,3 +142,51 @@ def test_include_stop_str_in_output_keeps_the_stop_string(tiny_ckpt):
     assert kept["text"] == free[:free.find(stop) + len(stop)]
     assert "".join(llm.stream(prompt, SamplingParams(temperature=0, max_tokens=12, stop=stop,
                                                      include_stop_str_in_output=True))) == kept["text"]
+
+
+def reference_row(logits: torch.Tensor, proc, prompt: list[int], output: list[int]) -> torch.Tensor:
+    """One row processed by the definitions, token by token (the spec the batched ops must equal)."""
+    x = logits.clone()
+    for t, b in proc.logit_bias:
+        x[t] += b
+    if len(output) < proc.min_tokens:
+        x[list(proc.min_tokens_stop_ids)] = float("-inf")
+    for word in proc.bad_words_token_ids:
+        prefix = list(word[:-1])
+        if len(prefix) <= len(output) and (not prefix or output[len(output) - len(prefix):] == prefix):
+            x[word[-1]] = float("-inf")
+    for t in set(prompt + output) if proc.repetition_penalty != 1 else ():
+        x[t] = x[t] / proc.repetition_penalty if x[t] > 0 else x[t] * proc.repetition_penalty
+    for t in set(output):
+        x[t] -= proc.frequency_penalty * output.count(t) + proc.presence_penalty
+    return x
+
+
+def test_batched_processing_equals_the_per_row_definition_with_tokens_in_flight():
+    g = torch.Generator().manual_seed(0)
+    vocab = 40
+    procs = [
+        LogitsProcessing(repetition_penalty=1.7, frequency_penalty=0.3, presence_penalty=0.2),
+        None,                                                        # a row that asks nothing
+        LogitsProcessing(logit_bias=((3, 2.5), (7, -1.0)), min_tokens=9, min_tokens_stop_ids=(0, 5)),
+        LogitsProcessing(bad_words_token_ids=((11,), (4, 6), (9, 9, 2)), frequency_penalty=-0.5),
+        LogitsProcessing(repetition_penalty=0.6, bad_words_token_ids=((8, 13),)),
+    ]
+    outputs = [[4, 4, 9, 4], [1, 2], [6, 6, 6], [9, 9, 4], [2, 8]]   # the last token of each is in flight
+    prompts = [torch.randint(0, vocab, (n,), generator=g).tolist() for n in (6, 3, 5, 4, 7)]
+    seqs, last_tokens = [], []
+    for i, (proc, prompt, out) in enumerate(zip(procs, prompts, outputs)):
+        seq = Sequence(i, prompt, SamplingParams(), 16, proc)
+        seq.token_ids += out[:-1] + [PLACEHOLDER]
+        seqs.append(seq)
+        last_tokens.append(out[-1])
+    row_of = {s.seq_id: len(seqs) - 1 - i for i, s in enumerate(seqs)}   # the previous step's rows, shuffled
+    last = torch.tensor([last_tokens[len(seqs) - 1 - r] for r in range(len(seqs))])
+    logits = torch.randn(len(seqs), vocab, generator=g) * 3
+    t = logits_processor_tensors(seqs, row_of, torch.from_numpy)
+    got = apply_logits_processors(logits, t, last)
+    assert torch.equal(logits, logits.clone()) and not torch.equal(got, logits)   # a new tensor
+    for i, (proc, prompt, out) in enumerate(zip(procs, prompts, outputs)):
+        want = logits[i] if proc is None else reference_row(logits[i], proc, prompt, out)
+        torch.testing.assert_close(got[i], want, rtol=0, atol=1e-6)
+    assert logits_processor_tensors([seqs[1]], row_of, torch.from_numpy) is None

@@ -169,20 +169,21 @@ def logits_processor_tensors(seqs: list[Sequence], last_row_of: dict[int, int],
     for i in rows:
         seq = seqs[i]
         proc: LogitsProcessing = seq.logits_processing
-        output = seq.token_ids[seq.num_prompt_tokens:]    # its newest entry may be in flight
+        tokens = seq.token_ids                            # its newest entry may be in flight
+        num_output = len(tokens) - seq.num_prompt_tokens  # also the index of the token sampled now
         for token_id, bias in proc.logit_bias:
             add_rows.append(i)
             add_ids.append(token_id)
             add_values.append(bias)
-        if len(output) < proc.min_tokens:                 # len(output): the index of the token sampled now
+        if num_output < proc.min_tokens:
             add_rows += [i] * len(proc.min_tokens_stop_ids)
             add_ids += proc.min_tokens_stop_ids
             add_values += [float("-inf")] * len(proc.min_tokens_stop_ids)
         for word in proc.bad_words_token_ids:
-            prefix_len = len(word) - 1
-            if prefix_len > len(output):
+            prefix_len = len(word) - 1                    # matched against the output only (vLLM's)
+            if prefix_len > num_output:
                 continue
-            tail = output[len(output) - prefix_len:] if prefix_len else []
+            tail = tokens[len(tokens) - prefix_len:] if prefix_len else []
             if tail and tail[-1] < 0:                     # its last token is in flight: the device decides
                 if tail[:-1] == list(word[:prefix_len - 1]):
                     cond.append((i, word[-1], last_row_of[seq.seq_id], word[prefix_len - 1]))
@@ -201,11 +202,11 @@ def logits_processor_tensors(seqs: list[Sequence], last_row_of: dict[int, int],
                 part_row.append(len(pen_rows) - 1)
                 is_output.append(False)
                 num_seen += len(prompt)
-            seen_parts.append(np.asarray(output, dtype=np.int64))
+            seen_parts.append(np.asarray(tokens[seq.num_prompt_tokens:], dtype=np.int64))
             part_row.append(len(pen_rows) - 1)
             is_output.append(True)
-            num_seen += len(output)
-            if output and output[-1] < 0:                 # only the newest token can be in flight
+            num_seen += num_output
+            if num_output and tokens[-1] < 0:             # only the newest token can be in flight
                 dst.append(num_seen - 1)
                 src.append(last_row_of[seq.seq_id])
     ints: dict[str, np.ndarray] = {}

@@ -190,3 +190,20 @@ def test_batched_processing_equals_the_per_row_definition_with_tokens_in_flight(
         want = logits[i] if proc is None else reference_row(logits[i], proc, prompt, out)
         torch.testing.assert_close(got[i], want, rtol=0, atol=1e-6)
     assert logits_processor_tensors([seqs[1]], row_of, torch.from_numpy) is None
+
+
+def test_min_tokens_holds_back_stop_strings_too(tiny_ckpt):
+    llm = LLM(tiny_ckpt, device="cpu", dtype="float32")
+    decode = llm.tokenizer.decode
+    for prompt in random_prompts(512, [9] * 8, seed=12):  # one whose output has a new word among tokens 1-4
+        free = llm.generate([prompt], SamplingParams(temperature=0, max_tokens=12), use_tqdm=False)[0]["token_ids"]
+        k = next((k for k in range(1, 5) if decode(free[k:k + 1]).strip()
+                  and decode(free[k:k + 1]) not in decode(free[:k])), None)
+        if k is not None:
+            break
+    stop = decode(free[k:k + 1])                          # first appears in the text with token k
+    early = llm.generate([prompt], SamplingParams(temperature=0, max_tokens=12, stop=stop), use_tqdm=False)[0]
+    late = llm.generate([prompt], SamplingParams(temperature=0, max_tokens=12, stop=stop, min_tokens=k + 4),
+                        use_tqdm=False)[0]
+    assert len(early["token_ids"]) == k + 1 and len(late["token_ids"]) >= k + 4
+    assert late["token_ids"] == free[:len(late["token_ids"])]      # a stop string masks no token

@@ -44,7 +44,8 @@ class LLM(LLMEngine):
         A prompt is a str or its token ids (a list, tuple or 1-D integer array). With n > 1 a
         prompt's dict holds its n samples in "outputs" (each with text, token_ids, finish_reason);
         the dict's own text / token_ids / finish_reason are those of sample 0 ("outputs" is there
-        for n == 1 too)."""
+        for n == 1 too). With logprobs / prompt_logprobs asked, "logprobs", "prompt_logprobs" and
+        "cumulative_logprob" hold the scores ({token id: Logprob} per token, aios/outputs.py)."""
         prompts = self._prompt_list(prompts)
         if sampling_params is None:
             sampling_params = SamplingParams()

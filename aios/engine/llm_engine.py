@@ -27,7 +27,10 @@ from aios.engine.sequence import Sequence
 from aios.engine.step_inputs import StepInputs
 from aios.engine.stop_checker import StopChecker
 from aios.layers.backend import Backend
+from aios.layers.logits_processors import LogitsProcessing
+from aios.layers.logprobs import TokenLogprobs
 from aios.layers.sampler import Sampler
+from aios.outputs import Logprob
 from aios.sampling_params import SamplingParams
 
 logger = logging.getLogger("aios")
@@ -36,9 +39,7 @@ logger = logging.getLogger("aios")
 # request that asks for one is refused in validate() (issue 20 builds them; each leaves this table
 # when the engine applies it).
 NOT_YET_APPLIED: dict[str, object] = {
-    "best_of": None, "logprobs": None, "prompt_logprobs": None, "presence_penalty": 0.0,
-    "frequency_penalty": 0.0, "repetition_penalty": 1.0, "logit_bias": None, "min_tokens": 0,
-    "bad_words": None, "include_stop_str_in_output": False, "structured_outputs": None,
+    "best_of": None, "structured_outputs": None,
 }
 
 __all__ = ["LLMEngine", "StepOutput"]
@@ -139,6 +140,12 @@ class LLMEngine:
         asked = [k for k, off in NOT_YET_APPLIED.items() if getattr(params, k) != off]
         if asked:
             raise ValueError(f"{asked[0]}: not applied by this engine yet (SamplingParams fields {asked})")
+        for name in ("logprobs", "prompt_logprobs"):
+            value = getattr(params, name)
+            if value is not None and value > cfg.max_logprobs:
+                raise ValueError(f"{name}: {value} is more than this engine's max_logprobs={cfg.max_logprobs} "
+                                 f"(Config.max_logprobs)")
+        self._logits_processing(params)               # token ids in the vocabulary, bad_words tokenizable
         if params.stop_strings and self.tokenizer is None:
             raise ValueError("stop strings need a tokenizer (skip_tokenizer_init=True)")
         if len(params.stop_strings) > cfg.max_stop_strings:
@@ -167,11 +174,17 @@ class LLMEngine:
         """Queue a request that tokenize() and validate() have already passed."""
         if self.closed:
             raise RuntimeError("this LLM is closed")
-        seq = Sequence(self._next_seq_id, token_ids, params, self.config.kvcache_block_size)
+        seq = Sequence(self._next_seq_id, token_ids, params, self.config.kvcache_block_size,
+                       self._logits_processing(params, token_ids))
         self._next_seq_id += 1
         self.seqs[seq.seq_id] = seq
         self.scheduler.add(seq)
         return seq
+
+    def _logits_processing(self, params: SamplingParams,
+                           prompt_token_ids: list[int] | None = None) -> LogitsProcessing | None:
+        vocab_size = self.config.hf_config.vocab_size
+        return LogitsProcessing.from_params(params, self.eos_token_ids, self.tokenizer, vocab_size, prompt_token_ids)
 
     def abort_request(self, seq_id: int) -> None:
         seq = self.seqs.pop(seq_id, None)
@@ -204,18 +217,41 @@ class LLMEngine:
         return outputs
 
     def output_text(self, seq: Sequence) -> str:
-        """The generated text: special tokens skipped, a stop string and what follows cut off."""
+        """The generated text: special tokens skipped, a stop string and what follows cut off (with
+        include_stop_str_in_output, what follows it only; a stop token's text is then kept too)."""
         if self.tokenizer is None:
             return ""
+        keep_stop = seq.sampling_params.include_stop_str_in_output
         ids = seq.output_token_ids
-        if seq.finish_reason == "stop" and isinstance(seq.stop_reason, int):
+        if seq.finish_reason == "stop" and isinstance(seq.stop_reason, int) and not keep_stop:
             ids = ids[:-1]
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        if isinstance(seq.stop_reason, str):
-            text = text[: text.find(seq.stop_reason)] if seq.stop_reason in text else text
+        if isinstance(seq.stop_reason, str) and seq.stop_reason in text:
+            end = text.find(seq.stop_reason)
+            text = text[: end + len(seq.stop_reason) if keep_stop else end]
         return text
 
+    def logprob_dicts(self, entries: list[TokenLogprobs | None]) -> list[dict[int, Logprob] | None]:
+        """Scores as the API hands them out (aios/outputs.py): one {token id: Logprob} per position,
+        the scored token first, then the top-N; decoded_token filled where there is a tokenizer.
+        (A stream converts its new entries each step: seq.output_logprobs[start:].)"""
+        text: dict[int, str] = {}
+        if self.tokenizer is not None:
+            ids = sorted({t for e in entries if e is not None for t in e.token_ids})
+            text = dict(zip(ids, self.tokenizer.batch_decode([[t] for t in ids])))
+        out: list[dict[int, Logprob] | None] = []
+        for e in entries:
+            if e is None:
+                out.append(None)
+                continue
+            d = {e.token_ids[0]: Logprob(e.logprobs[0], e.rank, text.get(e.token_ids[0]))}
+            for rank, (t, lp) in enumerate(zip(e.token_ids[1:], e.logprobs[1:]), start=1):
+                d[t] = Logprob(lp, rank, text.get(t))      # a sampled token in the top-N: its top-N rank (vLLM's)
+            out.append(d)
+        return out
+
     def output(self, seq: Sequence) -> dict:
+        params = seq.sampling_params
         ttft = None if seq.first_token_time is None else seq.first_token_time - seq.arrival_time
         itl = [b - a for a, b in zip(seq.token_times, seq.token_times[1:])]
         return {
@@ -225,6 +261,10 @@ class LLMEngine:
             "prompt_token_ids": seq.prompt_token_ids,
             "finish_reason": seq.finish_reason,
             "num_cached_tokens": seq.num_cached_tokens,
+            "logprobs": self.logprob_dicts(seq.output_logprobs) if params.logprobs is not None else None,
+            "prompt_logprobs": self.logprob_dicts(seq.prompt_logprobs) if params.prompt_logprobs is not None else None,
+            "cumulative_logprob": (sum(e.logprobs[0] for e in seq.output_logprobs)
+                                   if seq.num_logprobs is not None else None),
             "metrics": {"ttft_s": ttft, "itl_s": itl, "num_preemptions": seq.num_preemptions},
         }
 

@@ -9,12 +9,14 @@ Each field has one writer (the reader of a field may be anyone):
 | field                                         | written by                                      |
 |-----------------------------------------------|-------------------------------------------------|
 | seq_id, num_prompt_tokens, sampling_params,   | LLMEngine, at construction                      |
-|   arrival_time                                |                                                 |
+|   arrival_time, logits_processing,            |                                                 |
+|   num_logprobs                                |                                                 |
 | token_ids (placeholders, tokens, truncation)  | Scheduler (launched, postprocess, abort)        |
 | status, finish_reason, stop_reason, error     | Scheduler                                       |
 | num_computed_tokens, num_cached_tokens,       | Scheduler                                       |
 |   num_preemptions, first_token_time,          |                                                 |
 |   token_times                                 |                                                 |
+| output_logprobs, prompt_logprobs              | Scheduler (postprocess; truncated with tokens)  |
 | block_table, block_hashes                     | BlockManager                                    |
 
 Invariants:
@@ -24,6 +26,12 @@ Invariants:
   token i lives in block block_table[i // block_size] at offset i % block_size.
 - At most the last two entries of token_ids are PLACEHOLDER (tokens sampled by steps in flight);
   every token before them is known.
+- output_logprobs[i] scores output token i (where the request asks for logprobs): it has an entry
+  for every known output token, none for a placeholder, and a stop that drops tokens drops theirs.
+- prompt_logprobs[i] scores prompt token i (where it asks for prompt_logprobs): [None] at first,
+  then one entry per position in order as the prefill chunks are read; a preempted sequence's
+  recompute adds none twice. A sequence still missing some takes no prefix-cache hits (their
+  logits would never be computed).
 - block_hashes[i] is the prefix-cache hash of block i (chained over blocks 0..i); it exists only
   for full blocks whose K/V is written.
 """
@@ -32,8 +40,14 @@ from __future__ import annotations
 
 import enum
 import time
+from typing import TYPE_CHECKING
 
+from aios.layers.logprobs import num_sample_logprobs
 from aios.sampling_params import SamplingParams
+
+if TYPE_CHECKING:
+    from aios.layers.logits_processors import LogitsProcessing
+    from aios.layers.logprobs import TokenLogprobs
 
 PLACEHOLDER = -1   # a sampled token still on the GPU (async scheduling); replaced when the host reads it
 
@@ -47,12 +61,16 @@ class SequenceStatus(enum.Enum):
 
 class Sequence:
     def __init__(self, seq_id: int, prompt_token_ids: list[int], sampling_params: SamplingParams,
-                 block_size: int) -> None:
+                 block_size: int, logits_processing: LogitsProcessing | None = None) -> None:
         self.seq_id = seq_id
         self.status = SequenceStatus.WAITING
         self.token_ids: list[int] = list(prompt_token_ids)
         self.num_prompt_tokens = len(prompt_token_ids)
         self.sampling_params = sampling_params
+        self.logits_processing = logits_processing   # None: its logits go to the sampler as they are
+        self.num_logprobs = num_sample_logprobs(sampling_params)   # top-N of its sampled tokens; None: no scores
+        self.output_logprobs: list[TokenLogprobs] = []
+        self.prompt_logprobs: list[TokenLogprobs | None] = [None] if sampling_params.prompt_logprobs is not None else []
         self.block_size = block_size
         self.block_table: list[int] = []
         self.block_hashes: list[int] = []
@@ -98,6 +116,11 @@ class Sequence:
     @property
     def is_finished(self) -> bool:
         return self.status == SequenceStatus.FINISHED
+
+    @property
+    def needs_prompt_logprobs(self) -> bool:
+        """It asks for prompt logprobs and the host does not hold all of them yet."""
+        return self.sampling_params.prompt_logprobs is not None and len(self.prompt_logprobs) < self.num_prompt_tokens
 
     @property
     def is_decode(self) -> bool:

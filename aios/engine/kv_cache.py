@@ -33,6 +33,12 @@ class KVCache:
         for i, layer in enumerate(self.layers):
             layer.k_cache, layer.v_cache = self.tensor[0, i], self.tensor[1, i]
 
+    def copy_blocks(self, src: torch.Tensor, dst: torch.Tensor) -> None:
+        """Block dst[i] becomes a copy of block src[i], in every layer's K and V (copy-on-write of a
+        forked prompt's last block). One gather and one scatter over the whole cache tensor; the
+        dst blocks are fresh, so no dst is also a src."""
+        self.tensor.index_copy_(2, dst, self.tensor.index_select(2, src))
+
     def free(self) -> None:
         for layer in self.layers:
             layer.k_cache = layer.v_cache = torch.empty(0)

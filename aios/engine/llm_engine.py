@@ -1,8 +1,9 @@
 """The engine loop: tokenizer + scheduler + block manager + model runner.
 
-    add_request(prompt, params) -> Sequence          (validated; queued as WAITING)
+    add_request(prompt, params) -> Sequence          (validated; queued as WAITING; with n or best_of
+                                                      > 1 the parent of its SequenceGroup: seq.group)
     step() -> list[StepOutput]                       (schedule -> launch -> postprocess tokens)
-    abort_request(seq_id)                            (frees its blocks at once)
+    abort_request(seq_id)                            (its request, every sample: blocks freed at once)
 
 The engine is glue: the Scheduler owns every request's life (admission, chunks, placeholders, stops,
 prefix-cache registration, FINISHED), the ModelRunner runs steps, the engine hands one to the other.
@@ -23,7 +24,7 @@ from aios.engine.cuda_graph import CUDAGraphRunner
 from aios.engine.inputs import check_unicode, describe_type, token_id_list
 from aios.engine.model_runner import ModelRunner, WeightLoader
 from aios.engine.scheduler import InflightStep, ScheduledBatch, Scheduler, StepOutput
-from aios.engine.sequence import Sequence
+from aios.engine.sequence import Sequence, SequenceGroup, SequenceStatus
 from aios.engine.step_inputs import StepInputs
 from aios.engine.stop_checker import StopChecker
 from aios.layers.backend import Backend
@@ -149,6 +150,11 @@ class LLMEngine:
                              f"(Config.max_stop_string_len), got one of {max(map(len, params.stop_strings))}")
         for s in params.stop_strings:
             check_unicode(s, "a stop string")
+        best_of = params.best_of or params.n
+        if best_of > cfg.max_num_seqs:
+            field_name = "best_of" if params.best_of else "n"
+            raise ValueError(f"{field_name}: {best_of} samples of one prompt are sampled in one step, but a step "
+                             f"holds at most max_num_seqs={cfg.max_num_seqs}")
         total = min(n + params.max_tokens, cfg.max_model_len)
         # the last token is sampled, never fed back: its K/V is never written, so it needs no slot
         need = (total - 1 + cfg.kvcache_block_size - 1) // cfg.kvcache_block_size
@@ -164,18 +170,33 @@ class LLMEngine:
         return self._enqueue(token_ids, params)
 
     def _enqueue(self, token_ids: list[int], params: SamplingParams) -> Sequence:
-        """Queue a request that tokenize() and validate() have already passed."""
+        """Queue a request that tokenize() and validate() have already passed. One that asks for
+        several samples (best_of, default n) is a SequenceGroup: sample j has params.for_choice(j)
+        (a seeded request's sample j draws with seed + j); only the parent (sample 0) is queued,
+        the others wait PENDING_FORK for its first token (scheduler.py: one prefill for all)."""
         if self.closed:
             raise RuntimeError("this LLM is closed")
-        seq = Sequence(self._next_seq_id, token_ids, params, self.config.kvcache_block_size)
-        self._next_seq_id += 1
-        self.seqs[seq.seq_id] = seq
-        self.scheduler.add(seq)
-        return seq
+        best_of = params.best_of or params.n
+        seqs = []
+        for j in range(best_of):
+            seqs.append(Sequence(self._next_seq_id, token_ids, params.for_choice(j), self.config.kvcache_block_size))
+            self._next_seq_id += 1
+            self.seqs[seqs[-1].seq_id] = seqs[-1]
+        if best_of > 1:
+            group = SequenceGroup(seqs, params.n)
+            for seq in seqs:
+                seq.group = group
+            for seq in seqs[1:]:
+                seq.status = SequenceStatus.PENDING_FORK
+        self.scheduler.add(seqs[0])
+        return seqs[0]
 
     def abort_request(self, seq_id: int) -> None:
-        seq = self.seqs.pop(seq_id, None)
+        """Abort the request seq_id belongs to: the sequence and, for several samples, all of them."""
+        seq = self.seqs.get(seq_id)
         if seq is not None:
+            for s in seq.group.seqs if seq.group is not None else [seq]:
+                self.seqs.pop(s.seq_id, None)
             self.scheduler.abort(seq)
 
     def has_unfinished_requests(self) -> bool:
@@ -241,6 +262,8 @@ class LLMEngine:
             "prefix_cache_hits": bm.num_prefix_hits,
             "num_preemptions": self.scheduler.num_preemptions,
             "num_generated_tokens": self.scheduler.num_generated_tokens,
+            "num_computed_prompt_tokens": self.scheduler.num_computed_prompt_tokens,
+            "num_forked_seqs": self.scheduler.num_forked_seqs,
         }
 
     def close(self) -> None:

@@ -184,7 +184,10 @@ class ModelRunner:
     def prepare_inputs(self, batch: ScheduledBatch) -> StepInputs:
         """Flatten the batch into flat host arrays (aios/engine/step_inputs.py)."""
         row_of = self.last_handle.row_of if self.last_handle is not None else {}
-        return self.step_inputs_fn(batch, self.block_size, row_of)
+        inputs = self.step_inputs_fn(batch, self.block_size, row_of)
+        if batch.blocks_to_copy:
+            inputs.blocks_to_copy = np.asarray(batch.blocks_to_copy, dtype=np.int64).reshape(-1, 2)
+        return inputs
 
     def _to_device(self, a: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(a)
@@ -221,6 +224,9 @@ class ModelRunner:
         decode step replays a CUDA graph where one was captured for it (cuda_graph.py), anything
         else runs eagerly (and so does everything with use_cuda_graph=False)."""
         t = self._upload(inputs)
+        if len(inputs.blocks_to_copy):           # copy-on-write: before this step writes any K/V
+            pairs = self._to_device(inputs.blocks_to_copy)
+            self.kv_cache.copy_blocks(pairs[:, 0], pairs[:, 1])
         if len(inputs.placeholder_dst):
             t["input_ids"][t["placeholder_dst"]] = self.last_handle.tokens_device[t["placeholder_src"]]
         graph_bs = self.cuda_graphs.batch_size_for(inputs) if use_cuda_graph else None
@@ -243,10 +249,15 @@ class ModelRunner:
 
     def run(self, batch: ScheduledBatch, inputs: StepInputs | None = None) -> StepHandle:
         """Launch one step on rank 0 and return at once: the model, then sampling for each sequence
-        whose chunk reaches its last token (batch.samples; partial prefill chunks sample nothing)."""
+        whose chunk reaches its last token (batch.samples; partial prefill chunks sample nothing).
+        A request's first sample (batch.forks) samples one row per sample of the request from its
+        one logits row, replicated on the device (each row has its own noise key)."""
         sampled = batch.sampled_seqs
         inputs = inputs or self.prepare_inputs(batch)
         logits = self.execute(inputs)
+        rows = batch.logits_rows()
+        if rows is not None:
+            logits = logits[self._to_device(rows)]
         if sampled:
             t = sampling_tensors([s.sampling_params for s in sampled], [s.num_output_tokens for s in sampled],
                                  self.config.hf_config.vocab_size, self.rng, self._to_device)

@@ -21,19 +21,37 @@ Invariants (check_invariants() asserts them; the stress tests call it after ever
   `finishing` (FINISHING: released at launch, its last token still in flight).
 - A RUNNING sequence has KV slots for every token before num_computed_tokens; a WAITING or
   FINISHING one holds no block.
-- A scheduled batch has sum(chunk sizes) <= max_num_batched_tokens and len <= max_num_seqs.
+- A scheduled batch has sum(chunk sizes) <= max_num_batched_tokens, and len plus the extra rows of
+  its forks (best_of - 1 each) <= max_num_seqs: no step samples more rows than max_num_seqs.
+- A block's ref_count = the number of sequences (running ones: the others hold none) whose
+  block_table holds it.
+- A PENDING_FORK sequence is in no queue and holds no block; its group's parent is WAITING or
+  RUNNING and the group is not forked.
+
+Several samples of one prompt (n, best_of; a SequenceGroup, sequence.py): only the parent is queued.
+The step whose chunk reaches its prompt's last token samples best_of rows from its one logits row
+(`ScheduledBatch.forks`, `sampled_seqs`), and `launched` forks the others from it (`_fork`: the
+parent's tokens, num_computed_tokens and every block, ref counts + 1). The last, partly filled
+prompt block is then shared by all samples, and the first token each one writes would land in it:
+copy-on-write (`_allocate`) gives each writer but the last a fresh block, and lists (shared, fresh)
+in `ScheduledBatch.blocks_to_copy`, which the model runner copies before the step's forward. From
+the fork on, a sample is an ordinary sequence: preempting it frees its references only, and it is
+recomputed from its own tokens (the prefix cache may hit the shared prompt). An abort of any sample
+aborts the request: all of them.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from aios.config import Config
 from aios.engine.block_manager import BlockManager
+import numpy as np
+
 from aios.engine.sequence import PLACEHOLDER, Sequence, SequenceStatus
 from aios.engine.stop_checker import StopChecker
 
@@ -48,6 +66,10 @@ class ScheduledBatch:
     seqs: list[Sequence] = field(default_factory=list)
     num_new_tokens: list[int] = field(default_factory=list)   # chunk size of each seq this step
     samples: list[bool] = field(default_factory=list)         # its chunk reaches its last token: it samples
+    forks: list[bool] = field(default_factory=list)           # ... and it is its request's first sample:
+                                                              # one row per sample of the request
+    blocks_to_copy: list[tuple[int, int]] = field(default_factory=list)   # (src, dst) K/V copies before
+                                                              # the forward (copy-on-write)
 
     def __len__(self) -> int:
         return len(self.seqs)
@@ -57,14 +79,42 @@ class ScheduledBatch:
         return sum(self.num_new_tokens)
 
     @property
+    def num_rows(self) -> int:
+        """Sequences plus the extra sampled rows of forks: what max_num_seqs bounds."""
+        return len(self.seqs) + sum(len(s.group.seqs) - 1 for s, f in zip(self.seqs, self.forks) if f)
+
+    @property
     def sampled_seqs(self) -> list[Sequence]:
-        """The sequences that sample a token this step, in the order of their logits rows."""
-        return [s for s, sample in zip(self.seqs, self.samples) if sample]
+        """The sequences that sample a token this step, one per sampled row: each sequence whose chunk
+        reaches its last token, and where that is a request's first sample, all of its samples."""
+        out = []
+        for seq, sample, fork in zip(self.seqs, self.samples, self.forks):
+            if fork:
+                out += seq.group.seqs
+            elif sample:
+                out.append(seq)
+        return out
+
+    def logits_rows(self) -> np.ndarray | None:
+        """For each sampled row, its row among the logits of the sequences that sample (a fork
+        repeats its sequence's row); None when no fork asks for a repeat."""
+        if not any(self.forks):
+            return None
+        counts = [len(s.group.seqs) if f else 1 for s, sample, f in zip(self.seqs, self.samples, self.forks)
+                  if sample]
+        return np.repeat(np.arange(len(counts)), counts)
 
     def add(self, seq: Sequence, num_new_tokens: int) -> None:
         self.seqs.append(seq)
         self.num_new_tokens.append(num_new_tokens)
-        self.samples.append(seq.num_computed_tokens + num_new_tokens == len(seq))
+        sample = seq.num_computed_tokens + num_new_tokens == len(seq)
+        self.samples.append(sample)
+        self.forks.append(sample and forks_here(seq))
+
+
+def forks_here(seq: Sequence) -> bool:
+    """seq is a request's parent whose first sample forks its other samples."""
+    return seq.group is not None and not seq.group.forked
 
 
 @dataclass
@@ -75,6 +125,7 @@ class InflightStep:
     handle: StepHandle                        # handle.tokens() waits for them
     sampled: list[Sequence]                   # batch.sampled_seqs, one per token
     token_indices: list[int]                  # where each one's PLACEHOLDER sits in its token_ids
+    forked: list[Sequence] = field(default_factory=list)   # samples forked at its launch
 
 
 @dataclass
@@ -97,6 +148,10 @@ class Scheduler:
         self.finishing: set[Sequence] = set()
         self.num_preemptions = 0
         self.num_generated_tokens = 0
+        # prompt tokens whose K/V a launched step computes (prefix-cache hits and forked samples
+        # compute none; a preempted sequence's recompute counts again)
+        self.num_computed_prompt_tokens = 0
+        self.num_forked_seqs = 0
 
     def add(self, seq: Sequence) -> None:
         self.waiting.append(seq)
@@ -110,33 +165,39 @@ class Scheduler:
     def schedule(self) -> ScheduledBatch:
         batch = ScheduledBatch()
         budget = self.max_num_batched_tokens
+        rows = 0                             # sampled rows if every chunk sampled: len(batch) + fork extras
         # static batching (lesson 07) admits only into an empty engine: a batch runs to its end
         admit = not (self.static_batching and self.running)
 
         # 1. running sequences, oldest first
         i = 0
-        while i < len(self.running) and budget > 0 and len(batch) < self.max_num_seqs:
+        while i < len(self.running) and budget > 0 and rows < self.max_num_seqs:
             seq = self.running[i]
             remaining = len(seq) - seq.num_computed_tokens
             want = min(remaining, budget) if self.chunked_prefill or remaining == 1 else remaining
             if want > budget:
                 break
-            got = self.block_manager.allocate(seq, want)
+            seq_rows = self._rows(seq, want)
+            if rows + seq_rows > self.max_num_seqs:
+                i += 1                       # its fork's rows do not fit this step: it waits a step
+                continue
+            got = self._allocate(seq, want, batch)
             while got == 0:                  # no free block: preempt the newest running sequence
                 victim = self.running[-1]
                 self._preempt(victim)
                 admit = False                # no new work in a step that had to preempt
                 if victim is seq:
                     break
-                got = self.block_manager.allocate(seq, want)
+                got = self._allocate(seq, want, batch)
             if seq.status != SequenceStatus.RUNNING:
                 continue                     # seq preempted itself; running[i] is now the next one
             batch.add(seq, got)
+            rows += self._rows(seq, got)
             budget -= got
             i += 1
 
         # 2. admit waiting sequences with what is left
-        while self.waiting and admit and budget > 0 and len(batch) < self.max_num_seqs:
+        while self.waiting and admit and budget > 0 and rows < self.max_num_seqs:
             seq = self.waiting[0]
             if not seq.block_table:          # prefix-cache hits skip their tokens
                 seq.num_computed_tokens = seq.num_cached_tokens = self.block_manager.allocate_cached_prefix(seq)
@@ -144,8 +205,9 @@ class Scheduler:
             if not self.chunked_prefill and remaining > budget:
                 self._free_blocks(seq)
                 break
-            got = self.block_manager.allocate(seq, min(remaining, budget))
-            if got == 0 or (not self.chunked_prefill and seq.num_computed_tokens + got < len(seq)):
+            got = self._allocate(seq, min(remaining, budget), batch)
+            if (got == 0 or (not self.chunked_prefill and seq.num_computed_tokens + got < len(seq))
+                    or rows + self._rows(seq, got) > self.max_num_seqs):
                 self._free_blocks(seq)
                 break
             if self.block_manager.enable_prefix_caching:
@@ -155,15 +217,39 @@ class Scheduler:
             seq.status = SequenceStatus.RUNNING
             self.running.append(seq)
             batch.add(seq, got)
+            rows += self._rows(seq, got)
             budget -= got
         return batch
+
+    @staticmethod
+    def _rows(seq: Sequence, num_new_tokens: int) -> int:
+        """Rows seq samples with a chunk of num_new_tokens: 0 or 1, or best_of where it forks.
+        (0 counts as 1: the sequence takes a place in the batch either way.)"""
+        if seq.num_computed_tokens + num_new_tokens == len(seq) and forks_here(seq):
+            return len(seq.group.seqs)
+        return 1
+
+    def _allocate(self, seq: Sequence, num_new_tokens: int, batch: ScheduledBatch) -> int:
+        """block_manager.allocate, after copy-on-write where seq's next token would go into a block
+        it shares (a forked prompt's last block): seq gets a fresh block and the batch lists the
+        K/V copy. 0 when no block is free for either."""
+        bm = self.block_manager
+        if bm.needs_copy_on_write(seq):
+            if bm.num_free_blocks == 0:
+                return 0
+            batch.blocks_to_copy.append(bm.copy_on_write(seq))
+        return bm.allocate(seq, num_new_tokens)
 
     # ---- 2. launched ---------------------------------------------------------------------------
 
     def launched(self, batch: ScheduledBatch, handle: StepHandle) -> InflightStep:
         """The model runner has launched `batch`: its K/V is written in stream order from here on."""
-        for seq, n in zip(batch.seqs, batch.num_new_tokens):
+        forked = []
+        for seq, n, fork in zip(batch.seqs, batch.num_new_tokens, batch.forks):
+            self.num_computed_prompt_tokens += max(0, min(n, seq.num_prompt_tokens - seq.num_computed_tokens))
             seq.num_computed_tokens += n
+            if fork:
+                forked += self._fork(seq)
         sampled = batch.sampled_seqs
         indices = []
         for seq in sampled:
@@ -175,7 +261,23 @@ class Scheduler:
                 self._release(seq)
                 seq.status = SequenceStatus.FINISHING
                 self.finishing.add(seq)
-        return InflightStep(batch, handle, sampled, indices)
+        return InflightStep(batch, handle, sampled, indices, forked)
+
+    def _fork(self, parent: Sequence) -> list[Sequence]:
+        """The parent's first token is launched: its request's other samples start from its state,
+        sharing its blocks (one prefill for them all). Each gets its own placeholder in launched."""
+        group = parent.group
+        children = group.seqs[1:]
+        for child in children:
+            assert child.status == SequenceStatus.PENDING_FORK and child.token_ids == parent.token_ids
+            child.num_computed_tokens = parent.num_computed_tokens
+            child.num_cached_tokens = parent.num_cached_tokens
+            self.block_manager.fork(parent, child)
+            child.status = SequenceStatus.RUNNING
+            self.running.append(child)
+        group.forked = True
+        self.num_forked_seqs += len(children)
+        return children
 
     # ---- 3. postprocess ------------------------------------------------------------------------
 
@@ -202,17 +304,18 @@ class Scheduler:
                 self._finish(seq, stop[0])
             outputs.append(StepOutput(seq, [token_id], stop is not None))
         # every token before num_computed_tokens is known now: register full blocks in the prefix cache
-        for seq in step.batch.seqs:
+        for seq in step.batch.seqs + step.forked:    # (a fork's samples hold the parent's blocks)
             if seq.block_table:
                 self.block_manager.register_computed_blocks(seq)
         return outputs
 
     def abort(self, seq: Sequence) -> None:
-        """seq takes no more steps and keeps only its known tokens (finish_reason "abort")."""
-        if seq.is_finished:
-            return
-        del seq.token_ids[seq.num_prompt_tokens + seq.num_known_output_tokens:]   # tokens in flight
-        self._finish(seq, "abort", register=False)
+        """seq's request takes no more steps (seq and, for a request of several samples, all of
+        them); each keeps only its known tokens (finish_reason "abort")."""
+        for s in seq.group.seqs if seq.group is not None else [seq]:
+            if not s.is_finished:
+                del s.token_ids[s.num_prompt_tokens + s.num_known_output_tokens:]   # tokens in flight
+                self._finish(s, "abort", register=False)
 
     # ---- state changes (the only writers of status and of num_computed_tokens after admission) ----
 
@@ -262,3 +365,13 @@ class Scheduler:
                 else:
                     assert not seq.block_table, f"sequence {seq.seq_id} ({status}) holds blocks"
                     assert status != SequenceStatus.WAITING or seq.num_computed_tokens == 0
+                group = seq.group
+                if group is not None and not group.forked:
+                    assert seq is group.parent and status != SequenceStatus.FINISHING
+                    for child in group.seqs[1:]:
+                        assert child.status == SequenceStatus.PENDING_FORK and not child.block_table, \
+                            f"sample {child.seq_id} of an unforked request is {child.status}"
+        holders = Counter(b for seq in self.running for b in seq.block_table)
+        for block in self.block_manager.blocks:
+            assert block.ref_count == holders[block.block_id], \
+                f"block {block.block_id}: ref_count {block.ref_count}, held by {holders[block.block_id]}"

@@ -5,11 +5,21 @@
        +----preemption-------+   +--last token launched--> FINISHING --its token read--> FINISHED
                                     (async scheduling: "length" is certain, blocks freed at once)
 
+    PENDING_FORK --its request's first token launched (the fork)--> RUNNING
+    (samples 1..best_of-1 of a request with n > 1 or best_of > 1: one prefill serves them all)
+
+A request that asks for several samples is one SequenceGroup (vLLM's name): sample 0, the parent,
+is queued and prefills the prompt; the step that samples its first token samples best_of tokens
+from that one logits row, and the scheduler forks the other samples from the parent there: each
+takes the parent's tokens and shares every one of its KV blocks (ref counts, block_manager.py).
+From the fork on, each sample is an ordinary sequence (preempted, recomputed, finished alone);
+only an abort and the final choice of the n best (`SequenceGroup.outputs`) see the group.
+
 Each field has one writer (the reader of a field may be anyone):
 | field                                         | written by                                      |
 |-----------------------------------------------|-------------------------------------------------|
 | seq_id, num_prompt_tokens, sampling_params,   | LLMEngine, at construction                      |
-|   arrival_time                                |                                                 |
+|   arrival_time, group                         |                                                 |
 | token_ids (placeholders, tokens, truncation)  | Scheduler (launched, postprocess, abort)        |
 | status, finish_reason, stop_reason, error     | Scheduler                                       |
 | num_computed_tokens, num_cached_tokens,       | Scheduler                                       |
@@ -26,12 +36,16 @@ Invariants:
   every token before them is known.
 - block_hashes[i] is the prefix-cache hash of block i (chained over blocks 0..i); it exists only
   for full blocks whose K/V is written.
+- A PENDING_FORK sequence holds no block and is in no scheduler queue; its group is not forked
+  and its group's parent (seqs[0]) is WAITING or RUNNING. Once the group is forked, none is.
 """
 
 from __future__ import annotations
 
 import enum
 import time
+
+from dataclasses import dataclass
 
 from aios.sampling_params import SamplingParams
 
@@ -43,6 +57,32 @@ class SequenceStatus(enum.Enum):
     RUNNING = enum.auto()
     FINISHING = enum.auto()      # its last token is launched and its blocks are freed; not yet read
     FINISHED = enum.auto()
+    PENDING_FORK = enum.auto()   # a request's sample 1.. before its parent's first token forks it
+
+
+@dataclass(eq=False)
+class SequenceGroup:
+    """The samples of one request: seqs[j] is sample j (j < best_of), seqs[0] the parent that
+    prefills. `forked` is written by the Scheduler, once, at the fork."""
+
+    seqs: list[Sequence]
+    n: int                       # samples returned (the request's n); len(seqs) is best_of
+    forked: bool = False
+
+    @property
+    def parent(self) -> Sequence:
+        return self.seqs[0]
+
+    @property
+    def is_finished(self) -> bool:
+        return all(s.is_finished for s in self.seqs)
+
+    def outputs(self) -> list[Sequence]:
+        """The samples the request returns: all of them in sample order when best_of == n, else
+        the n with the highest cumulative logprob, best first (vLLM's best_of)."""
+        if len(self.seqs) == self.n:
+            return list(self.seqs)
+        return sorted(self.seqs, key=lambda s: s.cumulative_logprob, reverse=True)[: self.n]
 
 
 class Sequence:
@@ -65,6 +105,7 @@ class Sequence:
         self.arrival_time = time.perf_counter()
         self.first_token_time: float | None = None
         self.token_times: list[float] = []
+        self.group: SequenceGroup | None = None   # the request's samples, when it asks for more than one
 
     def __len__(self) -> int:
         return len(self.token_ids)

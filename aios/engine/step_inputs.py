@@ -12,11 +12,13 @@ Invariants:
   (a partial prefill chunk samples nothing).
 - A token sampled by the step still in flight (async scheduling) is a negative placeholder in
   `input_ids`; `placeholder_dst` / `placeholder_src` say where the device fills it in from.
+- `blocks_to_copy` (the batch's copy-on-write pairs, set by ModelRunner.prepare_inputs) is copied
+  before any of the step's K/V is written.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain
 
 import numpy as np
@@ -40,6 +42,8 @@ class StepInputs:
     is_prefill: bool
     max_seqlen_q: int
     max_seqlen_k: int
+    # [k, 2] int64: (src, dst) KV blocks copied, every layer's K and V, before the forward (copy-on-write)
+    blocks_to_copy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
 
 
 def prepare_step_inputs(batch: ScheduledBatch, block_size: int, last_row_of: dict[int, int]) -> StepInputs:

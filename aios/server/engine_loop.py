@@ -146,8 +146,9 @@ class EngineLoop:
             n = spec.params.n
             self._requests[request.request_id] = request
             for i, (ids, p) in enumerate(zip(token_ids, params)):
-                for j in range(n):
-                    seq = self.engine.add_request(ids, p.for_choice(j))
+                parent = self.engine.add_request(ids, p)      # n samples: one group, one prefill
+                samples = parent.group.seqs if parent.group is not None else [parent]
+                for j, seq in enumerate(samples):
                     self._live[seq.seq_id] = _Choice(request, i * n + j, IncrementalDetokenizer(self.engine, seq))
                     request.seq_ids.append(seq.seq_id)
         except APIError as e:
@@ -192,7 +193,7 @@ class EngineLoop:
             error = APIError(500, f"the engine failed running this request: {type(e).__name__}: {e}",
                              type="server_error", code="engine_error")
             batch = {id(c.request): c.request for c in self._live.values()
-                     if c.detokenizer.seq.status != SequenceStatus.WAITING}
+                     if c.detokenizer.seq.status not in (SequenceStatus.WAITING, SequenceStatus.PENDING_FORK)}
             for request in batch.values():
                 self._fail(request, error)
             return

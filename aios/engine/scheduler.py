@@ -125,7 +125,6 @@ class InflightStep:
     handle: StepHandle                        # handle.tokens() waits for them
     sampled: list[Sequence]                   # batch.sampled_seqs, one per token
     token_indices: list[int]                  # where each one's PLACEHOLDER sits in its token_ids
-    forked: list[Sequence] = field(default_factory=list)   # samples forked at its launch
 
 
 @dataclass
@@ -244,12 +243,11 @@ class Scheduler:
 
     def launched(self, batch: ScheduledBatch, handle: StepHandle) -> InflightStep:
         """The model runner has launched `batch`: its K/V is written in stream order from here on."""
-        forked = []
         for seq, n, fork in zip(batch.seqs, batch.num_new_tokens, batch.forks):
             self.num_computed_prompt_tokens += max(0, min(n, seq.num_prompt_tokens - seq.num_computed_tokens))
             seq.num_computed_tokens += n
             if fork:
-                forked += self._fork(seq)
+                self._fork(seq)
         sampled = batch.sampled_seqs
         indices = []
         for seq in sampled:
@@ -261,9 +259,9 @@ class Scheduler:
                 self._release(seq)
                 seq.status = SequenceStatus.FINISHING
                 self.finishing.add(seq)
-        return InflightStep(batch, handle, sampled, indices, forked)
+        return InflightStep(batch, handle, sampled, indices)
 
-    def _fork(self, parent: Sequence) -> list[Sequence]:
+    def _fork(self, parent: Sequence) -> None:
         """The parent's first token is launched: its request's other samples start from its state,
         sharing its blocks (one prefill for them all). Each gets its own placeholder in launched."""
         group = parent.group
@@ -277,7 +275,6 @@ class Scheduler:
             self.running.append(child)
         group.forked = True
         self.num_forked_seqs += len(children)
-        return children
 
     # ---- 3. postprocess ------------------------------------------------------------------------
 
@@ -303,10 +300,14 @@ class Scheduler:
                 seq.stop_reason = stop[1]
                 self._finish(seq, stop[0])
             outputs.append(StepOutput(seq, [token_id], stop is not None))
-        # every token before num_computed_tokens is known now: register full blocks in the prefix cache
-        for seq in step.batch.seqs + step.forked:    # (a fork's samples hold the parent's blocks)
-            if seq.block_table:
-                self.block_manager.register_computed_blocks(seq)
+        # every token before num_computed_tokens is known now: register full blocks in the prefix cache.
+        # A forked parent's samples hold its prompt blocks (forked at this launch or, with async
+        # scheduling, the next): they register with it, so each holder of a cached block has its hash.
+        for seq in step.batch.seqs:
+            group = seq.group
+            for s in group.seqs if group is not None and group.forked and seq is group.parent else [seq]:
+                if s.block_table:
+                    self.block_manager.register_computed_blocks(s)
         return outputs
 
     def abort(self, seq: Sequence) -> None:

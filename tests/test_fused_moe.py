@@ -5,7 +5,13 @@ under TRITON_INTERPRET=1 at tiny shapes (the interpreter is slow), and on the GP
 import pytest
 import torch
 
-from aios.kernels.fused_moe import _moe_align_one_program, fused_moe, fused_moe_ref, moe_align_block_size
+from aios.kernels.fused_moe import (
+    _moe_align_chunked,
+    _moe_align_one_program,
+    fused_moe,
+    fused_moe_ref,
+    moe_align_block_size,
+)
 from aios.layers.fused_moe import FusedMoE, select_experts
 
 
@@ -53,6 +59,22 @@ def test_one_program_layout_equals_the_sorted_one(num_tokens, top_k, num_experts
     topk_ids = torch.stack([torch.randperm(num_experts, generator=g)[:top_k] for _ in range(num_tokens)])
     want = moe_align_block_size(topk_ids, block_m, num_experts)           # CPU tensors: the torch path
     got = _moe_align_one_program(topk_ids.to(device), block_m, num_experts, want[0].numel())
+    for a, b in zip(got, want):
+        assert torch.equal(a.cpu(), b)
+
+
+@pytest.mark.parametrize("num_tokens, top_k, num_experts, block_m", [(33, 8, 128, 16), (100, 2, 4, 16),
+                                                                     (257, 3, 8, 64)])
+def test_chunked_layout_equals_the_sorted_one(num_tokens, top_k, num_experts, block_m):
+    """The Triton layout of many pairs (count per chunk, scan, place; interpreted on a CPU) lays out
+    what the torch sort does, pairs ascending within each expert, across chunk boundaries."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    g = torch.Generator().manual_seed(num_tokens)
+    topk_ids = torch.stack([torch.randperm(num_experts, generator=g)[:top_k] for _ in range(num_tokens)])
+    if num_experts == 4:
+        topk_ids[:60] = torch.tensor([2, 3])        # one expert's run spans several chunks, some none
+    want = moe_align_block_size(topk_ids, block_m, num_experts)           # CPU tensors: the torch path
+    got = _moe_align_chunked(topk_ids.to(device), block_m, num_experts, want[0].numel())
     for a, b in zip(got, want):
         assert torch.equal(a.cpu(), b)
 

@@ -5,6 +5,7 @@ tests marked `gpu` use real sizes and skip without CUDA.
 """
 
 import os
+from functools import partial
 
 import torch
 
@@ -33,6 +34,8 @@ from aios.kernels import (  # noqa: E402
     qk_norm_rope_ref,
     qk_norm_rope_store_kvcache,
     qk_norm_rope_store_kvcache_ref,
+    rope_store_kvcache,
+    rope_store_kvcache_ref,
     rms_norm,
     rms_norm_ref,
     silu_and_mul,
@@ -359,9 +362,16 @@ def test_qk_norm_rope_matches_ref(dtype, num_tokens, num_heads, num_kv_heads, he
 @pytest.mark.parametrize("dtype", ELEMENTWISE_DTYPES)
 @pytest.mark.parametrize("num_tokens, num_heads, num_kv_heads, head_dim, block_size",
                          [(1, 4, 4, 64, 16), (7, 6, 2, 128, 4)])
-def test_qk_norm_rope_store_kvcache_writes_the_ref_k_and_v_into_mapped_slots_only(
-        dtype, num_tokens, num_heads, num_kv_heads, head_dim, block_size):
+@pytest.mark.parametrize("norm", [True, False], ids=["qk_norm", "no_norm"])
+def test_rope_store_kvcache_writes_the_ref_k_and_v_into_mapped_slots_only(
+        dtype, num_tokens, num_heads, num_kv_heads, head_dim, block_size, norm):
+    """With a q/k norm (Qwen3: qk_norm_rope_store_kvcache) and without (Llama: rope_store_kvcache)."""
     q, k, q_weight, k_weight, positions, cos_sin = make_qk(num_tokens, num_heads, num_kv_heads, head_dim, dtype)
+    if norm:
+        impls = [("triton", qk_norm_rope_store_kvcache), ("ref", qk_norm_rope_store_kvcache_ref)]
+        impls = [(n, partial(f, q_weight=q_weight, k_weight=k_weight, eps=1e-6)) for n, f in impls]
+    else:
+        impls = [("triton", rope_store_kvcache), ("ref", rope_store_kvcache_ref)]
     v = torch.randn(num_tokens, num_kv_heads, head_dim, generator=torch.Generator().manual_seed(5)).to(dtype)
     v = v.to(DEVICE)
     shape = (5, block_size, num_kv_heads, head_dim)
@@ -369,10 +379,11 @@ def test_qk_norm_rope_store_kvcache_writes_the_ref_k_and_v_into_mapped_slots_onl
     if num_tokens > 1:
         slots[1] = -1  # a padding row: nothing written
     caches = {}
-    for name, fn in [("triton", qk_norm_rope_store_kvcache), ("ref", qk_norm_rope_store_kvcache_ref)]:
+    for name, fn in impls:
         k_cache = torch.full(shape, float("nan"), dtype=dtype, device=DEVICE)
         v_cache = torch.full(shape, float("nan"), dtype=dtype, device=DEVICE)
-        q_out = fn(q, k, v, q_weight, k_weight, positions, cos_sin, 1e-6, k_cache, v_cache, slots)
+        q_out = fn(q=q, k=k, v=v, positions=positions, cos_sin_cache=cos_sin, k_cache=k_cache, v_cache=v_cache,
+                   slot_mapping=slots)
         caches[name] = (q_out, k_cache, v_cache)
     (q_out, k_cache, v_cache), (q_ref, k_ref_cache, v_ref_cache) = caches["triton"], caches["ref"]
     assert_close_ulps(q_out, q_ref, ulps=2, scale=q_ref.abs().max().item())

@@ -14,6 +14,8 @@ from aios.kernels.qk_norm_rope import (
     qk_norm_rope_store_kvcache,
     qk_norm_rope_store_kvcache_ref,
     rope_ref,
+    rope_store_kvcache,
+    rope_store_kvcache_ref,
 )
 from aios.kernels.rmsnorm import (
     fused_add_gemma_rms_norm,
@@ -35,6 +37,7 @@ __all__ = [
     "prefill_attention", "prefill_attention_ref",
     "qk_norm_rope", "qk_norm_rope_ref",
     "qk_norm_rope_store_kvcache", "qk_norm_rope_store_kvcache_ref",
+    "rope_store_kvcache", "rope_store_kvcache_ref",
     "rms_norm", "rms_norm_ref",
     "gemma_rms_norm", "gemma_rms_norm_ref", "fused_add_gemma_rms_norm", "fused_add_gemma_rms_norm_ref",
     "gelu_tanh_and_mul", "gelu_tanh_and_mul_ref",

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from aios.kernels.pdl import pdl_enabled, wait_for_previous_kernel
+
 
 def silu_and_mul_ref(x: torch.Tensor) -> torch.Tensor:
     """silu(x[:, :I]) * x[:, I:] in x's dtype."""
@@ -33,8 +35,9 @@ def gelu_tanh_and_mul_ref(x: torch.Tensor) -> torch.Tensor:
 @triton.jit
 def _silu_and_mul_kernel(
     x_ptr, out_ptr, stride_x, stride_o,
-    INTERMEDIATE: tl.constexpr, BLOCK: tl.constexpr, GELU_TANH: tl.constexpr,
+    INTERMEDIATE: tl.constexpr, BLOCK: tl.constexpr, GELU_TANH: tl.constexpr, USE_PDL: tl.constexpr,
 ):
+    wait_for_previous_kernel(USE_PDL)
     row = tl.program_id(0).to(tl.int64)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < INTERMEDIATE
@@ -61,9 +64,10 @@ def silu_and_mul(x: torch.Tensor, gelu_tanh: bool = False) -> torch.Tensor:
     if num_rows == 0:
         return out
     block = min(1024, triton.next_power_of_2(intermediate))
+    pdl = pdl_enabled(x.device)
     _silu_and_mul_kernel[(num_rows, triton.cdiv(intermediate, block))](
         x, out, x.stride(0), out.stride(0),
-        INTERMEDIATE=intermediate, BLOCK=block, GELU_TANH=gelu_tanh, num_warps=4,
+        INTERMEDIATE=intermediate, BLOCK=block, GELU_TANH=gelu_tanh, USE_PDL=pdl, num_warps=4, launch_pdl=pdl,
     )
     return out
 

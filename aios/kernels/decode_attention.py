@@ -26,6 +26,7 @@ import triton
 import triton.language as tl
 
 from aios.kernels.device import sm_count
+from aios.kernels.pdl import pdl_enabled, wait_for_previous_kernel
 from aios.kernels.prefill_attention import LOG2E, _dot, _gather_paged, _paged_token_offsets
 
 
@@ -66,7 +67,9 @@ def _decode_split_kernel(
     GROUP: tl.constexpr, BLOCK_G: tl.constexpr, HEAD_DIM: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, TILE_IN_BLOCK: tl.constexpr,
     DIRECT_OUTPUT: tl.constexpr, SLIDING: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    USE_PDL: tl.constexpr,
 ):
+    wait_for_previous_kernel(USE_PDL)
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
@@ -131,8 +134,9 @@ def _decode_split_kernel(
 @triton.jit(do_not_specialize=["num_splits"])
 def _decode_reduce_kernel(
     partial_out_ptr, partial_lse_ptr, out_ptr, num_splits, stride_ob, stride_oh,
-    HEAD_DIM: tl.constexpr, BLOCK_S: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_S: tl.constexpr, USE_PDL: tl.constexpr,
 ):
+    wait_for_previous_kernel(USE_PDL)
     seq = tl.program_id(0)
     head = tl.program_id(1)
     row = seq.to(tl.int64) * tl.num_programs(1) + head
@@ -182,6 +186,7 @@ def _decode_attention_launch(
     if batch == 0:
         return out
     direct = num_splits == 1
+    pdl = pdl_enabled(q.device)
     if direct:
         partial_out = partial_lse = out  # unused
     else:
@@ -196,12 +201,13 @@ def _decode_attention_launch(
         BLOCK_SIZE=block_size, BLOCK_N=block_n, TILE_IN_BLOCK=block_size % block_n == 0,
         DIRECT_OUTPUT=direct, SLIDING=sliding_window is not None,
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        UPCAST=q.device.type != "cuda", num_warps=num_warps, num_stages=num_stages,
+        UPCAST=q.device.type != "cuda", USE_PDL=pdl, num_warps=num_warps, num_stages=num_stages, launch_pdl=pdl,
     )
     if not direct:
         _decode_reduce_kernel[(batch, num_heads)](
             partial_out, partial_lse, out, num_splits, out.stride(0), out.stride(1),
-            HEAD_DIM=head_dim, BLOCK_S=triton.next_power_of_2(num_splits), num_warps=4,
+            HEAD_DIM=head_dim, BLOCK_S=triton.next_power_of_2(num_splits), USE_PDL=pdl, num_warps=4,
+            launch_pdl=pdl,
         )
     return out
 

@@ -11,6 +11,8 @@ Each program owns BLOCK_N rows of W: it walks K in BLOCK_K steps, keeps an fp32
 
 Invariants (tests/test_kernels.py checks them): fp32 accumulation, so the result differs from
 F.linear only by summation order; any N and K (masked tails); no host sync (CUDA-graph safe).
+Launched with PDL on Hopper (aios/kernels/pdl.py): the first tile of W loads before the kernel
+waits for the one that produced x.
 """
 
 import torch
@@ -19,6 +21,7 @@ import triton
 import triton.language as tl
 
 from aios.kernels.device import sm_count
+from aios.kernels.pdl import pdl_enabled, wait_for_previous_kernel
 
 
 def gemv_ref(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -27,18 +30,26 @@ def gemv_ref(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 
 @triton.jit
-def _gemv_kernel(x_ptr, w_ptr, y_ptr, N, K, stride_wn, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+def _gemv_kernel(x_ptr, w_ptr, y_ptr, N, K, stride_wn, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                 USE_PDL: tl.constexpr):
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_n = offs_n < N
     rows = w_ptr + offs_n.to(tl.int64)[:, None] * stride_wn
+    offs_k = tl.arange(0, BLOCK_K)
+    # The first tile of W before the wait: no kernel writes weights (aios/kernels/pdl.py), so with
+    # PDL this load overlaps the previous kernel. Each tile is read once: keep L2 for x and the KV cache.
+    w = tl.load(rows + offs_k[None, :], mask=mask_n[:, None] & (offs_k < K)[None, :], other=0.0,
+                eviction_policy="evict_first")
+    wait_for_previous_kernel(USE_PDL)
     acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
     for k in range(0, K, BLOCK_K):
         offs_k = k + tl.arange(0, BLOCK_K)
-        mask_k = offs_k < K
-        w = tl.load(rows + offs_k[None, :], mask=mask_n[:, None] & mask_k[None, :], other=0.0,
-                    eviction_policy="evict_first")   # read once: keep L2 for x and the KV cache
-        x = tl.load(x_ptr + offs_k, mask=mask_k, other=0.0)
+        x = tl.load(x_ptr + offs_k, mask=offs_k < K, other=0.0)
+        next_k = offs_k + BLOCK_K                     # the next tile in flight while this one is summed
+        w_next = tl.load(rows + next_k[None, :], mask=mask_n[:, None] & (next_k < K)[None, :], other=0.0,
+                         eviction_policy="evict_first")
         acc += w.to(tl.float32) * x.to(tl.float32)[None, :]
+        w = w_next
     y = tl.sum(acc, 1)
     tl.store(y_ptr + offs_n, y.to(y_ptr.dtype.element_ty), mask=mask_n)
 
@@ -64,8 +75,9 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, block_n: int | None = None, bloc
     block_n = block_n or cfg["block_n"]
     block_k = block_k or cfg["block_k"]
     y = torch.empty(1, n, dtype=x.dtype, device=x.device)
+    pdl = pdl_enabled(x.device)
     _gemv_kernel[(triton.cdiv(n, block_n),)](
-        x, weight, y, n, k, weight.stride(0), BLOCK_N=block_n, BLOCK_K=block_k,
-        num_warps=num_warps or cfg["num_warps"],
+        x, weight, y, n, k, weight.stride(0), BLOCK_N=block_n, BLOCK_K=block_k, USE_PDL=pdl,
+        num_warps=num_warps or cfg["num_warps"], launch_pdl=pdl,
     )
     return y

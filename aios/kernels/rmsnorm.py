@@ -20,6 +20,8 @@ import torch
 import triton
 import triton.language as tl
 
+from aios.kernels.pdl import pdl_enabled, wait_for_previous_kernel
+
 
 def rms_norm_ref(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """HF Qwen3RMSNorm.forward."""
@@ -56,7 +58,9 @@ def _rms_norm_kernel(
     x_ptr, residual_ptr, weight_ptr, out_ptr, new_residual_ptr, eps,
     stride_x, stride_r, stride_o, stride_nr,
     HIDDEN: tl.constexpr, BLOCK: tl.constexpr, HAS_RESIDUAL: tl.constexpr, GEMMA: tl.constexpr,
+    USE_PDL: tl.constexpr,
 ):
+    wait_for_previous_kernel(USE_PDL)
     row = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BLOCK)
     mask = offs < HIDDEN
@@ -87,10 +91,12 @@ def _launch(x, residual, weight, eps, gemma=False):
     num_warps = min(16, max(1, block // 256))
     r = residual if residual is not None else x
     assert r.shape == x.shape and r.stride(-1) == 1
+    pdl = pdl_enabled(x.device)
     _rms_norm_kernel[(num_rows,)](
         x, r, weight, out, new_residual, eps,
         x.stride(0), r.stride(0), out.stride(0), new_residual.stride(0),
-        HIDDEN=hidden, BLOCK=block, HAS_RESIDUAL=residual is not None, GEMMA=gemma, num_warps=num_warps,
+        HIDDEN=hidden, BLOCK=block, HAS_RESIDUAL=residual is not None, GEMMA=gemma, USE_PDL=pdl,
+        num_warps=num_warps, launch_pdl=pdl,
     )
     return out, new_residual
 

@@ -8,7 +8,8 @@ chunked prefill, prefix-cache hits and decode all use one cache layout:
 Steps where every sequence computes one token use the decode kernel (flash-decoding); any other
 step uses the variable-length prefill kernel, which also handles one-token rows mixed in.
 Which kernels run is the backend's choice, bound at construction (aios/layers/backend.py): with
-fused kernels, q/k-norm + RoPE + the K/V store are one launch (`qk_norm_rope_store_kvcache`).
+fused kernels, q/k-norm + RoPE + the K/V store are one launch (`qk_norm_rope_store_kvcache`), and
+so are RoPE + the K/V store of a family without a q/k norm (`rope_store_kvcache`).
 A layer built with `sliding_window=W` (Mistral, Gemma 3's local layers) binds W into its attention
 functions: each query sees its last W tokens, itself included (HF's mask: p - W < j <= p). The
 cache still holds every token, so prefix caching and chunked prefill are unchanged.
@@ -22,7 +23,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from aios.kernels import qk_norm_rope_ref, qk_norm_rope_store_kvcache
+from aios.kernels import qk_norm_rope_ref, qk_norm_rope_store_kvcache, rope_store_kvcache
 from aios.layers.backend import Backend, resolve
 from aios.layers.layernorm import RMSNorm
 from aios.layers.rotary_embedding import RotaryEmbedding
@@ -61,9 +62,13 @@ class Attention(nn.Module):
         # apply before RoPE (Qwen3); None for a family without them, or whose q/k norm is another
         # function (it applies that itself first; the fused kernel computes weight * rmsnorm(x) only)
         cos_sin_cache = self.rotary_emb.cos_sin_cache
-        if q_norm is not None and self.fused_qk_norm_rope_store:   # one kernel; k and v go straight to the cache
-            q = qk_norm_rope_store_kvcache(q, k, v, q_norm.weight, k_norm.weight, positions, cos_sin_cache,
-                                           q_norm.eps, self.k_cache, self.v_cache, context.slot_mapping)
+        if self.fused_qk_norm_rope_store:          # one kernel; k and v go straight to the cache
+            if q_norm is not None:
+                q = qk_norm_rope_store_kvcache(q, k, v, q_norm.weight, k_norm.weight, positions, cos_sin_cache,
+                                               q_norm.eps, self.k_cache, self.v_cache, context.slot_mapping)
+            else:
+                q = rope_store_kvcache(q, k, v, positions, cos_sin_cache, self.k_cache, self.v_cache,
+                                       context.slot_mapping)
         else:
             if q_norm is not None:
                 q, k = qk_norm_rope_ref(q, k, q_norm.weight, k_norm.weight, positions, cos_sin_cache, q_norm.eps)

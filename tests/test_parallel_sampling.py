@@ -229,6 +229,17 @@ def test_random_arrivals_of_n_requests_keep_tokens_and_blocks_exact(tiny_ckpt):
     assert_no_leaked_blocks(llm)
 
 
+@pytest.mark.slow
+def test_tp2_workers_copy_their_shard_of_a_forked_block(tiny_ckpt, expected):
+    """Each rank holds its heads' K/V: copy-on-write must copy on every rank (StepInputs.blocks_to_copy)."""
+    prompts, want = expected
+    with LLM(tiny_ckpt, **KW, tensor_parallel_size=2) as llm:
+        outs = llm.generate(prompts, SamplingParams(temperature=0, max_tokens=MAX_TOKENS, n=3), use_tqdm=False)
+        assert [[o["token_ids"] for o in r["outputs"]] for r in outs] == [[w] * 3 for w in want]
+        assert llm.stats()["num_forked_seqs"] == 2 * len(prompts)
+        assert_no_leaked_blocks(llm)
+
+
 # ---- on a GPU (the lead runs these) -----------------------------------------------------------
 
 @pytest.mark.gpu

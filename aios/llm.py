@@ -118,6 +118,8 @@ class LLM(LLMEngine):
 
     def stream(self, prompt: str | list[int], sampling_params: SamplingParams | None = None) -> Iterator[str]:
         """Yield the text of one request as it is generated (other requests may share the steps)."""
+        if sampling_params is not None and (sampling_params.best_of or sampling_params.n) > 1:
+            raise ValueError("n and best_of must be 1 in stream(), which yields one sample; use generate()")
         seq = self.add_request(prompt, sampling_params)
         detokenizer = IncrementalDetokenizer(self, seq)   # holds back half characters and stop-string prefixes
         try:

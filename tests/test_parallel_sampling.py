@@ -195,9 +195,16 @@ def test_a_fork_counts_its_samples_against_max_num_seqs(tiny_ckpt, expected):
     parents, batches = run_checked(llm, prompts, SamplingParams(temperature=0, max_tokens=MAX_TOKENS, n=3))
     assert all(b.num_rows <= 4 and len(b.sampled_seqs) <= 4 for b in batches)
     assert [[s.output_token_ids for s in samples(p)] for p in parents] == [[w] * 3 for w in want]
-    with pytest.raises(ValueError, match="^n: 5 samples"):
+    with pytest.raises(ValueError, match="^n must be at most max_num_seqs=4, got 5"):
         llm.add_request(prompts[0], SamplingParams(n=5))
     assert_no_leaked_blocks(llm)
+
+
+def test_stream_refuses_more_than_one_sample(tiny_ckpt, expected):
+    llm = LLM(tiny_ckpt, **KW)
+    with pytest.raises(ValueError, match="^n and best_of must be 1 in stream"):
+        next(llm.stream(expected[0][0], SamplingParams(n=2)))
+    assert not llm.has_unfinished_requests()
 
 
 def test_random_arrivals_of_n_requests_keep_tokens_and_blocks_exact(tiny_ckpt):

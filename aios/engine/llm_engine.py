@@ -153,8 +153,8 @@ class LLMEngine:
         best_of = params.best_of or params.n
         if best_of > cfg.max_num_seqs:
             field_name = "best_of" if params.best_of else "n"
-            raise ValueError(f"{field_name}: {best_of} samples of one prompt are sampled in one step, but a step "
-                             f"holds at most max_num_seqs={cfg.max_num_seqs}")
+            raise ValueError(f"{field_name} must be at most max_num_seqs={cfg.max_num_seqs}, got {best_of}: the "
+                             f"samples of one prompt are all sampled in one step")
         total = min(n + params.max_tokens, cfg.max_model_len)
         # the last token is sampled, never fed back: its K/V is never written, so it needs no slot
         need = (total - 1 + cfg.kvcache_block_size - 1) // cfg.kvcache_block_size

@@ -15,7 +15,7 @@ import torch
 from aios import LLM, SamplingParams
 from aios.engine.block_manager import BlockManager
 from aios.engine.kv_cache import KVCache
-from aios.engine.sequence import Sequence, SequenceStatus
+from aios.engine.sequence import Sequence
 from helpers import assert_no_leaked_blocks, hf_greedy, random_prompts
 
 BLOCK_SIZE = 16

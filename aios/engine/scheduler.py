@@ -48,10 +48,10 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from aios.config import Config
-from aios.engine.block_manager import BlockManager
 import numpy as np
 
+from aios.config import Config
+from aios.engine.block_manager import BlockManager
 from aios.engine.sequence import PLACEHOLDER, Sequence, SequenceStatus
 from aios.engine.stop_checker import StopChecker
 
@@ -222,8 +222,8 @@ class Scheduler:
 
     @staticmethod
     def _rows(seq: Sequence, num_new_tokens: int) -> int:
-        """Rows seq samples with a chunk of num_new_tokens: 0 or 1, or best_of where it forks.
-        (0 counts as 1: the sequence takes a place in the batch either way.)"""
+        """The batch places seq takes with a chunk of num_new_tokens: best_of where the chunk forks
+        (one sampled row per sample), else 1 (whether it samples or not)."""
         if seq.num_computed_tokens + num_new_tokens == len(seq) and forks_here(seq):
             return len(seq.group.seqs)
         return 1

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import enum
 import time
-
 from dataclasses import dataclass
 
 from aios.sampling_params import SamplingParams

@@ -176,7 +176,8 @@ class SamplingParams:
                 raise ValueError(f"bad_words must be a list of non-empty strings, got {self.bad_words!r:.80}")
             self.bad_words = list(self.bad_words)
         if not isinstance(self.include_stop_str_in_output, bool):
-            raise ValueError(f"include_stop_str_in_output must be true or false, got {self.include_stop_str_in_output!r}")
+            raise ValueError(f"include_stop_str_in_output must be true or false, "
+                             f"got {self.include_stop_str_in_output!r}")
         if self.structured_outputs is not None and not isinstance(self.structured_outputs, StructuredOutputsParams):
             raise ValueError(f"structured_outputs must be a StructuredOutputsParams, "
                              f"got {type(self.structured_outputs).__name__}")

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from aios import LLM, SamplingParams
-from aios.sampling_params import StructuredOutputsParams
 from aios.engine.step_inputs import profile_seq_lens
+from aios.sampling_params import StructuredOutputsParams
 from helpers import assert_no_leaked_blocks, greedy, random_prompts
 
 

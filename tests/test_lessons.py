@@ -135,6 +135,33 @@ def test_lessons_run_on_a_checkpoint_without_a_tokenizer(tmp_path):
             assert any(re.search(r"\d", rest) for rest in after), f"no row {label!r} with a number in:\n{text}"
 
 
+@pytest.fixture(scope="module")
+def tiny_llama31(tmp_path_factory) -> str:
+    """A Llama 3.1 (llama3 RoPE scaling) with a real tokenizer: no q/k norms, unlike the bundled Qwen3."""
+    from aios.utils.tiny_checkpoint import make_checkpoint
+    return make_checkpoint(str(tmp_path_factory.mktemp("tiny-llama31")), family="llama", rope_theta=500000.0,
+                           rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                         "high_freq_factor": 4.0, "original_max_position_embeddings": 32})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("number", ["01", "02", "03", "10"])
+def test_lesson_script_runs_on_a_llama_checkpoint(number, tiny_llama31):
+    """The lessons that build a model of their own or call HF's (lesson 03's teaching model, lesson
+    02's AutoModelForCausalLM, lesson 01's counts, lesson 10's element-wise steps) take any dense family."""
+    script = lesson(number) / f"run_lesson{number}.py"
+    proc = subprocess.run([sys.executable, str(script), "--quick", "--device", "cpu", "--model", tiny_llama31],
+                          cwd=REPO / "lessons", capture_output=True, text=True, timeout=300, env=CHECKOUT_ENV)
+    out = proc.stdout
+    assert proc.returncode == 0, f"{script.name} failed:\n{out[-3000:]}\n{proc.stderr[-3000:]}"
+    for label in EXPECTED_ROWS[number]:
+        assert any(label in line and re.search(r"\d", line.split(label, 1)[1]) for line in out.splitlines()), \
+            f"{script.name}: no row {label!r} with a number in:\n{out}"
+    bad = [line for line in out.splitlines() if re.search(r"\bNO\b", line)]
+    assert not bad, f"{script.name} on a Llama: a result changed:\n" + "\n".join(bad)
+    assert "q_norm" not in out, "a Llama has no q/k norm"
+
+
 # ---- the ladder: same tokens under every lesson's settings ----------------------------------------
 
 LADDER_PROMPTS = ["And the king said", "In the beginning", "Thus saith the LORD, " * 6]

@@ -14,7 +14,7 @@ def tokenize(model_dir: str, text: str) -> list[int]:
 
 
 def hf_greedy(model_dir: str, prompt: str, max_new_tokens: int) -> list[int]:
-    """The max_new_tokens ids that transformers.Qwen3ForCausalLM (float32, CPU) generates greedily
+    """The max_new_tokens ids that transformers.AutoModelForCausalLM (float32, CPU) generates greedily
     after `prompt` (tokenized as `tokenize` does): only the new tokens, not the prompt, and exactly
     max_new_tokens of them, even if the model produces its end-of-sequence token on the way."""
     raise NotImplementedError("lesson 02: hf_greedy (see README, 'Build it')")

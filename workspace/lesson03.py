@@ -1,7 +1,7 @@
 """Lesson 03: own the model. Attention in plain torch, a loader from safetensors into your own
 modules, and greedy generation with no cache.
 
-The model is lesson 03's unfused Qwen3 (lessons/03_own_the_model/unfused_model.py): one nn.Linear
+The model is lesson 03's unfused decoder (lessons/03_own_the_model/unfused_model.py): one nn.Linear
 per checkpoint tensor, named as in the checkpoint, on one device. Build one, empty, with
 `unfused_model.build(model_dir)`.
 Check: python lessons/check.py 03

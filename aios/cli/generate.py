@@ -15,7 +15,9 @@ import time
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     ap = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=None, help="HF Qwen3 checkpoint directory (default: the bundled model)")
+    ap.add_argument("--model", default=None,
+                    help="a HuggingFace checkpoint directory: Qwen3, Qwen3-MoE, Llama 3, Qwen2/2.5, Mistral or "
+                         "Gemma 3 text (default: the bundled model)")
     ap.add_argument("--prompt", default="And the king said", help="the prompt text")
     ap.add_argument("--max-tokens", type=int, default=64, help="tokens to generate at most")
     ap.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")

@@ -36,7 +36,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     ap = argparse.ArgumentParser(prog="python -m aios.server", description=__doc__.split("\n\n")[0])
     srv = ap.add_argument_group("server")
-    srv.add_argument("--model", default=None, help="HF Qwen3 checkpoint directory (default: the bundled model)")
+    srv.add_argument("--model", default=None,
+                     help="a HuggingFace checkpoint directory: Qwen3, Qwen3-MoE, Llama 3, Qwen2/2.5, Mistral or "
+                          "Gemma 3 text (default: the bundled model)")
     srv.add_argument("--served-model-name", default=None,
                      help="the name clients pass as `model` (default: the model directory's name)")
     srv.add_argument("--host", default="127.0.0.1",

@@ -11,6 +11,7 @@ Then the same formula for Qwen3-0.6B, and what that means per generated token (F
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from pathlib import Path
 
@@ -18,12 +19,13 @@ from lessons import common
 
 
 def formula(c) -> dict[str, int]:
-    """Parameter count of each part of a Qwen3, from its config alone."""
+    """Parameter count of each part of a Qwen3 (or a Llama 3, Qwen2, Mistral: no q/k norms, maybe
+    biases), from its config alone."""
     h, i, d = c.hidden_size, c.intermediate_size, c.head_dim
-    qkv = h * d * (c.num_attention_heads + 2 * c.num_key_value_heads)   # fused q, k, v projections
-    o = c.num_attention_heads * d * h
-    qk_norm = 2 * d                                                     # Qwen3's per-head RMSNorm of q and k
-    mlp = 3 * h * i                                                     # gate, up, down
+    qkv = (h + c.qkv_bias) * d * (c.num_attention_heads + 2 * c.num_key_value_heads)   # fused q, k, v (+ biases)
+    o = c.num_attention_heads * d * h + c.o_proj_bias * h
+    qk_norm = 2 * d if c.model_type == "qwen3" else 0                   # Qwen3's per-head RMSNorm of q and k
+    mlp = 3 * h * i + c.mlp_bias * (2 * i + h)                          # gate, up, down (+ biases)
     return {
         "embedding": c.vocab_size * h,
         "attention (all layers)": c.num_hidden_layers * (qkv + o + qk_norm),
@@ -83,7 +85,10 @@ def main() -> None:
     bundled = Path(args.model).resolve() == Path(default_model_path()).resolve()
     name = "bundled" if bundled else Path(args.model).name
     common.heading(f"parameters: formula vs nn.Module ({'the bundled model' if bundled else name})")
-    model = loop.load(args.model, args.device)
+    try:
+        model = loop.load(args.model, args.device)
+    except ValueError as e:                               # Gemma 3, Qwen3-MoE: not this lesson's decoder
+        sys.exit(f"error: {e}")
     c = model.config
     print(f"config: {c.num_hidden_layers} layers, hidden {c.hidden_size}, MLP {c.intermediate_size}, "
           f"{c.num_attention_heads} query heads / {c.num_key_value_heads} KV heads x head_dim {c.head_dim}, "
@@ -108,7 +113,7 @@ def main() -> None:
               f"weights {total * 2 / 2**20:,.0f} MiB in bf16, KV cache {kv_bytes / 1024:,.0f} KiB per token in bf16")
 
     common.heading("RoPE: the score q.k depends only on the distance between positions")
-    attn = model.model.layers[0].self_attn
+    attn, rope_table = model.model.layers[0].self_attn, model.model.rotary_emb.cos_sin_cache
     g = torch.Generator().manual_seed(0)
     q = torch.randn(1, 1, attn.head_dim, generator=g).to(args.device)
     k = torch.randn(1, 1, attn.head_dim, generator=g).to(args.device)
@@ -116,9 +121,9 @@ def main() -> None:
 
     def score(pos_q: int, pos_k: int) -> float:
         rq, _ = qk_norm_rope_ref(q, q, ones, ones, torch.tensor([pos_q], device=args.device),
-                                 attn.rotary_emb.cos_sin_cache, 1e-6)
+                                 rope_table, 1e-6)
         rk, _ = qk_norm_rope_ref(k, k, ones, ones, torch.tensor([pos_k], device=args.device),
-                                 attn.rotary_emb.cos_sin_cache, 1e-6)
+                                 rope_table, 1e-6)
         return float((rq * rk).sum())
 
     rows = [[pq, pk, pq - pk, score(pq, pk)] for pq, pk in ((5, 2), (105, 102), (1005, 1002), (5, 4), (105, 104))]

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
-"""Lesson 02: the baseline. HuggingFace transformers' Qwen3ForCausalLM.generate vs aios.
+"""Lesson 02: the baseline. HuggingFace transformers' generate vs aios.
 
-    HF transformers : Qwen3ForCausalLM.from_pretrained(...).generate(...), one prompt at a time
+    HF transformers : AutoModelForCausalLM.from_pretrained(...).generate(...), one prompt at a time
+                      (the checkpoint's own family: Qwen3ForCausalLM, LlamaForCausalLM, ...)
     aios            : LLM(model).generate(...), one prompt at a time, then all prompts in one call
 
 Greedy decoding, the same checkpoint, float32 on CPU: the tokens must be identical. HF is the
@@ -24,7 +25,7 @@ def main() -> None:
 
     import torch
     import transformers
-    from transformers import Qwen3ForCausalLM
+    from transformers import AutoModelForCausalLM
 
     from aios import LLM, SamplingParams
 
@@ -38,7 +39,7 @@ def main() -> None:
     prompt_ids = [tok.encode(p, add_special_tokens=False) for p in prompts]
 
     # --- HF transformers: the baseline -------------------------------------------------------
-    hf = Qwen3ForCausalLM.from_pretrained(args.model, dtype=dtype).to(args.device).eval()
+    hf = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).to(args.device).eval()
 
     def hf_generate(ids: list[int]) -> list[int]:
         x = torch.tensor([ids], device=args.device)

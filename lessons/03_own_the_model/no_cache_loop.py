@@ -1,4 +1,4 @@
-"""Lesson 03's teaching loop: generate with our own Qwen3 modules, with NO KV cache.
+"""Lesson 03's teaching loop: generate with our own modules (Qwen3, Llama 3, Qwen2, Mistral), with NO KV cache.
 
 Slow on purpose. Every step runs the WHOLE sequence (prompt + everything generated so far)
 through the model again, to get the logits of one new token. That is what the model computes
@@ -7,8 +7,8 @@ when nothing is remembered between steps; lesson 04 removes the waste.
 The model is lesson 03's own (unfused_model.py: one nn.Linear per checkpoint tensor, one device),
 its weights copied in by name by `aios.utils.loader.load_model` (`load_unfused`). This file is below
 the engine's floor: attention here is plain torch over contiguous K/V tensors, not the engine's
-paged kernels. `forward` also runs aios's fused Qwen3 modules (`load`; lessons 06, 10 and 12 use
-it), and takes an optional `cache` (None here; lessons 04 and 05 pass one).
+paged kernels. `forward` also runs aios's fused modules of the same families (`load`; lessons 01, 06,
+10 and 12 use it), and takes an optional `cache` (None here; lessons 04 and 05 pass one).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 
 from aios.config import ModelConfig
-from aios.kernels import qk_norm_rope_ref
-from aios.models.qwen3 import Qwen3ForCausalLM
+from aios.kernels import qk_norm_rope_ref, rope_ref
+from aios.models.registry import build_model
 from aios.utils.loader import load_model
 from lessons.common import load_module
 
@@ -31,25 +31,28 @@ def load_unfused(model_dir: str, device: str = "cpu", dtype: torch.dtype = torch
     return model.eval()
 
 
-def load(model_dir: str, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Qwen3ForCausalLM:
-    """aios's Qwen3 module with the checkpoint's safetensors loaded into it (fused q/k/v, gate/up:
-    lesson 10)."""
+def load(model_dir: str, device: str = "cpu", dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """aios's module of the checkpoint's family with its safetensors loaded into it (fused q/k/v,
+    gate/up: lesson 10); the same families as lesson 03's own model."""
     config = ModelConfig.from_dir(model_dir)
+    unfused_model.check_family(config, model_dir)
     old = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
         with torch.device(device):
-            model = Qwen3ForCausalLM(config)
+            model = build_model(config)
     finally:
         torch.set_default_dtype(old)
     load_model(model, model_dir)
     return model.eval()
 
 
-def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
+                     sliding_window: int | None = None) -> torch.Tensor:
     """softmax(q k^T * scale) v with a causal mask; the queries are the LAST len(q) of len(k) positions.
 
     q [num_q, num_heads, head_dim]; k, v [num_k, num_kv_heads, head_dim] -> [num_q, num_heads, head_dim]
+    sliding_window W (Mistral): the query at position p sees only keys p - W < j <= p (HF's mask).
     """
     num_q, num_heads, _ = q.shape
     num_k, num_kv_heads, _ = k.shape
@@ -59,7 +62,10 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: f
     scores = torch.einsum("qhd,khd->hqk", q.float(), k.float()) * scale       # [num_heads, num_q, num_k]
     q_pos = torch.arange(num_k - num_q, num_k, device=q.device)
     k_pos = torch.arange(num_k, device=q.device)
-    scores = scores.masked_fill(k_pos[None, None, :] > q_pos[None, :, None], float("-inf"))
+    masked = k_pos[None, :] > q_pos[:, None]                                  # [num_q, num_k]: the future
+    if sliding_window is not None:
+        masked |= k_pos[None, :] <= q_pos[:, None] - sliding_window            # slid out of the window
+    scores = scores.masked_fill(masked, float("-inf"))
     probs = scores.softmax(dim=-1)
     return torch.einsum("hqk,khd->qhd", probs, v.float()).to(q.dtype)
 
@@ -80,6 +86,8 @@ def forward(model, input_ids: torch.Tensor, positions: torch.Tensor, cache=None,
     `update(layer_idx, positions, k, v)` stores this step's K/V and returns all K/V so far (lessons 04, 05).
     fused_norm: lesson 05 calls RMSNorm(x, residual), which adds and normalizes in one kernel on a GPU.
     """
+    cos_sin_cache = model.model.rotary_emb.cos_sin_cache                       # one RoPE table, every layer
+    window = model.config.sliding_window                                       # Mistral's; None: full attention
     hidden = model.model.embed_tokens(input_ids)                                # [num_tokens, hidden]
     residual = None
     for i, layer in enumerate(model.model.layers):
@@ -96,11 +104,14 @@ def forward(model, input_ids: torch.Tensor, positions: torch.Tensor, cache=None,
         q = q.view(-1, attn.num_heads, attn.head_dim)                         # [num_tokens, heads, head_dim]
         k = k.view(-1, attn.num_kv_heads, attn.head_dim)
         v = v.view(-1, attn.num_kv_heads, attn.head_dim)
-        q, k = qk_norm_rope_ref(q, k, attn.q_norm.weight, attn.k_norm.weight, positions,
-                                attn.rotary_emb.cos_sin_cache, attn.q_norm.eps)
+        if getattr(attn, "q_norm", None) is not None:                            # Qwen3: norm each head, then RoPE
+            q, k = qk_norm_rope_ref(q, k, attn.q_norm.weight, attn.k_norm.weight, positions, cos_sin_cache,
+                                    attn.q_norm.eps)
+        else:                                                                  # Llama, Qwen2, Mistral: RoPE only
+            q, k = rope_ref(q, positions, cos_sin_cache), rope_ref(k, positions, cos_sin_cache)
         if cache is not None:
             k, v = cache.update(i, positions, k, v)                            # every position so far
-        o = causal_attention(q, k, v, attn.head_dim ** -0.5)
+        o = causal_attention(q, k, v, attn.head_dim ** -0.5, window)
         hidden = attn.o_proj(o.reshape(len(input_ids), -1))
         # post-attention norm, then the MLP
         if fused_norm:

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Lesson 03: own the model. Our own Qwen3 nn.Module, weights loaded straight from safetensors.
+"""Lesson 03: own the model. Our own nn.Module (Qwen3, Llama 3, Qwen2, Mistral), weights loaded
+straight from safetensors.
 
     HF transformers : lesson 02's baseline (its generate keeps a KV cache)
     ours, no cache  : our modules (unfused_model.py: one nn.Linear per checkpoint tensor, one device)
@@ -12,6 +13,7 @@ Checks: the loaded weights give HF's logits (max |difference|) and the same gree
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from lessons import common
@@ -26,7 +28,7 @@ def main() -> None:
     import torch
     import transformers
     from safetensors import safe_open
-    from transformers import Qwen3ForCausalLM
+    from transformers import AutoModelForCausalLM
 
     loop = common.load_module("03_own_the_model/no_cache_loop.py")
     transformers.utils.logging.disable_progress_bar()
@@ -35,7 +37,10 @@ def main() -> None:
         print("--quick: a smoke test (few, short requests); its times say nothing about speed: run without it")
 
     common.heading("loading: checkpoint tensors -> our modules' parameters, by name (layer 0)")
-    model = loop.load_unfused(args.model, args.device)
+    try:
+        model = loop.load_unfused(args.model, args.device)
+    except ValueError as e:                               # a family the teaching model does not compute
+        sys.exit(f"error: {e}")
     params = dict(model.named_parameters(remove_duplicate=False))
     modules = dict(model.named_modules())
     rows, total = [], 0
@@ -45,7 +50,7 @@ def main() -> None:
                 total += 1
                 if name.startswith("model.layers.0."):
                     tensor = f.get_tensor(name)
-                    module = type(modules[name.removesuffix(".weight")]).__name__
+                    module = type(modules[name.rsplit(".", 1)[0]]).__name__      # .weight, .bias
                     same = torch.equal(tensor.to(args.device), params[name])
                     rows.append([name.removeprefix("model.layers.0."), str(tuple(tensor.shape)), module,
                                  "yes" if same else "NO"])
@@ -57,7 +62,7 @@ def main() -> None:
     tok = common.tokenizer(args)                          # a stand-in if the checkpoint has no tokenizer
     prompt = common.PROMPTS[0]
     ids = tok.encode(prompt, add_special_tokens=False)
-    hf = Qwen3ForCausalLM.from_pretrained(args.model, dtype=torch.float32).to(args.device).eval()
+    hf = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).to(args.device).eval()
 
     common.heading("same logits as HF?")
     x = torch.tensor(ids, device=args.device)

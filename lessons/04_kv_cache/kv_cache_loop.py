@@ -1,7 +1,7 @@
 """Lesson 04's teaching loop: prefill once, then decode one token at a time from a KV cache.
 
 Slow on purpose (one sequence, plain torch, a cache that grows by concatenation), and below the
-engine's floor: it reuses lesson 03's `forward`, which runs lesson 03's own Qwen3 modules (or
+engine's floor: it reuses lesson 03's `forward`, which runs lesson 03's own modules (or
 aios's fused ones) with plain attention. The only new thing is the cache: each layer keeps the K
 and V of every token it has seen, so a decode step computes ONE token and attends to the cached rest.
 """

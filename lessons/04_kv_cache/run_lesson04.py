@@ -11,6 +11,8 @@ Without --quick it also draws positions_vs_length.png (matplotlib, where install
 
 from __future__ import annotations
 
+import sys
+
 from lessons import common
 
 
@@ -26,7 +28,10 @@ def main() -> None:
     print(common.describe(args))
     if args.quick:
         print("--quick: a smoke test (few, short requests); its times say nothing about speed: run without it")
-    model = no_cache.load_unfused(args.model, args.device)
+    try:
+        model = no_cache.load_unfused(args.model, args.device)
+    except ValueError as e:                               # a family the teaching model does not compute
+        sys.exit(f"error: {e}")
     tok = common.tokenizer(args)                          # a stand-in if the checkpoint has no tokenizer
     prompt = common.PROMPTS[0]
     ids = tok.encode(prompt, add_special_tokens=False)

@@ -12,6 +12,8 @@ Both are teaching loops over lesson 03's own modules (one sequence, plain torch)
 
 from __future__ import annotations
 
+import sys
+
 from lessons import common
 
 
@@ -32,7 +34,10 @@ def main() -> None:
     print(common.describe(args))
     if args.quick:
         print("--quick: a smoke test (few, short requests); its times say nothing about speed: run without it")
-    model = loop03.load_unfused(args.model, args.device)
+    try:
+        model = loop03.load_unfused(args.model, args.device)
+    except ValueError as e:                               # a family the teaching model does not compute
+        sys.exit(f"error: {e}")
     max_len = model.config.max_position_embeddings
     tok = common.tokenizer(args)                          # a stand-in if the checkpoint has no tokenizer
     prompt = common.PROMPTS[0]

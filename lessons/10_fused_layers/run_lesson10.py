@@ -7,7 +7,7 @@ Triton kernels that do a layer's small element-wise steps in one pass.
     fused   (lesson 10) : fused_kernels=True: one Triton kernel each (on a GPU)
 
 The q/k/v and gate/up fusions are always on in aios (the loader writes q_proj, k_proj, v_proj into
-one qkv_proj weight: Qwen3ForCausalLM.packed_modules_mapping); here they are measured against
+one qkv_proj weight: the model's packed_modules_mapping); here they are measured against
 separate matmuls with the same weights.
 """
 
@@ -33,8 +33,7 @@ def main() -> None:
     import torch
     import torch.nn.functional as F
 
-    from aios.kernels import qk_norm_rope_ref, rms_norm_ref, silu_and_mul_ref
-    from aios.models.qwen3 import Qwen3ForCausalLM
+    from aios.kernels import qk_norm_rope_ref, rms_norm_ref, rope_ref, silu_and_mul_ref
 
     loop = common.load_module("03_own_the_model/no_cache_loop.py")
     print(common.describe(args))
@@ -53,7 +52,7 @@ def main() -> None:
         model = yours
     layer = model.model.layers[0]
     attn, mlp = layer.self_attn, layer.mlp
-    print(f"packed_modules_mapping: {Qwen3ForCausalLM.packed_modules_mapping}")
+    print(f"packed_modules_mapping: {type(model).packed_modules_mapping}")
 
     common.heading("separate matmuls vs fused ones, layer 0's weights, microseconds per call")
     w_qkv = attn.qkv_proj.weight
@@ -89,23 +88,30 @@ def main() -> None:
     pos = torch.arange(n, device=args.device)
     gu = torch.randn(n, 2 * model.config.intermediate_size, device=args.device, dtype=bf16)
     w = layer.input_layernorm.weight.to(bf16)
-    q_w, k_w = attn.q_norm.weight.to(bf16), attn.k_norm.weight.to(bf16)
+    cos_sin_cache = model.model.rotary_emb.cos_sin_cache
 
     def add_and_norm():
         s = x + x
         return rms_norm_ref(s, w, 1e-6), s
 
-    pieces = [
-        ("RMSNorm + residual add (x2 per layer)", add_and_norm, 2),
-        ("q/k RMSNorm + RoPE", lambda: qk_norm_rope_ref(q, k, q_w, k_w, pos, attn.rotary_emb.cos_sin_cache, 1e-6), 1),
-        ("SiLU(gate) * up", lambda: silu_and_mul_ref(gu), 1),
+    if getattr(attn, "q_norm", None) is not None:          # Qwen3: one kernel norms, rotates and stores
+        q_w, k_w = attn.q_norm.weight.to(bf16), attn.k_norm.weight.to(bf16)
+        rope = ("q/k RMSNorm + RoPE", lambda: qk_norm_rope_ref(q, k, q_w, k_w, pos, cos_sin_cache, 1e-6), 1, 1)
+    else:                      # Llama, Qwen2, Mistral: one kernel rotates and stores (rope_store_kvcache)
+        rope = ("RoPE of q, k (no q/k norm)",
+                lambda: (rope_ref(q, pos, cos_sin_cache), rope_ref(k, pos, cos_sin_cache)), 1, 1)
+    pieces = [                                             # (step, fn, per layer, fused kernels; None: unfused too)
+        ("RMSNorm + residual add (x2 per layer)", add_and_norm, 2, 1),
+        rope,
+        ("SiLU(gate) * up", lambda: silu_and_mul_ref(gu), 1, 1),
     ]
     rows, total_ref, total_fused = [], 0, 0
-    for name, fn, per_layer in pieces:
+    for name, fn, per_layer, fused in pieces:
         _, ops = common.count_kernels(fn)
-        rows.append([name, ops * per_layer, per_layer])
+        fused = ops if fused is None else fused
+        rows.append([name, ops * per_layer, fused * per_layer])
         total_ref += ops * per_layer
-        total_fused += per_layer
+        total_fused += fused * per_layer
     rows.append(["per decoder layer", total_ref, total_fused])
     layers = model.config.num_hidden_layers
     rows.append([f"per forward ({layers} layers)", total_ref * layers, total_fused * layers])

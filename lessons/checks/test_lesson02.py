@@ -11,8 +11,8 @@ PROMPT = "def add(a, b): return a + b"
 
 def greedy_by_hand(model_dir: str, ids: list[int], n: int) -> list[int]:
     """The oracle: HF's forward pass, argmax of the last position, no generate() and no cache."""
-    from transformers import Qwen3ForCausalLM
-    hf = Qwen3ForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    from transformers import AutoModelForCausalLM
+    hf = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     tokens = list(ids)
     with torch.no_grad():
         for _ in range(n):

@@ -1,4 +1,4 @@
-"""Lesson 03: plain-torch causal attention, a safetensors loader into lesson 03's unfused Qwen3, and
+"""Lesson 03: plain-torch causal attention, a safetensors loader into lesson 03's unfused model, and
 greedy decoding with no cache, against torch's SDPA and HuggingFace's model."""
 
 import os
@@ -26,15 +26,15 @@ def sdpa(q, k, v, scale):
 
 
 def hf_logits(model_dir: str, ids: list[int]) -> torch.Tensor:
-    from transformers import Qwen3ForCausalLM
-    hf = Qwen3ForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    from transformers import AutoModelForCausalLM
+    hf = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     with torch.no_grad():
         return hf(torch.tensor([ids])).logits[0]
 
 
 def hf_greedy(model_dir: str, ids: list[int], n: int) -> list[int]:
-    from transformers import Qwen3ForCausalLM
-    hf = Qwen3ForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    from transformers import AutoModelForCausalLM
+    hf = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     x = torch.tensor([ids])
     with torch.no_grad():
         out = hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n, min_new_tokens=n,

@@ -19,8 +19,8 @@ def add_rms_norm_oracle(x, residual, weight, eps):
 
 
 def hf_greedy(model_dir: str, ids: list[int], n: int) -> list[int]:
-    from transformers import Qwen3ForCausalLM
-    hf = Qwen3ForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    from transformers import AutoModelForCausalLM
+    hf = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     x = torch.tensor([ids])
     with torch.no_grad():
         out = hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n, min_new_tokens=n,

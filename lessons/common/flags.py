@@ -14,7 +14,9 @@ def parser(description: str) -> argparse.ArgumentParser:
     """The flags every lesson takes: --model, --device, --quick, --threads."""
     ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None,
-                    help="a HuggingFace Qwen3 checkpoint directory (default: the bundled aios-tiny-bible)")
+                    help="a HuggingFace checkpoint directory of a family aios runs: Qwen3, Llama 3, Qwen2/2.5, "
+                         "Mistral, Gemma 3 text, Qwen3-MoE (lessons 03-05's own model: the first four; "
+                         "default: the bundled aios-tiny-bible)")
     ap.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available, else cpu")
     ap.add_argument("--quick", action="store_true", help="a tiny run that finishes in seconds on a CPU (what CI runs)")
     ap.add_argument("--threads", type=int, default=1,

@@ -23,17 +23,17 @@ def main() -> None:
                     help="group sequences of similar output (or prompt) length into a batch")
     args = ap.parse_args()
     import transformers
-    from transformers import AutoConfig, Qwen3ForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     wl = workload_from_args(args)
     prompts, max_tokens = wl.prompts[: args.limit], wl.max_tokens[: args.limit]
     if glob.glob(os.path.join(args.model, "*.safetensors")):
-        model = Qwen3ForCausalLM.from_pretrained(args.model, dtype=torch.bfloat16, attn_implementation="sdpa")
+        model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.bfloat16, attn_implementation="sdpa")
     else:
         config = AutoConfig.from_pretrained(args.model)
         config._attn_implementation = "sdpa"
         with torch.device("cuda"):
-            model = Qwen3ForCausalLM._from_config(config, dtype=torch.bfloat16)
+            model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     model = model.cuda().eval()
     # A static batch runs until its longest request is done: grouping similar output lengths wastes
     # the fewest steps (only requested tokens are counted).

@@ -12,8 +12,8 @@ def tokenize(model_dir: str, text: str) -> list[int]:
 
 
 def hf_greedy(model_dir: str, prompt: str, max_new_tokens: int) -> list[int]:
-    from transformers import Qwen3ForCausalLM
-    hf = Qwen3ForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    from transformers import AutoModelForCausalLM
+    hf = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     x = torch.tensor([tokenize(model_dir, prompt)])
     with torch.no_grad():
         out = hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=max_new_tokens,

@@ -241,12 +241,18 @@ class ModelRunner:
             hidden = hidden[t["logits_indices"]]
         return self.model.compute_logits(hidden)
 
-    def run(self, batch: ScheduledBatch, inputs: StepInputs | None = None) -> StepHandle:
+    def run(self, batch: ScheduledBatch, inputs: StepInputs | None = None,
+            logits_processor: Callable[[torch.Tensor], torch.Tensor] | None = None) -> StepHandle:
         """Launch one step on rank 0 and return at once: the model, then sampling for each sequence
-        whose chunk reaches its last token (batch.samples; partial prefill chunks sample nothing)."""
+        whose chunk reaches its last token (batch.samples; partial prefill chunks sample nothing).
+        `logits_processor` (the engine's structured-output mask) is called once the model is
+        launched, with the sampled rows' logits, and returns the logits to sample from: its host
+        work overlaps the model's GPU time."""
         sampled = batch.sampled_seqs
         inputs = inputs or self.prepare_inputs(batch)
         logits = self.execute(inputs)
+        if sampled and logits_processor is not None:
+            logits = logits_processor(logits)
         if sampled:
             t = sampling_tensors([s.sampling_params for s in sampled], [s.num_output_tokens for s in sampled],
                                  self.config.hf_config.vocab_size, self.rng, self._to_device)

@@ -1,6 +1,8 @@
 """Which grammar library: xgrammar, llguidance or outlines-core, measured on this machine's CPU.
 
-    PYTHONPATH=$PWD python benchmarks/structured_output_backends.py [--tokenizer DIR ...] [--schemas 20]
+    pip install llguidance outlines-core      # the two the engine does not need
+    PYTHONPATH=$PWD python benchmarks/structured_output_backends.py --train-large-tokenizer /tmp/bpe150k \
+        [--tokenizer DIR ...] [--schemas 20] [--json FILE]
 
 For each library and tokenizer: the one-time tokenizer preparation, the compile time of random JSON
 schemas (aios/bench/json_schemas.py), of any-JSON, a regex and a choice, and the per-token time of
@@ -8,8 +10,10 @@ filling the next-token bitmask on a random walk: from the start state, take a un
 allowed token until the grammar ends. The walk is adversarial (any token the mask allows may come),
 so its output also checks correctness: every finished walk's text must parse and validate against
 its schema (jsonschema), or match its regex / choice. Also what each supports (regex, choice, EBNF,
-Lark). The default tokenizers are the bundled model's (4,096 tokens) and, where given, a large one
-(e.g. a 150k byte-level BPE trained offline, see --tokenizer). Prints one table; --json writes it.
+Lark). The tokenizers: the bundled model's (4,096 tokens) and, with --train-large-tokenizer DIR, a
+Qwen-sized one (151,643 tokens, byte-level BPE) trained offline on this Python installation's own
+source and docs (~250 MB; about 1-2 minutes; reused when DIR holds one). Prints one table; --json
+writes it.
 
 Numbers are for one CPU thread of whatever machine runs it: say which when you quote them.
 """
@@ -273,12 +277,47 @@ SUPPORT = {  # what each library compiles (from its API; the walk above checks t
 }
 
 
+def train_large_tokenizer(path: str, vocab_size: int = 151_643, corpus_bytes: int = 250_000_000) -> str:
+    """A byte-level BPE of Qwen's vocabulary size, trained on local text (nothing downloaded)."""
+    import os
+    import sys
+    if os.path.isfile(os.path.join(path, "tokenizer.json")):
+        return path
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    def corpus():
+        left = corpus_bytes
+        for root in (os.path.dirname(os.__file__), "/usr/share"):
+            for d, _, files in os.walk(root):
+                for name in sorted(files):
+                    if name.endswith((".py", ".md", ".txt", ".rst", ".html")) and left > 0:
+                        try:
+                            with open(os.path.join(d, name), errors="ignore") as f:
+                                text = f.read()
+                        except OSError:
+                            continue
+                        left -= len(text)
+                        yield text
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, show_progress=False,
+                                  special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(corpus(), trainer)
+    print(f"trained a {tok.get_vocab_size():,}-token BPE into {path}", file=sys.stderr)
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>").save_pretrained(path)
+    return path
+
+
 def main() -> None:
     from transformers import AutoTokenizer
 
     from aios.assets import default_model_path
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--tokenizer", action="append", help="tokenizer dirs (default: the bundled model's)")
+    p.add_argument("--train-large-tokenizer", metavar="DIR", help="also a 151,643-token BPE trained into DIR")
     p.add_argument("--schemas", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--libraries", default="xgrammar,aios,llguidance,outlines-core")
@@ -286,7 +325,10 @@ def main() -> None:
     args = p.parse_args()
     libs = {c.name.split()[0]: c for c in (XGrammar, Aios, LLGuidance, OutlinesCore)}
     results = []
-    for path in args.tokenizer or [default_model_path()]:
+    paths = args.tokenizer or [default_model_path()]
+    if args.train_large_tokenizer:
+        paths.append(train_large_tokenizer(args.train_large_tokenizer))
+    for path in paths:
         tok = AutoTokenizer.from_pretrained(path)
         vocab_size, eos = len(tok), tok.eos_token_id
         for name in args.libraries.split(","):

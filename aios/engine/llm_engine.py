@@ -233,13 +233,15 @@ class LLMEngine:
     def _launch_constrained(self, batch: ScheduledBatch) -> tuple[InflightStep, list[StepOutput] | None]:
         """Launch a step that samples constrained rows (see the module docstring). Returns it and,
         if the step in flight had to be read first for their masks, that step's outputs."""
-        inputs = self.model_runner.prepare_inputs(batch)
-        step = self.scheduler.launched(batch, None)     # placeholders first: as if launched already
-        sampled = step.sampled
+        sampled = batch.sampled_seqs
+        step: InflightStep | None = None
         resolved: list[StepOutput] | None = None
 
         def mask(logits):
-            nonlocal resolved
+            # the model is launched and the runner has read the sequences: the step's bookkeeping
+            # (placeholders) comes first, so the previous step's stop checks see this step in flight
+            nonlocal step, resolved
+            step = self.scheduler.launched(batch, None)
             prev = self._inflight
             if prev is not None and not {id(s) for s in prev.sampled}.isdisjoint(
                     id(s) for s in sampled if s.grammar is not None):
@@ -247,7 +249,8 @@ class LLMEngine:
                 resolved = self.scheduler.postprocess(prev, prev.handle.tokens())
             return self.structured_output.apply(logits, sampled)
 
-        step.handle = self.model_runner.run(batch, inputs, logits_processor=mask)
+        handle = self.model_runner.run(batch, logits_processor=mask)
+        step.handle = handle
         return step, resolved
 
     def output_text(self, seq: Sequence) -> str:

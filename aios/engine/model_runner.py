@@ -247,15 +247,17 @@ class ModelRunner:
         whose chunk reaches its last token (batch.samples; partial prefill chunks sample nothing).
         `logits_processor` (the engine's structured-output mask) is called once the model is
         launched, with the sampled rows' logits, and returns the logits to sample from: its host
-        work overlaps the model's GPU time."""
+        work overlaps the model's GPU time. It may advance the sequences (LLMEngine's constrained
+        path runs Scheduler.launched and the previous step's postprocess in it), so everything this
+        step reads from them is read before it is called."""
         sampled = batch.sampled_seqs
         inputs = inputs or self.prepare_inputs(batch)
         logits = self.execute(inputs)
-        if sampled and logits_processor is not None:
-            logits = logits_processor(logits)
         if sampled:
             t = sampling_tensors([s.sampling_params for s in sampled], [s.num_output_tokens for s in sampled],
                                  self.config.hf_config.vocab_size, self.rng, self._to_device)
+            if logits_processor is not None:
+                logits = logits_processor(logits)
             tokens = self.sampler(logits, t)
         else:
             tokens = torch.zeros(0, dtype=torch.int64, device=self.device)

@@ -132,8 +132,10 @@ class GrammarCompiler:
                 compiled = c.compile_regex(text)
             elif kind == "ebnf":
                 compiled = c.compile_grammar(text)
-            else:
+            elif hasattr(c, "compile_lark"):
                 compiled = c.compile_lark(text)
+            else:
+                raise ValueError("Lark grammars need xgrammar >= 0.2.9; write EBNF (root ::= ...) instead")
         except (RuntimeError, ValueError, TypeError) as e:
             what = {"json": "invalid or unsupported JSON schema", "regex": "invalid regex",
                     "ebnf": "invalid EBNF grammar", "lark": "invalid Lark grammar (EBNF needs 'root ::= ...')"}[kind]

@@ -63,7 +63,7 @@ def test_a_bad_constraint_is_a_value_error_naming_its_field(compiler, spec, fiel
 def test_compiled_grammars_are_cached_by_spec_least_recently_used_out(bible_tokenizer):
     c = GrammarCompiler(bible_tokenizer, 4096, [0], cache_size=2, max_threads=1)
     a = c.compile(S(json={"type": "object", "properties": {"x": {"type": "integer"}}}))
-    assert c.compile(S(json='{"properties": {"x": {"type": "integer"}}, "type": "object"}')) is a   # same spec
+    assert c.compile(S(json='{"type": "object", "properties": {"x": {"type": "integer"}}}')) is a   # same spec
     c.compile(S(regex="a+"))
     c.compile(S(choice=["x", "y"]))                      # evicts the schema: the least recently used
     assert c.compile(S(regex="a+")) is c.compile(S(regex="a+"))
@@ -114,6 +114,18 @@ def test_json_object_starts_with_a_brace_and_nothing_else(compiler, bible_tokeni
     allowed = np.flatnonzero(np.unpackbits(bitmask.numpy().view(np.uint8), bitorder="little"))
     texts = [bible_tokenizer.decode([t]) for t in allowed]
     assert "{" in texts and all(t.startswith("{") for t in texts), texts
+
+
+def test_properties_come_out_in_the_schemas_order(compiler, bible_tokenizer):
+    for names in (["name", "age"], ["age", "name"]):
+        schema = {"type": "object", "properties": {n: {"type": "integer"} for n in names}, "required": names}
+        g = StructuredOutputGrammar(compiler.compile(S(json=schema)))
+        for t in bible_tokenizer.encode('{"', add_special_tokens=False):
+            g.accept(t)
+        bitmask = torch.zeros(1, 128, dtype=torch.int32)
+        g.fill(bitmask, 0)
+        allowed = np.flatnonzero(np.unpackbits(bitmask.numpy().view(np.uint8), bitorder="little"))
+        assert all(names[0].startswith(bible_tokenizer.decode([t])) for t in allowed), names
 
 
 def test_eos_is_allowed_only_where_the_grammar_may_end(compiler):

@@ -64,7 +64,8 @@ def main() -> None:
         after = allowed(g, vocab)
         what = next(k for k in ("choice", "regex", "json") if getattr(spec, k) is not None)
         print(f"{what}: at the start   {show(tok, start)}")
-        print(f"{' ' * len(what)}  after {prefix!r:10s} {show(tok, after)}   EOS allowed: {any(e in after for e in eos)}")
+        eos_allowed = any(e in after for e in eos)
+        print(f"{' ' * len(what)}  after {prefix!r:10s} {show(tok, after)}   EOS allowed: {eos_allowed}")
 
     common.heading("straddling: one token, two grammar symbols")
     g = StructuredOutputGrammar(so.compiler.compile(S(regex=WORDS_REGEX)))

@@ -218,6 +218,24 @@ def test_the_sequence_ends_where_the_grammar_does_even_with_ignore_eos(llm):
     assert o["finish_reason"] == "stop" and o["text"] in CHOICE
 
 
+def test_n_samples_each_follow_the_constraint_with_a_grammar_of_their_own(llm):
+    out = llm.generate([PROMPTS[1]], constrained(S(choice=CHOICE), n=4, temperature=1.0), use_tqdm=False)[0]
+    assert len(out["outputs"]) == 4 and all(o["text"] in CHOICE for o in out["outputs"])
+
+
+@pytest.mark.parametrize("async_scheduling", [True, False])
+def test_a_constrained_sequence_cut_by_max_tokens_ends_on_length_and_frees_its_blocks(tiny_ckpt, async_scheduling):
+    """Its last token is launched as FINISHING (async) while the step before is still being read."""
+    with LLM(tiny_ckpt, device="cpu", kvcache_block_size=16, max_model_len=256,
+             async_scheduling=async_scheduling) as llm:
+        outs = llm.generate(PROMPTS, [constrained(S(json=random_schema(s)), max_tokens=3) for s in range(4)],
+                            use_tqdm=False)
+        assert_no_leaked_blocks(llm)
+        llm.scheduler.check_invariants()
+    assert all(o["finish_reason"] == "length" and len(o["token_ids"]) == 3 for o in outs)
+    assert all(o["text"].startswith("{") for o in outs)
+
+
 def test_bad_constraints_are_refused_at_add_request_and_the_engine_keeps_serving(llm):
     for spec in (S(json={"type": "objec"}), S(regex="(ab"), S(grammar="root ::= nothing")):
         with pytest.raises(ValueError, match=r"^structured_outputs\."):

@@ -283,3 +283,15 @@ def test_constrained_generate_with_cuda_graphs_equals_eager_and_validates():
             tokens.append([o["token_ids"] for o in outs])
             assert_no_leaked_blocks(llm)
     assert tokens[0] == tokens[1]
+
+
+@pytest.mark.gpu
+def test_constrained_requests_after_start_up_compile_no_triton_kernel(tiny_ckpt):
+    """The bitmask kernel is warmed up with the engine (bf16 and fp32 logits), like every other."""
+    from test_gpu_engine import triton_compiles
+
+    with LLM(tiny_ckpt, device="cuda", dtype="bfloat16", max_model_len=256) as llm:
+        with triton_compiles() as later:
+            for batch in (PROMPTS, PROMPTS[:1]):
+                llm.generate(batch, [constrained(S(json=random_schema(s))) for s in range(len(batch))], use_tqdm=False)
+        assert not later, "met after start-up:\n" + "\n".join(later)

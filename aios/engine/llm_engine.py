@@ -26,6 +26,8 @@ import logging
 import os
 from collections.abc import Callable
 
+import torch
+
 from aios.config import Config
 from aios.engine.block_manager import BlockManager
 from aios.engine.cuda_graph import CUDAGraphRunner
@@ -110,6 +112,8 @@ class LLMEngine:
         self.structured_output = None if self.tokenizer is None else StructuredOutputManager(
             self.tokenizer, config.hf_config.vocab_size, self.eos_token_ids, self.model_runner.device,
             use_triton=self.model_runner.is_cuda and config.fused_kernels)
+        if self.structured_output is not None and self.model_runner.is_cuda:
+            self.structured_output.warm_up([config.dtype, torch.float32])   # no request pays a Triton compile
         self._num_constrained = 0             # unfinished requests with a grammar: 0 -> steps skip the check
         logger.info(config.describe(self.num_kvcache_blocks))
         self.seqs: dict[int, Sequence] = {}   # unfinished requests by id (for abort_request)

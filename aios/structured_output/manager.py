@@ -82,6 +82,19 @@ class StructuredOutputManager:
         self.num_words = (vocab_size + 31) // 32
         self.apply_bitmask = apply_token_bitmask if use_triton else apply_token_bitmask_ref
 
+    @torch.inference_mode()
+    def warm_up(self, dtypes: list[torch.dtype]) -> None:
+        """Compile the Triton kernel now for each logits dtype, so no request pays for it: it does not
+        specialize on anything else that changes (the mask starts 16-byte aligned, the row count is
+        the grid)."""
+        if self.apply_bitmask is not apply_token_bitmask:
+            return
+        for dtype in dict.fromkeys(dtypes):
+            logits = torch.zeros(1, self.vocab_size, dtype=dtype, device=self.device)
+            packed = torch.full((4 + self.num_words,), -1, dtype=torch.int32, device=self.device)
+            packed[0] = 0
+            self.apply_bitmask(logits, packed[4:].view(1, self.num_words), packed[:1])
+
     def validate(self, params: SamplingParams) -> None:
         """Compile the request's constraint now (cached), so a bad one is a ValueError here."""
         self.compiler.compile(params.structured_outputs)

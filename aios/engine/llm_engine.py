@@ -8,6 +8,15 @@ The engine is glue: the Scheduler owns every request's life (admission, chunks, 
 prefix-cache registration, FINISHED), the ModelRunner runs steps, the engine hands one to the other.
 `step` never raises for one request's sake: bad requests are refused in add_request, before they
 reach the scheduler, and a request whose own host-side work fails finishes alone with "error".
+
+Structured outputs (lesson 17) and async scheduling: a constrained row's mask needs the grammar
+state after its previous token, and under async scheduling that token is still on the GPU when the
+next step is launched. So a step that samples a constrained sequence whose token is in flight runs
+as vLLM's does (its `pending_structured_output_tokens`): launch the model (its input token is read
+on the device as always), then, while the GPU runs it, read the in-flight step's tokens and
+postprocess them (the grammars advance), fill the bitmask, upload it, and only then launch the
+mask and the sampler. The forward still overlaps the host's work; what is lost is the overlap of
+the next schedule with the sampler. Steps without a constrained row run exactly as before.
 """
 
 from __future__ import annotations
@@ -16,6 +25,8 @@ import json
 import logging
 import os
 from collections.abc import Callable
+
+import torch
 
 from aios.config import Config
 from aios.engine.block_manager import BlockManager
@@ -32,6 +43,7 @@ from aios.layers.logprobs import TokenLogprobs
 from aios.layers.sampler import Sampler
 from aios.outputs import Logprob
 from aios.sampling_params import SamplingParams
+from aios.structured_output import StructuredOutputManager
 
 logger = logging.getLogger("aios")
 
@@ -39,7 +51,7 @@ logger = logging.getLogger("aios")
 # request that asks for one is refused in validate() (issue 20 builds them; each leaves this table
 # when the engine applies it).
 NOT_YET_APPLIED: dict[str, object] = {
-    "best_of": None, "structured_outputs": None,
+    "best_of": None,
 }
 
 __all__ = ["LLMEngine", "StepOutput"]
@@ -98,6 +110,12 @@ class LLMEngine:
         self.eos_token_ids = eos_token_ids(model, config, self.tokenizer)
         stop_checker = StopChecker(self.eos_token_ids, config.max_model_len, self.tokenizer)
         self.scheduler = scheduler_cls(config, self.block_manager, stop_checker)
+        self.structured_output = None if self.tokenizer is None else StructuredOutputManager(
+            self.tokenizer, config.hf_config.vocab_size, self.eos_token_ids, self.model_runner.device,
+            use_triton=self.model_runner.is_cuda and config.fused_kernels)
+        if self.structured_output is not None and self.model_runner.is_cuda:
+            self.structured_output.warm_up([config.dtype, torch.float32])   # no request pays a Triton compile
+        self._num_constrained = 0             # unfinished requests with a grammar: 0 -> steps skip the check
         logger.info(config.describe(self.num_kvcache_blocks))
         self.seqs: dict[int, Sequence] = {}   # unfinished requests by id (for abort_request)
         self._next_seq_id = 0
@@ -146,6 +164,10 @@ class LLMEngine:
                 raise ValueError(f"{name}: {value} is more than this engine's max_logprobs={cfg.max_logprobs} "
                                  f"(Config.max_logprobs)")
         self._logits_processing(params)               # token ids in the vocabulary, bad_words tokenizable
+        if params.structured_outputs is not None:
+            if self.structured_output is None:
+                raise ValueError("structured_outputs needs a tokenizer (skip_tokenizer_init=True)")
+            self.structured_output.validate(params)      # a bad schema / regex / grammar: ValueError here
         if params.stop_strings and self.tokenizer is None:
             raise ValueError("stop strings need a tokenizer (skip_tokenizer_init=True)")
         if len(params.stop_strings) > cfg.max_stop_strings:
@@ -176,6 +198,9 @@ class LLMEngine:
             raise RuntimeError("this LLM is closed")
         seq = Sequence(self._next_seq_id, token_ids, params, self.config.kvcache_block_size,
                        self._logits_processing(params, token_ids))
+        if params.structured_outputs is not None:
+            seq.grammar = self.structured_output.grammar_for(params)
+            self._num_constrained += 1
         self._next_seq_id += 1
         self.seqs[seq.seq_id] = seq
         self.scheduler.add(seq)
@@ -190,6 +215,7 @@ class LLMEngine:
         seq = self.seqs.pop(seq_id, None)
         if seq is not None:
             self.scheduler.abort(seq)
+            self._num_constrained -= seq.grammar is not None
 
     def has_unfinished_requests(self) -> bool:
         return self.scheduler.has_unfinished() or self._inflight is not None
@@ -205,16 +231,44 @@ class LLMEngine:
         GPU runs step N, so the host's scheduling and bookkeeping hide behind GPU time. Sequences
         carry a PLACEHOLDER for a token in flight; step N reads it on the device."""
         batch = self.scheduler.schedule() if batch is None else batch
-        launched = None
+        launched, outputs = None, None
         if batch.seqs:
-            launched = self.scheduler.launched(batch, self.model_runner.run(batch))
+            if self._num_constrained and any(s.grammar is not None for s in batch.sampled_seqs):
+                launched, outputs = self._launch_constrained(batch)
+            else:
+                launched = self.scheduler.launched(batch, self.model_runner.run(batch))
         if self.async_scheduling:
             launched, self._inflight = self._inflight, launched
-        outputs = self.scheduler.postprocess(launched, launched.handle.tokens()) if launched else []
+        if outputs is None:
+            outputs = self.scheduler.postprocess(launched, launched.handle.tokens()) if launched else []
         for out in outputs:
             if out.finished:
                 self.seqs.pop(out.seq.seq_id, None)
+                self._num_constrained -= out.seq.grammar is not None
         return outputs
+
+    def _launch_constrained(self, batch: ScheduledBatch) -> tuple[InflightStep, list[StepOutput] | None]:
+        """Launch a step that samples constrained rows (see the module docstring). Returns it and,
+        if the step in flight had to be read first for their masks, that step's outputs."""
+        sampled = batch.sampled_seqs
+        step: InflightStep | None = None
+        resolved: list[StepOutput] | None = None
+
+        def mask(logits):
+            # the model is launched and the runner has read the sequences: the step's bookkeeping
+            # (placeholders) comes first, so the previous step's stop checks see this step in flight
+            nonlocal step, resolved
+            step = self.scheduler.launched(batch, None)
+            prev = self._inflight
+            if prev is not None and not {id(s) for s in prev.sampled}.isdisjoint(
+                    id(s) for s in sampled if s.grammar is not None):
+                self._inflight = None
+                resolved = self.scheduler.postprocess(prev, prev.handle.tokens())
+            return self.structured_output.apply(logits, sampled)
+
+        handle = self.model_runner.run(batch, logits_processor=mask)
+        step.handle = handle
+        return step, resolved
 
     def output_text(self, seq: Sequence) -> str:
         """The generated text: special tokens skipped, a stop string and what follows cut off (with

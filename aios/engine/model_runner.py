@@ -297,10 +297,17 @@ class ModelRunner:
                 parts.append(compute_logprobs(logits, target_ids[start:end], num_logprobs))
         return LogprobsTensors.cat(parts) if parts else None
 
-    def run(self, batch: ScheduledBatch, inputs: StepInputs | None = None) -> StepHandle:
+    def run(self, batch: ScheduledBatch, inputs: StepInputs | None = None,
+            logits_processor: Callable[[torch.Tensor], torch.Tensor] | None = None) -> StepHandle:
         """Launch one step on rank 0 and return at once: the model, then, for each sequence whose
         chunk reaches its last token (batch.samples; partial prefill chunks sample nothing), its
-        logits processing, its token and its scores where it asks for them."""
+        logits processing, its token and its scores where it asks for them.
+        `logits_processor` (the engine's structured-output mask) is called once the model is
+        launched, with the sampled rows' logits, and returns the logits to sample from: its host
+        work overlaps the model's GPU time. It may advance the sequences (LLMEngine's constrained
+        path runs Scheduler.launched and the previous step's postprocess in it), so everything this
+        step reads from them is read before it is called. Order on the logits, as vLLM's: the
+        grammar mask, then the scores (logprobs), then penalties / bias / bad words, then sampling."""
         sampled = batch.sampled_seqs
         inputs = inputs or self.prepare_inputs(batch)
         logits, prompt_logprobs = self.execute_step(inputs)
@@ -309,12 +316,15 @@ class ModelRunner:
                             prompt_logprobs=prompt_logprobs, prompt_logprob_spans=inputs.prompt_logprob_spans)
         if sampled:
             last = self.last_handle
+            # read from the sequences now: logits_processor may advance them
             processing = logits_processor_tensors(sampled, last.row_of if last else {}, self._to_device)
+            t = sampling_tensors([s.sampling_params for s in sampled], [s.num_output_tokens for s in sampled],
+                                 self.config.hf_config.vocab_size, self.rng, self._to_device)
+            if logits_processor is not None:
+                logits = logits_processor(logits)
             sample_logits = logits
             if processing is not None:
                 sample_logits = apply_logits_processors(logits, processing, last.tokens_device if last else None)
-            t = sampling_tensors([s.sampling_params for s in sampled], [s.num_output_tokens for s in sampled],
-                                 self.config.hf_config.vocab_size, self.rng, self._to_device)
             handle.tokens_device = self.sampler(sample_logits, t)
             handle.logprobs, handle.logprob_row_of = self._sample_logprobs(sampled, logits, handle.tokens_device)
         handle.tokens_host = handle.tokens_device

@@ -14,7 +14,8 @@ Each step:
      PLACEHOLDER for its token in flight; one that will certainly end on "length" leaves now.
   3. `postprocess(step, token_ids)`, once the host has the step's tokens (with async scheduling,
      one step later): placeholders become tokens (and their scores, where asked, are stored beside
-     them), stops are checked, newly full blocks enter the prefix cache, finished sequences free
+     them), a constrained sequence's grammar accepts its token, stops are checked, newly full blocks
+     enter the prefix cache, finished sequences free
      their blocks and become FINISHED.
 
 Invariants (check_invariants() asserts them; the stress tests call it after every step):
@@ -73,7 +74,7 @@ class InflightStep:
     """A launched step whose sampled tokens the host has not read yet."""
 
     batch: ScheduledBatch
-    handle: StepHandle                        # handle.tokens() waits for them
+    handle: StepHandle | None                 # handle.tokens() waits for them (set once sampling is launched)
     sampled: list[Sequence]                   # batch.sampled_seqs, one per token
     token_indices: list[int]                  # where each one's PLACEHOLDER sits in its token_ids
 
@@ -196,7 +197,11 @@ class Scheduler:
             seq.record_token_time(now)
             self.num_generated_tokens += 1
             try:
+                if seq.grammar is not None:
+                    seq.grammar.accept(token_id)      # before the stop check: the grammar may end here
                 stop = self.stop_checker.check(seq, idx)
+                if stop is None and seq.grammar is not None and seq.grammar.is_terminated:
+                    stop = ("stop", None)             # the constraint is complete (EOS under ignore_eos)
             except Exception as e:            # this request's own failure: it alone finishes, with "error"
                 logger.exception("the stop check of sequence %d failed", seq.seq_id)
                 seq.error = f"{type(e).__name__}: {e}"

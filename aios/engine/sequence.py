@@ -18,6 +18,8 @@ Each field has one writer (the reader of a field may be anyone):
 |   token_times                                 |                                                 |
 | output_logprobs, prompt_logprobs              | Scheduler (postprocess; truncated with tokens)  |
 | block_table, block_hashes                     | BlockManager                                    |
+| grammar (its state: the tokens it accepted)   | LLMEngine creates it; Scheduler.postprocess     |
+|                                               |   advances it (aios/structured_output)          |
 
 Invariants:
 - token_ids = prompt tokens followed by generated tokens; it grows, and shrinks only when a stop or
@@ -48,6 +50,7 @@ from aios.sampling_params import SamplingParams
 if TYPE_CHECKING:
     from aios.layers.logits_processors import LogitsProcessing
     from aios.layers.logprobs import TokenLogprobs
+    from aios.structured_output import StructuredOutputGrammar
 
 PLACEHOLDER = -1   # a sampled token still on the GPU (async scheduling); replaced when the host reads it
 
@@ -83,6 +86,7 @@ class Sequence:
         self.arrival_time = time.perf_counter()
         self.first_token_time: float | None = None
         self.token_times: list[float] = []
+        self.grammar: StructuredOutputGrammar | None = None   # its constraint's state (structured outputs)
 
     def __len__(self) -> int:
         return len(self.token_ids)

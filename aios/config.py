@@ -148,6 +148,7 @@ class Config:
     seed: int = 0                             # seeds the engine's sampler for unseeded requests
     max_stop_strings: int = 32                # per request: each one is searched for after every token
     max_stop_string_len: int = 256            # characters; the stop check decodes this many tokens a step
+    max_logprobs: int = 20                    # the largest logprobs / prompt_logprobs a request may ask (vLLM's)
     hf_config: ModelConfig = field(init=False)
 
     def __post_init__(self) -> None:
@@ -171,6 +172,8 @@ class Config:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        if not isinstance(self.max_logprobs, int) or isinstance(self.max_logprobs, bool) or self.max_logprobs < 0:
+            raise ValueError(f"max_logprobs must be an int >= 0, got {self.max_logprobs!r}")
         if not (isinstance(self.gpu_memory_utilization, (int, float)) and 0.0 < self.gpu_memory_utilization <= 1.0):
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
         if self.num_kvcache_blocks is not None and self.num_kvcache_blocks < 1:

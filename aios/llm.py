@@ -44,7 +44,10 @@ class LLM(LLMEngine):
         A prompt is a str or its token ids (a list, tuple or 1-D integer array). With n > 1 a
         prompt's dict holds its n samples in "outputs" (each with index, text, token_ids,
         finish_reason); the dict's own text / token_ids / finish_reason are those of sample 0
-        ("outputs" is there for n == 1 too). The samples of a prompt share its one prefill."""
+        ("outputs" is there for n == 1 too). The samples of a prompt share its one prefill. With
+        logprobs / prompt_logprobs asked, "logprobs", "prompt_logprobs" and "cumulative_logprob"
+        hold the scores ({token id: Logprob} per token, aios/outputs.py).
+        With best_of > n, the n samples of the highest cumulative logprob, best first."""
         prompts = self._prompt_list(prompts)
         if sampling_params is None:
             sampling_params = SamplingParams()

@@ -7,6 +7,7 @@ must hold: each sample is exactly what a one-sample request would give (HF's gre
 for sample j), the prompt is computed once, no block leaks, the invariants hold after every step.
 """
 
+import dataclasses
 import random
 
 import pytest
@@ -197,6 +198,43 @@ def test_a_fork_counts_its_samples_against_max_num_seqs(tiny_ckpt, expected):
     assert [[s.output_token_ids for s in samples(p)] for p in parents] == [[w] * 3 for w in want]
     with pytest.raises(ValueError, match="^n must be at most max_num_seqs=4, got 5"):
         llm.add_request(prompts[0], SamplingParams(n=5))
+    assert_no_leaked_blocks(llm)
+
+
+def test_best_of_returns_the_n_samples_with_the_highest_cumulative_logprob(tiny_ckpt, expected):
+    prompts, _ = expected
+    llm = LLM(tiny_ckpt, **KW, enable_prefix_caching=False)
+    kw = dict(temperature=1.0, max_tokens=8, ignore_eos=True)
+    outs = llm.generate(prompts, SamplingParams(n=2, best_of=4, seed=3, **kw), use_tqdm=False)
+    assert llm.stats()["num_computed_prompt_tokens"] == sum(PROMPT_LENS)     # 4 samples, one prefill each prompt
+    for prompt, out in zip(prompts, outs):
+        # sample j of best_of is the one-sample request with seed 3 + j; its score is its cumulative logprob
+        alone = [llm.generate(prompt, SamplingParams(seed=3 + j, logprobs=0, **kw), use_tqdm=False)[0]
+                 for j in range(4)]
+        best = sorted(alone, key=lambda o: o["cumulative_logprob"], reverse=True)[:2]
+        assert [o["index"] for o in out["outputs"]] == [0, 1]
+        assert [o["token_ids"] for o in out["outputs"]] == [o["token_ids"] for o in best]
+        assert [o["cumulative_logprob"] for o in out["outputs"]] == pytest.approx(
+            [o["cumulative_logprob"] for o in best], abs=1e-5)
+        assert out["outputs"][0]["cumulative_logprob"] >= out["outputs"][1]["cumulative_logprob"]
+        assert out["logprobs"] is None                  # scored for the ranking, not asked for
+    assert_no_leaked_blocks(llm)
+
+
+def test_samples_share_the_prompt_logprobs_of_their_one_prefill(tiny_ckpt, expected):
+    prompts, _ = expected
+    llm = LLM(tiny_ckpt, **KW)
+    params = SamplingParams(temperature=1.0, seed=1, max_tokens=4, prompt_logprobs=2, logprobs=1)
+    out = llm.generate(prompts[0], dataclasses.replace(params, n=3), use_tqdm=False)[0]
+    alone = llm.generate(prompts[0], params, use_tqdm=False)[0]
+    assert len(alone["prompt_logprobs"]) == PROMPT_LENS[0]
+    for o in out["outputs"]:
+        assert o["prompt_logprobs"] == alone["prompt_logprobs"] and len(o["logprobs"]) == 4
+    # sample 0 is the one-sample request (its scores equal up to the rounding of a batch of 3 vs 1)
+    got, want = out["outputs"][0]["logprobs"], alone["logprobs"]
+    assert [list(d) for d in got] == [list(d) for d in want]
+    assert [x.logprob for d in got for x in d.values()] == pytest.approx(
+        [x.logprob for d in want for x in d.values()], abs=1e-4)
     assert_no_leaked_blocks(llm)
 
 

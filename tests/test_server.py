@@ -138,6 +138,18 @@ def test_n_seeded_choices_are_independent_samples_of_one_prompt(client, engine, 
             for j in range(3)] == wants
 
 
+def test_best_of_returns_the_n_best_choices_and_is_not_streamed(client, url, reference):
+    want = reference.generate(PROMPTS[1], SamplingParams(temperature=1.0, max_tokens=8, seed=5, n=2, best_of=4),
+                              use_tqdm=False)[0]
+    got = client.completions.create(model=MODEL, prompt=PROMPTS[1], max_tokens=8, temperature=1.0, seed=5, n=2,
+                                    best_of=4)
+    assert [c.index for c in got.choices] == [0, 1]
+    assert [c.text for c in got.choices] == [o["text"] for o in want["outputs"]]
+    assert got.usage.completion_tokens == sum(len(o["token_ids"]) for o in want["outputs"])
+    r = httpx.post(f"{url}/v1/completions", json={"prompt": PROMPTS[1], "n": 2, "best_of": 4, "stream": True})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "best_of"
+
+
 def test_stop_string_is_never_streamed(client, reference):
     text = greedy(reference, [PROMPTS[0]], 24)[0]["text"]
     i = next(i for i in range(3, len(text) - 1) if text[i:i + 2].isalnum())

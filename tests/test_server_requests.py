@@ -64,7 +64,7 @@ UNIMPLEMENTED = {
     "length_penalty": ("completions", 0.5), "functions": ("chat/completions", [{"name": "f"}]),
     "max_completion_tokens": ("completions", 5), "logprobs": ("completions", 0),
     "presence_penalty": ("chat/completions", 0.5), "tools": ("chat/completions", [{"type": "function"}]),
-    "echo": ("completions", True), "best_of": ("completions", 2), "frequency_penalty": ("completions", True),
+    "echo": ("completions", True), "frequency_penalty": ("completions", True),
 }
 
 

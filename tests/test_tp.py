@@ -76,6 +76,24 @@ def test_tp_greedy_tokens_equal_one_rank(tiny_ckpt, prompts, expected, tp, kwarg
 
 
 @pytest.mark.slow
+def test_tp_logprobs_and_penalties_equal_one_rank(tiny_ckpt, prompts, hang_guard):
+    """Prompt logprobs go through the LM head's all-gather in slices of max_num_seqs rows: every rank
+    must run the same slices (4 rows each here), or the collectives would hang."""
+    params = SamplingParams(temperature=0, max_tokens=MAX_TOKENS, logprobs=3, prompt_logprobs=2,
+                            repetition_penalty=1.4, presence_penalty=0.5, logit_bias={9: 2.0})
+    kw = dict(kvcache_block_size=16, max_num_seqs=4)
+    one = LLM(tiny_ckpt, device="cpu", dtype="float32", **kw).generate(prompts[:4], params, use_tqdm=False)
+    with tp_llm(tiny_ckpt, 2, **kw) as llm:
+        two = llm.generate(prompts[:4], params, use_tqdm=False)
+        assert_no_leaked_blocks(llm)
+    for a, b in zip(one, two):
+        assert a["token_ids"] == b["token_ids"]
+        for x, y in zip(a["logprobs"] + a["prompt_logprobs"][1:], b["logprobs"] + b["prompt_logprobs"][1:]):
+            assert x.keys() == y.keys()
+            assert all(abs(x[t].logprob - y[t].logprob) < 1e-4 for t in x)
+
+
+@pytest.mark.slow
 def test_workers_exit_on_close(tiny_ckpt, hang_guard):
     llm = tp_llm(tiny_ckpt, 2)
     pids = llm.model_runner.worker_pids

@@ -25,3 +25,22 @@ def gpu_name() -> str | None:
         return out.splitlines()[0] if out else None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def device_info(device: str) -> dict:
+    """Provenance of a result: torch, triton, python, the GPU (or CPU), the AIOS commit."""
+    import platform
+
+    import torch
+    info = {"torch": torch.__version__, "python": platform.python_version(), "device": device}
+    try:
+        import triton
+        info["triton"] = triton.__version__
+    except ImportError:
+        info["triton"] = None
+    # nvidia-smi first: torch.cuda.get_device_name would start CUDA in a process (the suite's parent)
+    # that never uses the GPU, holding memory the engines' processes then do not get
+    info["gpu"] = (gpu_name() or torch.cuda.get_device_name(0)) if device == "cuda" else \
+        f"CPU ({platform.processor() or 'cpu'}, {os.cpu_count()} threads)"
+    info["aios_git"] = git_sha()
+    return info

@@ -9,6 +9,15 @@ The engine is glue: the Scheduler owns every request's life (admission, chunks, 
 prefix-cache registration, FINISHED), the ModelRunner runs steps, the engine hands one to the other.
 `step` never raises for one request's sake: bad requests are refused in add_request, before they
 reach the scheduler, and a request whose own host-side work fails finishes alone with "error".
+
+Structured outputs (lesson 17) and async scheduling: a constrained row's mask needs the grammar
+state after its previous token, and under async scheduling that token is still on the GPU when the
+next step is launched. So a step that samples a constrained sequence whose token is in flight runs
+as vLLM's does (its `pending_structured_output_tokens`): launch the model (its input token is read
+on the device as always), then, while the GPU runs it, read the in-flight step's tokens and
+postprocess them (the grammars advance), fill the bitmask, upload it, and only then launch the
+mask and the sampler. The forward still overlaps the host's work; what is lost is the overlap of
+the next schedule with the sampler. Steps without a constrained row run exactly as before.
 """
 
 from __future__ import annotations
@@ -17,6 +26,8 @@ import json
 import logging
 import os
 from collections.abc import Callable
+
+import torch
 
 from aios.config import Config
 from aios.engine.block_manager import BlockManager
@@ -28,19 +39,19 @@ from aios.engine.sequence import Sequence, SequenceGroup, SequenceStatus
 from aios.engine.step_inputs import StepInputs
 from aios.engine.stop_checker import StopChecker
 from aios.layers.backend import Backend
+from aios.layers.logits_processors import LogitsProcessing
+from aios.layers.logprobs import TokenLogprobs
 from aios.layers.sampler import Sampler
+from aios.outputs import Logprob
 from aios.sampling_params import SamplingParams
+from aios.structured_output import StructuredOutputManager
 
 logger = logging.getLogger("aios")
 
 # SamplingParams fields this engine does not apply yet, with the value that asks for nothing: a
 # request that asks for one is refused in validate() (issue 20 builds them; each leaves this table
 # when the engine applies it).
-NOT_YET_APPLIED: dict[str, object] = {
-    "best_of": None, "logprobs": None, "prompt_logprobs": None, "presence_penalty": 0.0,
-    "frequency_penalty": 0.0, "repetition_penalty": 1.0, "logit_bias": None, "min_tokens": 0,
-    "bad_words": None, "include_stop_str_in_output": False, "structured_outputs": None,
-}
+NOT_YET_APPLIED: dict[str, object] = {}
 
 __all__ = ["LLMEngine", "StepOutput"]
 
@@ -98,6 +109,12 @@ class LLMEngine:
         self.eos_token_ids = eos_token_ids(model, config, self.tokenizer)
         stop_checker = StopChecker(self.eos_token_ids, config.max_model_len, self.tokenizer)
         self.scheduler = scheduler_cls(config, self.block_manager, stop_checker)
+        self.structured_output = None if self.tokenizer is None else StructuredOutputManager(
+            self.tokenizer, config.hf_config.vocab_size, self.eos_token_ids, self.model_runner.device,
+            use_triton=self.model_runner.is_cuda and config.fused_kernels)
+        if self.structured_output is not None and self.model_runner.is_cuda:
+            self.structured_output.warm_up([config.dtype, torch.float32])   # no request pays a Triton compile
+        self._num_constrained = 0             # unfinished requests with a grammar: 0 -> steps skip the check
         logger.info(config.describe(self.num_kvcache_blocks))
         self.seqs: dict[int, Sequence] = {}   # unfinished requests by id (for abort_request)
         self._next_seq_id = 0
@@ -140,6 +157,16 @@ class LLMEngine:
         asked = [k for k, off in NOT_YET_APPLIED.items() if getattr(params, k) != off]
         if asked:
             raise ValueError(f"{asked[0]}: not applied by this engine yet (SamplingParams fields {asked})")
+        for name in ("logprobs", "prompt_logprobs"):
+            value = getattr(params, name)
+            if value is not None and value > cfg.max_logprobs:
+                raise ValueError(f"{name}: {value} is more than this engine's max_logprobs={cfg.max_logprobs} "
+                                 f"(Config.max_logprobs)")
+        self._logits_processing(params)               # token ids in the vocabulary, bad_words tokenizable
+        if params.structured_outputs is not None:
+            if self.structured_output is None:
+                raise ValueError("structured_outputs needs a tokenizer (skip_tokenizer_init=True)")
+            self.structured_output.validate(params)      # a bad schema / regex / grammar: ValueError here
         if params.stop_strings and self.tokenizer is None:
             raise ValueError("stop strings need a tokenizer (skip_tokenizer_init=True)")
         if len(params.stop_strings) > cfg.max_stop_strings:
@@ -177,11 +204,17 @@ class LLMEngine:
         if self.closed:
             raise RuntimeError("this LLM is closed")
         best_of = params.best_of or params.n
+        processing = self._logits_processing(params, token_ids)      # the request's, shared by its samples
         seqs = []
         for j in range(best_of):
-            seqs.append(Sequence(self._next_seq_id, token_ids, params.for_choice(j), self.config.kvcache_block_size))
+            seq = Sequence(self._next_seq_id, token_ids, params.for_choice(j), self.config.kvcache_block_size,
+                           processing)
+            if params.structured_outputs is not None:              # each sample's constraint state
+                seq.grammar = self.structured_output.grammar_for(params)
+                self._num_constrained += 1
             self._next_seq_id += 1
-            self.seqs[seqs[-1].seq_id] = seqs[-1]
+            self.seqs[seq.seq_id] = seq
+            seqs.append(seq)
         if best_of > 1:
             group = SequenceGroup(seqs, params.n)
             for seq in seqs:
@@ -191,12 +224,18 @@ class LLMEngine:
         self.scheduler.add(seqs[0])
         return seqs[0]
 
+    def _logits_processing(self, params: SamplingParams,
+                           prompt_token_ids: list[int] | None = None) -> LogitsProcessing | None:
+        vocab_size = self.config.hf_config.vocab_size
+        return LogitsProcessing.from_params(params, self.eos_token_ids, self.tokenizer, vocab_size, prompt_token_ids)
+
     def abort_request(self, seq_id: int) -> None:
         """Abort the request seq_id belongs to: the sequence and, for several samples, all of them."""
         seq = self.seqs.get(seq_id)
         if seq is not None:
             for s in seq.group.seqs if seq.group is not None else [seq]:
-                self.seqs.pop(s.seq_id, None)
+                if self.seqs.pop(s.seq_id, None) is not None:      # (a finished sample left already)
+                    self._num_constrained -= s.grammar is not None
             self.scheduler.abort(seq)
 
     def has_unfinished_requests(self) -> bool:
@@ -213,30 +252,81 @@ class LLMEngine:
         GPU runs step N, so the host's scheduling and bookkeeping hide behind GPU time. Sequences
         carry a PLACEHOLDER for a token in flight; step N reads it on the device."""
         batch = self.scheduler.schedule() if batch is None else batch
-        launched = None
+        launched, outputs = None, None
         if batch.seqs:
-            launched = self.scheduler.launched(batch, self.model_runner.run(batch))
+            if self._num_constrained and any(s.grammar is not None for s in batch.sampled_seqs):
+                launched, outputs = self._launch_constrained(batch)
+            else:
+                launched = self.scheduler.launched(batch, self.model_runner.run(batch))
         if self.async_scheduling:
             launched, self._inflight = self._inflight, launched
-        outputs = self.scheduler.postprocess(launched, launched.handle.tokens()) if launched else []
+        if outputs is None:
+            outputs = self.scheduler.postprocess(launched, launched.handle.tokens()) if launched else []
         for out in outputs:
             if out.finished:
                 self.seqs.pop(out.seq.seq_id, None)
+                self._num_constrained -= out.seq.grammar is not None
         return outputs
 
+    def _launch_constrained(self, batch: ScheduledBatch) -> tuple[InflightStep, list[StepOutput] | None]:
+        """Launch a step that samples constrained rows (see the module docstring). Returns it and,
+        if the step in flight had to be read first for their masks, that step's outputs."""
+        sampled = batch.sampled_seqs
+        step: InflightStep | None = None
+        resolved: list[StepOutput] | None = None
+
+        def mask(logits):
+            # the model is launched and the runner has read the sequences: the step's bookkeeping
+            # (placeholders) comes first, so the previous step's stop checks see this step in flight
+            nonlocal step, resolved
+            step = self.scheduler.launched(batch, None)
+            prev = self._inflight
+            if prev is not None and not {id(s) for s in prev.sampled}.isdisjoint(
+                    id(s) for s in sampled if s.grammar is not None):
+                self._inflight = None
+                resolved = self.scheduler.postprocess(prev, prev.handle.tokens())
+            return self.structured_output.apply(logits, sampled)
+
+        handle = self.model_runner.run(batch, logits_processor=mask)
+        step.handle = handle
+        return step, resolved
+
     def output_text(self, seq: Sequence) -> str:
-        """The generated text: special tokens skipped, a stop string and what follows cut off."""
+        """The generated text: special tokens skipped, a stop string and what follows cut off (with
+        include_stop_str_in_output, what follows it only; a stop token's text is then kept too)."""
         if self.tokenizer is None:
             return ""
+        keep_stop = seq.sampling_params.include_stop_str_in_output
         ids = seq.output_token_ids
-        if seq.finish_reason == "stop" and isinstance(seq.stop_reason, int):
+        if seq.finish_reason == "stop" and isinstance(seq.stop_reason, int) and not keep_stop:
             ids = ids[:-1]
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        if isinstance(seq.stop_reason, str):
-            text = text[: text.find(seq.stop_reason)] if seq.stop_reason in text else text
+        if isinstance(seq.stop_reason, str) and seq.stop_reason in text:
+            end = text.find(seq.stop_reason)
+            text = text[: end + len(seq.stop_reason) if keep_stop else end]
         return text
 
+    def logprob_dicts(self, entries: list[TokenLogprobs | None]) -> list[dict[int, Logprob] | None]:
+        """Scores as the API hands them out (aios/outputs.py): one {token id: Logprob} per position,
+        the scored token first, then the top-N; decoded_token filled where there is a tokenizer.
+        (A stream converts its new entries each step: seq.output_logprobs[start:].)"""
+        text: dict[int, str] = {}
+        if self.tokenizer is not None:
+            ids = sorted({t for e in entries if e is not None for t in e.token_ids})
+            text = dict(zip(ids, self.tokenizer.batch_decode([[t] for t in ids])))
+        out: list[dict[int, Logprob] | None] = []
+        for e in entries:
+            if e is None:
+                out.append(None)
+                continue
+            d = {e.token_ids[0]: Logprob(e.logprobs[0], e.rank, text.get(e.token_ids[0]))}
+            for rank, (t, lp) in enumerate(zip(e.token_ids[1:], e.logprobs[1:]), start=1):
+                d[t] = Logprob(lp, rank, text.get(t))      # a sampled token in the top-N: its top-N rank (vLLM's)
+            out.append(d)
+        return out
+
     def output(self, seq: Sequence) -> dict:
+        params = seq.sampling_params
         ttft = None if seq.first_token_time is None else seq.first_token_time - seq.arrival_time
         itl = [b - a for a, b in zip(seq.token_times, seq.token_times[1:])]
         return {
@@ -246,6 +336,9 @@ class LLMEngine:
             "prompt_token_ids": seq.prompt_token_ids,
             "finish_reason": seq.finish_reason,
             "num_cached_tokens": seq.num_cached_tokens,
+            "logprobs": self.logprob_dicts(seq.output_logprobs) if params.logprobs is not None else None,
+            "prompt_logprobs": self.logprob_dicts(seq.prompt_logprobs) if params.prompt_logprobs is not None else None,
+            "cumulative_logprob": seq.cumulative_logprob if seq.num_logprobs is not None else None,
             "metrics": {"ttft_s": ttft, "itl_s": itl, "num_preemptions": seq.num_preemptions},
         }
 

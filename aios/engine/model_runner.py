@@ -1,12 +1,16 @@
 """One model shard on one device: it runs steps. Step N on rank 0:
 
-    prepare_inputs (host, vectorized numpy: step_inputs.py) -> execute (every TP rank: upload,
-    then a CUDA graph replay or an eager forward) -> the sampler (rank 0) -> StepHandle
+    prepare_inputs (host, vectorized numpy: step_inputs.py; prompt-logprob rows: layers/logprobs.py)
+    -> execute_step (every TP rank: upload, then a CUDA graph replay or an eager forward; logits of
+       the sampling rows, and the scores of prompt-logprob rows)
+    -> logits processors (rank 0, rows that ask: layers/logits_processors.py) -> the sampler
+    -> logprobs of the sampled rows that ask, from the unprocessed logits -> StepHandle
 
 `execute` takes only flat arrays, so TP workers (aios/distributed/worker.py) run the very same code
 with the arrays rank 0 sends them. The runner's other concerns each have a file of their own:
 the KV cache's memory and its size (kv_cache.py), CUDA graph capture and replay (cuda_graph.py),
-the step's sampling settings as tensors (aios/layers/sampler.py).
+the step's sampling settings as tensors (aios/layers/sampler.py), what a request does to its
+logits (aios/layers/logits_processors.py), the scores of tokens (aios/layers/logprobs.py).
 
 Start-up: build the model (its family from the registry, its kernels from the Backend), load the
 weights, size the KV cache (GPU: a profiling pass of the largest step), warm up (every prefill tile
@@ -30,6 +34,14 @@ from aios.engine.scheduler import ScheduledBatch
 from aios.engine.step_inputs import StepInputs, dummy_prefill_inputs, prepare_step_inputs, profile_seq_lens
 from aios.layers.attention import Attention
 from aios.layers.backend import Backend
+from aios.layers.logits_processors import apply_logits_processors, logits_processor_tensors
+from aios.layers.logprobs import (
+    LogprobsLists,
+    LogprobsTensors,
+    compute_logprobs,
+    prompt_logprob_rows,
+    sample_logprob_rows,
+)
 from aios.layers.sampler import Sampler, SamplingTensors, sampling_tensors, worst_case_sampling
 from aios.models.registry import build_model
 from aios.utils.context import Context
@@ -46,13 +58,26 @@ class StepHandle:
 
     tokens_device: torch.Tensor                # [num sampled] int64 on the device
     tokens_host: torch.Tensor                  # pinned host copy, filled asynchronously
-    event: torch.cuda.Event | None = None      # recorded after the copy (CUDA only)
+    event: torch.cuda.Event | None = None      # recorded after every copy (CUDA only)
     row_of: dict[int, int] = field(default_factory=dict)   # seq_id -> row
+    # scores (issue 20), host copies filled with the tokens: of the sampled rows that ask ...
+    logprobs: LogprobsTensors | None = None
+    logprob_row_of: dict[int, int] = field(default_factory=dict)    # seq_id -> row of logprobs
+    # ... and of the prompt rows: (seq_id, first prompt token scored, count) in row order
+    prompt_logprobs: LogprobsTensors | None = None
+    prompt_logprob_spans: list[tuple[int, int, int]] = field(default_factory=list)
 
     def tokens(self) -> list[int]:
         if self.event is not None:
             self.event.synchronize()
         return self.tokens_host.tolist()
+
+    def read_logprobs(self) -> tuple[LogprobsLists | None, LogprobsLists | None]:
+        """(sampled rows', prompt rows') scores on the host; waits as tokens() does."""
+        if self.event is not None:
+            self.event.synchronize()
+        return (None if self.logprobs is None else self.logprobs.tolist(),
+                None if self.prompt_logprobs is None else self.prompt_logprobs.tolist())
 
 
 @contextlib.contextmanager
@@ -182,9 +207,14 @@ class ModelRunner:
     # ---- one step ------------------------------------------------------------------------------
 
     def prepare_inputs(self, batch: ScheduledBatch) -> StepInputs:
-        """Flatten the batch into flat host arrays (aios/engine/step_inputs.py)."""
+        """Flatten the batch into flat host arrays (aios/engine/step_inputs.py), plus the rows that
+        score prompt tokens where a sequence asks for prompt logprobs (aios/layers/logprobs.py)."""
         row_of = self.last_handle.row_of if self.last_handle is not None else {}
         inputs = self.step_inputs_fn(batch, self.block_size, row_of)
+        rows = prompt_logprob_rows(batch)
+        if rows is not None:
+            inputs.prompt_logits_indices, inputs.prompt_target_ids = rows.logits_indices, rows.target_ids
+            inputs.num_prompt_logprobs, inputs.prompt_logprob_spans = rows.num_logprobs, rows.spans
         if batch.blocks_to_copy:
             inputs.blocks_to_copy = np.asarray(batch.blocks_to_copy, dtype=np.int64).reshape(-1, 2)
         return inputs
@@ -201,7 +231,7 @@ class ModelRunner:
         pointer argument is 16-byte aligned, so an offset that moved with the token count would give
         a request a kernel variant the warm-up never compiled (a compile inside its TTFT)."""
         packs = {np.int64: ("input_ids", "positions", "slot_mapping", "logits_indices", "placeholder_dst",
-                            "placeholder_src"),
+                            "placeholder_src", "prompt_logits_indices", "prompt_target_ids"),
                  np.int32: ("block_tables", "context_lens", "cu_seqlens_q")}
         out: dict[str, torch.Tensor] = {}
         for dtype, names in packs.items():
@@ -223,15 +253,23 @@ class ModelRunner:
         """Run the model on one step's inputs; return logits [len(logits_indices), vocab]. A pure
         decode step replays a CUDA graph where one was captured for it (cuda_graph.py), anything
         else runs eagerly (and so does everything with use_cuda_graph=False)."""
+        return self.execute_step(inputs, use_cuda_graph)[0]
+
+    @torch.inference_mode()
+    def execute_step(self, inputs: StepInputs,
+                     use_cuda_graph: bool = True) -> tuple[torch.Tensor, LogprobsTensors | None]:
+        """execute(), plus the scores of the prompt-logprob rows (rank 0; None where there are none).
+        A step with such rows runs eagerly: it needs the hidden states of every prompt row."""
         t = self._upload(inputs)
         if len(inputs.blocks_to_copy):           # copy-on-write: before this step writes any K/V
             pairs = self._to_device(inputs.blocks_to_copy)
             self.kv_cache.copy_blocks(pairs[:, 0], pairs[:, 1])
         if len(inputs.placeholder_dst):
             t["input_ids"][t["placeholder_dst"]] = self.last_handle.tokens_device[t["placeholder_src"]]
-        graph_bs = self.cuda_graphs.batch_size_for(inputs) if use_cuda_graph else None
+        num_prompt_rows = len(inputs.prompt_logits_indices)
+        graph_bs = self.cuda_graphs.batch_size_for(inputs) if use_cuda_graph and not num_prompt_rows else None
         if graph_bs is not None:
-            return self.cuda_graphs.replay(t, graph_bs)
+            return self.cuda_graphs.replay(t, graph_bs), None
         context = Context(
             is_prefill=inputs.is_prefill,
             slot_mapping=t["slot_mapping"],
@@ -243,32 +281,83 @@ class ModelRunner:
             max_seqlen_k=inputs.max_seqlen_k,
         )
         hidden = self.model(t["input_ids"], t["positions"], context)
+        prompt_logprobs = None
+        if num_prompt_rows:
+            prompt_logprobs = self._prompt_logprobs(hidden, t["prompt_logits_indices"], t["prompt_target_ids"],
+                                                    inputs.num_prompt_logprobs)
         if len(inputs.logits_indices) != len(inputs.context_lens) or inputs.is_prefill:
             hidden = hidden[t["logits_indices"]]
-        return self.model.compute_logits(hidden)
+        return self.model.compute_logits(hidden), prompt_logprobs
 
-    def run(self, batch: ScheduledBatch, inputs: StepInputs | None = None) -> StepHandle:
-        """Launch one step on rank 0 and return at once: the model, then sampling for each sequence
-        whose chunk reaches its last token (batch.samples; partial prefill chunks sample nothing).
+    def _prompt_logprobs(self, hidden: torch.Tensor, rows: torch.Tensor, target_ids: torch.Tensor,
+                         num_logprobs: int) -> LogprobsTensors | None:
+        """Scores of prompt rows, max_num_seqs rows of logits at a time: no more memory than the
+        sampler's rows, which the profile measured. Every TP rank computes the logits (the LM head
+        all-gathers); rank 0 scores them."""
+        parts = []
+        for start in range(0, len(rows), self.config.max_num_seqs):
+            end = start + self.config.max_num_seqs
+            logits = self.model.compute_logits(hidden[rows[start:end]])
+            if self.tp.rank == 0:
+                parts.append(compute_logprobs(logits, target_ids[start:end], num_logprobs))
+        return LogprobsTensors.cat(parts) if parts else None
+
+    def run(self, batch: ScheduledBatch, inputs: StepInputs | None = None,
+            logits_processor: Callable[[torch.Tensor], torch.Tensor] | None = None) -> StepHandle:
+        """Launch one step on rank 0 and return at once: the model, then, for each sequence whose
+        chunk reaches its last token (batch.samples; partial prefill chunks sample nothing), its
+        logits processing, its token and its scores where it asks for them.
+        `logits_processor` (the engine's structured-output mask) is called once the model is
+        launched, with the sampled rows' logits, and returns the logits to sample from: its host
+        work overlaps the model's GPU time. It may advance the sequences (LLMEngine's constrained
+        path runs Scheduler.launched and the previous step's postprocess in it), so everything this
+        step reads from them is read before it is called. Order on the logits, as vLLM's: the
+        grammar mask, then the scores (logprobs), then penalties / bias / bad words, then sampling.
         A request's first sample (batch.forks) samples one row per sample of the request from its
         one logits row, replicated on the device (each row has its own noise key)."""
         sampled = batch.sampled_seqs
-        inputs = inputs or self.prepare_inputs(batch)
-        logits = self.execute(inputs)
         rows = batch.logits_rows()
+        inputs = inputs or self.prepare_inputs(batch)
+        logits, prompt_logprobs = self.execute_step(inputs)
         if rows is not None:
             logits = logits[self._to_device(rows)]
+        handle = StepHandle(torch.zeros(0, dtype=torch.int64, device=self.device), None,
+                            row_of={s.seq_id: i for i, s in enumerate(sampled)},
+                            prompt_logprobs=prompt_logprobs, prompt_logprob_spans=inputs.prompt_logprob_spans)
         if sampled:
+            last = self.last_handle
+            # read from the sequences now: logits_processor may advance them
+            processing = logits_processor_tensors(sampled, last.row_of if last else {}, self._to_device)
             t = sampling_tensors([s.sampling_params for s in sampled], [s.num_output_tokens for s in sampled],
                                  self.config.hf_config.vocab_size, self.rng, self._to_device)
-            tokens = self.sampler(logits, t)
-        else:
-            tokens = torch.zeros(0, dtype=torch.int64, device=self.device)
-        handle = StepHandle(tokens, tokens, row_of={s.seq_id: i for i, s in enumerate(sampled)})
+            if logits_processor is not None:
+                logits = logits_processor(logits)
+            sample_logits = logits
+            if processing is not None:
+                sample_logits = apply_logits_processors(logits, processing, last.tokens_device if last else None)
+            handle.tokens_device = self.sampler(sample_logits, t)
+            handle.logprobs, handle.logprob_row_of = self._sample_logprobs(sampled, logits, handle.tokens_device)
+        handle.tokens_host = handle.tokens_device
         if self.is_cuda:
             handle.tokens_host = torch.empty(len(sampled), dtype=torch.int64, pin_memory=True)
-            handle.tokens_host.copy_(tokens, non_blocking=True)
+            handle.tokens_host.copy_(handle.tokens_device, non_blocking=True)
+            for name in ("logprobs", "prompt_logprobs"):
+                if getattr(handle, name) is not None:
+                    setattr(handle, name, getattr(handle, name).to_host(pinned=True))
             handle.event = torch.cuda.Event()
             handle.event.record()
         self.last_handle = handle
         return handle
+
+    def _sample_logprobs(self, sampled: list, logits: torch.Tensor,
+                         tokens: torch.Tensor) -> tuple[LogprobsTensors | None, dict[int, int]]:
+        """Scores of the sampled tokens of the rows that ask, from the raw (unprocessed) logits."""
+        wants = sample_logprob_rows(sampled)
+        if not wants:
+            return None, {}
+        rows = [i for i, _ in wants]
+        if len(rows) < len(sampled):                 # only the rows that ask pay for the log_softmax
+            index = self._to_device(np.asarray(rows, dtype=np.int64))
+            logits, tokens = logits[index], tokens[index]
+        logprobs = compute_logprobs(logits, tokens, max(n for _, n in wants))
+        return logprobs, {sampled[i].seq_id: r for r, i in enumerate(rows)}

@@ -13,8 +13,10 @@ Each step:
      (being) written, so num_computed_tokens advances; each sequence that samples gets a
      PLACEHOLDER for its token in flight; one that will certainly end on "length" leaves now.
   3. `postprocess(step, token_ids)`, once the host has the step's tokens (with async scheduling,
-     one step later): placeholders become tokens, stops are checked, newly full blocks enter the
-     prefix cache, finished sequences free their blocks and become FINISHED.
+     one step later): placeholders become tokens (and their scores, where asked, are stored beside
+     them), a constrained sequence's grammar accepts its token, stops are checked, newly full blocks
+     enter the prefix cache, finished sequences free
+     their blocks and become FINISHED.
 
 Invariants (check_invariants() asserts them; the stress tests call it after every step):
 - Each unfinished sequence is in exactly one of `waiting` (WAITING), `running` (RUNNING), or
@@ -67,7 +69,7 @@ class InflightStep:
     """A launched step whose sampled tokens the host has not read yet."""
 
     batch: ScheduledBatch
-    handle: StepHandle                        # handle.tokens() waits for them
+    handle: StepHandle | None                 # handle.tokens() waits for them (set once sampling is launched)
     sampled: list[Sequence]                   # batch.sampled_seqs, one per token
     token_indices: list[int]                  # where each one's PLACEHOLDER sits in its token_ids
 
@@ -143,7 +145,10 @@ class Scheduler:
         # 2. admit waiting sequences with what is left
         while self.waiting and admit and budget > 0 and rows < self.max_num_seqs:
             seq = self.waiting[0]
-            if not seq.block_table:          # prefix-cache hits skip their tokens
+            # prefix-cache hits skip their tokens; not for a sequence still owed prompt logprobs, whose
+            # every prompt position's logits must be computed (vLLM skips the cache for them too)
+            looked_up = not seq.block_table and not seq.needs_prompt_logprobs
+            if looked_up:
                 seq.num_computed_tokens = seq.num_cached_tokens = self.block_manager.allocate_cached_prefix(seq)
             remaining = len(seq) - seq.num_computed_tokens
             if not self.chunked_prefill and remaining > budget:
@@ -154,7 +159,7 @@ class Scheduler:
                     or rows + self._rows(seq, got) > self.max_num_seqs):
                 self._free_blocks(seq)
                 break
-            if self.block_manager.enable_prefix_caching:
+            if self.block_manager.enable_prefix_caching and looked_up:
                 self.block_manager.num_prefix_queries += len(seq) - 1
                 self.block_manager.num_prefix_hits += seq.num_cached_tokens
             self.waiting.popleft()
@@ -215,6 +220,7 @@ class Scheduler:
             assert child.status == SequenceStatus.PENDING_FORK and child.token_ids == parent.token_ids
             child.num_computed_tokens = parent.num_computed_tokens
             child.num_cached_tokens = parent.num_cached_tokens
+            child.prompt_logprobs = parent.prompt_logprobs     # one list: the prefill scores it once
             self.block_manager.fork(parent, child)
             child.status = SequenceStatus.RUNNING
             self.running.append(child)
@@ -230,18 +236,24 @@ class Scheduler:
                 if not seq.is_finished]           # aborted, or stopped at an earlier token
         for seq, idx, token_id in live:           # first every placeholder, so that an error in a
             seq.token_ids[idx] = token_id         # stop check below leaves no sequence half-known
+        self._record_logprobs(step, live)
         outputs = []
         for seq, idx, token_id in live:
             seq.record_token_time(now)
             self.num_generated_tokens += 1
             try:
+                if seq.grammar is not None:
+                    seq.grammar.accept(token_id)      # before the stop check: the grammar may end here
                 stop = self.stop_checker.check(seq, idx)
+                if stop is None and seq.grammar is not None and seq.grammar.is_terminated:
+                    stop = ("stop", None)             # the constraint is complete (EOS under ignore_eos)
             except Exception as e:            # this request's own failure: it alone finishes, with "error"
                 logger.exception("the stop check of sequence %d failed", seq.seq_id)
                 seq.error = f"{type(e).__name__}: {e}"
                 stop = ("error", None)
             if stop is not None:
                 del seq.token_ids[idx + 1:]       # a token sampled after the stop is dropped
+                del seq.output_logprobs[idx + 1 - seq.num_prompt_tokens:]
                 seq.stop_reason = stop[1]
                 self._finish(seq, stop[0])
             outputs.append(StepOutput(seq, [token_id], stop is not None))
@@ -254,6 +266,29 @@ class Scheduler:
                 if s.block_table:
                     self.block_manager.register_computed_blocks(s)
         return outputs
+
+    def _record_logprobs(self, step: InflightStep, live: list[tuple[Sequence, int, int]]) -> None:
+        """Store the step's scores beside the tokens they score (Sequence.output_logprobs /
+        prompt_logprobs): each position's first score only, so a recomputed prompt adds none twice."""
+        handle = step.handle
+        if handle is None or (handle.logprobs is None and handle.prompt_logprobs is None):
+            return
+        sample, prompt = handle.read_logprobs()
+        if sample is not None:
+            for seq, idx, _ in live:
+                row = handle.logprob_row_of.get(seq.seq_id)
+                if row is not None and len(seq.output_logprobs) == idx - seq.num_prompt_tokens:
+                    seq.output_logprobs.append(sample.entry(row, seq.num_logprobs))
+        if prompt is not None:
+            by_id = {seq.seq_id: seq for seq in step.batch.seqs}
+            row = 0
+            for seq_id, first, count in handle.prompt_logprob_spans:
+                seq = by_id[seq_id]
+                if not seq.is_finished and len(seq.prompt_logprobs) >= first:
+                    n = seq.sampling_params.prompt_logprobs
+                    for k in range(len(seq.prompt_logprobs) - first, count):   # positions not scored yet
+                        seq.prompt_logprobs.append(prompt.entry(row + k, n))
+                row += count
 
     def abort(self, seq: Sequence) -> None:
         """seq's request takes no more steps (seq and, for a request of several samples, all of

@@ -19,13 +19,17 @@ Each field has one writer (the reader of a field may be anyone):
 | field                                         | written by                                      |
 |-----------------------------------------------|-------------------------------------------------|
 | seq_id, num_prompt_tokens, sampling_params,   | LLMEngine, at construction                      |
-|   arrival_time, group                         |                                                 |
+|   arrival_time, group, logits_processing,     |                                                 |
+|   num_logprobs                                |                                                 |
 | token_ids (placeholders, tokens, truncation)  | Scheduler (launched, postprocess, abort)        |
 | status, finish_reason, stop_reason, error     | Scheduler                                       |
 | num_computed_tokens, num_cached_tokens,       | Scheduler                                       |
 |   num_preemptions, first_token_time,          |                                                 |
 |   token_times                                 |                                                 |
+| output_logprobs, prompt_logprobs              | Scheduler (postprocess; truncated with tokens)  |
 | block_table, block_hashes                     | BlockManager                                    |
+| grammar (its state: the tokens it accepted)   | LLMEngine creates it; Scheduler.postprocess     |
+|                                               |   advances it (aios/structured_output)          |
 
 Invariants:
 - token_ids = prompt tokens followed by generated tokens; it grows, and shrinks only when a stop or
@@ -34,8 +38,16 @@ Invariants:
   token i lives in block block_table[i // block_size] at offset i % block_size.
 - At most the last two entries of token_ids are PLACEHOLDER (tokens sampled by steps in flight);
   every token before them is known.
+- output_logprobs[i] scores output token i (where the request asks for logprobs): it has an entry
+  for every known output token, none for a placeholder, and a stop that drops tokens drops theirs.
+- prompt_logprobs[i] scores prompt token i (where it asks for prompt_logprobs): [None] at first,
+  then one entry per position in order as the prefill chunks are read; a preempted sequence's
+  recompute adds none twice. A sequence still missing some takes no prefix-cache hits (their
+  logits would never be computed).
 - block_hashes[i] is the prefix-cache hash of block i (chained over blocks 0..i); it exists only
   for full blocks whose K/V is written.
+- The samples of a group share one prompt_logprobs list (the parent's prefill scores it once);
+  each has its own output_logprobs and, with structured outputs, its own grammar state.
 - A PENDING_FORK sequence holds no block and is in no scheduler queue; its group is not forked
   and its group's parent (seqs[0]) is WAITING or RUNNING. Once the group is forked, none is.
 """
@@ -45,8 +57,15 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from aios.layers.logprobs import num_sample_logprobs
 from aios.sampling_params import SamplingParams
+
+if TYPE_CHECKING:
+    from aios.layers.logits_processors import LogitsProcessing
+    from aios.layers.logprobs import TokenLogprobs
+    from aios.structured_output import StructuredOutputGrammar
 
 PLACEHOLDER = -1   # a sampled token still on the GPU (async scheduling); replaced when the host reads it
 
@@ -78,7 +97,8 @@ class SequenceGroup:
 
     def outputs(self) -> list[Sequence]:
         """The samples the request returns: all of them in sample order when best_of == n, else
-        the n with the highest cumulative logprob, best first (vLLM's best_of)."""
+        the n with the highest cumulative logprob, best first (vLLM's best_of; its samples keep
+        their sampled tokens' logprobs: layers/logprobs.py, num_sample_logprobs)."""
         if len(self.seqs) == self.n:
             return list(self.seqs)
         return sorted(self.seqs, key=lambda s: s.cumulative_logprob, reverse=True)[: self.n]
@@ -86,12 +106,16 @@ class SequenceGroup:
 
 class Sequence:
     def __init__(self, seq_id: int, prompt_token_ids: list[int], sampling_params: SamplingParams,
-                 block_size: int) -> None:
+                 block_size: int, logits_processing: LogitsProcessing | None = None) -> None:
         self.seq_id = seq_id
         self.status = SequenceStatus.WAITING
         self.token_ids: list[int] = list(prompt_token_ids)
         self.num_prompt_tokens = len(prompt_token_ids)
         self.sampling_params = sampling_params
+        self.logits_processing = logits_processing   # None: its logits go to the sampler as they are
+        self.num_logprobs = num_sample_logprobs(sampling_params)   # top-N of its sampled tokens; None: no scores
+        self.output_logprobs: list[TokenLogprobs] = []
+        self.prompt_logprobs: list[TokenLogprobs | None] = [None] if sampling_params.prompt_logprobs is not None else []
         self.block_size = block_size
         self.block_table: list[int] = []
         self.block_hashes: list[int] = []
@@ -104,6 +128,7 @@ class Sequence:
         self.arrival_time = time.perf_counter()
         self.first_token_time: float | None = None
         self.token_times: list[float] = []
+        self.grammar: StructuredOutputGrammar | None = None   # its constraint's state (structured outputs)
         self.group: SequenceGroup | None = None   # the request's samples, when it asks for more than one
 
     def __len__(self) -> int:
@@ -138,6 +163,16 @@ class Sequence:
     @property
     def is_finished(self) -> bool:
         return self.status == SequenceStatus.FINISHED
+
+    @property
+    def cumulative_logprob(self) -> float:
+        """The sum of its sampled tokens' logprobs (0 where it keeps no scores: num_logprobs None)."""
+        return sum(e.logprobs[0] for e in self.output_logprobs)
+
+    @property
+    def needs_prompt_logprobs(self) -> bool:
+        """It asks for prompt logprobs and the host does not hold all of them yet."""
+        return self.sampling_params.prompt_logprobs is not None and len(self.prompt_logprobs) < self.num_prompt_tokens
 
     @property
     def is_decode(self) -> bool:

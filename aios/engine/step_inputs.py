@@ -10,6 +10,9 @@ Invariants:
   block_size + pos % block_size; every slot named belongs to the token's own sequence.
 - `logits_indices` names the last new token of each sequence whose chunk reaches its last token
   (a partial prefill chunk samples nothing).
+- `prompt_logits_indices` (empty unless a sequence asks for prompt logprobs; the model runner adds
+  them after `prepare_step_inputs`, aios/layers/logprobs.py) name the hidden rows whose logits score
+  a prompt token; a step that has any runs eagerly.
 - A token sampled by the step still in flight (async scheduling) is a negative placeholder in
   `input_ids`; `placeholder_dst` / `placeholder_src` say where the device fills it in from.
 - `blocks_to_copy` (the batch's copy-on-write pairs, set by ModelRunner.prepare_inputs) is copied
@@ -42,6 +45,11 @@ class StepInputs:
     is_prefill: bool
     max_seqlen_q: int
     max_seqlen_k: int
+    # prompt logprobs (issue 20): rows of the hidden states that score prompt token prompt_target_ids
+    prompt_logits_indices: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))   # [k] int64
+    prompt_target_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))       # [k] int64
+    num_prompt_logprobs: int = 0                     # top-N of those rows (the step's largest N)
+    prompt_logprob_spans: list[tuple[int, int, int]] = field(default_factory=list)  # rank 0's: see PromptLogprobRows
     # [k, 2] int64: (src, dst) KV blocks copied, every layer's K and V, before the forward (copy-on-write)
     blocks_to_copy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
 

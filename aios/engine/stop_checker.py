@@ -18,8 +18,21 @@ class StopChecker:
     def check(self, seq: Sequence, idx: int) -> tuple[str, str | int | None] | None:
         """(finish_reason, stop_reason) once seq's token at index idx ends it, else None.
 
-        stop_reason is the token id or stop string that matched ("stop"), None for "length"."""
+        stop_reason is the token id or stop string that matched ("stop"), None for "length". Before
+        min_tokens output tokens nothing stops a sequence but its length (its stop tokens are masked
+        from the logits until then, aios/layers/logits_processors.py; stop strings wait too)."""
         p, token = seq.sampling_params, seq.token_ids[idx]
+        num_output = idx + 1 - seq.num_prompt_tokens
+        if num_output >= p.min_tokens:
+            stop = self._stop(seq, idx, token)
+            if stop is not None:
+                return stop
+        if num_output >= p.max_tokens or idx + 1 >= self.max_model_len:
+            return "length", None
+        return None
+
+    def _stop(self, seq: Sequence, idx: int, token: int) -> tuple[str, str | int] | None:
+        p = seq.sampling_params
         if (not p.ignore_eos and token in self.eos_token_ids) or token in p.stop_token_ids:
             return "stop", token
         if p.stop_strings:
@@ -31,8 +44,6 @@ class StopChecker:
             for stop in p.stop_strings:
                 if stop in tail:
                     return "stop", stop
-        if idx + 1 - seq.num_prompt_tokens >= p.max_tokens or idx + 1 >= self.max_model_len:
-            return "length", None
         return None
 
     def finishes_at_launch(self, seq: Sequence) -> bool:

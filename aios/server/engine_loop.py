@@ -19,6 +19,9 @@ What stays true:
   once stream_interval tokens have piled up since the last one (the first token at once; the last
   Delta, with finish_reason, always), and only if it carries text, unless the request wants token ids.
   stream_interval > 1 trades smoothness for fewer chunks: each costs the event loop ~60 us.
+- A prompt's n choices are one engine request (its samples share one prefill: seq.group). With
+  best_of > n (never streamed) its best_of samples run silent and, once all have finished, the n
+  best go out whole, one Delta each.
 - An aborted request's sequences leave the engine, blocks freed, before the next step.
 - An exception in step() fails the requests that were in the batch (500); the loop goes on. A
   sequence that step() finished with finish_reason "error" (its own failure, `seq.error` says
@@ -66,8 +69,9 @@ class _Request:
 @dataclass
 class _Choice:
     request: _Request
-    index: int
+    index: int                                # prompt_index * n + sample_index (held: prompt_index * n)
     detokenizer: IncrementalDetokenizer
+    held: bool = False                        # best_of > n: sent whole once the n best are known
     has_first_token: bool = False
     num_sent_tokens: int = 0                  # output tokens already in a Delta
     pending_text: str = ""                    # detokenized, not yet in a Delta (stream_interval)
@@ -148,8 +152,10 @@ class EngineLoop:
             for i, (ids, p) in enumerate(zip(token_ids, params)):
                 parent = self.engine.add_request(ids, p)      # n samples: one group, one prefill
                 samples = parent.group.seqs if parent.group is not None else [parent]
+                held = len(samples) > n
                 for j, seq in enumerate(samples):
-                    self._live[seq.seq_id] = _Choice(request, i * n + j, IncrementalDetokenizer(self.engine, seq))
+                    index = i * n if held else i * n + j            # held: the prompt's first choice
+                    self._live[seq.seq_id] = _Choice(request, index, IncrementalDetokenizer(self.engine, seq), held)
                     request.seq_ids.append(seq.seq_id)
         except APIError as e:
             self._fail(request, e)            # aborts what was added already
@@ -216,6 +222,10 @@ class EngineLoop:
             if not choice.has_first_token:
                 choice.has_first_token = True
                 self.counters.ttft.observe(now - request.spec.arrival_time)
+            if choice.held:
+                if out.finished:
+                    self._finish_held(choice)
+                continue
             try:
                 text = choice.detokenizer.step()
             except Exception as e:
@@ -241,6 +251,21 @@ class EngineLoop:
                                           num_known))
             else:
                 self._emit(request, Delta(choice.index, text, token_ids))
+
+    def _finish_held(self, choice: _Choice) -> None:
+        """A sample of a best_of > n request finished; once all have, send the n best, whole."""
+        seq, request = choice.detokenizer.seq, choice.request
+        del self._live[seq.seq_id]
+        self.counters.finished[seq.finish_reason] += 1
+        group = seq.group
+        if not group.is_finished:
+            return
+        if not any(s in self._live for s in request.seq_ids):
+            self._requests.pop(request.request_id, None)
+        for rank, s in enumerate(group.outputs()):
+            text = self.engine.output_text(s)
+            self._emit(request, Delta(choice.index + rank, text, s.output_token_ids, s.finish_reason, text,
+                                      s.num_known_output_tokens))
 
     def _emit(self, request: _Request, event: Event) -> None:
         self._outbox.append((request.request_id, event))

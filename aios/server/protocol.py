@@ -48,7 +48,7 @@ class APIError(Exception):
 # (what AIOS does anyway: skip_special_tokens=true, min_tokens=0, ...). Any other value, and any
 # field named nowhere, is a 400 naming it: no client may believe it got what it asked for.
 _NOT_ASKED_COMMON: dict[str, tuple] = {
-    "top_logprobs": (None, 0), "echo": (None, False), "best_of": (None, 1),
+    "top_logprobs": (None, 0), "echo": (None, False),
     "presence_penalty": (None, 0), "frequency_penalty": (None, 0), "repetition_penalty": (None, 1),
     "logit_bias": (None, {}), "response_format": (None, {"type": "text"}),
     "min_tokens": (None, 0), "include_stop_str_in_output": (None, False), "skip_special_tokens": (None, True),
@@ -120,6 +120,8 @@ class _SamplingRequest(BaseModel):
 
     model: str | None = None                  # None: the served model
     n: int = 1
+    best_of: int | None = None                # samples drawn (>= n; None: n); the n with the highest
+                                              # cumulative logprob are returned. Not streamed.
     temperature: float | None = None          # None: OpenAI's default, 1.0
     top_p: float | None = None
     top_k: int | None = None                  # vLLM extension
@@ -172,6 +174,9 @@ class _SamplingRequest(BaseModel):
         """SamplingParams of one choice; max_tokens=1 stands in while the server still has to fill it
         (see `requested_max_tokens() is None`). SamplingParams' own checks become 400s."""
         max_tokens = self.requested_max_tokens()
+        if self.stream and self.best_of is not None and self.best_of > self.n:
+            raise APIError(400, f"best_of={self.best_of} > n={self.n} cannot be streamed: the n best samples are "
+                                "known only once all have finished", param="best_of")
         try:
             return SamplingParams(
                 temperature=1.0 if self.temperature is None else self.temperature,
@@ -180,7 +185,7 @@ class _SamplingRequest(BaseModel):
                 min_p=0.0 if self.min_p is None else self.min_p,
                 max_tokens=1 if max_tokens is None else max_tokens,
                 stop=self.stop, stop_token_ids=self.stop_token_ids, ignore_eos=self.ignore_eos,
-                seed=self.seed, n=self.n)
+                seed=self.seed, n=self.n, best_of=self.best_of)
         except ValueError as e:
             message = str(e).removeprefix("SamplingParams: ")
             raise APIError(400, message, param=param_of(message, type(self).model_fields, None)) from e

@@ -42,10 +42,12 @@ class LLM(LLMEngine):
         """Generate for every prompt; outputs come back in input order, one dict per prompt.
 
         A prompt is a str or its token ids (a list, tuple or 1-D integer array). With n > 1 a
-        prompt's dict holds its n samples in "outputs" (each with text, token_ids, finish_reason);
-        the dict's own text / token_ids / finish_reason are those of sample 0 ("outputs" is there
-        for n == 1 too). With logprobs / prompt_logprobs asked, "logprobs", "prompt_logprobs" and
-        "cumulative_logprob" hold the scores ({token id: Logprob} per token, aios/outputs.py)."""
+        prompt's dict holds its n samples in "outputs" (each with index, text, token_ids,
+        finish_reason); the dict's own text / token_ids / finish_reason are those of sample 0
+        ("outputs" is there for n == 1 too). The samples of a prompt share its one prefill. With
+        logprobs / prompt_logprobs asked, "logprobs", "prompt_logprobs" and "cumulative_logprob"
+        hold the scores ({token id: Logprob} per token, aios/outputs.py).
+        With best_of > n, the n samples of the highest cumulative logprob, best first."""
         prompts = self._prompt_list(prompts)
         if sampling_params is None:
             sampling_params = SamplingParams()
@@ -56,8 +58,9 @@ class LLM(LLMEngine):
         token_ids = [self.tokenize(p) for p in prompts]
         for ids, p in zip(token_ids, params):
             self.validate(ids, p)
-        samples = [[self._enqueue(ids, p.for_choice(j)) for j in range(p.n)] for ids, p in zip(token_ids, params)]
-        seqs = [s for group in samples for s in group]
+        # one request per prompt: its samples share one prefill (a SequenceGroup when n or best_of > 1)
+        requests = [self._enqueue(ids, p) for ids, p in zip(token_ids, params)]
+        seqs = [s for r in requests for s in (r.group.seqs if r.group is not None else [r])]
         pbar = tqdm(total=len(seqs), desc="Generating", dynamic_ncols=True, disable=not use_tqdm)
         start, num_tokens = time.perf_counter(), 0
         try:
@@ -75,8 +78,8 @@ class LLM(LLMEngine):
         finally:
             pbar.close()
         results = []
-        for group in samples:
-            outs = [self.output(s) for s in group]
+        for r in requests:
+            outs = [self.output(s) for s in (r.group.outputs() if r.group is not None else [r])]
             for j, o in enumerate(outs):
                 o["index"] = j
             results.append({**outs[0], "outputs": outs})
@@ -118,6 +121,8 @@ class LLM(LLMEngine):
 
     def stream(self, prompt: str | list[int], sampling_params: SamplingParams | None = None) -> Iterator[str]:
         """Yield the text of one request as it is generated (other requests may share the steps)."""
+        if sampling_params is not None and (sampling_params.best_of or sampling_params.n) > 1:
+            raise ValueError("n and best_of must be 1 in stream(), which yields one sample; use generate()")
         seq = self.add_request(prompt, sampling_params)
         detokenizer = IncrementalDetokenizer(self, seq)   # holds back half characters and stop-string prefixes
         try:

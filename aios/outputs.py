@@ -6,8 +6,9 @@ A request's output dict (LLMEngine.output) carries, when its SamplingParams ask 
 - "prompt_logprobs": one entry per prompt token: None for the first (nothing precedes it), then
   {token id: Logprob} with the prompt's own token and the top-N (N = prompt_logprobs);
 - "cumulative_logprob": the sum of the sampled tokens' logprobs.
-The logprobs are those of the model's distribution (log_softmax of the raw fp32 logits, before
-temperature, penalties or masks), as vLLM reports by default.
+The logprobs are those of the model's distribution (log_softmax of the fp32 logits, before
+temperature, penalties, logit_bias or top-k/top-p), as vLLM reports by default; a structured-output
+request's grammar mask is applied first, so its disallowed tokens have -inf (as in vLLM).
 """
 
 from __future__ import annotations

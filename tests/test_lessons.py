@@ -57,6 +57,7 @@ EXPECTED_ROWS = {
     "15": ["offline LLM.generate (lesson 14)", "HTTP server, streamed (lesson 15)"],
     "16": ["reference (every expert, every token)", "fused (routed pairs, grouped GEMM)", "top-8 of 128 experts",
            "dense model of the same size", "load imbalance"],
+    "17": ["with the mask", "without", "regex [a-z ]{48,}"],
 }
 
 README_SECTIONS = ["The problem", "The idea", "The code", "Run it", "What it printed", "Why the numbers",
@@ -67,8 +68,8 @@ def lesson(number: str) -> Path:
     return next(p for p in LESSONS if p.name.startswith(number))
 
 
-def test_there_are_seventeen_lessons_each_complete():
-    assert [p.name[:2] for p in LESSONS] == [f"{i:02d}" for i in range(17)]
+def test_there_are_eighteen_lessons_each_complete():
+    assert [p.name[:2] for p in LESSONS] == [f"{i:02d}" for i in range(18)]
     for p in LESSONS:
         for name in ("README.md", f"run_lesson{p.name[:2]}.py", "requirements.txt"):
             assert (p / name).is_file(), f"{p.name} lacks {name}"

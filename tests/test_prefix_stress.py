@@ -2,8 +2,9 @@
 
 Each case drives one engine with add_request / step / abort_request: random arrivals between
 steps, prompts built from a few shared system prompts plus random suffixes (some exact
-duplicates), random max_tokens, a block pool barely larger than one sequence, and token budgets
-that force chunked prefill and preemption. Every schedule() and every step checks the invariants
+duplicates), random max_tokens, some requests of n > 1 samples (forked from one prefill, blocks
+shared, copy-on-write), a block pool barely larger than one sequence, and token budgets that
+force chunked prefill and preemption. Every schedule() and every step checks the invariants
 of scheduler.py and block_manager.py; every case ends with greedy tokens equal to those of an
 engine with caching off and ample memory, and with every block back in the free list once.
 """
@@ -45,8 +46,8 @@ def reference(stress_ckpt):
     return run
 
 
-def greedy(max_tokens: int) -> SamplingParams:
-    return SamplingParams(temperature=0, max_tokens=max_tokens)
+def greedy(max_tokens: int, n: int = 1) -> SamplingParams:
+    return SamplingParams(temperature=0, max_tokens=max_tokens, n=n)
 
 
 # ---- one case -------------------------------------------------------------------------------------
@@ -61,6 +62,7 @@ class Case:
     prompts: list[list[int]]
     max_tokens: list[int]
     seed: int
+    ns: list[int] = field(default_factory=list)   # samples per request (n)
 
     def engine_kwargs(self) -> dict:
         return dict(kvcache_block_size=self.block_size, num_kvcache_blocks=self.num_blocks,
@@ -88,9 +90,11 @@ def make_case(seed: int, block_size: int) -> Case:
     max_tokens = [rng.randint(1, 16) for _ in prompts]
     need = max(-(-min(len(p) + m, MAX_MODEL_LEN) // block_size) for p, m in zip(prompts, max_tokens))
     chunked = rng.random() < 0.85
+    max_num_seqs = rng.choice([1, 2, 3, 8, 64])
+    ns = [min(max_num_seqs, rng.choice([1, 1, 1, 2, 3])) for _ in prompts]
     return Case(block_size=block_size, num_blocks=need + rng.randint(0, need), chunked=chunked,
                 max_num_batched_tokens=rng.choice([1, 3, 7, 16, 33, 64]) if chunked else MAX_MODEL_LEN,
-                max_num_seqs=rng.choice([1, 2, 3, 8, 64]), prompts=prompts, max_tokens=max_tokens, seed=seed)
+                max_num_seqs=max_num_seqs, prompts=prompts, max_tokens=max_tokens, seed=seed, ns=ns)
 
 
 @dataclass
@@ -100,6 +104,7 @@ class Tally:
     preemptions: int = 0
     hits: int = 0
     aborts: int = 0
+    forks: int = 0
     per_case_steps: list[int] = field(default_factory=list)
 
 
@@ -180,8 +185,8 @@ def run_case(ckpt: str, case: Case, want: list[list[int]], tally: Tally) -> None
             for _ in range(rng.randint(1, 3)):
                 if pending:
                     i = pending.pop(0)
-                    seqs[i] = llm.add_request(case.prompts[i], greedy(case.max_tokens[i]))
-        live = [i for i, s in seqs.items() if not s.is_finished]
+                    seqs[i] = llm.add_request(case.prompts[i], greedy(case.max_tokens[i], case.ns[i]))
+        live = [i for i, s in seqs.items() if not all(x.is_finished for x in samples(s))]
         if live and rng.random() < 0.02:
             i = rng.choice(live)
             llm.abort_request(seqs[i].seq_id)
@@ -197,16 +202,22 @@ def run_case(ckpt: str, case: Case, want: list[list[int]], tally: Tally) -> None
     tally.steps += num_steps
     tally.per_case_steps.append(num_steps)
     check_drained(llm)
-    for i, seq in seqs.items():
-        got = seq.output_token_ids
-        if i in aborted:
-            assert got == want[i][: len(got)], f"case {case.seed}: aborted request {i} diverged"
-        else:
-            assert got == want[i], f"case {case.seed}: request {i} ({case}) differs from the reference"
+    for i, parent in seqs.items():
+        for seq in samples(parent):
+            got = seq.output_token_ids
+            if i in aborted:
+                assert got == want[i][: len(got)], f"case {case.seed}: aborted request {i} diverged"
+            else:
+                assert got == want[i], f"case {case.seed}: request {i} ({case}) differs from the reference"
     stats = llm.stats()
     tally.preemptions += stats["num_preemptions"]
     tally.hits += stats["prefix_cache_hits"]
     tally.aborts += len(aborted)
+    tally.forks += stats["num_forked_seqs"]
+
+
+def samples(parent) -> list:
+    return parent.group.seqs if parent.group is not None else [parent]
 
 
 def run_cases(ckpt: str, reference, seeds: range, block_size: int) -> Tally:
@@ -224,6 +235,7 @@ def test_random_arrivals_aborts_and_tiny_pools_keep_outputs_and_blocks_exact(str
     tally = run_cases(stress_ckpt, reference, range(first, first + NUM_CASES), block_size)
     # the cases really exercised what they are meant to
     assert tally.preemptions > 0 and tally.hits > 0 and tally.aborts > 0 and tally.chunked_steps > 0
+    assert tally.forks > 0
     assert max(tally.per_case_steps) >= 100
 
 

@@ -123,13 +123,31 @@ def test_chat_streamed_and_not_equal_llm_chat(client, reference):
     assert chunks[-1].choices[0].finish_reason == want["finish_reason"]
 
 
-def test_n_seeded_choices_are_independent_samples_of_one_prompt(client, reference):
+def test_n_seeded_choices_are_independent_samples_of_one_prompt(client, engine, reference):
+    before = engine.stats()["num_computed_prompt_tokens"]
     got = client.completions.create(model=MODEL, prompt=PROMPTS[3], max_tokens=10, temperature=1.0, seed=7, n=3)
+    # one request, one prefill: its 3 samples fork from it (the prompt is shorter than a block: no hit)
+    assert engine.stats()["num_computed_prompt_tokens"] - before == got.usage.prompt_tokens
     assert [c.index for c in got.choices] == [0, 1, 2]
-    for j, choice in enumerate(got.choices):          # choice j samples with seed + j
-        want = reference.generate(PROMPTS[3], SamplingParams(temperature=1.0, max_tokens=10, seed=7 + j),
-                                  use_tqdm=False)[0]
-        assert choice.text == want["text"]
+    wants = [reference.generate(PROMPTS[3], SamplingParams(temperature=1.0, max_tokens=10, seed=7 + j),
+                                use_tqdm=False)[0]["text"] for j in range(3)]   # choice j samples with seed + j
+    assert [c.text for c in got.choices] == wants
+    chunks = list(client.completions.create(model=MODEL, prompt=PROMPTS[3], max_tokens=10, temperature=1.0, seed=7,
+                                            n=3, stream=True))
+    assert ["".join(c.choices[0].text for c in chunks if c.choices and c.choices[0].index == j)
+            for j in range(3)] == wants
+
+
+def test_best_of_returns_the_n_best_choices_and_is_not_streamed(client, url, reference):
+    want = reference.generate(PROMPTS[1], SamplingParams(temperature=1.0, max_tokens=8, seed=5, n=2, best_of=4),
+                              use_tqdm=False)[0]
+    got = client.completions.create(model=MODEL, prompt=PROMPTS[1], max_tokens=8, temperature=1.0, seed=5, n=2,
+                                    best_of=4)
+    assert [c.index for c in got.choices] == [0, 1]
+    assert [c.text for c in got.choices] == [o["text"] for o in want["outputs"]]
+    assert got.usage.completion_tokens == sum(len(o["token_ids"]) for o in want["outputs"])
+    r = httpx.post(f"{url}/v1/completions", json={"prompt": PROMPTS[1], "n": 2, "best_of": 4, "stream": True})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "best_of"
 
 
 def test_stop_string_is_never_streamed(client, reference):

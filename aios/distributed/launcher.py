@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -155,14 +156,15 @@ class TPModelRunner(ModelRunner):
     def worker_pids(self) -> list[int]:
         return [w.process.pid for w in self.workers]
 
-    def run(self, batch: ScheduledBatch, inputs: StepInputs | None = None) -> StepHandle:
+    def run(self, batch: ScheduledBatch, inputs: StepInputs | None = None,
+            logits_processor: Callable[[torch.Tensor], torch.Tensor] | None = None) -> StepHandle:
         self._raise_if_failed()
         inputs = inputs or self.prepare_inputs(batch)
         payload = pickle.dumps(inputs, protocol=pickle.HIGHEST_PROTOCOL)
         try:
             for w in self.workers:
                 w.conn.send_bytes(payload)
-            handle = super().run(batch, inputs)
+            handle = super().run(batch, inputs, logits_processor)
             handle.tokens()                   # TP steps are synchronous: wait here, inside the guard
         except BaseException as e:
             self._fail(e)

@@ -3,8 +3,13 @@
 
 Invariants (tests/test_block_manager.py and tests/test_prefix_stress.py check them):
 - A block is free (ref_count == 0, in free_block_ids) or used (ref_count >= 1), never both.
-- ref_count of a block = number of sequences whose block_table holds it.
+- ref_count of a block = number of sequences whose block_table holds it (a fork adds one per
+  block for the new sample; a prefix hit one per hit block; free and copy-on-write take one off).
 - seq.block_table[i] holds tokens [i * block_size, (i + 1) * block_size) of seq.
+- A step writes K/V only into blocks its sequence holds alone (ref_count == 1) and the prefix
+  cache does not hold: a shared block is full and read-only (prefix hits), or the last, partly
+  filled block of a forked prompt, which each sample but the last to write copies first
+  (copy_on_write; the model runner copies the K/V before the step's forward).
 - A block is in hash_to_block only after the step that fills it has been launched and its tokens
   are known (the scheduler registers blocks when it reads a step's tokens, or just before it frees
   a finishing sequence; never at allocation; never a block that still holds a PLACEHOLDER).
@@ -139,6 +144,33 @@ class BlockManager:
         for _ in range(self.blocks_needed(seq, target)):
             seq.block_table.append(self._take_free_block())
         return max(0, target - seq.num_computed_tokens)
+
+    # ---- forks (n samples of one prompt) ------------------------------------------------------
+
+    def fork(self, parent: Sequence, child: Sequence) -> None:
+        """child shares every block of parent: the K/V of the prompt is computed once for all samples."""
+        assert not child.block_table, "a forked sequence starts without blocks"
+        for block_id in parent.block_table:
+            self.blocks[block_id].ref_count += 1
+        child.block_table = list(parent.block_table)
+        child.block_hashes = list(parent.block_hashes)
+
+    def needs_copy_on_write(self, seq: Sequence) -> bool:
+        """The block seq's next token (num_computed_tokens) goes into exists and is shared."""
+        i = seq.num_computed_tokens // self.block_size
+        return i < len(seq.block_table) and self.blocks[seq.block_table[i]].ref_count > 1
+
+    def copy_on_write(self, seq: Sequence) -> tuple[int, int]:
+        """Give seq a block of its own in place of the shared one its next token goes into; return
+        (shared block, new block): the caller has that K/V copied before the step writes. Needs
+        needs_copy_on_write(seq) and a free block."""
+        i = seq.num_computed_tokens // self.block_size
+        src = seq.block_table[i]
+        assert self.blocks[src].ref_count > 1 and self.num_free_blocks > 0
+        dst = self._take_free_block()
+        self.blocks[src].ref_count -= 1      # still >= 1: another sample holds it
+        seq.block_table[i] = dst
+        return src, dst
 
     def free(self, seq: Sequence) -> None:
         """Release seq's blocks (in reverse, so a chain's tail is evicted before its head)."""

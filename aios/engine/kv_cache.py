@@ -33,6 +33,13 @@ class KVCache:
         for i, layer in enumerate(self.layers):
             layer.k_cache, layer.v_cache = self.tensor[0, i], self.tensor[1, i]
 
+    def copy_blocks(self, src: torch.Tensor, dst: torch.Tensor) -> None:
+        """Block dst[i] becomes a copy of block src[i], in every layer's K and V (copy-on-write of a
+        forked prompt's last block). One gather, then one scatter, over the whole cache tensor:
+        every source is read before any destination is written, so a block may be both (freed by a
+        preemption and handed out again within one schedule)."""
+        self.tensor.index_copy_(2, dst, self.tensor.index_select(2, src))
+
     def free(self) -> None:
         for layer in self.layers:
             layer.k_cache = layer.v_cache = torch.empty(0)

@@ -1,13 +1,23 @@
 """The engine loop: tokenizer + scheduler + block manager + model runner.
 
-    add_request(prompt, params) -> Sequence          (validated; queued as WAITING)
+    add_request(prompt, params) -> Sequence          (validated; queued as WAITING; with n or best_of
+                                                      > 1 the parent of its SequenceGroup: seq.group)
     step() -> list[StepOutput]                       (schedule -> launch -> postprocess tokens)
-    abort_request(seq_id)                            (frees its blocks at once)
+    abort_request(seq_id)                            (its request, every sample: blocks freed at once)
 
 The engine is glue: the Scheduler owns every request's life (admission, chunks, placeholders, stops,
 prefix-cache registration, FINISHED), the ModelRunner runs steps, the engine hands one to the other.
 `step` never raises for one request's sake: bad requests are refused in add_request, before they
 reach the scheduler, and a request whose own host-side work fails finishes alone with "error".
+
+Structured outputs (lesson 17) and async scheduling: a constrained row's mask needs the grammar
+state after its previous token, and under async scheduling that token is still on the GPU when the
+next step is launched. So a step that samples a constrained sequence whose token is in flight runs
+as vLLM's does (its `pending_structured_output_tokens`): launch the model (its input token is read
+on the device as always), then, while the GPU runs it, read the in-flight step's tokens and
+postprocess them (the grammars advance), fill the bitmask, upload it, and only then launch the
+mask and the sampler. The forward still overlaps the host's work; what is lost is the overlap of
+the next schedule with the sampler. Steps without a constrained row run exactly as before.
 """
 
 from __future__ import annotations
@@ -17,13 +27,15 @@ import logging
 import os
 from collections.abc import Callable
 
+import torch
+
 from aios.config import Config
 from aios.engine.block_manager import BlockManager
 from aios.engine.cuda_graph import CUDAGraphRunner
 from aios.engine.inputs import check_unicode, describe_type, token_id_list
 from aios.engine.model_runner import ModelRunner, WeightLoader
 from aios.engine.scheduler import InflightStep, ScheduledBatch, Scheduler, StepOutput
-from aios.engine.sequence import Sequence
+from aios.engine.sequence import Sequence, SequenceGroup, SequenceStatus
 from aios.engine.step_inputs import StepInputs
 from aios.engine.stop_checker import StopChecker
 from aios.layers.backend import Backend
@@ -32,15 +44,14 @@ from aios.layers.logprobs import TokenLogprobs
 from aios.layers.sampler import Sampler
 from aios.outputs import Logprob
 from aios.sampling_params import SamplingParams
+from aios.structured_output import StructuredOutputManager
 
 logger = logging.getLogger("aios")
 
 # SamplingParams fields this engine does not apply yet, with the value that asks for nothing: a
 # request that asks for one is refused in validate() (issue 20 builds them; each leaves this table
 # when the engine applies it).
-NOT_YET_APPLIED: dict[str, object] = {
-    "best_of": None, "structured_outputs": None,
-}
+NOT_YET_APPLIED: dict[str, object] = {}
 
 __all__ = ["LLMEngine", "StepOutput"]
 
@@ -98,6 +109,12 @@ class LLMEngine:
         self.eos_token_ids = eos_token_ids(model, config, self.tokenizer)
         stop_checker = StopChecker(self.eos_token_ids, config.max_model_len, self.tokenizer)
         self.scheduler = scheduler_cls(config, self.block_manager, stop_checker)
+        self.structured_output = None if self.tokenizer is None else StructuredOutputManager(
+            self.tokenizer, config.hf_config.vocab_size, self.eos_token_ids, self.model_runner.device,
+            use_triton=self.model_runner.is_cuda and config.fused_kernels)
+        if self.structured_output is not None and self.model_runner.is_cuda:
+            self.structured_output.warm_up([config.dtype, torch.float32])   # no request pays a Triton compile
+        self._num_constrained = 0             # unfinished requests with a grammar: 0 -> steps skip the check
         logger.info(config.describe(self.num_kvcache_blocks))
         self.seqs: dict[int, Sequence] = {}   # unfinished requests by id (for abort_request)
         self._next_seq_id = 0
@@ -146,6 +163,10 @@ class LLMEngine:
                 raise ValueError(f"{name}: {value} is more than this engine's max_logprobs={cfg.max_logprobs} "
                                  f"(Config.max_logprobs)")
         self._logits_processing(params)               # token ids in the vocabulary, bad_words tokenizable
+        if params.structured_outputs is not None:
+            if self.structured_output is None:
+                raise ValueError("structured_outputs needs a tokenizer (skip_tokenizer_init=True)")
+            self.structured_output.validate(params)      # a bad schema / regex / grammar: ValueError here
         if params.stop_strings and self.tokenizer is None:
             raise ValueError("stop strings need a tokenizer (skip_tokenizer_init=True)")
         if len(params.stop_strings) > cfg.max_stop_strings:
@@ -156,6 +177,11 @@ class LLMEngine:
                              f"(Config.max_stop_string_len), got one of {max(map(len, params.stop_strings))}")
         for s in params.stop_strings:
             check_unicode(s, "a stop string")
+        best_of = params.best_of or params.n
+        if best_of > cfg.max_num_seqs:
+            field_name = "best_of" if params.best_of else "n"
+            raise ValueError(f"{field_name} must be at most max_num_seqs={cfg.max_num_seqs}, got {best_of}: the "
+                             f"samples of one prompt are all sampled in one step")
         total = min(n + params.max_tokens, cfg.max_model_len)
         # the last token is sampled, never fed back: its K/V is never written, so it needs no slot
         need = (total - 1 + cfg.kvcache_block_size - 1) // cfg.kvcache_block_size
@@ -171,15 +197,32 @@ class LLMEngine:
         return self._enqueue(token_ids, params)
 
     def _enqueue(self, token_ids: list[int], params: SamplingParams) -> Sequence:
-        """Queue a request that tokenize() and validate() have already passed."""
+        """Queue a request that tokenize() and validate() have already passed. One that asks for
+        several samples (best_of, default n) is a SequenceGroup: sample j has params.for_choice(j)
+        (a seeded request's sample j draws with seed + j); only the parent (sample 0) is queued,
+        the others wait PENDING_FORK for its first token (scheduler.py: one prefill for all)."""
         if self.closed:
             raise RuntimeError("this LLM is closed")
-        seq = Sequence(self._next_seq_id, token_ids, params, self.config.kvcache_block_size,
-                       self._logits_processing(params, token_ids))
-        self._next_seq_id += 1
-        self.seqs[seq.seq_id] = seq
-        self.scheduler.add(seq)
-        return seq
+        best_of = params.best_of or params.n
+        processing = self._logits_processing(params, token_ids)      # the request's, shared by its samples
+        seqs = []
+        for j in range(best_of):
+            seq = Sequence(self._next_seq_id, token_ids, params.for_choice(j), self.config.kvcache_block_size,
+                           processing)
+            if params.structured_outputs is not None:              # each sample's constraint state
+                seq.grammar = self.structured_output.grammar_for(params)
+                self._num_constrained += 1
+            self._next_seq_id += 1
+            self.seqs[seq.seq_id] = seq
+            seqs.append(seq)
+        if best_of > 1:
+            group = SequenceGroup(seqs, params.n)
+            for seq in seqs:
+                seq.group = group
+            for seq in seqs[1:]:
+                seq.status = SequenceStatus.PENDING_FORK
+        self.scheduler.add(seqs[0])
+        return seqs[0]
 
     def _logits_processing(self, params: SamplingParams,
                            prompt_token_ids: list[int] | None = None) -> LogitsProcessing | None:
@@ -187,8 +230,12 @@ class LLMEngine:
         return LogitsProcessing.from_params(params, self.eos_token_ids, self.tokenizer, vocab_size, prompt_token_ids)
 
     def abort_request(self, seq_id: int) -> None:
-        seq = self.seqs.pop(seq_id, None)
+        """Abort the request seq_id belongs to: the sequence and, for several samples, all of them."""
+        seq = self.seqs.get(seq_id)
         if seq is not None:
+            for s in seq.group.seqs if seq.group is not None else [seq]:
+                if self.seqs.pop(s.seq_id, None) is not None:      # (a finished sample left already)
+                    self._num_constrained -= s.grammar is not None
             self.scheduler.abort(seq)
 
     def has_unfinished_requests(self) -> bool:
@@ -205,16 +252,44 @@ class LLMEngine:
         GPU runs step N, so the host's scheduling and bookkeeping hide behind GPU time. Sequences
         carry a PLACEHOLDER for a token in flight; step N reads it on the device."""
         batch = self.scheduler.schedule() if batch is None else batch
-        launched = None
+        launched, outputs = None, None
         if batch.seqs:
-            launched = self.scheduler.launched(batch, self.model_runner.run(batch))
+            if self._num_constrained and any(s.grammar is not None for s in batch.sampled_seqs):
+                launched, outputs = self._launch_constrained(batch)
+            else:
+                launched = self.scheduler.launched(batch, self.model_runner.run(batch))
         if self.async_scheduling:
             launched, self._inflight = self._inflight, launched
-        outputs = self.scheduler.postprocess(launched, launched.handle.tokens()) if launched else []
+        if outputs is None:
+            outputs = self.scheduler.postprocess(launched, launched.handle.tokens()) if launched else []
         for out in outputs:
             if out.finished:
                 self.seqs.pop(out.seq.seq_id, None)
+                self._num_constrained -= out.seq.grammar is not None
         return outputs
+
+    def _launch_constrained(self, batch: ScheduledBatch) -> tuple[InflightStep, list[StepOutput] | None]:
+        """Launch a step that samples constrained rows (see the module docstring). Returns it and,
+        if the step in flight had to be read first for their masks, that step's outputs."""
+        sampled = batch.sampled_seqs
+        step: InflightStep | None = None
+        resolved: list[StepOutput] | None = None
+
+        def mask(logits):
+            # the model is launched and the runner has read the sequences: the step's bookkeeping
+            # (placeholders) comes first, so the previous step's stop checks see this step in flight
+            nonlocal step, resolved
+            step = self.scheduler.launched(batch, None)
+            prev = self._inflight
+            if prev is not None and not {id(s) for s in prev.sampled}.isdisjoint(
+                    id(s) for s in sampled if s.grammar is not None):
+                self._inflight = None
+                resolved = self.scheduler.postprocess(prev, prev.handle.tokens())
+            return self.structured_output.apply(logits, sampled)
+
+        handle = self.model_runner.run(batch, logits_processor=mask)
+        step.handle = handle
+        return step, resolved
 
     def output_text(self, seq: Sequence) -> str:
         """The generated text: special tokens skipped, a stop string and what follows cut off (with
@@ -263,8 +338,7 @@ class LLMEngine:
             "num_cached_tokens": seq.num_cached_tokens,
             "logprobs": self.logprob_dicts(seq.output_logprobs) if params.logprobs is not None else None,
             "prompt_logprobs": self.logprob_dicts(seq.prompt_logprobs) if params.prompt_logprobs is not None else None,
-            "cumulative_logprob": (sum(e.logprobs[0] for e in seq.output_logprobs)
-                                   if seq.num_logprobs is not None else None),
+            "cumulative_logprob": seq.cumulative_logprob if seq.num_logprobs is not None else None,
             "metrics": {"ttft_s": ttft, "itl_s": itl, "num_preemptions": seq.num_preemptions},
         }
 
@@ -281,6 +355,8 @@ class LLMEngine:
             "prefix_cache_hits": bm.num_prefix_hits,
             "num_preemptions": self.scheduler.num_preemptions,
             "num_generated_tokens": self.scheduler.num_generated_tokens,
+            "num_computed_prompt_tokens": self.scheduler.num_computed_prompt_tokens,
+            "num_forked_seqs": self.scheduler.num_forked_seqs,
         }
 
     def close(self) -> None:

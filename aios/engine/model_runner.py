@@ -215,6 +215,8 @@ class ModelRunner:
         if rows is not None:
             inputs.prompt_logits_indices, inputs.prompt_target_ids = rows.logits_indices, rows.target_ids
             inputs.num_prompt_logprobs, inputs.prompt_logprob_spans = rows.num_logprobs, rows.spans
+        if batch.blocks_to_copy:
+            inputs.blocks_to_copy = np.asarray(batch.blocks_to_copy, dtype=np.int64).reshape(-1, 2)
         return inputs
 
     def _to_device(self, a: np.ndarray) -> torch.Tensor:
@@ -259,6 +261,9 @@ class ModelRunner:
         """execute(), plus the scores of the prompt-logprob rows (rank 0; None where there are none).
         A step with such rows runs eagerly: it needs the hidden states of every prompt row."""
         t = self._upload(inputs)
+        if len(inputs.blocks_to_copy):           # copy-on-write: before this step writes any K/V
+            pairs = self._to_device(inputs.blocks_to_copy)
+            self.kv_cache.copy_blocks(pairs[:, 0], pairs[:, 1])
         if len(inputs.placeholder_dst):
             t["input_ids"][t["placeholder_dst"]] = self.last_handle.tokens_device[t["placeholder_src"]]
         num_prompt_rows = len(inputs.prompt_logits_indices)
@@ -297,24 +302,39 @@ class ModelRunner:
                 parts.append(compute_logprobs(logits, target_ids[start:end], num_logprobs))
         return LogprobsTensors.cat(parts) if parts else None
 
-    def run(self, batch: ScheduledBatch, inputs: StepInputs | None = None) -> StepHandle:
+    def run(self, batch: ScheduledBatch, inputs: StepInputs | None = None,
+            logits_processor: Callable[[torch.Tensor], torch.Tensor] | None = None) -> StepHandle:
         """Launch one step on rank 0 and return at once: the model, then, for each sequence whose
         chunk reaches its last token (batch.samples; partial prefill chunks sample nothing), its
-        logits processing, its token and its scores where it asks for them."""
+        logits processing, its token and its scores where it asks for them.
+        `logits_processor` (the engine's structured-output mask) is called once the model is
+        launched, with the sampled rows' logits, and returns the logits to sample from: its host
+        work overlaps the model's GPU time. It may advance the sequences (LLMEngine's constrained
+        path runs Scheduler.launched and the previous step's postprocess in it), so everything this
+        step reads from them is read before it is called. Order on the logits, as vLLM's: the
+        grammar mask, then the scores (logprobs), then penalties / bias / bad words, then sampling.
+        A request's first sample (batch.forks) samples one row per sample of the request from its
+        one logits row, replicated on the device (each row has its own noise key)."""
         sampled = batch.sampled_seqs
+        rows = batch.logits_rows()
         inputs = inputs or self.prepare_inputs(batch)
         logits, prompt_logprobs = self.execute_step(inputs)
+        if rows is not None:
+            logits = logits[self._to_device(rows)]
         handle = StepHandle(torch.zeros(0, dtype=torch.int64, device=self.device), None,
                             row_of={s.seq_id: i for i, s in enumerate(sampled)},
                             prompt_logprobs=prompt_logprobs, prompt_logprob_spans=inputs.prompt_logprob_spans)
         if sampled:
             last = self.last_handle
+            # read from the sequences now: logits_processor may advance them
             processing = logits_processor_tensors(sampled, last.row_of if last else {}, self._to_device)
+            t = sampling_tensors([s.sampling_params for s in sampled], [s.num_output_tokens for s in sampled],
+                                 self.config.hf_config.vocab_size, self.rng, self._to_device)
+            if logits_processor is not None:
+                logits = logits_processor(logits)
             sample_logits = logits
             if processing is not None:
                 sample_logits = apply_logits_processors(logits, processing, last.tokens_device if last else None)
-            t = sampling_tensors([s.sampling_params for s in sampled], [s.num_output_tokens for s in sampled],
-                                 self.config.hf_config.vocab_size, self.rng, self._to_device)
             handle.tokens_device = self.sampler(sample_logits, t)
             handle.logprobs, handle.logprob_row_of = self._sample_logprobs(sampled, logits, handle.tokens_device)
         handle.tokens_host = handle.tokens_device

@@ -14,7 +14,8 @@ Each step:
      PLACEHOLDER for its token in flight; one that will certainly end on "length" leaves now.
   3. `postprocess(step, token_ids)`, once the host has the step's tokens (with async scheduling,
      one step later): placeholders become tokens (and their scores, where asked, are stored beside
-     them), stops are checked, newly full blocks enter the prefix cache, finished sequences free
+     them), a constrained sequence's grammar accepts its token, stops are checked, newly full blocks
+     enter the prefix cache, finished sequences free
      their blocks and become FINISHED.
 
 Invariants (check_invariants() asserts them; the stress tests call it after every step):
@@ -22,19 +23,36 @@ Invariants (check_invariants() asserts them; the stress tests call it after ever
   `finishing` (FINISHING: released at launch, its last token still in flight).
 - A RUNNING sequence has KV slots for every token before num_computed_tokens; a WAITING or
   FINISHING one holds no block.
-- A scheduled batch has sum(chunk sizes) <= max_num_batched_tokens and len <= max_num_seqs.
+- A scheduled batch has sum(chunk sizes) <= max_num_batched_tokens, and len plus the extra rows of
+  its forks (best_of - 1 each) <= max_num_seqs: no step samples more rows than max_num_seqs.
+- A block's ref_count = the number of sequences (running ones: the others hold none) whose
+  block_table holds it.
+- A PENDING_FORK sequence is in no queue and holds no block; its group's parent is WAITING or
+  RUNNING and the group is not forked.
+
+Several samples of one prompt (n, best_of; a SequenceGroup, sequence.py): only the parent is queued.
+The step whose chunk reaches its prompt's last token samples best_of rows from its one logits row
+(`ScheduledBatch.forks`, `sampled_seqs`), and `launched` forks the others from it (`_fork`: the
+parent's tokens, num_computed_tokens and every block, ref counts + 1). The last, partly filled
+prompt block is then shared by all samples, and the first token each one writes would land in it:
+copy-on-write (`_allocate`) gives each writer but the last a fresh block, and lists (shared, fresh)
+in `ScheduledBatch.blocks_to_copy`, which the model runner copies before the step's forward. From
+the fork on, a sample is an ordinary sequence: preempting it frees its references only, and it is
+recomputed from its own tokens (the prefix cache may hit the shared prompt). An abort of any sample
+aborts the request: all of them.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from collections import Counter, deque
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aios.config import Config
 from aios.engine.block_manager import BlockManager
+from aios.engine.scheduled_batch import ScheduledBatch, forks_here
 from aios.engine.sequence import PLACEHOLDER, Sequence, SequenceStatus
 from aios.engine.stop_checker import StopChecker
 
@@ -43,29 +61,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("aios")
 
-
-@dataclass
-class ScheduledBatch:
-    seqs: list[Sequence] = field(default_factory=list)
-    num_new_tokens: list[int] = field(default_factory=list)   # chunk size of each seq this step
-    samples: list[bool] = field(default_factory=list)         # its chunk reaches its last token: it samples
-
-    def __len__(self) -> int:
-        return len(self.seqs)
-
-    @property
-    def num_tokens(self) -> int:
-        return sum(self.num_new_tokens)
-
-    @property
-    def sampled_seqs(self) -> list[Sequence]:
-        """The sequences that sample a token this step, in the order of their logits rows."""
-        return [s for s, sample in zip(self.seqs, self.samples) if sample]
-
-    def add(self, seq: Sequence, num_new_tokens: int) -> None:
-        self.seqs.append(seq)
-        self.num_new_tokens.append(num_new_tokens)
-        self.samples.append(seq.num_computed_tokens + num_new_tokens == len(seq))
+__all__ = ["InflightStep", "ScheduledBatch", "Scheduler", "StepOutput"]
 
 
 @dataclass
@@ -73,7 +69,7 @@ class InflightStep:
     """A launched step whose sampled tokens the host has not read yet."""
 
     batch: ScheduledBatch
-    handle: StepHandle                        # handle.tokens() waits for them
+    handle: StepHandle | None                 # handle.tokens() waits for them (set once sampling is launched)
     sampled: list[Sequence]                   # batch.sampled_seqs, one per token
     token_indices: list[int]                  # where each one's PLACEHOLDER sits in its token_ids
 
@@ -98,6 +94,10 @@ class Scheduler:
         self.finishing: set[Sequence] = set()
         self.num_preemptions = 0
         self.num_generated_tokens = 0
+        # prompt tokens whose K/V a launched step computes (prefix-cache hits and forked samples
+        # compute none; a preempted sequence's recompute counts again)
+        self.num_computed_prompt_tokens = 0
+        self.num_forked_seqs = 0
 
     def add(self, seq: Sequence) -> None:
         self.waiting.append(seq)
@@ -111,33 +111,39 @@ class Scheduler:
     def schedule(self) -> ScheduledBatch:
         batch = ScheduledBatch()
         budget = self.max_num_batched_tokens
+        rows = 0                             # sampled rows if every chunk sampled: len(batch) + fork extras
         # static batching (lesson 07) admits only into an empty engine: a batch runs to its end
         admit = not (self.static_batching and self.running)
 
         # 1. running sequences, oldest first
         i = 0
-        while i < len(self.running) and budget > 0 and len(batch) < self.max_num_seqs:
+        while i < len(self.running) and budget > 0 and rows < self.max_num_seqs:
             seq = self.running[i]
             remaining = len(seq) - seq.num_computed_tokens
             want = min(remaining, budget) if self.chunked_prefill or remaining == 1 else remaining
             if want > budget:
                 break
-            got = self.block_manager.allocate(seq, want)
+            seq_rows = self._rows(seq, want)
+            if rows + seq_rows > self.max_num_seqs:
+                i += 1                       # its fork's rows do not fit this step: it waits a step
+                continue
+            got = self._allocate(seq, want, batch)
             while got == 0:                  # no free block: preempt the newest running sequence
                 victim = self.running[-1]
                 self._preempt(victim)
                 admit = False                # no new work in a step that had to preempt
                 if victim is seq:
                     break
-                got = self.block_manager.allocate(seq, want)
+                got = self._allocate(seq, want, batch)
             if seq.status != SequenceStatus.RUNNING:
                 continue                     # seq preempted itself; running[i] is now the next one
             batch.add(seq, got)
+            rows += self._rows(seq, got)
             budget -= got
             i += 1
 
         # 2. admit waiting sequences with what is left
-        while self.waiting and admit and budget > 0 and len(batch) < self.max_num_seqs:
+        while self.waiting and admit and budget > 0 and rows < self.max_num_seqs:
             seq = self.waiting[0]
             # prefix-cache hits skip their tokens; not for a sequence still owed prompt logprobs, whose
             # every prompt position's logits must be computed (vLLM skips the cache for them too)
@@ -148,8 +154,9 @@ class Scheduler:
             if not self.chunked_prefill and remaining > budget:
                 self._free_blocks(seq)
                 break
-            got = self.block_manager.allocate(seq, min(remaining, budget))
-            if got == 0 or (not self.chunked_prefill and seq.num_computed_tokens + got < len(seq)):
+            got = self._allocate(seq, min(remaining, budget), batch)
+            if (got == 0 or (not self.chunked_prefill and seq.num_computed_tokens + got < len(seq))
+                    or rows + self._rows(seq, got) > self.max_num_seqs):
                 self._free_blocks(seq)
                 break
             if self.block_manager.enable_prefix_caching and looked_up:
@@ -159,15 +166,38 @@ class Scheduler:
             seq.status = SequenceStatus.RUNNING
             self.running.append(seq)
             batch.add(seq, got)
+            rows += self._rows(seq, got)
             budget -= got
         return batch
+
+    @staticmethod
+    def _rows(seq: Sequence, num_new_tokens: int) -> int:
+        """The batch places seq takes with a chunk of num_new_tokens: best_of where the chunk forks
+        (one sampled row per sample), else 1 (whether it samples or not)."""
+        if seq.num_computed_tokens + num_new_tokens == len(seq) and forks_here(seq):
+            return len(seq.group.seqs)
+        return 1
+
+    def _allocate(self, seq: Sequence, num_new_tokens: int, batch: ScheduledBatch) -> int:
+        """block_manager.allocate, after copy-on-write where seq's next token would go into a block
+        it shares (a forked prompt's last block): seq gets a fresh block and the batch lists the
+        K/V copy. 0 when no block is free for either."""
+        bm = self.block_manager
+        if bm.needs_copy_on_write(seq):
+            if bm.num_free_blocks == 0:
+                return 0
+            batch.blocks_to_copy.append(bm.copy_on_write(seq))
+        return bm.allocate(seq, num_new_tokens)
 
     # ---- 2. launched ---------------------------------------------------------------------------
 
     def launched(self, batch: ScheduledBatch, handle: StepHandle) -> InflightStep:
         """The model runner has launched `batch`: its K/V is written in stream order from here on."""
-        for seq, n in zip(batch.seqs, batch.num_new_tokens):
+        for seq, n, fork in zip(batch.seqs, batch.num_new_tokens, batch.forks):
+            self.num_computed_prompt_tokens += max(0, min(n, seq.num_prompt_tokens - seq.num_computed_tokens))
             seq.num_computed_tokens += n
+            if fork:
+                self._fork(seq)
         sampled = batch.sampled_seqs
         indices = []
         for seq in sampled:
@@ -180,6 +210,22 @@ class Scheduler:
                 seq.status = SequenceStatus.FINISHING
                 self.finishing.add(seq)
         return InflightStep(batch, handle, sampled, indices)
+
+    def _fork(self, parent: Sequence) -> None:
+        """The parent's first token is launched: its request's other samples start from its state,
+        sharing its blocks (one prefill for them all). Each gets its own placeholder in launched."""
+        group = parent.group
+        children = group.seqs[1:]
+        for child in children:
+            assert child.status == SequenceStatus.PENDING_FORK and child.token_ids == parent.token_ids
+            child.num_computed_tokens = parent.num_computed_tokens
+            child.num_cached_tokens = parent.num_cached_tokens
+            child.prompt_logprobs = parent.prompt_logprobs     # one list: the prefill scores it once
+            self.block_manager.fork(parent, child)
+            child.status = SequenceStatus.RUNNING
+            self.running.append(child)
+        group.forked = True
+        self.num_forked_seqs += len(children)
 
     # ---- 3. postprocess ------------------------------------------------------------------------
 
@@ -196,7 +242,11 @@ class Scheduler:
             seq.record_token_time(now)
             self.num_generated_tokens += 1
             try:
+                if seq.grammar is not None:
+                    seq.grammar.accept(token_id)      # before the stop check: the grammar may end here
                 stop = self.stop_checker.check(seq, idx)
+                if stop is None and seq.grammar is not None and seq.grammar.is_terminated:
+                    stop = ("stop", None)             # the constraint is complete (EOS under ignore_eos)
             except Exception as e:            # this request's own failure: it alone finishes, with "error"
                 logger.exception("the stop check of sequence %d failed", seq.seq_id)
                 seq.error = f"{type(e).__name__}: {e}"
@@ -207,10 +257,14 @@ class Scheduler:
                 seq.stop_reason = stop[1]
                 self._finish(seq, stop[0])
             outputs.append(StepOutput(seq, [token_id], stop is not None))
-        # every token before num_computed_tokens is known now: register full blocks in the prefix cache
+        # every token before num_computed_tokens is known now: register full blocks in the prefix cache.
+        # A forked parent's samples hold its prompt blocks (forked at this launch or, with async
+        # scheduling, the next): they register with it, so each holder of a cached block has its hash.
         for seq in step.batch.seqs:
-            if seq.block_table:
-                self.block_manager.register_computed_blocks(seq)
+            group = seq.group
+            for s in group.seqs if group is not None and group.forked and seq is group.parent else [seq]:
+                if s.block_table:
+                    self.block_manager.register_computed_blocks(s)
         return outputs
 
     def _record_logprobs(self, step: InflightStep, live: list[tuple[Sequence, int, int]]) -> None:
@@ -237,11 +291,12 @@ class Scheduler:
                 row += count
 
     def abort(self, seq: Sequence) -> None:
-        """seq takes no more steps and keeps only its known tokens (finish_reason "abort")."""
-        if seq.is_finished:
-            return
-        del seq.token_ids[seq.num_prompt_tokens + seq.num_known_output_tokens:]   # tokens in flight
-        self._finish(seq, "abort", register=False)
+        """seq's request takes no more steps (seq and, for a request of several samples, all of
+        them); each keeps only its known tokens (finish_reason "abort")."""
+        for s in seq.group.seqs if seq.group is not None else [seq]:
+            if not s.is_finished:
+                del s.token_ids[s.num_prompt_tokens + s.num_known_output_tokens:]   # tokens in flight
+                self._finish(s, "abort", register=False)
 
     # ---- state changes (the only writers of status and of num_computed_tokens after admission) ----
 
@@ -291,3 +346,13 @@ class Scheduler:
                 else:
                     assert not seq.block_table, f"sequence {seq.seq_id} ({status}) holds blocks"
                     assert status != SequenceStatus.WAITING or seq.num_computed_tokens == 0
+                group = seq.group
+                if group is not None and not group.forked:
+                    assert seq is group.parent and status != SequenceStatus.FINISHING
+                    for child in group.seqs[1:]:
+                        assert child.status == SequenceStatus.PENDING_FORK and not child.block_table, \
+                            f"sample {child.seq_id} of an unforked request is {child.status}"
+        holders = Counter(b for seq in self.running for b in seq.block_table)
+        for block in self.block_manager.blocks:
+            assert block.ref_count == holders[block.block_id], \
+                f"block {block.block_id}: ref_count {block.ref_count}, held by {holders[block.block_id]}"

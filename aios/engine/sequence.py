@@ -5,11 +5,21 @@
        +----preemption-------+   +--last token launched--> FINISHING --its token read--> FINISHED
                                     (async scheduling: "length" is certain, blocks freed at once)
 
+    PENDING_FORK --its request's first token launched (the fork)--> RUNNING
+    (samples 1..best_of-1 of a request with n > 1 or best_of > 1: one prefill serves them all)
+
+A request that asks for several samples is one SequenceGroup (vLLM's name): sample 0, the parent,
+is queued and prefills the prompt; the step that samples its first token samples best_of tokens
+from that one logits row, and the scheduler forks the other samples from the parent there: each
+takes the parent's tokens and shares every one of its KV blocks (ref counts, block_manager.py).
+From the fork on, each sample is an ordinary sequence (preempted, recomputed, finished alone);
+only an abort and the final choice of the n best (`SequenceGroup.outputs`) see the group.
+
 Each field has one writer (the reader of a field may be anyone):
 | field                                         | written by                                      |
 |-----------------------------------------------|-------------------------------------------------|
 | seq_id, num_prompt_tokens, sampling_params,   | LLMEngine, at construction                      |
-|   arrival_time, logits_processing,            |                                                 |
+|   arrival_time, group, logits_processing,     |                                                 |
 |   num_logprobs                                |                                                 |
 | token_ids (placeholders, tokens, truncation)  | Scheduler (launched, postprocess, abort)        |
 | status, finish_reason, stop_reason, error     | Scheduler                                       |
@@ -18,6 +28,8 @@ Each field has one writer (the reader of a field may be anyone):
 |   token_times                                 |                                                 |
 | output_logprobs, prompt_logprobs              | Scheduler (postprocess; truncated with tokens)  |
 | block_table, block_hashes                     | BlockManager                                    |
+| grammar (its state: the tokens it accepted)   | LLMEngine creates it; Scheduler.postprocess     |
+|                                               |   advances it (aios/structured_output)          |
 
 Invariants:
 - token_ids = prompt tokens followed by generated tokens; it grows, and shrinks only when a stop or
@@ -34,12 +46,17 @@ Invariants:
   logits would never be computed).
 - block_hashes[i] is the prefix-cache hash of block i (chained over blocks 0..i); it exists only
   for full blocks whose K/V is written.
+- The samples of a group share one prompt_logprobs list (the parent's prefill scores it once);
+  each has its own output_logprobs and, with structured outputs, its own grammar state.
+- A PENDING_FORK sequence holds no block and is in no scheduler queue; its group is not forked
+  and its group's parent (seqs[0]) is WAITING or RUNNING. Once the group is forked, none is.
 """
 
 from __future__ import annotations
 
 import enum
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aios.layers.logprobs import num_sample_logprobs
@@ -48,6 +65,7 @@ from aios.sampling_params import SamplingParams
 if TYPE_CHECKING:
     from aios.layers.logits_processors import LogitsProcessing
     from aios.layers.logprobs import TokenLogprobs
+    from aios.structured_output import StructuredOutputGrammar
 
 PLACEHOLDER = -1   # a sampled token still on the GPU (async scheduling); replaced when the host reads it
 
@@ -57,6 +75,33 @@ class SequenceStatus(enum.Enum):
     RUNNING = enum.auto()
     FINISHING = enum.auto()      # its last token is launched and its blocks are freed; not yet read
     FINISHED = enum.auto()
+    PENDING_FORK = enum.auto()   # a request's sample 1.. before its parent's first token forks it
+
+
+@dataclass(eq=False)
+class SequenceGroup:
+    """The samples of one request: seqs[j] is sample j (j < best_of), seqs[0] the parent that
+    prefills. `forked` is written by the Scheduler, once, at the fork."""
+
+    seqs: list[Sequence]
+    n: int                       # samples returned (the request's n); len(seqs) is best_of
+    forked: bool = False
+
+    @property
+    def parent(self) -> Sequence:
+        return self.seqs[0]
+
+    @property
+    def is_finished(self) -> bool:
+        return all(s.is_finished for s in self.seqs)
+
+    def outputs(self) -> list[Sequence]:
+        """The samples the request returns: all of them in sample order when best_of == n, else
+        the n with the highest cumulative logprob, best first (vLLM's best_of; its samples keep
+        their sampled tokens' logprobs: layers/logprobs.py, num_sample_logprobs)."""
+        if len(self.seqs) == self.n:
+            return list(self.seqs)
+        return sorted(self.seqs, key=lambda s: s.cumulative_logprob, reverse=True)[: self.n]
 
 
 class Sequence:
@@ -83,6 +128,8 @@ class Sequence:
         self.arrival_time = time.perf_counter()
         self.first_token_time: float | None = None
         self.token_times: list[float] = []
+        self.grammar: StructuredOutputGrammar | None = None   # its constraint's state (structured outputs)
+        self.group: SequenceGroup | None = None   # the request's samples, when it asks for more than one
 
     def __len__(self) -> int:
         return len(self.token_ids)
@@ -116,6 +163,11 @@ class Sequence:
     @property
     def is_finished(self) -> bool:
         return self.status == SequenceStatus.FINISHED
+
+    @property
+    def cumulative_logprob(self) -> float:
+        """The sum of its sampled tokens' logprobs (0 where it keeps no scores: num_logprobs None)."""
+        return sum(e.logprobs[0] for e in self.output_logprobs)
 
     @property
     def needs_prompt_logprobs(self) -> bool:

@@ -15,6 +15,8 @@ Invariants:
   a prompt token; a step that has any runs eagerly.
 - A token sampled by the step still in flight (async scheduling) is a negative placeholder in
   `input_ids`; `placeholder_dst` / `placeholder_src` say where the device fills it in from.
+- `blocks_to_copy` (the batch's copy-on-write pairs, set by ModelRunner.prepare_inputs) is copied
+  before any of the step's K/V is written.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class StepInputs:
     prompt_target_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))       # [k] int64
     num_prompt_logprobs: int = 0                     # top-N of those rows (the step's largest N)
     prompt_logprob_spans: list[tuple[int, int, int]] = field(default_factory=list)  # rank 0's: see PromptLogprobRows
+    # [k, 2] int64: (src, dst) KV blocks copied, every layer's K and V, before the forward (copy-on-write)
+    blocks_to_copy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
 
 
 def prepare_step_inputs(batch: ScheduledBatch, block_size: int, last_row_of: dict[int, int]) -> StepInputs:

@@ -29,8 +29,10 @@ from aios.kernels.rmsnorm import (
 )
 from aios.kernels.sampling import sample, sample_ref
 from aios.kernels.store_kvcache import store_kvcache, store_kvcache_ref
+from aios.kernels.token_bitmask import apply_token_bitmask, apply_token_bitmask_ref
 
 __all__ = [
+    "apply_token_bitmask", "apply_token_bitmask_ref",
     "decode_attention", "decode_attention_ref",
     "fused_add_rms_norm", "fused_add_rms_norm_ref",
     "gemv", "gemv_ref",

@@ -21,6 +21,9 @@ What stays true:
   ids or logprobs. A Delta's logprobs score its token_ids; a choice's first Delta carries the
   prompt's scores when the request asks for prompt_logprobs.
   stream_interval > 1 trades smoothness for fewer chunks: each costs the event loop ~60 us.
+- A prompt's n choices are one engine request (its samples share one prefill: seq.group). With
+  best_of > n (never streamed) its best_of samples run silent and, once all have finished, the n
+  best go out whole, one Delta each.
 - An aborted request's sequences leave the engine, blocks freed, before the next step.
 - An exception in step() fails the requests that were in the batch (500); the loop goes on. A
   sequence that step() finished with finish_reason "error" (its own failure, `seq.error` says
@@ -68,8 +71,9 @@ class _Request:
 @dataclass
 class _Choice:
     request: _Request
-    index: int
+    index: int                                # prompt_index * n + sample_index (held: prompt_index * n)
     detokenizer: IncrementalDetokenizer
+    held: bool = False                        # best_of > n: sent whole once the n best are known
     has_first_token: bool = False
     num_sent_tokens: int = 0                  # output tokens already in a Delta
     pending_text: str = ""                    # detokenized, not yet in a Delta (stream_interval)
@@ -149,9 +153,12 @@ class EngineLoop:
             n = spec.params.n
             self._requests[request.request_id] = request
             for i, (ids, p) in enumerate(zip(token_ids, params)):
-                for j in range(n):
-                    seq = self.engine.add_request(ids, p.for_choice(j))
-                    self._live[seq.seq_id] = _Choice(request, i * n + j, IncrementalDetokenizer(self.engine, seq))
+                parent = self.engine.add_request(ids, p)      # n samples: one group, one prefill
+                samples = parent.group.seqs if parent.group is not None else [parent]
+                held = len(samples) > n
+                for j, seq in enumerate(samples):
+                    index = i * n if held else i * n + j            # held: the prompt's first choice
+                    self._live[seq.seq_id] = _Choice(request, index, IncrementalDetokenizer(self.engine, seq), held)
                     request.seq_ids.append(seq.seq_id)
         except APIError as e:
             self._fail(request, e)            # aborts what was added already
@@ -195,7 +202,7 @@ class EngineLoop:
             error = APIError(500, f"the engine failed running this request: {type(e).__name__}: {e}",
                              type="server_error", code="engine_error")
             batch = {id(c.request): c.request for c in self._live.values()
-                     if c.detokenizer.seq.status != SequenceStatus.WAITING}
+                     if c.detokenizer.seq.status not in (SequenceStatus.WAITING, SequenceStatus.PENDING_FORK)}
             for request in batch.values():
                 self._fail(request, error)
             return
@@ -218,6 +225,10 @@ class EngineLoop:
             if not choice.has_first_token:
                 choice.has_first_token = True
                 self.counters.ttft.observe(now - request.spec.arrival_time)
+            if choice.held:
+                if out.finished:
+                    self._finish_held(choice)
+                continue
             try:
                 text = choice.detokenizer.step()
             except Exception as e:
@@ -250,6 +261,23 @@ class EngineLoop:
             else:
                 self._emit(request, Delta(choice.index, text, token_ids, logprobs=logprobs,
                                           prompt_logprobs=prompt_logprobs))
+
+    def _finish_held(self, choice: _Choice) -> None:
+        """A sample of a best_of > n request finished; once all have, send the n best, whole."""
+        seq, request = choice.detokenizer.seq, choice.request
+        del self._live[seq.seq_id]
+        self.counters.finished[seq.finish_reason] += 1
+        group = seq.group
+        if not group.is_finished:
+            return
+        if not any(s in self._live for s in request.seq_ids):
+            self._requests.pop(request.request_id, None)
+        for rank, s in enumerate(group.outputs()):
+            text, params = self.engine.output_text(s), s.sampling_params
+            self._emit(request, Delta(choice.index + rank, text, s.output_token_ids, s.finish_reason, text,
+                                      s.num_known_output_tokens,
+                                      list(s.output_logprobs) if params.logprobs is not None else None,
+                                      list(s.prompt_logprobs) if params.prompt_logprobs is not None else None))
 
     def _emit(self, request: _Request, event: Event) -> None:
         self._outbox.append((request.request_id, event))

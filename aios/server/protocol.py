@@ -161,8 +161,8 @@ class _SamplingRequest(GuidedFields):
         try:
             logprobs, prompt_logprobs = self.requested_logprobs()
             if self.stream and self.best_of is not None and self.best_of > self.n:
-                raise ValueError(f"best_of: {self.best_of} > n={self.n} cannot stream (the best n are known only "
-                                 "at the end)")
+                raise ValueError(f"best_of={self.best_of} > n={self.n} cannot be streamed: the n best samples are "
+                                 "known only once all have finished")
             return SamplingParams(
                 temperature=1.0 if self.temperature is None else self.temperature,
                 top_p=1.0 if self.top_p is None else self.top_p,

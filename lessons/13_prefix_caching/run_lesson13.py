@@ -10,6 +10,11 @@
 The workload: one long shared system prompt, then a short question per request. The first request
 runs alone (it fills the cache), the others follow together. Settings from aios/bench/ladder.py.
 
+Then parallel sampling, the other way blocks are shared: n samples of one prompt, first as n
+requests of one sample each (each prefills the prompt), then as one request with n (one prefill;
+the samples fork from it, share its blocks by reference count and copy the last, partly filled
+one before writing into it).
+
     --mine : the lesson 13 engine runs on YOUR BlockManager (workspace/lesson13.py: hash_block,
              match_prefix, register_computed_blocks, free, _take_free_block)
 """
@@ -28,6 +33,8 @@ def main() -> None:
     ap.add_argument("--prefix-tokens", type=int, default=None,
                     help="shared prefix length (default 1024; two KV blocks with --quick)")
     ap.add_argument("--num-prompts", type=int, default=None, help="requests (default 16; 4 with --quick)")
+    ap.add_argument("--n", type=int, default=None, help="samples of one prompt in the parallel-sampling part "
+                                                         "(default 8; 4 with --quick)")
     ap.add_argument("--mine", action="store_true", help="run the lesson 13 engine on your BlockManager "
                                                          "(workspace/lesson13.py)")
     args = common.setup(ap.parse_args())
@@ -80,6 +87,8 @@ def main() -> None:
                                tokens=[o["token_ids"] for o in outs], prompt_tokens=prompt_tokens,
                                computed=prompt_tokens - hits, hit_rate=hits / queries if queries else 0.0,
                                seconds=t.seconds, ttft_ms=1000 * sum(ttft) / len(ttft))
+        if lesson == "13":
+            forks = parallel_sampling(args, llm, prompts[0], args.n or (4 if args.quick else 8), max_tokens)
         llm.close()
 
     common.heading(f"{n} requests: a {prefix_len}-token shared prefix + a short question each, "
@@ -97,6 +106,41 @@ def main() -> None:
     print(f"block_table of request 3: {abbreviate(table_b)}")
     print(f"{num_shared} physical blocks shared (ref_count {refs}); request 2 skipped {cached} prompt tokens "
           f"(num_cached_tokens)")
+    prompt_len, n, rows = forks
+    common.heading(f"parallel sampling: {n} samples of one {prompt_len}-token prompt (blocks of "
+                   f"{block_size}), temperature 0.8, seeds 0..{n - 1}, {max_tokens} tokens out")
+    print(common.table(["how", "prompt tokens computed", "KV blocks copied", "seconds", "same tokens"], rows))
+
+
+def parallel_sampling(args, llm, prompt: list[int], n: int, max_tokens: int) -> tuple[int, int, list[list]]:
+    """n samples of one prompt: n one-sample requests (seed j each), then one request with n (seed 0:
+    sample j draws with seed j). Prompt tokens computed from llm.stats(); the prefix cache is emptied
+    before each, so neither reuses the other's blocks."""
+    import dataclasses
+
+    from aios import SamplingParams
+
+    params = SamplingParams(temperature=0.8, seed=0, max_tokens=max_tokens, ignore_eos=True)
+    rows, tokens = [], {}
+    for how in (f"{n} requests, n=1 each (one prefill each)", f"1 request, n={n} (forked from one prefill)"):
+        llm.block_manager.reset_prefix_cache()
+        before = llm.stats()
+        copies = 0
+        with common.Timer(args.device) as t:
+            if how.startswith("1 "):
+                parent = llm.add_request(prompt, dataclasses.replace(params, n=n))
+                while llm.has_unfinished_requests():
+                    batch = llm.scheduler.schedule()
+                    copies += len(batch.blocks_to_copy)
+                    llm.step(batch)
+                tokens[how] = [s.output_token_ids for s in parent.group.seqs]
+            else:
+                outs = llm.generate([prompt] * n, [params.for_choice(j) for j in range(n)], use_tqdm=False)
+                tokens[how] = [o["token_ids"] for o in outs]
+        computed = llm.stats()["num_computed_prompt_tokens"] - before["num_computed_prompt_tokens"]
+        same = "-" if not rows else ("yes" if tokens[how] == next(iter(tokens.values())) else "NO")
+        rows.append([how, computed, copies, t.seconds, same])
+    return len(prompt), n, rows
 
 
 if __name__ == "__main__":

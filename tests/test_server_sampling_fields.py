@@ -208,6 +208,19 @@ def test_best_of_returns_the_engines_best_samples(url, reference):
     assert len(got) == 2 and got == sorted(o["token_ids"] for o in want["outputs"])
 
 
+@needs("best_of", "logprobs")
+def test_best_of_choices_carry_their_logprobs(url, reference):
+    body = {"prompt": PROMPT, "max_tokens": 5, "temperature": 1.0, "seed": 3, "n": 2, "best_of": 3, "logprobs": 1,
+            "return_token_ids": True}
+    choices = sorted(post(url, "completions", body)["choices"], key=lambda c: c["index"])
+    want = engine_output(reference, PROMPT, temperature=1.0, seed=3, n=2, best_of=3, max_tokens=5,
+                         logprobs=1)["outputs"]
+    for choice, output in zip(choices, want):
+        assert choice["token_ids"] == output["token_ids"]
+        assert choice["logprobs"]["token_logprobs"] == pytest.approx(
+            [d[t].logprob for d, t in zip(output["logprobs"], output["token_ids"])], abs=1e-5)
+
+
 # ---- structured output and tools -----------------------------------------------------------------
 
 ANSWER_SCHEMA = {"type": "object", "properties": {"answer": {"type": "string", "enum": ["yes", "no"]},

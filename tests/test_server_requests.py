@@ -192,6 +192,8 @@ CLEAR_ERRORS = {
         {"type": "function", "function": {"name": "f"}}], "tool_choice": {"type": "function",
                                                                           "function": {"name": "g"}}},
         "tool_choice", "not in tools"),
+    "strict_tool_under_auto": ("chat/completions", {"messages": USER, "tools": [
+        {"type": "function", "function": {"name": "f", "strict": True}}]}, "tools", "strict"),
     "tool_choice_unknown_string": ("chat/completions", {"messages": USER, "tool_choice": "sometimes"},
                                    "tool_choice", ""),
     "tools_need_a_template_that_renders_them": ("chat/completions", {"messages": USER, "tools": [

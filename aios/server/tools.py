@@ -7,7 +7,8 @@ JSON schema that makes `required` and a named function certain (vLLM's way).
     "required"     yes                   [{"name", "parameters"}, ...] (>= 1)  JSONArrayToolParser
     {"function"}   yes                   that function's parameters schema    NamedToolParser
 
-`tool_choice` defaults to "auto" when tools are given, "none" when not. The tools reach the model
+`tool_choice` defaults to "auto" when tools are given, "none" when not. A `strict` function under
+"auto" is a 400: nothing would hold the model to its schema. The tools reach the model
 through its chat template (`apply_chat_template(..., tools=...)`, aios/server/prompts.py): a template
 that does not render them is a 400, not a model silently never told of its tools.
 """
@@ -30,7 +31,7 @@ class FunctionDefinition(BaseModel):
     name: str
     description: str | None = None
     parameters: dict | None = None            # a JSON schema of the arguments object
-    strict: bool | None = None                # AIOS enforces the schema only for required / named choices
+    strict: bool | None = None                # true: refused under tool_choice "auto" (which forces nothing)
 
 
 class Tool(BaseModel):
@@ -78,6 +79,8 @@ def check_tools(tools: list[Tool] | None, tool_choice: ToolChoice | None) -> str
     if len(set(names)) != len(names):
         raise ValueError(f"tools: function names must be unique, got {names}")
     if tool_choice is None:
+        if names:
+            _refuse_strict_under_auto(tools)
         return "auto" if names else "none"
     if isinstance(tool_choice, NamedToolChoice):
         if tool_choice.function.name not in names:
@@ -86,7 +89,18 @@ def check_tools(tools: list[Tool] | None, tool_choice: ToolChoice | None) -> str
         return "named"
     if tool_choice != "none" and not names:
         raise ValueError(f"tool_choice={tool_choice!r} needs tools")
+    if tool_choice == "auto":
+        _refuse_strict_under_auto(tools)
     return tool_choice
+
+
+def _refuse_strict_under_auto(tools: list[Tool]) -> None:
+    """A strict function promises arguments that match its schema: only a forcing tool_choice keeps
+    that promise (auto leaves the model free), so strict under auto is refused, not ignored."""
+    strict = [t.function.name for t in tools if t.function.strict]
+    if strict:
+        raise ValueError(f"tools: strict functions {strict} are enforced only under tool_choice \"required\" or "
+                         "a named function; under \"auto\" AIOS does not constrain the output")
 
 
 def parameters_schema(tool: Tool) -> dict:

@@ -118,6 +118,25 @@ def test_completion_logprobs_are_the_engines(url, reference, stream):
     assert logprobs["text_offset"][0] == 0
 
 
+@needs("logprobs")
+@pytest.mark.parametrize("route", ["completions", "chat/completions"])
+def test_asking_for_logprobs_changes_no_text(url, route):
+    """The logprobs path (aios/server/choices.py) writes the same text as the text-only one, streamed and not."""
+    body = {"max_tokens": 12, "temperature": 0, "stop": [" the"]}
+    body |= {"prompt": PROMPT} if route == "completions" else {"messages": USER}
+    asked = {"logprobs": 2} if route == "completions" else {"logprobs": True, "top_logprobs": 2}
+
+    def text_of(b: dict, stream: bool) -> str:
+        if not stream:
+            choice = post(url, route, b)["choices"][0]
+            return choice["text"] if route == "completions" else choice["message"]["content"]
+        chunks = [c["choices"][0] for c in stream_chunks(url, route, b) if c["choices"]]
+        return "".join(c["text"] if route == "completions" else c["delta"].get("content") or "" for c in chunks)
+
+    plain = text_of(body, False)
+    assert plain and all(text_of({**body, **asked}, stream) == plain for stream in (False, True))
+
+
 @needs("logprobs", "prompt_logprobs")
 def test_echo_scores_the_prompt_as_the_engines_prompt_logprobs(url, reference):
     body = {"prompt": PROMPT, "max_tokens": 1, "temperature": 0, "logprobs": 1, "echo": True}

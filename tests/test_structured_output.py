@@ -4,6 +4,7 @@ does to a sequence (preemption, chunked prefill, prefix caching, async schedulin
 
 import json
 import re
+import threading
 
 import jsonschema
 import numpy as np
@@ -14,6 +15,7 @@ from transformers import AutoTokenizer
 from aios import LLM, SamplingParams
 from aios.assets import default_model_path
 from aios.bench.json_schemas import random_schema
+from aios.engine.llm_engine import GRAMMAR_WAIT_S
 from aios.sampling_params import StructuredOutputsParams as S
 from aios.structured_output import GrammarCompiler, StructuredOutputGrammar
 from helpers import assert_no_leaked_blocks
@@ -55,9 +57,11 @@ def llm(tiny_ckpt):
     (S(json={"properties": {"a": {"$ref": "#/defs/missing"}}}), "json"), (S(regex="(ab"), "regex"),
     (S(grammar="root ::= undefined_rule"), "grammar"), (S(grammar="start: undefined_rule"), "grammar"),
 ])
-def test_a_bad_constraint_is_a_value_error_naming_its_field(compiler, spec, field):
+@pytest.mark.parametrize("method", ["check", "compile"])
+def test_a_bad_constraint_is_a_value_error_naming_its_field(compiler, spec, field, method):
+    """`check` (no tokenizer: what add_request runs) refuses what `compile` refuses."""
     with pytest.raises(ValueError, match=rf"^structured_outputs\.{field}: "):
-        compiler.compile(spec)
+        getattr(compiler, method)(spec)
 
 
 def test_compiled_grammars_are_cached_by_spec_least_recently_used_out(bible_tokenizer):
@@ -267,6 +271,126 @@ def test_an_engine_without_a_tokenizer_refuses_constraints(tiny_ckpt):
     with LLM(tiny_ckpt, device="cpu", skip_tokenizer_init=True, max_model_len=128) as llm:
         with pytest.raises(ValueError, match="structured_outputs needs a tokenizer"):
             llm.generate([[5, 6, 7]], constrained(S(regex="a")), use_tqdm=False)
+
+
+# ---- compiling off the engine's thread ---------------------------------------------------------------
+
+class HeldCompile:
+    """A test double for GrammarCompiler.compile: each compile waits until `release()` (the
+    worker thread blocks; the engine's thread must not), then runs the real one."""
+
+    def __init__(self, compiler, fail: bool = False) -> None:
+        self.real, self.fail = compiler.compile, fail
+        self.started, self.go = threading.Event(), threading.Event()
+
+    def __call__(self, spec):
+        self.started.set()
+        self.go.wait()
+        if self.fail:
+            raise RuntimeError("injected compile failure")
+        return self.real(spec)
+
+    def release(self) -> None:
+        self.go.set()
+
+
+def fresh_schema(name: str) -> dict:
+    """A schema no other test compiles (the module's engine caches every spec it sees)."""
+    return {"type": "object", "properties": {name: {"type": "integer", "minimum": 0, "maximum": 99}},
+            "required": [name]}
+
+
+def test_a_compiling_request_waits_in_place_while_the_others_step_and_finish(llm, monkeypatch):
+    held = HeldCompile(llm.structured_output.compiler)
+    monkeypatch.setattr(llm.structured_output.compiler, "compile", held)
+    p = constrained(S(json=fresh_schema("waits")), temperature=0)
+    try:
+        a = llm.add_request(PROMPTS[0], p)
+        free = [llm.add_request(q, SamplingParams(temperature=0, max_tokens=6, ignore_eos=True)) for q in PROMPTS[1:]]
+        assert held.started.wait(10)
+        while not all(s.is_finished for s in free):        # the free requests, queued behind it, run
+            llm.step()
+            llm.scheduler.check_invariants()
+            assert a.grammar is None and a.status.name == "WAITING" and llm.scheduler.waiting[0] is a
+        assert all(s.finish_reason == "length" and len(s.output_token_ids) == 6 for s in free)
+        assert llm.step() == [] and llm.has_unfinished_requests()    # waits (bounded), does not end it
+        held.release()
+        while not a.is_finished:
+            llm.step()
+            llm.scheduler.check_invariants()
+    finally:
+        held.release()
+    assert_no_leaked_blocks(llm)
+    again = llm.generate([PROMPTS[0]], p, use_tqdm=False)[0]        # cached now: the grammar is ready at once
+    assert a.finish_reason == "stop" and valid(llm.output(a)["text"], fresh_schema("waits"))
+    assert a.output_token_ids == again["token_ids"]
+
+
+def test_a_cached_spec_is_ready_at_add_request(llm):
+    p = constrained(S(choice=CHOICE))
+    llm.generate([PROMPTS[0]], p, use_tqdm=False)
+    seq = llm.add_request(PROMPTS[1], p)
+    assert seq.grammar is not None
+    llm.abort_request(seq.seq_id)
+
+
+def test_a_request_that_only_waits_for_its_compile_is_finished_by_generate(tiny_ckpt, monkeypatch):
+    """Nothing else to run: each step blocks briefly on the compile (does not spin, does not give up)."""
+    with LLM(tiny_ckpt, device="cpu", kvcache_block_size=16, max_model_len=256) as llm:
+        held = HeldCompile(llm.structured_output.compiler)
+        monkeypatch.setattr(llm.structured_output.compiler, "compile", held)
+        step, idle_steps = llm.step, []
+
+        def counted():
+            outputs = step()
+            idle_steps.append(not outputs and not held.go.is_set())
+            return outputs
+
+        monkeypatch.setattr(llm, "step", counted)
+        timer = threading.Timer(0.3, held.release)           # the worker's compile ends a while later
+        timer.start()
+        try:
+            out = llm.generate([PROMPTS[0]], constrained(S(regex=REGEX), n=2), use_tqdm=False)[0]
+        finally:
+            timer.cancel()
+            held.release()
+        # each idle step blocked up to GRAMMAR_WAIT_S on the compile: a spinning loop would take thousands
+        assert 1 <= sum(idle_steps) <= 0.3 / GRAMMAR_WAIT_S + 2
+        assert all(re.fullmatch(REGEX, o["text"]) for o in out["outputs"]), out["outputs"]
+        assert_no_leaked_blocks(llm)
+
+
+def test_a_compile_that_fails_finishes_its_request_alone_with_error(llm, monkeypatch):
+    held = HeldCompile(llm.structured_output.compiler, fail=True)
+    held.release()
+    monkeypatch.setattr(llm.structured_output.compiler, "compile", held)
+    params = [SamplingParams(temperature=0, max_tokens=5), constrained(S(regex="fails [0-9]"), n=2),
+              SamplingParams(temperature=0, max_tokens=5)]
+    outs = llm.generate(PROMPTS[:3], params, use_tqdm=False)
+    assert [o["finish_reason"] for o in outs[1]["outputs"]] == ["error", "error"]
+    assert outs[1]["token_ids"] == []
+    assert [o["finish_reason"] for o in (outs[0], outs[2])] == ["length", "length"]
+    assert_no_leaked_blocks(llm)
+
+
+def test_an_aborted_compiling_request_leaves_and_close_shuts_the_compile_pool(tiny_ckpt, monkeypatch):
+    llm = LLM(tiny_ckpt, device="cpu", kvcache_block_size=16, max_model_len=256)
+    held = HeldCompile(llm.structured_output.compiler)
+    monkeypatch.setattr(llm.structured_output.compiler, "compile", held)
+    try:
+        seq = llm.add_request(PROMPTS[0], constrained(S(regex="aborted")))
+        assert held.started.wait(10)
+        llm.abort_request(seq.seq_id)
+        assert seq.finish_reason == "abort" and not llm.has_unfinished_requests()
+        workers = list(llm.structured_output._pool._threads)
+        llm.close()
+    finally:
+        held.release()
+    for t in workers:
+        t.join(10)
+        assert not t.is_alive()
+    with pytest.raises(RuntimeError):
+        llm.structured_output.compile(constrained(S(regex="after close")))
 
 
 # ---- the bundled model: the issue's 200 random schemas ---------------------------------------------

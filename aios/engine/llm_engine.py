@@ -18,6 +18,13 @@ on the device as always), then, while the GPU runs it, read the in-flight step's
 postprocess them (the grammars advance), fill the bitmask, upload it, and only then launch the
 mask and the sampler. The forward still overlaps the host's work; what is lost is the overlap of
 the next schedule with the sampler. Steps without a constrained row run exactly as before.
+
+A new constraint compiles in the structured-output manager's worker thread (aios/structured_output/
+manager.py); add_request only checks that it parses. Until the compile is done the request waits,
+unadmitted (scheduler.py), and the other requests keep stepping; each `step` first hands finished
+compiles their sequences' grammars (`_take_grammars`). A step with nothing to run but a compile
+waits for it, blocking for at most GRAMMAR_WAIT_S, so a caller looping on step() neither spins
+nor stops early (has_unfinished_requests stays true while the request waits).
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ import json
 import logging
 import os
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future
+from concurrent.futures import wait as wait_futures
 
 import torch
 
@@ -44,7 +53,7 @@ from aios.layers.logprobs import TokenLogprobs
 from aios.layers.sampler import Sampler
 from aios.outputs import Logprob
 from aios.sampling_params import SamplingParams
-from aios.structured_output import StructuredOutputManager
+from aios.structured_output import Grammar, StructuredOutputGrammar, StructuredOutputManager
 
 logger = logging.getLogger("aios")
 
@@ -52,6 +61,10 @@ logger = logging.getLogger("aios")
 # request that asks for one is refused in validate() (issue 20 builds them; each leaves this table
 # when the engine applies it).
 NOT_YET_APPLIED: dict[str, object] = {}
+
+# The longest a step with nothing else to do blocks on a grammar compile before it returns (the
+# server's loop then takes new requests and aborts, and steps again).
+GRAMMAR_WAIT_S = 0.05
 
 __all__ = ["LLMEngine", "StepOutput"]
 
@@ -117,6 +130,8 @@ class LLMEngine:
         self._num_constrained = 0             # unfinished requests with a grammar: 0 -> steps skip the check
         logger.info(config.describe(self.num_kvcache_blocks))
         self.seqs: dict[int, Sequence] = {}   # unfinished requests by id (for abort_request)
+        # requests (their parent sequence) whose grammar is compiling, in arrival order
+        self._compiling: dict[Sequence, Future[Grammar]] = {}
         self._next_seq_id = 0
         # TP workers take their input tokens from rank 0's host arrays: TP steps run synchronously
         self.async_scheduling = config.async_scheduling and config.tensor_parallel_size == 1
@@ -166,7 +181,7 @@ class LLMEngine:
         if params.structured_outputs is not None:
             if self.structured_output is None:
                 raise ValueError("structured_outputs needs a tokenizer (skip_tokenizer_init=True)")
-            self.structured_output.validate(params)      # a bad schema / regex / grammar: ValueError here
+            self.structured_output.check(params)        # a bad schema / regex / grammar: ValueError here
         if params.stop_strings and self.tokenizer is None:
             raise ValueError("stop strings need a tokenizer (skip_tokenizer_init=True)")
         if len(params.stop_strings) > cfg.max_stop_strings:
@@ -200,7 +215,9 @@ class LLMEngine:
         """Queue a request that tokenize() and validate() have already passed. One that asks for
         several samples (best_of, default n) is a SequenceGroup: sample j has params.for_choice(j)
         (a seeded request's sample j draws with seed + j); only the parent (sample 0) is queued,
-        the others wait PENDING_FORK for its first token (scheduler.py: one prefill for all)."""
+        the others wait PENDING_FORK for its first token (scheduler.py: one prefill for all).
+        A constrained request gets its grammars at once if its spec is cached, else once its
+        compile is done (`_take_grammars`)."""
         if self.closed:
             raise RuntimeError("this LLM is closed")
         best_of = params.best_of or params.n
@@ -209,9 +226,6 @@ class LLMEngine:
         for j in range(best_of):
             seq = Sequence(self._next_seq_id, token_ids, params.for_choice(j), self.config.kvcache_block_size,
                            processing)
-            if params.structured_outputs is not None:              # each sample's constraint state
-                seq.grammar = self.structured_output.grammar_for(params)
-                self._num_constrained += 1
             self._next_seq_id += 1
             self.seqs[seq.seq_id] = seq
             seqs.append(seq)
@@ -222,7 +236,38 @@ class LLMEngine:
             for seq in seqs[1:]:
                 seq.status = SequenceStatus.PENDING_FORK
         self.scheduler.add(seqs[0])
+        if params.structured_outputs is not None:
+            future = self.structured_output.compile(params)
+            if future.done() and future.exception() is None:
+                self._set_grammars(seqs[0], future.result())        # cached: ready at once
+            else:
+                self._compiling[seqs[0]] = future
         return seqs[0]
+
+    def _set_grammars(self, seq: Sequence, grammar: Grammar) -> None:
+        """Each sample of seq's request gets its own state of the compiled `grammar`."""
+        for s in seq.group.seqs if seq.group is not None else [seq]:
+            s.grammar = StructuredOutputGrammar(grammar)
+            self._num_constrained += 1
+
+    def _take_grammars(self) -> list[StepOutput]:
+        """Hand each finished compile's request its grammars (the scheduler may admit it now); a
+        compile that failed finishes its request alone, "error". Returns those finished."""
+        outputs = []
+        for seq, future in list(self._compiling.items()):
+            if not future.done():
+                continue
+            del self._compiling[seq]
+            try:
+                grammar = future.result()
+            except Exception as e:  # noqa: BLE001 - this request's own failure (validate parsed it)
+                logger.error("the grammar of sequence %d failed to compile: %s", seq.seq_id, e)
+                for out in self.scheduler.fail(seq, f"{type(e).__name__}: {e}"):
+                    self.seqs.pop(out.seq.seq_id, None)
+                    outputs.append(out)
+            else:
+                self._set_grammars(seq, grammar)
+        return outputs
 
     def _logits_processing(self, params: SamplingParams,
                            prompt_token_ids: list[int] | None = None) -> LogitsProcessing | None:
@@ -233,7 +278,9 @@ class LLMEngine:
         """Abort the request seq_id belongs to: the sequence and, for several samples, all of them."""
         seq = self.seqs.get(seq_id)
         if seq is not None:
-            for s in seq.group.seqs if seq.group is not None else [seq]:
+            group = seq.group
+            self._compiling.pop(seq if group is None else group.parent, None)    # its result is dropped
+            for s in group.seqs if group is not None else [seq]:
                 if self.seqs.pop(s.seq_id, None) is not None:      # (a finished sample left already)
                     self._num_constrained -= s.grammar is not None
             self.scheduler.abort(seq)
@@ -251,7 +298,14 @@ class LLMEngine:
         Async scheduling (lesson 11): launch step N, then postprocess step N-1's tokens while the
         GPU runs step N, so the host's scheduling and bookkeeping hide behind GPU time. Sequences
         carry a PLACEHOLDER for a token in flight; step N reads it on the device."""
-        batch = self.scheduler.schedule() if batch is None else batch
+        failed = self._take_grammars() if self._compiling else []
+        if batch is None:
+            batch = self.scheduler.schedule()
+            if not batch.seqs and self._inflight is None and self._compiling and not failed:
+                # only compiles are left to wait for: block on the first (not spin, not return empty)
+                wait_futures(list(self._compiling.values()), timeout=GRAMMAR_WAIT_S, return_when=FIRST_COMPLETED)
+                failed = self._take_grammars()
+                batch = self.scheduler.schedule()
         launched, outputs = None, None
         if batch.seqs:
             if self._num_constrained and any(s.grammar is not None for s in batch.sampled_seqs):
@@ -266,7 +320,7 @@ class LLMEngine:
             if out.finished:
                 self.seqs.pop(out.seq.seq_id, None)
                 self._num_constrained -= out.seq.grammar is not None
-        return outputs
+        return failed + outputs if failed else outputs
 
     def _launch_constrained(self, batch: ScheduledBatch) -> tuple[InflightStep, list[StepOutput] | None]:
         """Launch a step that samples constrained rows (see the module docstring). Returns it and,
@@ -368,4 +422,6 @@ class LLMEngine:
         for seq_id in list(self.seqs):
             self.abort_request(seq_id)
         self._inflight = None
+        if self.structured_output is not None:
+            self.structured_output.close()
         self.model_runner.close()

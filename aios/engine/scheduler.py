@@ -7,7 +7,9 @@ Each step:
      KV block preempts the newest running sequence (possibly itself): its blocks are freed and it
      goes back to the front of the waiting queue, to be recomputed later. What budget is left
      admits waiting sequences, first come first served, each with as large a prefill chunk as fits
-     the budget and the free blocks. One step can hold decodes and prefill chunks together, so a
+     the budget and the free blocks; a sequence whose grammar is still compiling
+     (`seq.waiting_for_grammar`, structured outputs) is passed over, keeping its place in the
+     queue, and the ones behind it are admitted as if it were not there. One step can hold decodes and prefill chunks together, so a
      long prompt never stalls decodes.
   2. `launched(batch, handle)`, once the model runner has launched the step: each chunk's K/V is
      (being) written, so num_computed_tokens advances; each sequence that samples gets a
@@ -29,6 +31,9 @@ Invariants (check_invariants() asserts them; the stress tests call it after ever
   block_table holds it.
 - A PENDING_FORK sequence is in no queue and holds no block; its group's parent is WAITING or
   RUNNING and the group is not forked.
+- A sequence waiting for its grammar is WAITING (its samples PENDING_FORK) and is never admitted:
+  nothing is computed or sampled for a constrained row without its grammar. If the compile
+  fails, `fail` finishes its request there ("error").
 
 Several samples of one prompt (n, best_of; a SequenceGroup, sequence.py): only the parent is queued.
 The step whose chunk reaches its prompt's last token samples best_of rows from its one logits row
@@ -143,8 +148,12 @@ class Scheduler:
             i += 1
 
         # 2. admit waiting sequences with what is left
-        while self.waiting and admit and budget > 0 and rows < self.max_num_seqs:
-            seq = self.waiting[0]
+        i = 0                                # waiting[i]: the first not passed over
+        while i < len(self.waiting) and admit and budget > 0 and rows < self.max_num_seqs:
+            seq = self.waiting[i]
+            if seq.waiting_for_grammar:      # compiling: it keeps its place, the others go on
+                i += 1
+                continue
             # prefix-cache hits skip their tokens; not for a sequence still owed prompt logprobs, whose
             # every prompt position's logits must be computed (vLLM skips the cache for them too)
             looked_up = not seq.block_table and not seq.needs_prompt_logprobs
@@ -162,7 +171,7 @@ class Scheduler:
             if self.block_manager.enable_prefix_caching and looked_up:
                 self.block_manager.num_prefix_queries += len(seq) - 1
                 self.block_manager.num_prefix_hits += seq.num_cached_tokens
-            self.waiting.popleft()
+            del self.waiting[i]
             seq.status = SequenceStatus.RUNNING
             self.running.append(seq)
             batch.add(seq, got)
@@ -297,6 +306,16 @@ class Scheduler:
             if not s.is_finished:
                 del s.token_ids[s.num_prompt_tokens + s.num_known_output_tokens:]   # tokens in flight
                 self._finish(s, "abort", register=False)
+
+    def fail(self, seq: Sequence, error: str) -> list[StepOutput]:
+        """Finish seq's request before it ran (its grammar failed to compile), every sample with
+        finish_reason "error" and `error`; returns their outputs."""
+        outputs = []
+        for s in seq.group.seqs if seq.group is not None else [seq]:
+            s.error = error
+            self._finish(s, "error", register=False)
+            outputs.append(StepOutput(s, [], True))
+        return outputs
 
     # ---- state changes (the only writers of status and of num_computed_tokens after admission) ----
 

@@ -28,8 +28,9 @@ Each field has one writer (the reader of a field may be anyone):
 |   token_times                                 |                                                 |
 | output_logprobs, prompt_logprobs              | Scheduler (postprocess; truncated with tokens)  |
 | block_table, block_hashes                     | BlockManager                                    |
-| grammar (its state: the tokens it accepted)   | LLMEngine creates it; Scheduler.postprocess     |
-|                                               |   advances it (aios/structured_output)          |
+| grammar (its state: the tokens it accepted)   | LLMEngine creates it once the constraint is     |
+|                                               |   compiled; Scheduler.postprocess advances it   |
+|                                               |   (aios/structured_output)                      |
 
 Invariants:
 - token_ids = prompt tokens followed by generated tokens; it grows, and shrinks only when a stop or
@@ -46,6 +47,9 @@ Invariants:
   logits would never be computed).
 - block_hashes[i] is the prefix-cache hash of block i (chained over blocks 0..i); it exists only
   for full blocks whose K/V is written.
+- A sequence with a constraint (sampling_params.structured_outputs) has grammar None only while
+  its grammar compiles (`waiting_for_grammar`): it is then WAITING (or PENDING_FORK), never
+  admitted, holds no block and has no output token; all samples of a group get theirs at once.
 - The samples of a group share one prompt_logprobs list (the parent's prefill scores it once);
   each has its own output_logprobs and, with structured outputs, its own grammar state.
 - A PENDING_FORK sequence holds no block and is in no scheduler queue; its group is not forked
@@ -168,6 +172,11 @@ class Sequence:
     def cumulative_logprob(self) -> float:
         """The sum of its sampled tokens' logprobs (0 where it keeps no scores: num_logprobs None)."""
         return sum(e.logprobs[0] for e in self.output_logprobs)
+
+    @property
+    def waiting_for_grammar(self) -> bool:
+        """It has a constraint whose grammar is still compiling: the scheduler does not admit it yet."""
+        return self.grammar is None and self.sampling_params.structured_outputs is not None
 
     @property
     def needs_prompt_logprobs(self) -> bool:

@@ -1,15 +1,25 @@
-"""Per-sequence grammar state and one step's token bitmask: filled on the host, applied on the device.
+"""Compiling off the engine's thread, per-sequence grammar state, and one step's token bitmask:
+filled on the host, applied on the device.
 
-    StructuredOutputManager.grammar_for(params) -> StructuredOutputGrammar   (add_request: one per sequence)
-    StructuredOutputGrammar.accept(token)                                    (Scheduler.postprocess, per token)
-    StructuredOutputManager.apply(logits, sampled)                           (each step, before the sampler)
+    StructuredOutputManager.check(params)                     (validate: the spec parses, or ValueError)
+    StructuredOutputManager.compile(params) -> Future[Grammar] (add_request: ready at once if cached)
+    StructuredOutputGrammar(grammar)                          (LLMEngine, once the future is done)
+    StructuredOutputGrammar.accept(token)                     (Scheduler.postprocess, per token)
+    StructuredOutputManager.apply(logits, sampled)            (each step, before the sampler)
+
+Compiling against the tokenizer (~40 ms for a new schema at 150k tokens on the CPU) runs in the
+manager's one worker thread (xgrammar releases the GIL and uses its own threads inside a
+compile), so the steps of running requests go on meanwhile: the request waits, WAITING and
+unadmitted, until its grammar is ready (vLLM's WAITING_FOR_FSM; scheduler.py). One worker runs
+compiles in arrival order (a spec asked for twice is compiled once: the second compile finds it
+in the cache); a spec already cached never reaches the worker. close() shuts the pool down.
 
 Who writes what: a sequence's StructuredOutputGrammar (its matcher: the grammar state after the
-output tokens the host knows) is created by LLMEngine with the Sequence and advanced only by
-Scheduler.postprocess, once per token, in output order, before the stop check. It lives on the
-Sequence (`seq.grammar`), so it survives preemption (the output tokens do, and are recomputed, not
-resampled) and prefix-cache hits (which skip computing prompt tokens, never accepting tokens).
-Filling a bitmask only reads it.
+output tokens the host knows) is created by LLMEngine once its compile is done, before the
+sequence is first scheduled, and advanced only by Scheduler.postprocess, once per token, in
+output order, before the stop check. It lives on the Sequence (`seq.grammar`), so it survives
+preemption (the output tokens do, and are recomputed, not resampled) and prefix-cache hits
+(which skip computing prompt tokens, never accepting tokens). Filling a bitmask only reads it.
 
 Invariants:
 - seq.grammar has accepted exactly seq's known output tokens, in order: a token sampled after a
@@ -24,6 +34,7 @@ Invariants:
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -71,7 +82,8 @@ class StructuredOutputGrammar:
 
 
 class StructuredOutputManager:
-    """Compiles constraints (GrammarCompiler, cached) and masks each step's constrained rows."""
+    """Compiles constraints (GrammarCompiler, cached; in a worker thread) and masks each step's
+    constrained rows. One per engine (LLMEngine owns it)."""
 
     def __init__(self, tokenizer, vocab_size: int, eos_token_ids: list[int], device: torch.device,
                  use_triton: bool) -> None:
@@ -81,6 +93,7 @@ class StructuredOutputManager:
         self.vocab_size, self.device = vocab_size, torch.device(device)
         self.num_words = (vocab_size + 31) // 32
         self.apply_bitmask = apply_token_bitmask if use_triton else apply_token_bitmask_ref
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aios-grammar")   # starts on first use
 
     @torch.inference_mode()
     def warm_up(self, dtypes: list[torch.dtype]) -> None:
@@ -95,14 +108,24 @@ class StructuredOutputManager:
             packed[0] = 0
             self.apply_bitmask(logits, packed[4:].view(1, self.num_words), packed[:1])
 
-    def validate(self, params: SamplingParams) -> None:
-        """Compile the request's constraint now (cached), so a bad one is a ValueError here."""
-        self.compiler.compile(params.structured_outputs)
+    def check(self, params: SamplingParams) -> None:
+        """A ValueError naming the field unless the request's constraint parses (no tokenizer)."""
+        self.compiler.check(params.structured_outputs)
 
-    def grammar_for(self, params: SamplingParams) -> StructuredOutputGrammar | None:
-        if params.structured_outputs is None:
-            return None
-        return StructuredOutputGrammar(self.compiler.compile(params.structured_outputs))
+    def compile(self, params: SamplingParams) -> Future[Grammar]:
+        """The request's compiled grammar: a done future if it is cached, else one the worker
+        thread completes (with the Grammar, or the exception `GrammarCompiler.compile` raised)."""
+        spec = params.structured_outputs
+        grammar = self.compiler.cached(spec)
+        if grammar is None:
+            return self._pool.submit(self.compiler.compile, spec)
+        future: Future[Grammar] = Future()
+        future.set_result(grammar)
+        return future
+
+    def close(self) -> None:
+        """Shut the worker down: queued compiles are cancelled; one in flight ends on its own."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def fill_bitmask(self, sampled: list[Sequence]) -> tuple[torch.Tensor, int] | None:
         """The host bitmask of the constrained rows among `sampled` (the step's logits rows, in

@@ -74,6 +74,15 @@ def test_compiled_grammars_are_cached_by_spec_least_recently_used_out(bible_toke
     assert c.compile(S(json={"type": "object", "properties": {"x": {"type": "integer"}}})) is not a
 
 
+def test_the_json_guard_clears_exactly_the_tokens_holding_a_control_byte(compiler):
+    compiler._xgrammar_compiler()
+    import xgrammar as xgr
+    info = xgr.TokenizerInfo.from_huggingface(compiler.tokenizer, vocab_size=4096)
+    want = [not any(b < 0x20 for b in t) for t in info.decoded_vocab[:4096]]
+    bits = np.unpackbits(compiler._json_guard.view(np.uint8), bitorder="little")[:4096]
+    assert 0 < sum(want) < 4096 and bits.astype(bool).tolist() == want
+
+
 def random_walk(grammar, vocab_size: int, rng: np.random.Generator, max_steps: int = 400) -> list[int]:
     """Follow the mask with uniformly random allowed tokens (adversarial: any allowed token may come)."""
     g = StructuredOutputGrammar(grammar)

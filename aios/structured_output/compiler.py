@@ -131,13 +131,20 @@ class GrammarCompiler:
                 import xgrammar as xgr
                 info = xgr.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=self.vocab_size,
                                                           stop_token_ids=self.eos_token_ids)
-                allowed = np.ones(-(-self.vocab_size // 32) * 32, dtype=np.uint8)
-                for i, token in enumerate(info.decoded_vocab[: self.vocab_size]):
-                    if any(b < 0x20 for b in token):
-                        allowed[i] = 0
-                self._json_guard = np.packbits(allowed, bitorder="little").view(np.int32)
+                self._json_guard = self._guard(info.decoded_vocab[: self.vocab_size])
                 self._compiler = xgr.GrammarCompiler(info, max_threads=self.max_threads, cache_enabled=False)
             return self._compiler
+
+    def _guard(self, decoded_vocab: list[bytes]) -> np.ndarray:
+        """The control-byte guard (module docstring): bit t set unless token t holds a byte < 0x20.
+        In numpy, not a Python loop: it runs in the worker thread, beside the engine's steps."""
+        lengths = np.fromiter(map(len, decoded_vocab), dtype=np.int64, count=len(decoded_vocab))
+        control = np.frombuffer(b"".join(decoded_vocab), dtype=np.uint8) < 0x20
+        before = np.concatenate([[0], np.cumsum(control)])        # control bytes before each offset
+        ends = np.cumsum(lengths)
+        allowed = np.ones(-(-self.vocab_size // 32) * 32, dtype=np.uint8)
+        allowed[: len(decoded_vocab)][before[ends] - before[ends - lengths] > 0] = 0
+        return np.packbits(allowed, bitorder="little").view(np.int32)
 
     def check(self, spec: StructuredOutputsParams) -> None:
         """Raise a ValueError naming the field unless `spec` parses (no tokenizer: cheap)."""

@@ -74,9 +74,13 @@ def shape_config(shape: str) -> dict:
     from aios.bench.shapes import shape_config as named_shape_config
 
     try:
-        return named_shape_config("qwen3-0.6b", **TINY) if shape == "tiny" else named_shape_config(shape)
+        c = named_shape_config("qwen3-0.6b", **TINY) if shape == "tiny" else named_shape_config(shape)
     except ValueError as e:
         raise SystemExit(f"error: {e} (or tiny)") from None
+    if c["model_type"] != "qwen3":     # write_checkpoint writes Qwen3's tensors (tensor_shapes)
+        raise SystemExit(f"error: --shape {shape} is a {c['model_type']} model; this script writes random Qwen3 "
+                         f"checkpoints only: give another family as --model DIR (a real checkpoint)")
+    return c
 
 
 def tensor_shapes(c: dict) -> dict[str, tuple[int, ...]]:
@@ -252,7 +256,8 @@ def main() -> None:
                     "(default: lesson_outputs)")
     ap.add_argument("--model", default=None, help="run on this checkpoint directory instead of a random one")
     ap.add_argument("--shape", default="qwen3-0.6b",
-                    help="random checkpoint's shape: tiny, or one of aios/bench/shapes.py (default qwen3-0.6b)")
+                    help="random checkpoint's shape: tiny, or a Qwen3 one of aios/bench/shapes.py "
+                         "(default qwen3-0.6b)")
     ap.add_argument("--ckpt-dir", default=str(REPO / "benchmarks" / "checkpoints"),
                     help="where the random checkpoint is written or reused: <ckpt-dir>/<shape>-random "
                          "(default benchmarks/checkpoints, git-ignored)")

@@ -9,8 +9,8 @@ Each step:
      admits waiting sequences, first come first served, each with as large a prefill chunk as fits
      the budget and the free blocks; a sequence whose grammar is still compiling
      (`seq.waiting_for_grammar`, structured outputs) is passed over, keeping its place in the
-     queue, and the ones behind it are admitted as if it were not there. One step can hold decodes and prefill chunks together, so a
-     long prompt never stalls decodes.
+     queue, and the ones behind it are admitted as if it were not there. One step can hold
+     decodes and prefill chunks together, so a long prompt never stalls decodes.
   2. `launched(batch, handle)`, once the model runner has launched the step: each chunk's K/V is
      (being) written, so num_computed_tokens advances; each sequence that samples gets a
      PLACEHOLDER for its token in flight; one that will certainly end on "length" leaves now.

@@ -206,6 +206,16 @@ def qk_norm_rope(
     return q_out, k_out
 
 
+def _store_target(q, k, v, k_cache, v_cache, slot_mapping) -> torch.Tensor:
+    """Check the cache arguments of the storing variants; return q's output tensor."""
+    num_kv_heads, head_dim = k.shape[1:]
+    assert v.shape == k.shape and v.stride(-1) == 1 and slot_mapping.shape == (q.shape[0],)
+    assert k_cache.shape[2:] == (num_kv_heads, head_dim) and v_cache.shape == k_cache.shape
+    assert k_cache.is_contiguous() and v_cache.is_contiguous(), "slot s starts at s * kv_heads * head_dim"
+    assert k_cache.dtype == k.dtype and v_cache.dtype == v.dtype
+    return torch.empty(q.shape, dtype=q.dtype, device=q.device)
+
+
 def qk_norm_rope_store_kvcache(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -220,12 +230,7 @@ def qk_norm_rope_store_kvcache(
     slot_mapping: torch.Tensor,
 ) -> torch.Tensor:
     """Triton version of qk_norm_rope_store_kvcache_ref: one launch; returns q."""
-    num_kv_heads, head_dim = k.shape[1:]
-    assert v.shape == k.shape and v.stride(-1) == 1 and slot_mapping.shape == (q.shape[0],)
-    assert k_cache.shape[2:] == (num_kv_heads, head_dim) and v_cache.shape == k_cache.shape
-    assert k_cache.is_contiguous() and v_cache.is_contiguous(), "slot s starts at s * kv_heads * head_dim"
-    assert k_cache.dtype == k.dtype and v_cache.dtype == v.dtype
-    q_out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    q_out = _store_target(q, k, v, k_cache, v_cache, slot_mapping)
     _launch(q, k, v, q_weight, k_weight, positions, cos_sin_cache, eps, q_out, k_cache, v_cache, slot_mapping)
     return q_out
 
@@ -241,11 +246,6 @@ def rope_store_kvcache(
     slot_mapping: torch.Tensor,
 ) -> torch.Tensor:
     """Triton version of rope_store_kvcache_ref (families without a q/k norm): one launch; returns q."""
-    num_kv_heads, head_dim = k.shape[1:]
-    assert v.shape == k.shape and v.stride(-1) == 1 and slot_mapping.shape == (q.shape[0],)
-    assert k_cache.shape[2:] == (num_kv_heads, head_dim) and v_cache.shape == k_cache.shape
-    assert k_cache.is_contiguous() and v_cache.is_contiguous(), "slot s starts at s * kv_heads * head_dim"
-    assert k_cache.dtype == k.dtype and v_cache.dtype == v.dtype
-    q_out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    q_out = _store_target(q, k, v, k_cache, v_cache, slot_mapping)
     _launch(q, k, v, None, None, positions, cos_sin_cache, 0.0, q_out, k_cache, v_cache, slot_mapping)
     return q_out

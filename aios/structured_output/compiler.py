@@ -30,8 +30,9 @@ Two halves, split by what they need (vLLM's split: the frontend parses, a thread
   ValueError naming the field (structured_outputs.json / .regex / .choice / .grammar), raised by
   LLMEngine.validate at add_request: it never reaches a step. (One exception: a Lark grammar that
   names special tokens needs the tokenizer to parse; its errors come from `compile`.)
-- `compile` builds the token tables against the tokenizer (~1 ms at 4k tokens, ~40 ms at 150k on
-  the CPU; xgrammar releases the GIL meanwhile). StructuredOutputManager runs it in its worker
+- `compile` builds the token tables against the tokenizer (CPU: ~1 ms at 4k tokens; at 150k, ~40
+  ms with one xgrammar thread, 4 ms p50 with the engine's 8; xgrammar releases the GIL meanwhile:
+  benchmarks/grammar_compile_overlap.py). StructuredOutputManager runs it in its worker
   thread, so no step waits for it.
 
 Invariants:

@@ -7,8 +7,8 @@ filled on the host, applied on the device.
     StructuredOutputGrammar.accept(token)                     (Scheduler.postprocess, per token)
     StructuredOutputManager.apply(logits, sampled)            (each step, before the sampler)
 
-Compiling against the tokenizer (~40 ms for a new schema at 150k tokens on the CPU) runs in the
-manager's one worker thread (xgrammar releases the GIL and uses its own threads inside a
+Compiling against the tokenizer (up to ~40 ms for a new schema at 150k tokens on the CPU) runs
+in the manager's one worker thread (xgrammar releases the GIL and uses its own threads inside a
 compile), so the steps of running requests go on meanwhile: the request waits, WAITING and
 unadmitted, until its grammar is ready (vLLM's WAITING_FOR_FSM; scheduler.py). One worker runs
 compiles in arrival order (a spec asked for twice is compiled once: the second compile finds it

@@ -149,6 +149,8 @@ class Config:
     max_stop_strings: int = 32                # per request: each one is searched for after every token
     max_stop_string_len: int = 256            # characters; the stop check decodes this many tokens a step
     max_logprobs: int = 20                    # the largest logprobs / prompt_logprobs a request may ask (vLLM's)
+    max_bad_words: int = 64                   # per request: each is tokenized at admission and checked every step
+    max_logit_bias: int = 1024                # entries of a request's logit_bias: uploaded every step
     hf_config: ModelConfig = field(init=False)
 
     def __post_init__(self) -> None:
@@ -168,7 +170,8 @@ class Config:
         self.dtype = parse_dtype(self.dtype, checkpoint_dtype if self.device != "cpu" else torch.float32)
         self.max_model_len = min(self.max_model_len, self.hf_config.max_position_embeddings)
         for name in ("max_model_len", "max_num_seqs", "max_num_batched_tokens", "kvcache_block_size",
-                     "tensor_parallel_size", "max_stop_strings", "max_stop_string_len"):
+                     "tensor_parallel_size", "max_stop_strings", "max_stop_string_len", "max_bad_words",
+                     "max_logit_bias"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")

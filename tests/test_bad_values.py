@@ -92,6 +92,18 @@ def test_too_many_or_too_long_stop_strings_are_refused_before_they_cost_anyone(t
     assert not llm.has_unfinished_requests()
 
 
+def test_too_many_bad_words_or_logit_bias_entries_are_refused_before_they_cost_anyone(tiny_ckpt):
+    llm = LLM(tiny_ckpt, device="cpu", dtype="float32", max_bad_words=2, max_logit_bias=3, max_stop_string_len=10)
+    with pytest.raises(ValueError, match="^bad_words .*at most 2 words"):
+        llm.generate(["a"], SamplingParams(bad_words=["x", "y", "z"]), use_tqdm=False)
+    with pytest.raises(ValueError, match="^bad_words .*at most 10 characters"):
+        llm.generate(["a"], SamplingParams(bad_words=["x" * 11]), use_tqdm=False)
+    with pytest.raises(ValueError, match="^logit_bias .*at most 3 entries"):
+        llm.generate(["a"], SamplingParams(logit_bias={1: 1.0, 2: 1.0, 3: 1.0, 4: 1.0}), use_tqdm=False)
+    out = llm.generate(["a"], SamplingParams(bad_words=["x", "y"], logit_bias={1: 1.0}, max_tokens=4), use_tqdm=False)
+    assert len(out[0]["token_ids"]) >= 1 and not llm.has_unfinished_requests()
+
+
 @pytest.mark.parametrize("prompt, error, match", [
     ("ab\ud800cd", ValueError, "lone surrogate .* at index 2"),
     (b"hello", TypeError, "got a bytes .*decode it"),

@@ -177,6 +177,14 @@ class LLMEngine:
             if value is not None and value > cfg.max_logprobs:
                 raise ValueError(f"{name}: {value} is more than this engine's max_logprobs={cfg.max_logprobs} "
                                  f"(Config.max_logprobs)")
+        # a request's own cost to every step it shares is bounded, as for stop strings below
+        if params.bad_words and (len(params.bad_words) > cfg.max_bad_words
+                                 or max(map(len, params.bad_words)) > cfg.max_stop_string_len):
+            raise ValueError(f"bad_words must hold at most {cfg.max_bad_words} words (Config.max_bad_words) of at most "
+                             f"{cfg.max_stop_string_len} characters each (Config.max_stop_string_len)")
+        if params.logit_bias and len(params.logit_bias) > cfg.max_logit_bias:
+            raise ValueError(f"logit_bias must hold at most {cfg.max_logit_bias} entries (Config.max_logit_bias), "
+                             f"got {len(params.logit_bias)}")
         self._logits_processing(params)               # token ids in the vocabulary, bad_words tokenizable
         if params.structured_outputs is not None:
             if self.structured_output is None:

@@ -10,7 +10,6 @@ tests compare it with HF):
   chat.completions.parse(..., response_format=PydanticModel) parses it.
 - tool_choice "required" / a named function: a parsed tool call of a given tool, streamed and not.
 - n and best_of: n choices; best_of's are the engine's.
-A field the engine does not apply yet (LLMEngine's NOT_YET_APPLIED) skips its tests.
 """
 
 from __future__ import annotations
@@ -26,17 +25,11 @@ openai = pytest.importorskip("openai")
 from chat_templates import with_tools_template  # noqa: E402
 
 from aios import LLM, SamplingParams  # noqa: E402
-from aios.engine.llm_engine import NOT_YET_APPLIED  # noqa: E402
 from aios.server import create_app, serve_in_background  # noqa: E402
 
 MAX_MODEL_LEN = 1024
 PROMPT = "The quick brown dog"
 USER = [{"role": "user", "content": "Once upon a time"}]
-
-
-def needs(*fields: str):
-    missing = [f for f in fields if f in NOT_YET_APPLIED]
-    return pytest.mark.skipif(bool(missing), reason=f"the engine does not apply {missing} yet")
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +88,6 @@ def chat_prompt(reference: LLM, messages) -> list[int]:
 
 # ---- logprobs ------------------------------------------------------------------------------------
 
-@needs("logprobs")
 @pytest.mark.parametrize("stream", [False, True])
 def test_completion_logprobs_are_the_engines(url, reference, stream):
     body = {"prompt": PROMPT, "max_tokens": 6, "temperature": 0, "logprobs": 3}
@@ -118,7 +110,6 @@ def test_completion_logprobs_are_the_engines(url, reference, stream):
     assert logprobs["text_offset"][0] == 0
 
 
-@needs("logprobs")
 @pytest.mark.parametrize("route", ["completions", "chat/completions"])
 def test_asking_for_logprobs_changes_no_text(url, route):
     """The logprobs path (aios/server/choices.py) writes the same text as the text-only one, streamed and not."""
@@ -137,7 +128,6 @@ def test_asking_for_logprobs_changes_no_text(url, route):
     assert plain and all(text_of({**body, **asked}, stream) == plain for stream in (False, True))
 
 
-@needs("logprobs", "prompt_logprobs")
 def test_echo_scores_the_prompt_as_the_engines_prompt_logprobs(url, reference):
     body = {"prompt": PROMPT, "max_tokens": 1, "temperature": 0, "logprobs": 1, "echo": True}
     got = post(url, "completions", body)["choices"][0]
@@ -150,7 +140,6 @@ def test_echo_scores_the_prompt_as_the_engines_prompt_logprobs(url, reference):
     assert len(got["logprobs"]["tokens"]) == len(prompt_ids) + 1
 
 
-@needs("logprobs")
 def test_chat_logprobs_through_the_openai_client_are_the_engines(client, reference):
     reply = client.chat.completions.create(model="tiny", messages=USER, max_tokens=5, temperature=0,
                                            logprobs=True, top_logprobs=2)
@@ -175,8 +164,6 @@ PENALTIES = {
 
 @pytest.mark.parametrize("field", list(PENALTIES))
 def test_a_penalty_changes_tokens_as_the_engines_does(url, reference, field):
-    if field in NOT_YET_APPLIED:
-        pytest.skip(f"the engine does not apply {field} yet")
     request_fields, params = PENALTIES[field]
     body = {"prompt": PROMPT, "max_tokens": 24, "temperature": 0, **request_fields}
     got = post(url, "completions", {**body, "return_token_ids": True})["choices"][0]["token_ids"]
@@ -185,7 +172,6 @@ def test_a_penalty_changes_tokens_as_the_engines_does(url, reference, field):
     assert got != plain, f"{field} changed nothing: the test would prove nothing"
 
 
-@needs("min_tokens", "logit_bias")
 def test_min_tokens_holds_off_an_eos_that_logit_bias_makes_certain(url, reference):
     eos = reference.tokenizer.eos_token_id
     body = {"prompt": PROMPT, "max_tokens": 10, "temperature": 0, "logit_bias": {str(eos): 100},
@@ -195,7 +181,6 @@ def test_min_tokens_holds_off_an_eos_that_logit_bias_makes_certain(url, referenc
     assert len(held["token_ids"]) == 5 and held["token_ids"][-1] == eos and held["finish_reason"] == "stop"
 
 
-@needs("logit_bias", "bad_words")
 def test_logit_bias_and_bad_words_take_the_words_out(url, reference):
     plain = engine_output(reference, PROMPT, temperature=0, max_tokens=8)
     first = plain["token_ids"][0]
@@ -218,7 +203,6 @@ def test_n_gives_n_choices_that_are_the_engines(url, reference):
     assert got == [o["token_ids"] for o in want["outputs"]]
 
 
-@needs("best_of")
 def test_best_of_returns_the_engines_best_samples(url, reference):
     body = {"prompt": PROMPT, "max_tokens": 6, "temperature": 1.0, "seed": 3, "n": 2, "best_of": 4,
             "return_token_ids": True}
@@ -227,7 +211,6 @@ def test_best_of_returns_the_engines_best_samples(url, reference):
     assert len(got) == 2 and got == sorted(o["token_ids"] for o in want["outputs"])
 
 
-@needs("best_of", "logprobs")
 def test_best_of_choices_carry_their_logprobs(url, reference):
     body = {"prompt": PROMPT, "max_tokens": 5, "temperature": 1.0, "seed": 3, "n": 2, "best_of": 3, "logprobs": 1,
             "return_token_ids": True}
@@ -247,7 +230,6 @@ ANSWER_SCHEMA = {"type": "object", "properties": {"answer": {"type": "string", "
                  "required": ["answer", "sure"], "additionalProperties": False}
 
 
-@needs("structured_outputs")
 @pytest.mark.parametrize("stream", [False, True])
 def test_response_format_json_schema_output_validates(url, stream):
     jsonschema = pytest.importorskip("jsonschema")
@@ -264,7 +246,6 @@ def test_response_format_json_schema_output_validates(url, stream):
     jsonschema.validate(json.loads(text), ANSWER_SCHEMA)
 
 
-@needs("structured_outputs")
 def test_the_openai_clients_parse_with_a_pydantic_model(client):
     from typing import Literal
 
@@ -287,7 +268,6 @@ TIME = {"type": "function", "function": {"name": "get_time", "parameters": {
     "type": "object", "properties": {"utc": {"type": "boolean"}}, "required": ["utc"], "additionalProperties": False}}}
 
 
-@needs("structured_outputs")
 @pytest.mark.parametrize("tool_choice", ["required", {"type": "function", "function": {"name": "get_time"}}])
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_forcing_tool_choice_yields_a_parsed_tool_call(url, tool_choice, stream):
@@ -311,7 +291,6 @@ def test_a_forcing_tool_choice_yields_a_parsed_tool_call(url, tool_choice, strea
     assert (name, sorted(arguments)) in [("get_weather", ["city"]), ("get_time", ["utc"])]
 
 
-@needs("structured_outputs")
 @pytest.mark.parametrize("stream", [False, True])
 def test_qwen_tool_call_text_becomes_tool_calls(url, stream):
     """tool_choice "auto": a regex makes the model write a Qwen <tool_call> block, the server parses it."""
@@ -335,7 +314,6 @@ def test_qwen_tool_call_text_becomes_tool_calls(url, stream):
     assert json.loads(calls[0]["function"]["arguments"])["city"] in ("Oslo", "Paris")
 
 
-@needs("logprobs")
 def test_streamed_chat_logprobs_equal_the_whole_responses(client):
     kwargs = dict(model="tiny", messages=USER, max_tokens=6, temperature=0, logprobs=True, top_logprobs=1)
     whole = client.chat.completions.create(**kwargs).choices[0].logprobs.content
@@ -344,7 +322,6 @@ def test_streamed_chat_logprobs_equal_the_whole_responses(client):
     assert [(e.token, e.logprob) for e in streamed] == [(e.token, e.logprob) for e in whole]
 
 
-@needs("logprobs")
 def test_each_of_n_choices_carries_its_own_tokens_logprobs(url, reference):
     body = {"prompt": PROMPT, "max_tokens": 4, "temperature": 1.0, "seed": 9, "n": 2, "logprobs": 0,
             "return_token_ids": True}
@@ -356,7 +333,6 @@ def test_each_of_n_choices_carries_its_own_tokens_logprobs(url, reference):
             [d[t].logprob for d, t in zip(output["logprobs"], output["token_ids"])], abs=1e-5)
 
 
-@needs("structured_outputs")
 def test_the_openai_clients_parse_with_a_pydantic_function_tool(client):
     from typing import Literal
 

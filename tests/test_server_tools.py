@@ -95,14 +95,9 @@ def test_earlier_tool_calls_and_results_render_as_the_template_renders_them(serv
 
 @pytest.mark.parametrize("tool_choice", ["required", {"type": "function", "function": {"name": "get_weather"}}])
 def test_a_forcing_tool_choice_asks_the_engine_for_structured_output(served, tool_choice):
-    from aios.engine.llm_engine import NOT_YET_APPLIED
-
     client, _ = served
     response = client.post("/v1/chat/completions", json={"messages": USER, "tools": [WEATHER],
                                                           "tool_choice": tool_choice, "max_tokens": 40})
-    if "structured_outputs" in NOT_YET_APPLIED:
-        assert response.status_code == 400 and response.json()["error"]["param"] == "tool_choice", response.text
-        return
     assert response.status_code == 200, response.text
     choice = response.json()["choices"][0]
     if choice["finish_reason"] != "length":

@@ -43,6 +43,7 @@ from aios.engine.block_manager import BlockManager
 from aios.engine.cuda_graph import CUDAGraphRunner
 from aios.engine.inputs import check_unicode, describe_type, token_id_list
 from aios.engine.model_runner import ModelRunner, WeightLoader
+from aios.engine.request_output import logprob_dicts, output_text, request_output
 from aios.engine.scheduler import InflightStep, ScheduledBatch, Scheduler, StepOutput
 from aios.engine.sequence import Sequence, SequenceGroup, SequenceStatus
 from aios.engine.step_inputs import StepInputs
@@ -56,11 +57,6 @@ from aios.sampling_params import SamplingParams
 from aios.structured_output import Grammar, StructuredOutputGrammar, StructuredOutputManager
 
 logger = logging.getLogger("aios")
-
-# SamplingParams fields this engine does not apply yet, with the value that asks for nothing: a
-# request that asks for one is refused in validate() (issue 20 builds them; each leaves this table
-# when the engine applies it).
-NOT_YET_APPLIED: dict[str, object] = {}
 
 # The longest a step with nothing else to do blocks on a grammar compile before it returns (the
 # server's loop then takes new requests and aborts, and steps again).
@@ -169,9 +165,6 @@ class LLMEngine:
                              f"(prompt plus at least one output token must fit)")
         if not isinstance(params, SamplingParams):
             raise TypeError(f"sampling_params must be SamplingParams, got {type(params).__name__}")
-        asked = [k for k, off in NOT_YET_APPLIED.items() if getattr(params, k) != off]
-        if asked:
-            raise ValueError(f"{asked[0]}: not applied by this engine yet (SamplingParams fields {asked})")
         for name in ("logprobs", "prompt_logprobs"):
             value = getattr(params, name)
             if value is not None and value > cfg.max_logprobs:
@@ -353,56 +346,16 @@ class LLMEngine:
         step.handle = handle
         return step, resolved
 
+    # ---- what a request hands back (request_output.py) ------------------------------------------
+
     def output_text(self, seq: Sequence) -> str:
-        """The generated text: special tokens skipped, a stop string and what follows cut off (with
-        include_stop_str_in_output, what follows it only; a stop token's text is then kept too)."""
-        if self.tokenizer is None:
-            return ""
-        keep_stop = seq.sampling_params.include_stop_str_in_output
-        ids = seq.output_token_ids
-        if seq.finish_reason == "stop" and isinstance(seq.stop_reason, int) and not keep_stop:
-            ids = ids[:-1]
-        text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        if isinstance(seq.stop_reason, str) and seq.stop_reason in text:
-            end = text.find(seq.stop_reason)
-            text = text[: end + len(seq.stop_reason) if keep_stop else end]
-        return text
+        return output_text(seq, self.tokenizer)
 
     def logprob_dicts(self, entries: list[TokenLogprobs | None]) -> list[dict[int, Logprob] | None]:
-        """Scores as the API hands them out (aios/outputs.py): one {token id: Logprob} per position,
-        the scored token first, then the top-N; decoded_token filled where there is a tokenizer.
-        (A stream converts its new entries each step: seq.output_logprobs[start:].)"""
-        text: dict[int, str] = {}
-        if self.tokenizer is not None:
-            ids = sorted({t for e in entries if e is not None for t in e.token_ids})
-            text = dict(zip(ids, self.tokenizer.batch_decode([[t] for t in ids])))
-        out: list[dict[int, Logprob] | None] = []
-        for e in entries:
-            if e is None:
-                out.append(None)
-                continue
-            d = {e.token_ids[0]: Logprob(e.logprobs[0], e.rank, text.get(e.token_ids[0]))}
-            for rank, (t, lp) in enumerate(zip(e.token_ids[1:], e.logprobs[1:]), start=1):
-                d[t] = Logprob(lp, rank, text.get(t))      # a sampled token in the top-N: its top-N rank (vLLM's)
-            out.append(d)
-        return out
+        return logprob_dicts(entries, self.tokenizer)
 
     def output(self, seq: Sequence) -> dict:
-        params = seq.sampling_params
-        ttft = None if seq.first_token_time is None else seq.first_token_time - seq.arrival_time
-        itl = [b - a for a, b in zip(seq.token_times, seq.token_times[1:])]
-        return {
-            "request_id": seq.seq_id,
-            "text": self.output_text(seq),
-            "token_ids": seq.output_token_ids,
-            "prompt_token_ids": seq.prompt_token_ids,
-            "finish_reason": seq.finish_reason,
-            "num_cached_tokens": seq.num_cached_tokens,
-            "logprobs": self.logprob_dicts(seq.output_logprobs) if params.logprobs is not None else None,
-            "prompt_logprobs": self.logprob_dicts(seq.prompt_logprobs) if params.prompt_logprobs is not None else None,
-            "cumulative_logprob": seq.cumulative_logprob if seq.num_logprobs is not None else None,
-            "metrics": {"ttft_s": ttft, "itl_s": itl, "num_preemptions": seq.num_preemptions},
-        }
+        return request_output(seq, self.tokenizer)
 
     def stats(self) -> dict:
         bm = self.block_manager

@@ -112,8 +112,9 @@ def main() -> None:
     for batch in (1, 16, 64):
         seqs = []
         for s in range(batch):
-            seq = llm.add_request([5], SamplingParams(max_tokens=1, structured_outputs=S(json=random_schema(s))))
-            seqs.append(seq)
+            params = SamplingParams(max_tokens=1, structured_outputs=S(json=random_schema(s)))
+            so.compile(params).result()        # compiled and cached first: add_request then sets seq.grammar at once
+            seqs.append(llm.add_request([5], params))
         for seq in seqs:                                      # walk each a few tokens in, as a decode would be
             for _ in range(3):
                 seq.grammar.accept(allowed(seq.grammar, vocab)[-1])

@@ -37,8 +37,8 @@ def step(llm, batch: int) -> float:
     return time.perf_counter() - t0
 
 
-def steps_while(llm, batch: int, work) -> tuple[list[float], float]:
-    """Step the engine until `work` (run in a thread) returns; (step times, work's seconds)."""
+def _while_running(work, tick) -> float:
+    """Call tick() on this thread until `work`, run in another thread, returns; work's seconds."""
     done, took = threading.Event(), []
 
     def run():
@@ -48,33 +48,31 @@ def steps_while(llm, batch: int, work) -> tuple[list[float], float]:
         done.set()
 
     thread = threading.Thread(target=run)
-    times = []
     thread.start()
     while not done.is_set():
-        times.append(step(llm, batch))
+        tick()
     thread.join()
-    return times, took[0]
+    return took[0]
+
+
+def steps_while(llm, batch: int, work) -> tuple[list[float], float]:
+    """Step the engine until `work` (run in a thread) returns; (step times, work's seconds)."""
+    times: list[float] = []
+    took = _while_running(work, lambda: times.append(step(llm, batch)))
+    return times, took
 
 
 def longest_gap(work) -> tuple[float, float]:
     """The main thread spins on the clock while `work` runs in a thread: the longest it went
     without the GIL (a compile that held it would show up whole here), and work's seconds."""
-    done, took = threading.Event(), []
+    clock = {"last": time.perf_counter(), "gap": 0.0}
 
-    def run():
-        t0 = time.perf_counter()
-        work()
-        took.append(time.perf_counter() - t0)
-        done.set()
-
-    thread = threading.Thread(target=run)
-    last, gap = time.perf_counter(), 0.0
-    thread.start()
-    while not done.is_set():
+    def tick():
         now = time.perf_counter()
-        gap, last = max(gap, now - last), now
-    thread.join()
-    return gap, took[0]
+        clock["gap"], clock["last"] = max(clock["gap"], now - clock["last"]), now
+
+    took = _while_running(work, tick)
+    return clock["gap"], took
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ def profile_engine(llm, prompts, params, max_steps: int = 400, trace_steps: int 
     sync = llm.config.device == "cuda"
     runner, sched = llm.model_runner, llm.scheduler
     parts = {"schedule": (sched, "schedule"), "postprocess": (sched, "postprocess"),
-             "prepare": (runner, "prepare_inputs"), "execute": (runner, "execute"),
+             "prepare": (runner, "prepare_inputs"), "execute": (runner, "execute_step"),
              "sample": (runner.sampler, "forward")}
     originals = {name: getattr(obj, attr) for name, (obj, attr) in parts.items()}
     step_times: dict[str, float] = defaultdict(float)

@@ -18,6 +18,8 @@ def token_id_list(prompt: object) -> list[int] | None:
         prompt = prompt.tolist()
     if not isinstance(prompt, (list, tuple)):
         return None
+    if set(map(type, prompt)) <= {int}:            # the common case, checked at C speed
+        return list(prompt)
     if not all(isinstance(t, (int, np.integer)) and not isinstance(t, (bool, np.bool_)) for t in prompt):
         return None
     return [int(t) for t in prompt]

@@ -149,8 +149,8 @@ class LLMEngine:
             hint = " (decode it to a str first)" if isinstance(prompt, (bytes, bytearray)) else ""
             raise TypeError(f"a prompt must be a str or a list of int token ids, got {describe_type(prompt)}{hint}")
         vocab = self.config.hf_config.vocab_size
-        bad = [t for t in ids if not 0 <= t < vocab]
-        if bad:
+        if ids and (min(ids) < 0 or max(ids) >= vocab):
+            bad = [t for t in ids if not 0 <= t < vocab]
             raise ValueError(f"prompt token ids {bad[:5]} are outside the vocabulary [0, {vocab})")
         return ids
 

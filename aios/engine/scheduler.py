@@ -62,7 +62,7 @@ from aios.engine.sequence import PLACEHOLDER, Sequence, SequenceStatus
 from aios.engine.stop_checker import StopChecker
 
 if TYPE_CHECKING:
-    from aios.engine.model_runner import StepHandle
+    from aios.engine.step_handle import StepHandle
 
 logger = logging.getLogger("aios")
 

@@ -11,7 +11,10 @@
     engine_loop.py   EngineLoop: owns the LLMEngine, one continuous batch for every HTTP request
     engine_process.py  where the loop runs: a thread here, or a process of its own (the CLI)
     stream.py        a request's spec and events (Accepted, Delta, Failed), the handler's RequestStream
-    protocol.py      request bodies -> SamplingParams
+    protocol.py      request bodies -> SamplingParams: the one import of the request models below
+    sampling_request.py  the fields both endpoints share (SamplingRequest) -> SamplingParams
+    completion_request.py       the body of /v1/completions (CompletionRequest)
+    chat_completion_request.py  the body of /v1/chat/completions (ChatCompletionRequest)
     errors.py        OpenAI error bodies; the checks that name the field at fault
     messages.py      chat messages (text, earlier tool calls, tool results) -> the template's dicts
     structured_outputs.py  response_format / structured_outputs / guided_* -> one output constraint

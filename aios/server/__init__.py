@@ -20,6 +20,7 @@
     structured_outputs.py  response_format / structured_outputs / guided_* -> one output constraint
     tools.py         tools + tool_choice: the template's tools, the schema of required / named calls
     tool_calls.py    tool calls out of the text (Qwen's <tool_call>, the forced JSON), streamed
+    tool_call_deltas.py  a streamed call's pieces (ToolCallDelta) and their merge into a whole response
     logprobs.py      scores of tokens in OpenAI's formats (completions' legacy, chat's) and vLLM's
     choices.py       one choice of a request that wants logprobs, tool calls or echo
     responses.py     response bodies and SSE chunks

@@ -16,6 +16,8 @@ What stays true (tests/test_tool_calls.py):
   the model writes them: the raw JSON text of the "arguments" value, nothing after it.
 - Content is the text before the first `<tool_call>`; text after it is not content (vLLM's rule).
   If no call's name could be read by the end, all of the text is content: nothing is lost.
+- A block whose head is not Qwen's (no JSON, keys reordered, a name that is no JSON string) forms
+  no call, and no text the model writes makes a parser raise.
 - A call cut short (finish_reason "length") keeps the arguments written so far: OpenAI's
   arguments are the model's text and may be invalid JSON; a client must check.
 - `max_calls` (parallel_tool_calls=false: 1): calls past it are dropped.
@@ -131,8 +133,12 @@ class HermesToolParser:
                         self._state = "tail"              # not Qwen's head (no JSON, keys reordered): skip the block
                         continue
                     break                                 # wait for more
-                if self.max_calls is None or self._calls < self.max_calls:
+                try:
                     name = json.loads(f'"{match.group(1)}"')
+                except ValueError:                        # no JSON string (a raw newline, an unknown escape)
+                    self._state = "tail"                  # so no call: skip the block
+                    continue
+                if self.max_calls is None or self._calls < self.max_calls:
                     calls.append(ToolCallDelta(self._calls, "", new_tool_call_id(), name))
                 self._calls += 1
                 self._buffer = self._buffer[match.end():]

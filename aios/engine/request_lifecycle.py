@@ -1,8 +1,8 @@
-"""The life of every request once it is queued, from admission to FINISHED: what happens after a
-step is launched, and the queues and states the scheduler keeps. RequestLifecycle is the base of
-Scheduler (scheduler.py adds `schedule`, the policy that fills each step); one Scheduler object is
-the one owner of a request's life, and these methods are the only writers of a sequence's status
-and num_computed_tokens after admission (sequence.py's table).
+"""The life of every request around the schedule: the queues and states the scheduler keeps, what
+happens once a step is launched, and how a request finishes. RequestLifecycle is the base of
+Scheduler (scheduler.py adds `schedule`, the policy that fills each step and admits requests); one
+Scheduler object is the one owner of a request's life: with `schedule`, these methods are the only
+writers of a sequence's status, num_computed_tokens and token_ids (sequence.py's table).
 
 After `schedule()` (scheduler.py):
   2. `launched(batch, handle)`, once the model runner has launched the step: each chunk's K/V is

@@ -5,7 +5,7 @@ steps, prompts built from a few shared system prompts plus random suffixes (some
 duplicates), random max_tokens, some requests of n > 1 samples (forked from one prefill, blocks
 shared, copy-on-write), a block pool barely larger than one sequence, and token budgets that
 force chunked prefill and preemption. Every schedule() and every step checks the invariants
-of scheduler.py and block_manager.py; every case ends with greedy tokens equal to those of an
+of the scheduler (request_lifecycle.py) and block_manager.py; every case ends with greedy tokens equal to those of an
 engine with caching off and ample memory, and with every block back in the free list once.
 """
 

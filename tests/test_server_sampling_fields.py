@@ -196,27 +196,27 @@ def test_logit_bias_and_bad_words_take_the_words_out(url, reference):
 
 # ---- n and best_of -------------------------------------------------------------------------------
 
+def served_and_engine_samples(url: str, reference: LLM, **params) -> tuple[list[dict], list[dict]]:
+    """The choices of a /v1/completions request for PROMPT (by index), and the engine's outputs for
+    the same sampling fields (SamplingParams' names)."""
+    body = {"prompt": PROMPT, "temperature": 1.0, "return_token_ids": True, **params}
+    choices = sorted(post(url, "completions", body)["choices"], key=lambda c: c["index"])
+    return choices, engine_output(reference, PROMPT, temperature=1.0, **params)["outputs"]
+
+
 def test_n_gives_n_choices_that_are_the_engines(url, reference):
-    body = {"prompt": PROMPT, "max_tokens": 6, "temperature": 1.0, "seed": 7, "n": 3, "return_token_ids": True}
-    got = [c["token_ids"] for c in sorted(post(url, "completions", body)["choices"], key=lambda c: c["index"])]
-    want = engine_output(reference, PROMPT, temperature=1.0, seed=7, n=3, max_tokens=6)
-    assert got == [o["token_ids"] for o in want["outputs"]]
+    choices, want = served_and_engine_samples(url, reference, max_tokens=6, seed=7, n=3)
+    assert [c["token_ids"] for c in choices] == [o["token_ids"] for o in want]
 
 
 def test_best_of_returns_the_engines_best_samples(url, reference):
-    body = {"prompt": PROMPT, "max_tokens": 6, "temperature": 1.0, "seed": 3, "n": 2, "best_of": 4,
-            "return_token_ids": True}
-    got = sorted(c["token_ids"] for c in post(url, "completions", body)["choices"])
-    want = engine_output(reference, PROMPT, temperature=1.0, seed=3, n=2, best_of=4, max_tokens=6)
-    assert len(got) == 2 and got == sorted(o["token_ids"] for o in want["outputs"])
+    choices, want = served_and_engine_samples(url, reference, max_tokens=6, seed=3, n=2, best_of=4)
+    got = sorted(c["token_ids"] for c in choices)
+    assert len(got) == 2 and got == sorted(o["token_ids"] for o in want)
 
 
 def test_best_of_choices_carry_their_logprobs(url, reference):
-    body = {"prompt": PROMPT, "max_tokens": 5, "temperature": 1.0, "seed": 3, "n": 2, "best_of": 3, "logprobs": 1,
-            "return_token_ids": True}
-    choices = sorted(post(url, "completions", body)["choices"], key=lambda c: c["index"])
-    want = engine_output(reference, PROMPT, temperature=1.0, seed=3, n=2, best_of=3, max_tokens=5,
-                         logprobs=1)["outputs"]
+    choices, want = served_and_engine_samples(url, reference, max_tokens=5, seed=3, n=2, best_of=3, logprobs=1)
     for choice, output in zip(choices, want):
         assert choice["token_ids"] == output["token_ids"]
         assert choice["logprobs"]["token_logprobs"] == pytest.approx(
@@ -268,6 +268,14 @@ TIME = {"type": "function", "function": {"name": "get_time", "parameters": {
     "type": "object", "properties": {"utc": {"type": "boolean"}}, "required": ["utc"], "additionalProperties": False}}}
 
 
+def streamed_tool_calls(chunks: list[dict]) -> list[dict]:
+    """A stream's delta.tool_calls merged into the message.tool_calls of a whole response."""
+    from aios.server.tool_calls import ToolCallDelta, merge_tool_call_deltas
+    deltas = [ToolCallDelta(d["index"], d["function"].get("arguments", ""), d.get("id"), d["function"].get("name"))
+              for c in chunks for d in c["choices"][0]["delta"].get("tool_calls", [])]
+    return merge_tool_call_deltas(deltas)
+
+
 @pytest.mark.parametrize("tool_choice", ["required", {"type": "function", "function": {"name": "get_time"}}])
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_forcing_tool_choice_yields_a_parsed_tool_call(url, tool_choice, stream):
@@ -275,11 +283,7 @@ def test_a_forcing_tool_choice_yields_a_parsed_tool_call(url, tool_choice, strea
             "temperature": 1.0, "seed": 4, "parallel_tool_calls": False}
     if stream:
         chunks = [c for c in stream_chunks(url, "chat/completions", body) if c["choices"]]
-        from aios.server.tool_calls import ToolCallDelta, merge_tool_call_deltas
-        deltas = [ToolCallDelta(d["index"], d["function"].get("arguments", ""), d.get("id"),
-                                d["function"].get("name"))
-                  for c in chunks for d in c["choices"][0]["delta"].get("tool_calls", [])]
-        calls, reason = merge_tool_call_deltas(deltas), chunks[-1]["choices"][0]["finish_reason"]
+        calls, reason = streamed_tool_calls(chunks), chunks[-1]["choices"][0]["finish_reason"]
     else:
         choice = post(url, "chat/completions", body)["choices"][0]
         calls, reason = choice["message"].get("tool_calls"), choice["finish_reason"]
@@ -299,11 +303,7 @@ def test_qwen_tool_call_text_becomes_tool_calls(url, stream):
                             r'\n</tool_call>'}
     if stream:
         chunks = [c for c in stream_chunks(url, "chat/completions", body) if c["choices"]]
-        from aios.server.tool_calls import ToolCallDelta, merge_tool_call_deltas
-        deltas = [ToolCallDelta(d["index"], d["function"].get("arguments", ""), d.get("id"),
-                                d["function"].get("name"))
-                  for c in chunks for d in c["choices"][0]["delta"].get("tool_calls", [])]
-        calls, reason = merge_tool_call_deltas(deltas), chunks[-1]["choices"][0]["finish_reason"]
+        calls, reason = streamed_tool_calls(chunks), chunks[-1]["choices"][0]["finish_reason"]
         content = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
         assert all("<tool" not in (c["choices"][0]["delta"].get("content") or "") for c in chunks)
     else:

@@ -94,6 +94,14 @@ def test_text_that_never_forms_a_call_stays_content():
         assert stream(HermesToolParser(), list(text))[:2] == (text, [])
 
 
+def test_a_name_that_is_no_json_string_is_no_call_and_fails_nothing():
+    # the model's text, not JSON: a raw control character or an unknown escape in the name
+    for text in ['<tool_call>\n{"name": "get\nweather", "arguments": {}}\n</tool_call>',
+                 '<tool_call>\n{"name": "get\\qweather", "arguments": {}}\n</tool_call>']:
+        assert parse_all(HermesToolParser(), text) == (text, [])
+        assert stream(HermesToolParser(), list(text))[:2] == (text, [])
+
+
 def test_parallel_tool_calls_false_keeps_the_first_call():
     content, calls = parse_all(HermesToolParser(max_calls=1), TWO_CALLS)
     assert [c["function"]["name"] for c in calls] == ["get_weather"]

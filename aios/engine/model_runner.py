@@ -8,6 +8,7 @@
 
 `execute` takes only flat arrays, so TP workers (aios/distributed/worker.py) run the very same code
 with the arrays rank 0 sends them. The runner's other concerns each have a file of their own:
+the upload of a step's inputs (upload.py), the launched step and its host copies (step_handle.py),
 the KV cache's memory and its size (kv_cache.py), CUDA graph capture and replay (cuda_graph.py),
 the step's sampling settings as tensors (aios/layers/sampler.py), what a request does to its
 logits (aios/layers/logits_processors.py), the scores of tokens (aios/layers/logprobs.py).
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -31,12 +31,13 @@ from aios.distributed.tp_group import TPGroup
 from aios.engine.cuda_graph import CUDAGraphRunner
 from aios.engine.kv_cache import KVCache, cpu_num_blocks, gpu_num_blocks
 from aios.engine.scheduler import ScheduledBatch
+from aios.engine.step_handle import StepHandle
 from aios.engine.step_inputs import StepInputs, dummy_prefill_inputs, prepare_step_inputs, profile_seq_lens
+from aios.engine.upload import to_device, upload_step_inputs
 from aios.layers.attention import Attention
 from aios.layers.backend import Backend
 from aios.layers.logits_processors import apply_logits_processors, logits_processor_tensors
 from aios.layers.logprobs import (
-    LogprobsLists,
     LogprobsTensors,
     compute_logprobs,
     prompt_logprob_rows,
@@ -47,37 +48,7 @@ from aios.models.registry import build_model
 from aios.utils.context import Context
 from aios.utils.loader import init_dummy_weights, load_model
 
-
-@dataclass
-class StepHandle:
-    """A launched step: its sampled tokens live on the device until `tokens()` reads them.
-
-    With async scheduling the engine schedules and launches step N+1 before it calls tokens() of
-    step N; a decode in step N+1 whose input is step N's token reads it on the device
-    (placeholder_dst / placeholder_src), so the host never waits in between."""
-
-    tokens_device: torch.Tensor                # [num sampled] int64 on the device
-    tokens_host: torch.Tensor                  # pinned host copy, filled asynchronously
-    event: torch.cuda.Event | None = None      # recorded after every copy (CUDA only)
-    row_of: dict[int, int] = field(default_factory=dict)   # seq_id -> row
-    # scores (issue 20), host copies filled with the tokens: of the sampled rows that ask ...
-    logprobs: LogprobsTensors | None = None
-    logprob_row_of: dict[int, int] = field(default_factory=dict)    # seq_id -> row of logprobs
-    # ... and of the prompt rows: (seq_id, first prompt token scored, count) in row order
-    prompt_logprobs: LogprobsTensors | None = None
-    prompt_logprob_spans: list[tuple[int, int, int]] = field(default_factory=list)
-
-    def tokens(self) -> list[int]:
-        if self.event is not None:
-            self.event.synchronize()
-        return self.tokens_host.tolist()
-
-    def read_logprobs(self) -> tuple[LogprobsLists | None, LogprobsLists | None]:
-        """(sampled rows', prompt rows') scores on the host; waits as tokens() does."""
-        if self.event is not None:
-            self.event.synchronize()
-        return (None if self.logprobs is None else self.logprobs.tolist(),
-                None if self.prompt_logprobs is None else self.prompt_logprobs.tolist())
+__all__ = ["ModelRunner", "StepHandle", "WeightLoader"]
 
 
 @contextlib.contextmanager
@@ -220,33 +191,7 @@ class ModelRunner:
         return inputs
 
     def _to_device(self, a: np.ndarray) -> torch.Tensor:
-        t = torch.from_numpy(a)
-        if self.is_cuda:
-            return t.pin_memory().to(self.device, non_blocking=True)
-        return t
-
-    def _upload(self, inputs: StepInputs) -> dict[str, torch.Tensor]:
-        """Two host-to-device copies per step (one int64 pack, one int32 pack) instead of one per array.
-        Every array starts 16-byte aligned in its pack: Triton specializes a kernel on whether each
-        pointer argument is 16-byte aligned, so an offset that moved with the token count would give
-        a request a kernel variant the warm-up never compiled (a compile inside its TTFT)."""
-        packs = {np.int64: ("input_ids", "positions", "slot_mapping", "logits_indices", "placeholder_dst",
-                            "placeholder_src", "prompt_logits_indices", "prompt_target_ids"),
-                 np.int32: ("block_tables", "context_lens", "cu_seqlens_q")}
-        out: dict[str, torch.Tensor] = {}
-        for dtype, names in packs.items():
-            arrays = [getattr(inputs, k) for k in names]
-            per = 16 // np.dtype(dtype).itemsize
-            starts = np.cumsum([0] + [-(-a.size // per) * per for a in arrays])
-            host = np.zeros(starts[-1], dtype)
-            for a, start in zip(arrays, starts):
-                host[start:start + a.size] = a.reshape(-1)
-            flat = torch.from_numpy(host)
-            if self.is_cuda:
-                flat = flat.pin_memory().to(self.device, non_blocking=True)
-            for k, a, start in zip(names, arrays, starts):
-                out[k] = flat[start:start + a.size].view(a.shape)
-        return out
+        return to_device(a, self.device)
 
     @torch.inference_mode()
     def execute(self, inputs: StepInputs, use_cuda_graph: bool = True) -> torch.Tensor:
@@ -260,7 +205,7 @@ class ModelRunner:
                      use_cuda_graph: bool = True) -> tuple[torch.Tensor, LogprobsTensors | None]:
         """execute(), plus the scores of the prompt-logprob rows (rank 0; None where there are none).
         A step with such rows runs eagerly: it needs the hidden states of every prompt row."""
-        t = self._upload(inputs)
+        t = upload_step_inputs(inputs, self.device)
         if len(inputs.blocks_to_copy):           # copy-on-write: before this step writes any K/V
             pairs = self._to_device(inputs.blocks_to_copy)
             self.kv_cache.copy_blocks(pairs[:, 0], pairs[:, 1])
@@ -337,15 +282,7 @@ class ModelRunner:
                 sample_logits = apply_logits_processors(logits, processing, last.tokens_device if last else None)
             handle.tokens_device = self.sampler(sample_logits, t)
             handle.logprobs, handle.logprob_row_of = self._sample_logprobs(sampled, logits, handle.tokens_device)
-        handle.tokens_host = handle.tokens_device
-        if self.is_cuda:
-            handle.tokens_host = torch.empty(len(sampled), dtype=torch.int64, pin_memory=True)
-            handle.tokens_host.copy_(handle.tokens_device, non_blocking=True)
-            for name in ("logprobs", "prompt_logprobs"):
-                if getattr(handle, name) is not None:
-                    setattr(handle, name, getattr(handle, name).to_host(pinned=True))
-            handle.event = torch.cuda.Event()
-            handle.event.record()
+        handle.copy_to_host(self.device)
         self.last_handle = handle
         return handle
 

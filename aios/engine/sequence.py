@@ -28,9 +28,9 @@ Each field has one writer (the reader of a field may be anyone):
 |   token_times                                 |                                                 |
 | output_logprobs, prompt_logprobs              | Scheduler (postprocess; truncated with tokens)  |
 | block_table, block_hashes                     | BlockManager                                    |
-| grammar (its state: the tokens it accepted)   | LLMEngine creates it once the constraint is     |
-|                                               |   compiled; Scheduler.postprocess advances it   |
-|                                               |   (aios/structured_output)                      |
+| grammar (its state: the tokens it accepted)   | StructuredOutputRequests (the engine's) creates |
+|                                               |   it once the constraint is compiled;           |
+|                                               |   Scheduler.postprocess advances it             |
 
 Invariants:
 - token_ids = prompt tokens followed by generated tokens; it grows, and shrinks only when a stop or

@@ -11,12 +11,16 @@
     engine_loop.py   EngineLoop: owns the LLMEngine, one continuous batch for every HTTP request
     engine_process.py  where the loop runs: a thread here, or a process of its own (the CLI)
     stream.py        a request's spec and events (Accepted, Delta, Failed), the handler's RequestStream
-    protocol.py      request bodies -> SamplingParams
+    protocol.py      request bodies -> SamplingParams: the one import of the request models below
+    sampling_request.py  the fields both endpoints share (SamplingRequest) -> SamplingParams
+    completion_request.py       the body of /v1/completions (CompletionRequest)
+    chat_completion_request.py  the body of /v1/chat/completions (ChatCompletionRequest)
     errors.py        OpenAI error bodies; the checks that name the field at fault
     messages.py      chat messages (text, earlier tool calls, tool results) -> the template's dicts
     structured_outputs.py  response_format / structured_outputs / guided_* -> one output constraint
     tools.py         tools + tool_choice: the template's tools, the schema of required / named calls
     tool_calls.py    tool calls out of the text (Qwen's <tool_call>, the forced JSON), streamed
+    tool_call_deltas.py  a streamed call's pieces (ToolCallDelta) and their merge into a whole response
     logprobs.py      scores of tokens in OpenAI's formats (completions' legacy, chat's) and vLLM's
     choices.py       one choice of a request that wants logprobs, tool calls or echo
     responses.py     response bodies and SSE chunks

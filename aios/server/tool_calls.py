@@ -8,6 +8,7 @@
 Each parser takes the text in pieces (a stream's deltas) and gives back ToolCallDeltas and content
 text as soon as they are certain; a whole response is the same parser fed the whole text at once
 (`parse_all`), so a stream's pieces always concatenate to the whole response's calls and content.
+The pieces themselves, and how a whole response merges them, are tool_call_deltas.py's.
 
 What stays true (tests/test_tool_calls.py):
 - Text that could still be the start of `<tool_call>` is held back, never sent as content.
@@ -15,6 +16,8 @@ What stays true (tests/test_tool_calls.py):
   the model writes them: the raw JSON text of the "arguments" value, nothing after it.
 - Content is the text before the first `<tool_call>`; text after it is not content (vLLM's rule).
   If no call's name could be read by the end, all of the text is content: nothing is lost.
+- A block whose head is not Qwen's (no JSON, keys reordered, a name that is no JSON string) forms
+  no call, and no text the model writes makes a parser raise.
 - A call cut short (finish_reason "length") keeps the arguments written so far: OpenAI's
   arguments are the model's text and may be invalid JSON; a client must check.
 - `max_calls` (parallel_tool_calls=false: 1): calls past it are dropped.
@@ -24,8 +27,11 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
-from dataclasses import dataclass
+
+from aios.server.tool_call_deltas import ToolCallDelta, coalesce_deltas, merge_tool_call_deltas, new_tool_call_id
+
+__all__ = ["HermesToolParser", "JSONArrayToolParser", "NamedToolParser", "ToolCallDelta", "ToolParser",
+           "merge_tool_call_deltas", "parse_all"]
 
 TOOL_CALL_START, TOOL_CALL_END = "<tool_call>", "</tool_call>"
 # the head of Qwen's call object, piece by piece, up to where the arguments' value starts
@@ -45,45 +51,14 @@ def _prefix_pattern(pieces: list[str]) -> re.Pattern:
 _HEAD_PREFIX = _prefix_pattern(_HEAD_PIECES)          # a head still being written: wait for more
 
 
-def new_tool_call_id() -> str:
-    return f"call_{uuid.uuid4().hex[:24]}"
-
-
-@dataclass
-class ToolCallDelta:
-    """A piece of call `index`: its first piece has id and name; every piece may add arguments."""
-
-    index: int
-    arguments: str = ""
-    id: str | None = None
-    name: str | None = None
-
-    def as_openai(self) -> dict:
-        """The delta.tool_calls[] entry of a stream chunk."""
-        if self.id is None:
-            return {"index": self.index, "function": {"arguments": self.arguments}}
-        return {"index": self.index, "id": self.id, "type": "function",
-                "function": {"name": self.name, "arguments": self.arguments}}
-
-
-def merge_tool_call_deltas(deltas: list[ToolCallDelta]) -> list[dict]:
-    """A whole response's message.tool_calls from all the pieces."""
-    calls: list[dict] = []
-    for d in deltas:
-        if d.id is not None:
-            calls.append({"id": d.id, "type": "function", "function": {"name": d.name, "arguments": ""}})
-        calls[d.index]["function"]["arguments"] += d.arguments
-    return calls
-
-
-class _JSONValueEnd:
-    """Finds where one JSON value ends, fed a character at a time (strings and escapes honoured)."""
+class _JSONScanner:
+    """Where JSON text stands, fed a character at a time: inside a string (escapes honoured) or not,
+    and at what depth of objects and arrays."""
 
     def __init__(self) -> None:
-        self.depth, self.in_string, self.escaped, self.started, self.scalar = 0, False, False, False, False
+        self.depth, self.in_string, self.escaped = 0, False, False
 
-    def feed(self, c: str) -> bool | None:
-        """True: c is the value's last character; None: c is past the value (a scalar ended before it)."""
+    def feed(self, c: str) -> None:
         if self.in_string:
             if self.escaped:
                 self.escaped = False
@@ -91,30 +66,34 @@ class _JSONValueEnd:
                 self.escaped = True
             elif c == '"':
                 self.in_string = False
-                return self.depth == 0
-            return False
-        if not self.started:
-            if c.isspace():
-                return False
-            self.started = True
-            if c == '"':
-                self.in_string = True
-                return False
-            if c in "{[":
-                self.depth = 1
-                return False
-            self.scalar = True
-            return False
-        if self.scalar and self.depth == 0:
-            return None if (c in ",}]" or c.isspace()) else False
-        if c == '"':
+        elif c == '"':
             self.in_string = True
         elif c in "{[":
             self.depth += 1
         elif c in "}]":
             self.depth -= 1
-            return self.depth == 0
-        return False
+
+
+class _JSONValueEnd:
+    """Finds where one JSON value ends, fed a character at a time (strings and escapes honoured)."""
+
+    def __init__(self) -> None:
+        self.started, self.scalar = False, False
+        self._scanner = _JSONScanner()
+
+    def feed(self, c: str) -> bool | None:
+        """True: c is the value's last character; None: c is past the value (a scalar ended before it)."""
+        if not self.started:
+            if c.isspace():
+                return False
+            self.started, self.scalar = True, c not in '"{['
+            if not self.scalar:
+                self._scanner.feed(c)
+            return False
+        if self.scalar:
+            return None if (c in ",}]" or c.isspace()) else False
+        self._scanner.feed(c)
+        return not self._scanner.in_string and self._scanner.depth == 0
 
 
 class HermesToolParser:
@@ -154,8 +133,12 @@ class HermesToolParser:
                         self._state = "tail"              # not Qwen's head (no JSON, keys reordered): skip the block
                         continue
                     break                                 # wait for more
-                if self.max_calls is None or self._calls < self.max_calls:
+                try:
                     name = json.loads(f'"{match.group(1)}"')
+                except ValueError:                        # no JSON string (a raw newline, an unknown escape)
+                    self._state = "tail"                  # so no call: skip the block
+                    continue
+                if self.max_calls is None or self._calls < self.max_calls:
                     calls.append(ToolCallDelta(self._calls, "", new_tool_call_id(), name))
                 self._calls += 1
                 self._buffer = self._buffer[match.end():]
@@ -194,7 +177,7 @@ class HermesToolParser:
                     self._buffer = self._buffer[len(self._buffer) - _partial_suffix(self._buffer, TOOL_CALL_START):]
                     break
                 self._buffer, self._state = self._buffer[start + len(TOOL_CALL_START):], "head"
-        return content, _coalesce(calls)
+        return content, coalesce_deltas(calls)
 
     @property
     def _emitting(self) -> bool:
@@ -222,31 +205,21 @@ class JSONArrayToolParser:
         self.max_calls = max_calls
         self._text = ""                 # all of the output
         self._element_start: int | None = None
-        self._depth, self._in_string, self._escaped = 0, False, False
+        self._scanner = _JSONScanner()
         self.num_calls = 0
 
     def feed(self, text: str) -> tuple[str, list[ToolCallDelta]]:
         calls = []
         for c in text:
             self._text += c
-            if self._in_string:
-                if self._escaped:
-                    self._escaped = False
-                elif c == "\\":
-                    self._escaped = True
-                elif c == '"':
-                    self._in_string = False
-            elif c == '"':
-                self._in_string = True
-            elif c in "{[":
-                self._depth += 1
-                if self._depth == 2:
-                    self._element_start = len(self._text) - 1
-            elif c in "}]":
-                self._depth -= 1
-                if self._depth == 1 and self._element_start is not None:
-                    calls += self._call(self._text[self._element_start:])
-                    self._element_start = None
+            before = self._scanner.depth
+            self._scanner.feed(c)
+            after = self._scanner.depth
+            if after == 2 and after > before:             # an element of the array opens ...
+                self._element_start = len(self._text) - 1
+            elif after == 1 and after < before and self._element_start is not None:     # ... and closes
+                calls += self._call(self._text[self._element_start:])
+                self._element_start = None
         return "", calls
 
     def _call(self, element: str) -> list[ToolCallDelta]:
@@ -297,14 +270,3 @@ def _partial_suffix(text: str, tag: str) -> int:
         if text.endswith(tag[:k]):
             return k
     return 0
-
-
-def _coalesce(calls: list[ToolCallDelta]) -> list[ToolCallDelta]:
-    """Adjacent argument pieces of one call as one piece."""
-    out: list[ToolCallDelta] = []
-    for d in calls:
-        if out and d.id is None and out[-1].index == d.index:
-            out[-1] = ToolCallDelta(d.index, out[-1].arguments + d.arguments, out[-1].id, out[-1].name)
-        else:
-            out.append(d)
-    return out

@@ -8,7 +8,7 @@ grammar), through xgrammar.
 
 Why xgrammar, and what a step costs: lessons/17_constrained_decoding/README.md and
 benchmarks/structured_output_backends.py. How a step with a constrained row runs under async
-scheduling: LLMEngine.step (aios/engine/llm_engine.py).
+scheduling: StructuredOutputRequests.launch (aios/engine/structured_output_requests.py).
 """
 
 from aios.structured_output.compiler import Grammar, GrammarCompiler, spec_key

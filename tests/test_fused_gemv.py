@@ -23,6 +23,7 @@ if not torch.cuda.is_available():  # must precede the first @triton.jit (i.e. im
 import pytest  # noqa: E402
 from test_backend import triton_launches  # noqa: E402, F401 (a fixture)
 
+from aios import LLM, SamplingParams  # noqa: E402
 from aios.config import ModelConfig  # noqa: E402
 from aios.kernels import (  # noqa: E402
     add_rmsnorm_gemv,
@@ -43,6 +44,7 @@ from aios.utils.context import Context  # noqa: E402
 from aios.utils.loader import load_model  # noqa: E402
 from aios.utils.tiny_checkpoint import make_checkpoint  # noqa: E402
 from aios.utils.tiny_sliding_checkpoints import make_mistral_checkpoint  # noqa: E402
+from helpers import hf_greedy, random_prompts  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
@@ -247,3 +249,99 @@ def test_qwen3_moe_layers_with_experts_keep_the_unfused_path(tmp_path):
         model = build_model(ModelConfig.from_dir(path), backend=TRITON, max_model_len=64)
     # layer 0 is a plain Qwen3 layer (its dense MLP); layer 1's experts have no fused one-row path
     assert [layer.fuse_one_row for layer in model.model.layers] == [True, False]
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU: real sizes, a CUDA graph of the layer's chain, the engine at batch 1
+
+gpu = pytest.mark.gpu
+
+
+@gpu
+@pytest.mark.parametrize("n, k", [(4096, 1024), (6144, 1024), (6144, 4096), (24576, 4096)])
+def test_add_rmsnorm_gemv_is_the_norm_then_gemv_at_real_sizes(n, k):
+    gen = torch.Generator().manual_seed(n)
+    x, residual, norm_weight = norm_inputs(k, torch.bfloat16, True, gen)
+    w = randn(n, k, dtype=torch.bfloat16, gen=gen, scale=k ** -0.5)
+    y, new_residual = add_rmsnorm_gemv(x, residual, norm_weight, 1e-6, w)
+    h, unfused_residual = fused_add_rms_norm(x, residual, norm_weight, 1e-6)
+    assert torch.equal(new_residual, unfused_residual) and torch.equal(new_residual, x + residual)
+    assert_gemv_close(y, gemv(h, w), h, w)
+    y_first, first_residual = add_rmsnorm_gemv(x, None, norm_weight, 1e-6, w)     # a model's first layer
+    assert first_residual is x
+    assert_gemv_close(y_first, gemv(rms_norm(x, norm_weight, 1e-6), w), rms_norm(x, norm_weight, 1e-6), w)
+
+
+@gpu
+@pytest.mark.parametrize("n, k", [(1024, 3072), (4096, 12288), (1024, 1536)])   # 0.6B, 8B, 0.6B at TP=2
+def test_silu_mul_gemv_is_silu_and_mul_then_gemv_at_real_sizes(n, k):
+    gen = torch.Generator().manual_seed(n + k)
+    x = randn(1, 2 * k, dtype=torch.bfloat16, gen=gen, scale=2.0)
+    w = randn(n, k, dtype=torch.bfloat16, gen=gen, scale=k ** -0.5)
+    activated = silu_and_mul(x)
+    assert_gemv_close(silu_mul_gemv(x, w), gemv(activated, w), activated, w)
+
+
+@gpu
+def test_the_one_row_chain_replays_in_a_cuda_graph_with_new_inputs():
+    """norm -> gate_up -> SiLU -> down -> norm -> qkv, as a layer chains them (each kernel reads what
+    the one before wrote: PDL's wait must hold), captured once, replayed on new inputs: the replay
+    equals the same kernels run eagerly, bit for bit, and the unfused kernels to bf16 precision."""
+    gen = torch.Generator().manual_seed(0)
+    hidden, inter, dtype = 1024, 3072, torch.bfloat16
+    x, residual, norm_weight = norm_inputs(hidden, dtype, True, gen)
+    w_gate_up = randn(2 * inter, hidden, dtype=dtype, gen=gen, scale=hidden ** -0.5)
+    w_down = randn(hidden, inter, dtype=dtype, gen=gen, scale=inter ** -0.5)
+    w_qkv = randn(4096, hidden, dtype=dtype, gen=gen, scale=hidden ** -0.5)
+
+    def chain(fused: bool):
+        if fused:
+            gate_up, r = add_rmsnorm_gemv(x, residual, norm_weight, 1e-6, w_gate_up)
+            down = silu_mul_gemv(gate_up, w_down)
+            return add_rmsnorm_gemv(down, r, norm_weight, 1e-6, w_qkv)
+        h, r = fused_add_rms_norm(x, residual, norm_weight, 1e-6)
+        down = gemv(silu_and_mul(gemv(h, w_gate_up)), w_down)
+        h, r = fused_add_rms_norm(down, r, norm_weight, 1e-6)
+        return gemv(h, w_qkv), r
+
+    chain(True)                                                      # compile outside the capture
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        qkv, new_residual = chain(True)
+    for _ in range(3):
+        x.copy_(randn(1, hidden, dtype=dtype, gen=gen, scale=3.0))
+        residual.copy_(randn(1, hidden, dtype=dtype, gen=gen, scale=10.0))
+        graph.replay()
+        torch.cuda.synchronize()
+        eager_qkv, eager_residual = chain(True)
+        assert torch.equal(qkv, eager_qkv) and torch.equal(new_residual, eager_residual)
+        unfused_qkv, unfused_residual = chain(False)
+        for got, expected in ((qkv, unfused_qkv), (new_residual, unfused_residual)):
+            assert (got.float() - expected.float()).abs().max().item() < 0.02 * expected.float().abs().max().item()
+
+
+@gpu
+def test_batch_1_decode_gives_hf_and_the_unfused_backends_greedy_tokens(
+        dense_ckpt, triton_launches):  # noqa: F811 (the imported fixture)
+    """One request at a time, so every decode step is one row: forward_one_row, replayed from the
+    batch-1 CUDA graph and run eagerly, against HF and against fused_kernels=False."""
+    prompts = random_prompts(512, [5, 17, 40], seed=41)
+    expected = hf_greedy(dense_ckpt, prompts, 16)
+    kw = dict(device="cuda", dtype="float32", kvcache_block_size=16, num_kvcache_blocks=64, max_model_len=512,
+              max_num_seqs=4)                                      # graphs for batches 1, 2, 4
+    params = SamplingParams(temperature=0.0, max_tokens=16)
+
+    def one_at_a_time(llm):
+        return [llm.generate([p], params, use_tqdm=False)[0]["token_ids"] for p in prompts]
+
+    with LLM(dense_ckpt, **kw) as graphs:
+        assert 1 in graphs.model_runner.cuda_graphs.graphs, "no batch-1 CUDA graph was captured"
+        assert "_add_rmsnorm_gemv_kernel" in triton_launches and "_silu_mul_gemv_kernel" in triton_launches
+        assert one_at_a_time(graphs) == expected
+    with LLM(dense_ckpt, enforce_eager=True, **kw) as eager:
+        triton_launches.clear()
+        assert one_at_a_time(eager) == expected
+        assert triton_launches.count("_add_rmsnorm_gemv_kernel") > 0
+    with LLM(dense_ckpt, fused_kernels=False, **kw) as unfused:
+        assert one_at_a_time(unfused) == expected

@@ -8,6 +8,7 @@ layers' one-row path that runs them.
   each normalized (or activated) element is what the unfused kernel gives, tails included.
 - A model of every dense family built with fused kernels runs them for a one-token step (and only
   then) and gives the references' logits; Qwen3-MoE's layers with experts keep the unfused path.
+- Under tensor parallelism each rank's fused MLP is its slice: the ranks' outputs sum to the whole.
 - On a GPU (marked gpu): real sizes, CUDA-graph replay, and the engine's batch-1 greedy tokens equal
   HF's and the unfused backend's, eager and with CUDA graphs.
 On a CPU the kernels run under Triton's interpreter (tests/conftest.py switches it on).
@@ -25,10 +26,12 @@ from test_backend import triton_launches  # noqa: E402, F401 (a fixture)
 
 from aios import LLM, SamplingParams  # noqa: E402
 from aios.config import ModelConfig  # noqa: E402
+from aios.distributed.tp_group import TPGroup  # noqa: E402
 from aios.kernels import (  # noqa: E402
     add_rmsnorm_gemv,
     add_rmsnorm_gemv_ref,
     fused_add_rms_norm,
+    fused_add_rms_norm_ref,
     gemv,
     rms_norm,
     rms_norm_ref,
@@ -39,6 +42,8 @@ from aios.kernels import (  # noqa: E402
 )
 from aios.layers.attention import Attention  # noqa: E402
 from aios.layers.backend import TORCH, TORCH_ATTENTION, Backend  # noqa: E402
+from aios.layers.layernorm import RMSNorm  # noqa: E402
+from aios.layers.linear import MergedColumnParallelLinear, RowParallelLinear  # noqa: E402
 from aios.models.registry import build_model  # noqa: E402
 from aios.utils.context import Context  # noqa: E402
 from aios.utils.loader import load_model  # noqa: E402
@@ -238,6 +243,40 @@ def test_a_one_token_step_runs_the_fused_gemvs_and_computes_what_the_references_
         assert decode.count("_silu_mul_gemv_kernel") == decode.count("_gemv_kernel") == num_layers
         assert decode.count("_rms_norm_kernel") == 1                # the final norm, before lm_head
         assert "_silu_and_mul_kernel" not in decode
+
+
+class OneProcessTP(TPGroup):
+    """A rank of a TP group simulated in this process: the test sums the ranks' partial outputs itself."""
+
+    def all_reduce(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def test_the_fused_mlp_under_tp_sums_to_the_unsplit_mlp():
+    """norm -> gate_up_proj (column-parallel: each rank normalizes the whole row) -> SiLU * up ->
+    down_proj (row-parallel: each rank activates its own slice of gate and up), on two ranks."""
+    gen = torch.Generator().manual_seed(6)
+    hidden, inter, eps = 64, 96, 1e-6
+    x, residual, norm_weight = norm_inputs(hidden, torch.float32, True, gen)
+    gate, up, down = (randn(*shape, dtype=torch.float32, gen=gen, scale=0.2)
+                      for shape in ((inter, hidden), (inter, hidden), (hidden, inter)))
+    fused = Backend(TORCH_ATTENTION, fused_kernels=True)
+    norm = RMSNorm(hidden, eps, fused).to(DEVICE)
+    norm.weight.data.copy_(norm_weight)
+    partial = []
+    for rank in range(2):
+        tp = OneProcessTP(rank, 2)
+        gate_up_proj = MergedColumnParallelLinear(hidden, [inter, inter], tp=tp, backend=fused).to(DEVICE)
+        down_proj = RowParallelLinear(inter, hidden, tp=tp, backend=fused).to(DEVICE)
+        gate_up_proj.weight_loader(gate_up_proj.weight, gate, 0)
+        gate_up_proj.weight_loader(gate_up_proj.weight, up, 1)
+        down_proj.weight_loader(down_proj.weight, down)
+        gate_up, new_residual = gate_up_proj.forward_after_norm(norm, x, residual)
+        partial.append(down_proj.forward_after_silu_and_mul(gate_up))
+    h, expected_residual = fused_add_rms_norm_ref(x, residual, norm_weight, eps)
+    expected = torch.nn.functional.silu(h @ gate.T) * (h @ up.T) @ down.T
+    assert torch.equal(new_residual, expected_residual)
+    torch.testing.assert_close(partial[0] + partial[1], expected, atol=1e-4, rtol=1e-4)
 
 
 def test_qwen3_moe_layers_with_experts_keep_the_unfused_path(tmp_path):

@@ -343,6 +343,9 @@ FUSED_GEMV_SHAPES = {  # (kind, N, K): the norm fuses into qkv and gate_up, the 
 }
 
 
+FUSED_GEMV_SWEEP = [(bn, bk, w) for bn in (1, 2, 4, 8, 16) for bk in (256, 512, 1024) for w in (4, 8)]
+
+
 def bench_fused_gemv(args, results):
     """Each fused one-row kernel against the two launches it replaces, in a CUDA graph (bytes = W)."""
     dtype, gen, eps = torch.bfloat16, torch.Generator(device="cuda").manual_seed(0), 1e-6
@@ -353,7 +356,7 @@ def bench_fused_gemv(args, results):
     def norm_then(matmul):
         return lambda x, res, g, w: matmul(fused_add_rms_norm(x, res, g, eps)[0], w)
 
-    fused_norm = lambda x, res, g, w: add_rmsnorm_gemv(x, res, g, eps, w)    # noqa: E731
+    fused_norm = lambda x, res, g, w, *config: add_rmsnorm_gemv(x, res, g, eps, w, *config)    # noqa: E731
     variants = {  # kind -> (label, fn of one copy's inputs); the first is the unfused pair
         "norm": [("fused_add_rms_norm + gemv", norm_then(gemv)), ("add_rmsnorm_gemv", fused_norm)],
         "silu": [("silu_and_mul + gemv", lambda x, w: gemv(silu_and_mul(x), w)), ("silu_mul_gemv", silu_mul_gemv)],
@@ -370,15 +373,23 @@ def bench_fused_gemv(args, results):
                 copies = [(randn(1, k), randn(1, k), 1 + 0.1 * randn(k), randn(n, k, scale=k ** -0.5))
                           for _ in range(num_copies)]
             unfused = variants[kind][0][1](*copies[0])
-            for label, fn in variants[kind]:
+            cases = list(variants[kind])
+            if "fused_gemv" in args.sweep and kind != "lm_head":   # every program redoes the prologue: fewer, wider?
+                fused = cases[-1][1]
+                cases += [(f"sweep {c}", lambda *a, c=c, fused=fused: fused(*a, *c)) for c in FUSED_GEMV_SWEEP]
+            for label, fn in cases:
                 out = fn(*copies[0])
                 err = max_err(out[0] if isinstance(out, tuple) else out, unfused)
                 us = 1e3 * bench_graph(lambda i, fn=fn, a=copies: (lambda: fn(*a[i])), num_copies)
                 row = dict(kernel="fused_gemv", shape=shape, kind=kind, n=n, k=k, impl=label, us=us,
                            tb_per_s=nbytes / (us * 1e-6) / 1e12, max_abs_err=err)
                 results["fused_gemv"].append(row)
-                print(f"fused_gemv {shape:10s} {kind:7s} N={n:6d} K={k:5d} {label:29s} {us:7.2f} us "
-                      f"{row['tb_per_s']:5.2f} TB/s err {err:.1e}", flush=True)
+                if not label.startswith("sweep"):
+                    print(f"fused_gemv {shape:10s} {kind:7s} N={n:6d} K={k:5d} {label:29s} {us:7.2f} us "
+                          f"{row['tb_per_s']:5.2f} TB/s err {err:.1e}", flush=True)
+            best = min(results["fused_gemv"][-len(cases):], key=lambda r: r["us"])
+            print(f"fused_gemv {shape:10s} {kind:7s} N={n:6d} K={k:5d} best: {best['impl']} {best['us']:.2f} us",
+                  flush=True)
             copies = None
 
 
@@ -429,8 +440,15 @@ def summary_markdown(results):
         lines += ["", "## One-row gemv with the norm / SiLU in its prologue vs the two launches "
                   "(CUDA graph; bytes = the weight)", "",
                   "| model | case | N | K | impl | us | TB/s |", "|---|---|---|---|---|---|---|"]
-        lines += [f"| {r['shape']} | {r['kind']} | {r['n']} | {r['k']} | {r['impl']} | {r['us']:.2f} | "
-                  f"{r['tb_per_s']:.2f} |" for r in results["fused_gemv"]]
+        for case in dict.fromkeys((r["shape"], r["kind"], r["n"], r["k"]) for r in results["fused_gemv"]):
+            rows = [r for r in results["fused_gemv"] if (r["shape"], r["kind"], r["n"], r["k"]) == case]
+            shown = [r for r in rows if not r["impl"].startswith("sweep")]
+            swept = [r for r in rows if r["impl"].startswith("sweep")]
+            if swept:
+                best = min(swept, key=lambda r: r["us"])
+                shown.append(dict(best, impl="best of sweep " + best["impl"][6:]))
+            lines += [f"| {r['shape']} | {r['kind']} | {r['n']} | {r['k']} | {r['impl']} | {r['us']:.2f} | "
+                      f"{r['tb_per_s']:.2f} |" for r in shown]
     lines += ["", "## Small kernels (CUDA graph; bytes = reads + writes)", "",
               "| kernel | tokens | impl | us | TB/s |", "|---|---|---|---|---|"]
     lines += [f"| {r['kernel']} | {r['num_tokens']} | {r['impl']} | {r['us']:.2f} | {r['tb_per_s']:.2f} |"
@@ -441,7 +459,7 @@ def summary_markdown(results):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer shapes")
-    parser.add_argument("--sweep", default="", help="also sweep tile configs of: prefill,decode,gemv")
+    parser.add_argument("--sweep", default="", help="also sweep tile configs of: prefill,decode,gemv,fused_gemv")
     parser.add_argument("--only", default="prefill,decode,gemv,fused_gemv,small")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = parser.parse_args()

@@ -6,11 +6,12 @@
     MLP:         gate_up_proj -> SiLU(gate) * up -> down_proj
 
 q/k/v and gate/up are fused into one matmul each (lesson 10); `packed_modules_mapping` tells the
-loader which checkpoint tensor goes into which slice of a fused weight. A one-token step on the
-fused backend (batch-1 decode) takes `Qwen3DecoderLayer.forward_one_row`: each add + RMSNorm and the
-SiLU(gate) * up run inside the matmul after them, the same modules and the same rounding. Every layer is built with
+loader which checkpoint tensor goes into which slice of a fused weight. Every layer is built with
 the engine's kernel `Backend` (aios/layers/backend.py); the model builds one RoPE table, shared by
-every layer. `parse_config` is the family's half of aios/models/registry.py.
+every layer. A one-token step on the fused backend (batch-1 decode) takes
+`Qwen3DecoderLayer.forward_one_row`: each add + RMSNorm, and SiLU(gate) * up, runs inside the matmul
+after it, through the same modules, rounded the same way. `parse_config` is the family's half of
+aios/models/registry.py.
 """
 
 from __future__ import annotations

@@ -384,3 +384,19 @@ def test_batch_1_decode_gives_hf_and_the_unfused_backends_greedy_tokens(
         assert triton_launches.count("_add_rmsnorm_gemv_kernel") > 0
     with LLM(dense_ckpt, fused_kernels=False, **kw) as unfused:
         assert one_at_a_time(unfused) == expected
+
+
+@gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs")
+def test_batch_1_decode_under_tp2_equals_one_gpu(tiny_ckpt):
+    """Each rank normalizes the whole row into its qkv / gate_up columns and activates its slice into
+    down_proj, then the all-reduce: the batch-1 tokens of TP=2 (CUDA graphs on both ranks) are TP=1's."""
+    prompts = random_prompts(512, [4, 23], seed=42)
+    params = SamplingParams(temperature=0.0, max_tokens=16)
+    kw = dict(device="cuda", dtype="float32", gpu_memory_utilization=0.3, max_num_seqs=4)
+    tokens = {}
+    for tp in (1, 2):
+        with LLM(tiny_ckpt, tensor_parallel_size=tp, **kw) as llm:
+            tokens[tp] = [llm.generate([p], params, use_tqdm=False)[0]["token_ids"] for p in prompts]
+        torch.cuda.empty_cache()
+    assert tokens[2] == tokens[1]

@@ -131,7 +131,7 @@ def test_add_rmsnorm_gemv_normalizes_every_element_as_rms_norm_does(dtype, with_
     k = 203                                                          # 7 tiles of 32, the last one short
     x, residual, norm_weight = norm_inputs(k, dtype, with_residual, gen)
     w, perm = permutation(k, dtype, gen)
-    y, _ = add_rmsnorm_gemv(x, residual, norm_weight, 1e-6, w, block_n=8, block_k=32)
+    y, _ = add_rmsnorm_gemv(x, residual, norm_weight, 1e-6, w, block_n=64, block_k=32)
     normed = rms_norm_ref(x if residual is None else x + residual, norm_weight, 1e-6)
     assert_close_ulps(y, normed[:, perm], ulps=2)                    # rms_norm's own test allows 2 ulp
 
@@ -147,7 +147,7 @@ def test_add_rmsnorm_gemv_rounds_exactly_where_the_rms_norm_kernel_rounds(dtype,
     residual = (torch.randint(-16, 17, (1, k), generator=gen) / 16).to(dtype).to(DEVICE) if with_residual else None
     norm_weight = (torch.rand(k, generator=gen) + 0.5).to(dtype).to(DEVICE)
     w, perm = permutation(k, dtype, gen)
-    y, _ = add_rmsnorm_gemv(x, residual, norm_weight, 1e-6, w, block_n=8, block_k=32)
+    y, _ = add_rmsnorm_gemv(x, residual, norm_weight, 1e-6, w, block_n=64, block_k=32)
     if residual is None:
         unfused = rms_norm(x, norm_weight, 1e-6)
     else:
@@ -179,7 +179,7 @@ def test_silu_mul_gemv_activates_every_element_as_silu_and_mul_does(dtype):
     k = 203
     x = randn(1, 2 * k, dtype=dtype, gen=gen, scale=4.0)
     w, perm = permutation(k, dtype, gen)
-    y = silu_mul_gemv(x, w, block_n=8, block_k=32)
+    y = silu_mul_gemv(x, w, block_n=64, block_k=32)
     assert_close_ulps(y, silu_and_mul_ref(x)[:, perm], ulps=2)      # silu_and_mul's own test allows 2 ulp
     assert torch.equal(y, silu_and_mul(x)[:, perm])                  # the unfused kernel's roundings, exactly
 

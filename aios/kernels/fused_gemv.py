@@ -5,8 +5,8 @@ elements: the kernel is over before it is up to speed, so its cost is the launch
 boundary, not the bytes. Here each is computed inside the gemv that consumes it (aios/kernels/gemv.py),
 tile by tile of K, just before the tile is multiplied:
 
-    add_rmsnorm_gemv: y = rms_norm(x + residual) @ W^T, and x + residual     (before qkv_proj, gate_up_proj)
-    silu_mul_gemv:    y = (silu(gate) * up) @ W^T, x = [gate | up]           (before down_proj)
+    add_rmsnorm_gemv: y = rms_norm(x + residual) @ W^T, and x + residual     (qkv_proj, gate_up_proj)
+    silu_mul_gemv:    y = (silu(gate) * up) @ W^T, x = [gate | up]           (down_proj)
 
 x `[1, K]` (`[1, 2K]` for silu_mul_gemv), W `[N, K]`, y `[1, N]`, all one dtype. The structure is
 gemv's: each program owns BLOCK_N rows of W, streams K in BLOCK_K tiles with the next tile in flight,

@@ -7,6 +7,9 @@
 - decode attention (batch 1/32/256, context 512..4096) vs the bandwidth floor
   (bytes of K/V read / 3.0 TB/s): us, achieved TB/s, % of floor.
 - gemv (batch-1 linear layers of Qwen3-0.6B and 8B) vs cuBLAS (F.linear), with a config sweep.
+- fused_gemv: add_rmsnorm_gemv (before qkv / gate_up) vs fused_add_rms_norm then gemv, and
+  silu_mul_gemv (down) vs silu_and_mul then gemv, on the same shapes; and the LM head at one row
+  (gemv, and the final norm fused into it, vs rms_norm then F.linear), which the engine leaves to cuBLAS.
 - rms_norm, fused_add_rms_norm, silu_and_mul, qk_norm_rope (alone and fused with the KV store),
   store_kvcache, sample (one-pass Gumbel-max over a 151,936 vocabulary) vs their torch refs.
 
@@ -47,6 +50,7 @@ from aios.kernels import (
     store_kvcache,
 )
 from aios.kernels.decode_attention import _decode_attention_launch, _decode_config, _decode_num_splits  # noqa: E402
+from aios.kernels.fused_gemv import add_rmsnorm_gemv, silu_mul_gemv  # noqa: E402
 from aios.kernels.gemv import gemv, gemv_config  # noqa: E402
 from aios.kernels.prefill_attention import _prefill_attention_launch, _prefill_config  # noqa: E402
 
@@ -333,6 +337,62 @@ def bench_gemv(args, results):
             copies = None
 
 
+FUSED_GEMV_SHAPES = {  # (kind, N, K): the norm fuses into qkv and gate_up, the SiLU into down
+    "qwen3-0.6b": [("norm", 4096, 1024), ("norm", 6144, 1024), ("silu", 1024, 3072), ("lm_head", 151936, 1024)],
+    "qwen3-8b": [("norm", 6144, 4096), ("norm", 24576, 4096), ("silu", 4096, 12288), ("lm_head", 151936, 4096)],
+}
+
+
+FUSED_GEMV_SWEEP = [(bn, bk, w) for bn in (1, 2, 4, 8, 16) for bk in (256, 512, 1024) for w in (4, 8)]
+
+
+def bench_fused_gemv(args, results):
+    """Each fused one-row kernel against the two launches it replaces, in a CUDA graph (bytes = W)."""
+    dtype, gen, eps = torch.bfloat16, torch.Generator(device="cuda").manual_seed(0), 1e-6
+
+    def randn(*shape, scale=1.0):
+        return torch.randn(*shape, dtype=dtype, device="cuda", generator=gen) * scale
+
+    def norm_then(matmul):
+        return lambda x, res, g, w: matmul(fused_add_rms_norm(x, res, g, eps)[0], w)
+
+    fused_norm = lambda x, res, g, w, *config: add_rmsnorm_gemv(x, res, g, eps, w, *config)    # noqa: E731
+    variants = {  # kind -> (label, fn of one copy's inputs); the first is the unfused pair
+        "norm": [("fused_add_rms_norm + gemv", norm_then(gemv)), ("add_rmsnorm_gemv", fused_norm)],
+        "silu": [("silu_and_mul + gemv", lambda x, w: gemv(silu_and_mul(x), w)), ("silu_mul_gemv", silu_mul_gemv)],
+        "lm_head": [("fused_add_rms_norm + F.linear", norm_then(F.linear)),
+                    ("fused_add_rms_norm + gemv", norm_then(gemv)), ("add_rmsnorm_gemv", fused_norm)],
+    }
+    for shape, cases in FUSED_GEMV_SHAPES.items():
+        for kind, n, k in cases:
+            nbytes = n * k * 2
+            num_copies = copies_for(nbytes)
+            if kind == "silu":
+                copies = [(randn(1, 2 * k), randn(n, k, scale=k ** -0.5)) for _ in range(num_copies)]
+            else:
+                copies = [(randn(1, k), randn(1, k), 1 + 0.1 * randn(k), randn(n, k, scale=k ** -0.5))
+                          for _ in range(num_copies)]
+            unfused = variants[kind][0][1](*copies[0])
+            cases = list(variants[kind])
+            if "fused_gemv" in args.sweep and kind != "lm_head":   # every program redoes the prologue: fewer, wider?
+                fused = cases[-1][1]
+                cases += [(f"sweep {c}", lambda *a, c=c, fused=fused: fused(*a, *c)) for c in FUSED_GEMV_SWEEP]
+            for label, fn in cases:
+                out = fn(*copies[0])
+                err = max_err(out[0] if isinstance(out, tuple) else out, unfused)
+                us = 1e3 * bench_graph(lambda i, fn=fn, a=copies: (lambda: fn(*a[i])), num_copies)
+                row = dict(kernel="fused_gemv", shape=shape, kind=kind, n=n, k=k, impl=label, us=us,
+                           tb_per_s=nbytes / (us * 1e-6) / 1e12, max_abs_err=err)
+                results["fused_gemv"].append(row)
+                if not label.startswith("sweep"):
+                    print(f"fused_gemv {shape:10s} {kind:7s} N={n:6d} K={k:5d} {label:29s} {us:7.2f} us "
+                          f"{row['tb_per_s']:5.2f} TB/s err {err:.1e}", flush=True)
+            best = min(results["fused_gemv"][-len(cases):], key=lambda r: r["us"])
+            print(f"fused_gemv {shape:10s} {kind:7s} N={n:6d} K={k:5d} best: {best['impl']} {best['us']:.2f} us",
+                  flush=True)
+            copies = None
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -376,6 +436,19 @@ def summary_markdown(results):
                 best = min(swept, key=lambda r: r["us"])
                 shown.append(dict(best, impl="best of sweep " + best["impl"][6:]))
             lines += [f"| {shape} | {n} | {k} | {r['impl']} | {r['us']:.2f} | {r['tb_per_s']:.2f} |" for r in shown]
+    if results.get("fused_gemv"):
+        lines += ["", "## One-row gemv with the norm / SiLU in its prologue vs the two launches "
+                  "(CUDA graph; bytes = the weight)", "",
+                  "| model | case | N | K | impl | us | TB/s |", "|---|---|---|---|---|---|---|"]
+        for case in dict.fromkeys((r["shape"], r["kind"], r["n"], r["k"]) for r in results["fused_gemv"]):
+            rows = [r for r in results["fused_gemv"] if (r["shape"], r["kind"], r["n"], r["k"]) == case]
+            shown = [r for r in rows if not r["impl"].startswith("sweep")]
+            swept = [r for r in rows if r["impl"].startswith("sweep")]
+            if swept:
+                best = min(swept, key=lambda r: r["us"])
+                shown.append(dict(best, impl="best of sweep " + best["impl"][6:]))
+            lines += [f"| {r['shape']} | {r['kind']} | {r['n']} | {r['k']} | {r['impl']} | {r['us']:.2f} | "
+                      f"{r['tb_per_s']:.2f} |" for r in shown]
     lines += ["", "## Small kernels (CUDA graph; bytes = reads + writes)", "",
               "| kernel | tokens | impl | us | TB/s |", "|---|---|---|---|---|"]
     lines += [f"| {r['kernel']} | {r['num_tokens']} | {r['impl']} | {r['us']:.2f} | {r['tb_per_s']:.2f} |"
@@ -386,19 +459,19 @@ def summary_markdown(results):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer shapes")
-    parser.add_argument("--sweep", default="", help="also sweep tile configs of: prefill,decode,gemv")
-    parser.add_argument("--only", default="prefill,decode,gemv,small")
+    parser.add_argument("--sweep", default="", help="also sweep tile configs of: prefill,decode,gemv,fused_gemv")
+    parser.add_argument("--only", default="prefill,decode,gemv,fused_gemv,small")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = parser.parse_args()
     assert torch.cuda.is_available(), "bench_kernels.py needs a CUDA GPU"
     gpu = torch.cuda.get_device_name()
     results = dict(engine="aios", benchmark="kernels", gpu=gpu, torch=torch.__version__, triton=triton.__version__,
                    date=datetime.date.today().isoformat(), hbm_floor_bytes_per_s=HBM_BYTES_PER_S,
-                   prefill=[], decode=[], gemv=[], small=[])
+                   prefill=[], decode=[], gemv=[], fused_gemv=[], small=[])
     stem = os.path.join(args.out, f"kernels-{results['date']}-{gpu.replace(' ', '-')}")
     os.makedirs(args.out, exist_ok=True)
     for part, fn in (("prefill", bench_prefill), ("decode", bench_decode), ("gemv", bench_gemv),
-                     ("small", bench_small_kernels)):
+                     ("fused_gemv", bench_fused_gemv), ("small", bench_small_kernels)):
         if part in args.only.split(","):
             try:
                 fn(args, results)

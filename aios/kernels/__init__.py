@@ -6,6 +6,7 @@ Importing this package needs triton importable but no GPU.
 
 from aios.kernels.activation import gelu_tanh_and_mul, gelu_tanh_and_mul_ref, silu_and_mul, silu_and_mul_ref
 from aios.kernels.decode_attention import decode_attention, decode_attention_ref
+from aios.kernels.fused_gemv import add_rmsnorm_gemv, add_rmsnorm_gemv_ref, silu_mul_gemv, silu_mul_gemv_ref
 from aios.kernels.gemv import gemv, gemv_ref
 from aios.kernels.prefill_attention import prefill_attention, prefill_attention_ref
 from aios.kernels.qk_norm_rope import (
@@ -32,6 +33,7 @@ from aios.kernels.store_kvcache import store_kvcache, store_kvcache_ref
 from aios.kernels.token_bitmask import apply_token_bitmask, apply_token_bitmask_ref
 
 __all__ = [
+    "add_rmsnorm_gemv", "add_rmsnorm_gemv_ref",
     "apply_token_bitmask", "apply_token_bitmask_ref",
     "decode_attention", "decode_attention_ref",
     "fused_add_rms_norm", "fused_add_rms_norm_ref",
@@ -46,5 +48,6 @@ __all__ = [
     "rope_ref",
     "sample", "sample_ref",
     "silu_and_mul", "silu_and_mul_ref",
+    "silu_mul_gemv", "silu_mul_gemv_ref",
     "store_kvcache", "store_kvcache_ref",
 ]

@@ -56,8 +56,8 @@ def _gemv_kernel(x_ptr, w_ptr, y_ptr, N, K, stride_wn, BLOCK_N: tl.constexpr, BL
 
 def gemv_config(n: int, k: int, device: torch.device) -> dict:
     """Rows per program: enough programs for ~4 per SM, at most 16 rows; K in tiles of <= 512."""
-    if device.type != "cuda":
-        return dict(block_n=4, block_k=32, num_warps=1)
+    if device.type != "cuda":   # Triton's interpreter: every program costs milliseconds, so few of them
+        return dict(block_n=16, block_k=32, num_warps=1)
     target = 4 * sm_count(device)
     block_n = 1
     while block_n < 16 and triton.cdiv(n, 2 * block_n) >= target:

@@ -2,11 +2,11 @@
 
 Between two kernels on one stream the GPU normally drains the first (every block done, memory
 flushed) before it launches the second, and the second then ramps up: a few microseconds of an
-idle GPU at every kernel boundary. A batch-1 decode step is ~290 short kernels, so those gaps are a
-large share of its time. With PDL the second kernel is launched as soon as every block of the
+idle GPU at every kernel boundary. A batch-1 decode step is a few hundred short kernels, so those
+gaps are a large share of its time. With PDL the second kernel is launched as soon as every block of the
 first has called `gdc_launch_dependents`; it may run any code that reads no output of the first,
-then `gdc_wait` blocks until the first has finished and flushed its memory. The streaming gemv
-uses that window to load its first tile of weights, which no kernel writes.
+then `gdc_wait` blocks until the first has finished and flushed its memory. The streaming gemvs
+(gemv.py, fused_gemv.py) use that window to load their first tile of weights, which no kernel writes.
 
 Invariants of every kernel launched with `launch_pdl=True` (the rules that make it race-free):
 - Before `gdc_wait` it reads only data no kernel writes (weights, tables built at start-up) and

@@ -6,7 +6,8 @@ A `Backend` is two choices (lessons 09, 10), made from `Config` by `Backend.from
   `TORCH_ATTENTION` their references (the score matrix built whole). A learner's attention is one
   more `AttentionBackend`, passed in, not patched in.
 - `fused_kernels`: the Triton RMSNorm(+residual), q/k-norm + RoPE + KV store (one launch per
-  layer), SiLU*mul, one-row gemv and sampling kernels; False runs their torch references.
+  layer), SiLU*mul, one-row gemv (and, in the dense decoder layers' one-row path, the gemvs with
+  the norm or SiLU*mul in their prologue) and sampling kernels; False runs their torch references.
 On a CPU both are the references whatever Config says: Triton compiles for CUDA only.
 
 Each layer binds the functions it will call in its constructor and never looks again: no flag is

@@ -12,18 +12,30 @@ With tp.size == 1 they are plain (fused) linear layers.
 
 With fused kernels (the backend, lesson 10) a one-row input (batch-1 decode) goes to the Triton
 `gemv` kernel instead of cuBLAS: there the matmul only streams the weight, and a streaming kernel
-does that faster.
+does that faster. Two more one-row entry points run the element-wise step before the matmul inside
+it (aios/kernels/fused_gemv.py), for the decoder layers that ask (their `forward_one_row`):
+- `ColumnParallelLinear.forward_after_norm`: add + RMSNorm, then the matmul (qkv_proj, gate_up_proj).
+  A column-parallel layer's input is the whole row on every rank, so each rank normalizes it.
+- `RowParallelLinear.forward_after_silu_and_mul`: SiLU(gate) * up, then the matmul (down_proj). Its
+  input is this rank's slice of gate and of up, and the activation is element-wise, so each rank
+  computes its own slice; the all-reduce after is unchanged.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from aios.distributed.tp_group import TPGroup
+from aios.kernels.fused_gemv import add_rmsnorm_gemv, silu_mul_gemv
 from aios.kernels.gemv import gemv
 from aios.layers.backend import Backend, resolve
+
+if TYPE_CHECKING:
+    from aios.layers.layernorm import RMSNorm
 
 
 def _divide(a: int, b: int, what: str) -> int:
@@ -69,6 +81,14 @@ class ColumnParallelLinear(LinearBase):
     def weight_loader(self, param: nn.Parameter, loaded_weight: torch.Tensor) -> None:
         size = param.shape[0]
         param.data.copy_(loaded_weight.narrow(0, self.tp.rank * size, size))
+
+    def forward_after_norm(self, norm: RMSNorm, x: torch.Tensor, residual: torch.Tensor | None
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(self(norm(x, residual)), x + residual) for one row x, in one kernel (add_rmsnorm_gemv:
+        the norm in the prologue of the gemv); residual None normalizes x alone and gives x back as
+        the residual. Fused kernels only: the decoder layer asks at one row on the fused backend."""
+        y, residual = add_rmsnorm_gemv(x, residual, norm.weight, norm.eps, self.weight)
+        return (y if self.bias is None else y + self.bias), residual
 
 
 class MergedColumnParallelLinear(ColumnParallelLinear):
@@ -127,4 +147,10 @@ class RowParallelLinear(LinearBase):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.tp.all_reduce(self.matmul(x))
+        return y if self.bias is None else y + self.bias
+
+    def forward_after_silu_and_mul(self, x: torch.Tensor) -> torch.Tensor:
+        """self(silu_and_mul(x)) for one row x = [gate | up], in one kernel (silu_mul_gemv: the
+        activation in the prologue of the gemv). Fused kernels only, as forward_after_norm."""
+        y = self.tp.all_reduce(silu_mul_gemv(x, self.weight))
         return y if self.bias is None else y + self.bias

@@ -7,7 +7,8 @@
 
 It is Qwen3 (models/qwen3.py) without the per-head q/k RMSNorm; the rest is the config: biases
 (`ModelConfig.qkv_bias`, `o_proj_bias`, `mlp_bias`: off for Llama 3 as published, q/k/v on for
-Qwen2), the RoPE scaling (layers/rotary_embedding.py) and tied embeddings (Llama 3.2 1B/3B).
+Qwen2), the RoPE scaling (layers/rotary_embedding.py) and tied embeddings (Llama 3.2 1B/3B). A
+one-token step on the fused backend runs `LlamaDecoderLayer.forward_one_row`, as Qwen3's does.
 `parse_config` is the family's half of aios/models/registry.py; `parse_rope` reads RoPE from a
 config.json as transformers 4.5x writes it (`rope_theta` + `rope_scaling`) or 5.x (`rope_parameters`).
 """
@@ -90,6 +91,10 @@ class LlamaAttention(nn.Module):
 
     def forward(self, positions: torch.Tensor, hidden_states: torch.Tensor, context: Context) -> torch.Tensor:
         qkv = self.qkv_proj(hidden_states)                    # [num_tokens, (nh + 2 * nkv) * head_dim]
+        return self.forward_from_qkv(positions, qkv, context)
+
+    def forward_from_qkv(self, positions: torch.Tensor, qkv: torch.Tensor, context: Context) -> torch.Tensor:
+        """The block after its q/k/v projection (+ bias), as Qwen3Attention.forward_from_qkv."""
         q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         q = q.view(-1, self.num_heads, self.head_dim)         # [num_tokens, num_heads, head_dim]
         k = k.view(-1, self.num_kv_heads, self.head_dim)      # [num_tokens, num_kv_heads, head_dim]
@@ -119,9 +124,12 @@ class LlamaDecoderLayer(nn.Module):
         self.mlp = LlamaMLP(config, tp, backend)
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, backend)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, backend)
+        self.fuse_one_row = backend.fused_kernels         # one-token steps go to forward_one_row
 
     def forward(self, positions: torch.Tensor, hidden_states: torch.Tensor, residual: torch.Tensor | None,
                 context: Context) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.fuse_one_row and hidden_states.shape[0] == 1:
+            return self.forward_one_row(positions, hidden_states, residual, context)
         if residual is None:
             residual = hidden_states
             hidden_states = self.input_layernorm(hidden_states)
@@ -130,6 +138,17 @@ class LlamaDecoderLayer(nn.Module):
         hidden_states = self.self_attn(positions, hidden_states, context)
         hidden_states, residual = self.post_attention_layernorm(hidden_states, residual)
         return self.mlp(hidden_states), residual
+
+    def forward_one_row(self, positions: torch.Tensor, hidden_states: torch.Tensor, residual: torch.Tensor | None,
+                        context: Context) -> tuple[torch.Tensor, torch.Tensor]:
+        """forward for one token, fused kernels: the norms and the SiLU inside the matmuls after them
+        (as Qwen3DecoderLayer.forward_one_row; the linear layers add their biases after the kernel)."""
+        attn, mlp = self.self_attn, self.mlp
+        qkv, residual = attn.qkv_proj.forward_after_norm(self.input_layernorm, hidden_states, residual)
+        hidden_states = attn.forward_from_qkv(positions, qkv, context)
+        gate_up, residual = mlp.gate_up_proj.forward_after_norm(self.post_attention_layernorm, hidden_states,
+                                                                residual)
+        return mlp.down_proj.forward_after_silu_and_mul(gate_up), residual
 
 
 class LlamaModel(nn.Module):

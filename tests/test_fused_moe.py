@@ -5,13 +5,8 @@ under TRITON_INTERPRET=1 at tiny shapes (the interpreter is slow), and on the GP
 import pytest
 import torch
 
-from aios.kernels.fused_moe import (
-    _moe_align_chunked,
-    _moe_align_one_program,
-    fused_moe,
-    fused_moe_ref,
-    moe_align_block_size,
-)
+from aios.kernels.fused_moe import fused_moe, fused_moe_ref
+from aios.kernels.moe_align import _moe_align_chunked, _moe_align_one_program, moe_align_block_size
 from aios.layers.fused_moe import FusedMoE, select_experts
 
 

@@ -105,7 +105,8 @@ def main() -> None:
     args = common.setup(args)
 
     from aios import LLM, SamplingParams
-    from aios.kernels.fused_moe import fused_moe, fused_moe_config, fused_moe_ref, moe_align_block_size
+    from aios.kernels.fused_moe import fused_moe, fused_moe_config, fused_moe_ref
+    from aios.kernels.moe_align import moe_align_block_size
     from aios.layers.fused_moe import select_experts
 
     print(common.describe(args))

@@ -31,6 +31,31 @@ def loop_over_routed_pairs(x, w13, w2, topk_weights, topk_ids):
     return out
 
 
+def test_a_decode_batch_takes_the_gemv_path_and_a_larger_one_the_grouped_gemm(monkeypatch):
+    import aios.kernels.fused_moe as module
+
+    taken = []
+    monkeypatch.setattr(module, "fused_moe_gemv", lambda *a: taken.append("gemv") or fused_moe_ref(*a))
+    monkeypatch.setattr(module, "moe_align_block_size", lambda *a: taken.append("sorted") or 1 / 0)
+    fused_moe(*random_moe(module.MAX_PAIRS_GEMV // 2, 8, 2, 32, 16))
+    with pytest.raises(ZeroDivisionError):
+        fused_moe(*random_moe(module.MAX_PAIRS_GEMV // 2 + 1, 8, 2, 32, 16))
+    assert taken == ["gemv", "sorted"]
+
+
+def test_bf16_gemv_path_rounds_where_the_grouped_gemm_path_does():
+    """bf16 agrees with the fp32 reference of the same weights to a few bf16 ulps of the output, on
+    both paths. Interpreted, 4x that: the interpreter rounds fp32 -> bf16 toward zero, and the gemv
+    path rounds five times inside its kernels (the grouped-GEMM path's SiLU and sum are torch's there)."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    args = random_moe(2, 16, 4, 64, 32, dtype=torch.bfloat16, device=device)
+    want = fused_moe_ref(*(a.float() if a.is_floating_point() else a for a in args))
+    ulps = 4 * (4 if device == "cpu" else 1)
+    for gemv in (False, True):
+        got = fused_moe(*args, gemv=gemv).float()
+        assert (got - want).abs().max() <= ulps * 2 ** -8 * want.abs().max(), (gemv, (got - want).abs().max())
+
+
 def test_reference_equals_the_loop_over_routed_tokens():
     args = random_moe(13, 8, 2, 32, 16)
     assert torch.allclose(fused_moe_ref(*args), loop_over_routed_pairs(*args), atol=1e-6)
@@ -79,10 +104,14 @@ def test_chunked_layout_equals_the_sorted_one(num_tokens, top_k, num_experts, bl
     (7, 8, 2, 48, 40),          # K and N not multiples of the tiles (masked tails)
     (20, 4, 3, 32, 32),         # several blocks per expert
 ])
-def test_triton_fused_moe_equals_reference_interpreted_or_on_the_gpu(num_tokens, num_experts, top_k, hidden, inter):
+@pytest.mark.parametrize("gemv", [False, True], ids=["sorted-grouped-gemm", "pair-gemv"])
+def test_triton_fused_moe_equals_reference_interpreted_or_on_the_gpu(num_tokens, num_experts, top_k, hidden, inter,
+                                                                     gemv):
+    """Both of fused_moe's paths: the sorted layout and grouped GEMMs, and the decode gemvs with the
+    SiLU and the top-k sum folded in (two tokens sharing an expert included: (20, 4, 3))."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     args = random_moe(num_tokens, num_experts, top_k, hidden, inter, device=device)
-    got, want = fused_moe(*args), fused_moe_ref(*args)
+    got, want = fused_moe(*args, gemv=gemv), fused_moe_ref(*args)
     assert got.shape == want.shape and got.dtype == want.dtype
     assert torch.allclose(got, want, atol=1e-5, rtol=1e-5), (got - want).abs().max()
 
@@ -144,20 +173,26 @@ def test_a_stacked_expert_tensor_is_refused_by_name():
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("num_tokens", [1, 8, 200, 4096])
 def test_triton_fused_moe_equals_reference_at_qwen3_30b_a3b_expert_shapes(num_tokens, dtype):
-    """128 experts, top-8, hidden 2048, moe_intermediate 768 (one TP=1 layer of Qwen3-30B-A3B)."""
-    args = random_moe(num_tokens, 128, 8, 2048, 768, dtype=dtype, device="cuda")
-    got, want = fused_moe(*args), fused_moe_ref(*(a.float() if a.is_floating_point() else a for a in args))
+    """128 experts, top-8, hidden 2048, moe_intermediate 768 (one TP=1 layer of Qwen3-30B-A3B); the
+    router's fp32 weights and int32 ids, as the engine's Triton router gives them; both paths where
+    the gemv path is meant to serve (<= 8 tokens)."""
+    x, w13, w2, topk_weights, topk_ids = random_moe(num_tokens, 128, 8, 2048, 768, dtype=dtype, device="cuda")
+    topk_weights, topk_ids = topk_weights.float(), topk_ids.to(torch.int32)
+    want = fused_moe_ref(x.float(), w13.float(), w2.float(), topk_weights, topk_ids)
     tol = 1e-4 if dtype == torch.float32 else 3e-2
-    assert torch.allclose(got.float(), want, atol=tol, rtol=tol), (got.float() - want).abs().max()
+    for gemv in ([False, True] if num_tokens <= 8 else [None]):
+        got = fused_moe(x, w13, w2, topk_weights, topk_ids, gemv=gemv)
+        assert torch.allclose(got.float(), want, atol=tol, rtol=tol), (gemv, (got.float() - want).abs().max())
 
 
 @pytest.mark.gpu
-def test_fused_moe_replays_inside_a_cuda_graph():
+@pytest.mark.parametrize("gemv", [False, True], ids=["sorted-grouped-gemm", "pair-gemv"])
+def test_fused_moe_replays_inside_a_cuda_graph(gemv):
     x, w13, w2, topk_weights, topk_ids = random_moe(8, 16, 2, 256, 128, dtype=torch.bfloat16, device="cuda")
-    fused_moe(x, w13, w2, topk_weights, topk_ids)                     # compile outside the capture
+    fused_moe(x, w13, w2, topk_weights, topk_ids, gemv=gemv)          # compile outside the capture
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        out = fused_moe(x, w13, w2, topk_weights, topk_ids)
+        out = fused_moe(x, w13, w2, topk_weights, topk_ids, gemv=gemv)
     new_x, _, _, new_w, new_ids = random_moe(8, 16, 2, 256, 128, dtype=torch.bfloat16, device="cuda", seed=3)
     x.copy_(new_x)
     topk_weights.copy_(new_w)

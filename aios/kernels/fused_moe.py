@@ -9,7 +9,9 @@ token's weight for it (0 where the expert was not chosen). That is E / k times t
 routed pairs, but no shape depends on the routing, so it needs no host sync (a CUDA graph can hold
 it) and it adds each expert's contribution in HF's order (experts ascending, rounded to the dtype).
 
-`fused_moe` computes only the routed (token, expert) pairs, as vLLM's fused MoE does:
+`fused_moe` computes only the routed (token, expert) pairs. For a few decode tokens (up to
+MAX_PAIRS_GEMV pairs) it reads each pair's expert directly, in two streaming gemvs with the SiLU and
+the top-k sum folded in (aios/kernels/moe_gemv.py); beyond, as vLLM's fused MoE does:
 1. `moe_align_block_size` (aios/kernels/moe_align.py): the T * k pairs sorted by expert, each
    expert's run padded to a multiple of BLOCK_M (so a block of BLOCK_M rows belongs to one expert),
    on the device, with no host sync (one Triton launch for a decode batch, three beyond);
@@ -31,6 +33,7 @@ import triton.language as tl
 
 from aios.kernels.activation import silu_and_mul, silu_and_mul_ref
 from aios.kernels.moe_align import moe_align_block_size
+from aios.kernels.moe_gemv import MAX_PAIRS_GEMV, fused_moe_gemv
 
 
 def fused_moe_ref(hidden_states: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
@@ -109,8 +112,9 @@ def _grouped_gemm(a, b, c, topk_weights, sorted_token_ids, expert_ids, num_token
 
 
 def fused_moe(hidden_states: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
-              topk_ids: torch.Tensor, block_m: int | None = None) -> torch.Tensor:
-    """Triton version of fused_moe_ref: only the routed pairs, sorted by expert, two grouped GEMMs."""
+              topk_ids: torch.Tensor, block_m: int | None = None, gemv: bool | None = None) -> torch.Tensor:
+    """Triton version of fused_moe_ref: only the routed pairs; up to MAX_PAIRS_GEMV pairs (or where
+    `gemv` says) two gemv launches (aios/kernels/moe_gemv.py), else sorted by expert, two grouped GEMMs."""
     num_tokens, hidden = hidden_states.shape
     num_experts, two_i, _ = w13.shape
     top_k = topk_ids.shape[1]
@@ -118,6 +122,8 @@ def fused_moe(hidden_states: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, 
     assert hidden_states.stride(1) == 1 and w13.stride(2) == 1 and w2.stride(2) == 1
     if num_tokens == 0:
         return torch.zeros_like(hidden_states)
+    if gemv if gemv is not None else num_pairs <= MAX_PAIRS_GEMV:
+        return fused_moe_gemv(hidden_states, w13, w2, topk_weights.contiguous(), topk_ids.contiguous())
     cfg = fused_moe_config(num_pairs, hidden_states.device)
     if block_m is not None:
         cfg["block_m"] = block_m

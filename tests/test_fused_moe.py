@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from aios.kernels.fused_moe import fused_moe, fused_moe_ref
-from aios.kernels.moe_align import _moe_align_chunked, _moe_align_one_program, moe_align_block_size
+from aios.kernels.moe_align import (
+    _moe_align_chunked,
+    _moe_align_one_program,
+    max_padded_rows,
+    moe_align_block_size,
+    moe_align_block_size_ref,
+)
 from aios.layers.fused_moe import FusedMoE, select_experts
 
 
@@ -63,12 +69,14 @@ def test_reference_equals_the_loop_over_routed_tokens():
 
 def test_align_groups_pairs_by_expert_padded_to_the_block():
     topk_ids = torch.tensor([[0, 3], [3, 1], [0, 3]])           # pairs 0..5: experts 0,3,3,1,0,3
-    sorted_ids, expert_ids, num_post = moe_align_block_size(topk_ids, block_m=4, num_experts=4)
     s = 6                                                       # the sentinel: T * k
-    assert sorted_ids[:12].tolist() == [0, 4, s, s, 3, s, s, s, 1, 2, 5, s]
-    assert expert_ids[:3].tolist() == [0, 1, 3]
-    assert num_post.item() == 12
-    assert sorted_ids.numel() >= 12 and (sorted_ids[12:] == s).all()
+    for layout in (moe_align_block_size(topk_ids, block_m=4, num_experts=4),     # Triton (interpreted on a CPU)
+                   moe_align_block_size_ref(topk_ids, 4, 4, max_padded_rows(6, 4, 4))):
+        sorted_ids, expert_ids, num_post = layout
+        assert sorted_ids[:12].tolist() == [0, 4, s, s, 3, s, s, s, 1, 2, 5, s]
+        assert expert_ids[:3].tolist() == [0, 1, 3]
+        assert num_post.item() == 12
+        assert sorted_ids.numel() >= 12 and (sorted_ids[12:] == s).all()
 
 
 @pytest.mark.parametrize("num_tokens, top_k, num_experts, block_m", [(1, 8, 128, 16), (7, 3, 8, 16), (32, 8, 128, 32)])
@@ -77,7 +85,8 @@ def test_one_program_layout_equals_the_sorted_one(num_tokens, top_k, num_experts
     device = "cuda" if torch.cuda.is_available() else "cpu"
     g = torch.Generator().manual_seed(num_tokens)
     topk_ids = torch.stack([torch.randperm(num_experts, generator=g)[:top_k] for _ in range(num_tokens)])
-    want = moe_align_block_size(topk_ids, block_m, num_experts)           # CPU tensors: the torch path
+    want = moe_align_block_size_ref(topk_ids, block_m, num_experts, max_padded_rows(topk_ids.numel(), block_m,
+                                                                                     num_experts))
     got = _moe_align_one_program(topk_ids.to(device), block_m, num_experts, want[0].numel())
     for a, b in zip(got, want):
         assert torch.equal(a.cpu(), b)
@@ -93,7 +102,8 @@ def test_chunked_layout_equals_the_sorted_one(num_tokens, top_k, num_experts, bl
     topk_ids = torch.stack([torch.randperm(num_experts, generator=g)[:top_k] for _ in range(num_tokens)])
     if num_experts == 4:
         topk_ids[:60] = torch.tensor([2, 3])        # one expert's run spans several chunks, some none
-    want = moe_align_block_size(topk_ids, block_m, num_experts)           # CPU tensors: the torch path
+    want = moe_align_block_size_ref(topk_ids, block_m, num_experts, max_padded_rows(topk_ids.numel(), block_m,
+                                                                                     num_experts))
     got = _moe_align_chunked(topk_ids.to(device), block_m, num_experts, want[0].numel())
     for a, b in zip(got, want):
         assert torch.equal(a.cpu(), b)

@@ -7,7 +7,9 @@ expert, each expert's group padded to a multiple of block_m with the sentinel T 
 block of block_m rows belongs to one expert (`expert_ids[b]`). `max_padded` is fixed by the shapes
 alone (the routing is only known on the device, and a CUDA graph needs fixed sizes).
 
-`moe_align_block_size_ref` is the spec (a stable torch sort; the CPU path). On CUDA:
+`moe_align_block_size_ref` is the spec (a stable torch sort). `moe_align_block_size` runs Triton
+kernels on any device (interpreted on a CPU; the engine's CPU path runs `fused_moe_ref`, which needs
+no layout):
 - up to MAX_PAIRS_ONE_PROGRAM pairs (decode: 32 tokens at top-8), one Triton program,
   `_moe_align_kernel`: comparison matrices instead of a sort, one launch;
 - beyond, three kernels over chunks of CHUNK_PAIRS pairs: count, scan, place.
@@ -40,16 +42,14 @@ def moe_align_block_size(topk_ids: torch.Tensor, block_m: int, num_experts: int
     (sorted_token_ids, expert_ids, num_tokens_post_padded), int32, on topk_ids' device."""
     num_pairs = topk_ids.numel()
     max_padded = max_padded_rows(num_pairs, block_m, num_experts)
-    if topk_ids.is_cuda:
-        if num_pairs <= MAX_PAIRS_ONE_PROGRAM:
-            return _moe_align_one_program(topk_ids, block_m, num_experts, max_padded)
-        return _moe_align_chunked(topk_ids, block_m, num_experts, max_padded)
-    return moe_align_block_size_ref(topk_ids, block_m, num_experts, max_padded)
+    if num_pairs <= MAX_PAIRS_ONE_PROGRAM:
+        return _moe_align_one_program(topk_ids, block_m, num_experts, max_padded)
+    return _moe_align_chunked(topk_ids, block_m, num_experts, max_padded)
 
 
 def moe_align_block_size_ref(topk_ids: torch.Tensor, block_m: int, num_experts: int, max_padded: int
                              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """moe_align_block_size in torch ops (a stable sort by expert): the spec, and the CPU path."""
+    """moe_align_block_size in torch ops (a stable sort by expert): the spec."""
     num_pairs = topk_ids.numel()
     flat = topk_ids.flatten().long()                                       # [M]: expert of pair t*k+j
     device = flat.device

@@ -136,7 +136,8 @@ def main() -> None:
         paths = {f"before ({args.before_commit}): its router + its fused_moe": (old_router,
                                                                               fused_moe_at_commit(args.before_commit)),
                  **paths}
-    print("one MoE layer (128 experts, top-8, bf16, the router's gate included): the GPU path's launches, counted on a CPU")
+    print("one MoE layer (128 experts, top-8, bf16, the router's gate included): "
+          "the GPU path's launches, counted on a CPU")
     print(f"{'tokens':>6}  {'path':55s}  {'triton':>6}  {'torch ops':>9}  {'total':>5}  what")
     for tokens in args.tokens:
         x = torch.randn(tokens, 64, generator=torch.Generator().manual_seed(tokens)).to(torch.bfloat16)

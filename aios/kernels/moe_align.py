@@ -81,7 +81,8 @@ def _store_padding(sorted_token_ids_ptr, counts, padded, padded_end, experts, nu
     used = tl.sum(padded, axis=0)
     for q in range(0, max_padded - num_pairs, BLOCK_TAIL):      # used >= num_pairs: the tail starts after
         rows = num_pairs + q + tl.arange(0, BLOCK_TAIL)
-        tl.store(sorted_token_ids_ptr + rows, tl.zeros_like(rows) + num_pairs, mask=(rows >= used) & (rows < max_padded))
+        mask = (rows >= used) & (rows < max_padded)
+        tl.store(sorted_token_ids_ptr + rows, tl.zeros_like(rows) + num_pairs, mask=mask)
 
 
 @triton.jit

@@ -34,7 +34,7 @@ MAX_PAIRS_GEMV = 16                  # 2 tokens at top-8 (not yet timed against 
 
 @triton.jit
 def _moe_gate_up_silu_kernel(
-    x_ptr, w13_ptr, topk_ids_ptr, act_ptr, K, I, stride_x, stride_we, stride_wn, stride_act,
+    x_ptr, w13_ptr, topk_ids_ptr, act_ptr, K, INTER, stride_x, stride_we, stride_wn, stride_act,
     TOP_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr,
 ):
     wait_for_previous_kernel(USE_PDL)
@@ -42,9 +42,9 @@ def _moe_gate_up_silu_kernel(
     token = pair // TOP_K
     expert = tl.load(topk_ids_ptr + pair).to(tl.int64)
     offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask_n = offs_n < I
+    mask_n = offs_n < INTER
     gate_rows = w13_ptr + expert * stride_we + offs_n.to(tl.int64)[:, None] * stride_wn
-    up_rows = gate_rows + I * stride_wn
+    up_rows = gate_rows + INTER * stride_wn
     acc_gate = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
     acc_up = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
     for k in range(0, K, BLOCK_K):

@@ -6,8 +6,9 @@ Builds one Qwen3-MoE sparse block with Qwen3-30B-A3B's routing (128 experts, top
 expert widths: the count does not depend on them) and the Triton backend, runs it once under
 Triton's interpreter, and counts what the GPU would launch: the Triton kernels (each launch, by
 name) and the torch ops that do work (aten ops the profiler records that are not views, empty
-allocations or wrappers of other ops). A torch op may be more than one CUDA kernel (topk is a
-select and a sort on CUDA), so the torch column is a lower bound; the Triton column is exact.
+allocations or wrappers of other ops), once per call from Python. The Triton column is exact; the
+torch column is what a CPU runs, within one or two of CUDA's kernels: topk is a select and a sort
+on CUDA (one more), and CUDA's softmax upcasts bf16 inside its kernel (one fewer copy).
 
 Paths: `torch router` (select_experts' torch ops) with the sorted grouped GEMMs, and the engine's
 path now (`topk_softmax`, then the decode gemvs or the sorted grouped GEMMs by pair count).

@@ -210,3 +210,49 @@ def test_fused_moe_replays_inside_a_cuda_graph(gemv):
     graph.replay()
     want = fused_moe_ref(x, w13, w2, topk_weights, topk_ids)
     assert torch.allclose(out.float(), want.float(), atol=3e-2, rtol=3e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("num_tokens", [1, 2, 32, 33, 64, 2048])
+def test_layout_equals_the_reference_at_qwen3_30b_a3b_routing_on_the_gpu(num_tokens):
+    """128 experts, top-8, int32 ids from the Triton router, at the block size fused_moe picks: every
+    entry of the three outputs (the buffers are not filled first: the kernels must write them all)."""
+    from aios.kernels.fused_moe import fused_moe_config
+    from aios.kernels.topk_softmax import topk_softmax
+
+    logits = torch.randn(num_tokens, 128, device="cuda", generator=torch.Generator(device="cuda").manual_seed(1))
+    _, topk_ids = topk_softmax(logits, 8, True)
+    block_m = fused_moe_config(num_tokens * 8, topk_ids.device)["block_m"]
+    torch.cuda.empty_cache()
+    torch.full((1 << 22,), -7, dtype=torch.int32, device="cuda")          # leave garbage where the outputs go
+    got = moe_align_block_size(topk_ids, block_m, 128)
+    want = moe_align_block_size_ref(topk_ids, block_m, 128, max_padded_rows(num_tokens * 8, block_m, 128))
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("num_tokens", [1, 2])
+def test_decode_moe_layer_of_pdl_kernels_replays_in_a_cuda_graph(num_tokens):
+    """Gate gemv -> topk_softmax -> the two expert gemvs, each launched with PDL on Hopper, captured
+    and replayed with new inputs: what an engine decode step does in each MoE layer."""
+    from aios.kernels.gemv import gemv
+    from aios.kernels.topk_softmax import topk_softmax, topk_softmax_ref
+
+    x, w13, w2, _, _ = random_moe(num_tokens, 128, 8, 2048, 768, dtype=torch.bfloat16, device="cuda")
+    gate = (torch.randn(128, 2048, device="cuda") * 2048 ** -0.5).to(torch.bfloat16)
+
+    def router_logits():
+        return gemv(x, gate) if num_tokens == 1 else x @ gate.t()
+
+    def layer():
+        return fused_moe(x, w13, w2, *topk_softmax(router_logits(), 8, True))
+    layer()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = layer()
+    x.copy_(torch.randn_like(x))
+    graph.replay()
+    weights, ids = topk_softmax_ref(router_logits(), 8, True)               # the same logits, eagerly
+    want = fused_moe_ref(x.float(), w13.float(), w2.float(), weights, ids)
+    assert torch.allclose(out.float(), want, atol=3e-2, rtol=3e-2), (out.float() - want).abs().max()

@@ -38,7 +38,7 @@ def _moe_gate_up_silu_kernel(
     TOP_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr,
 ):
     wait_for_previous_kernel(USE_PDL)
-    pair = tl.program_id(0)
+    pair = tl.program_id(0).to(tl.int64)
     token = pair // TOP_K
     expert = tl.load(topk_ids_ptr + pair).to(tl.int64)
     offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -69,7 +69,7 @@ def _moe_down_sum_kernel(
     TOP_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr,
 ):
     wait_for_previous_kernel(USE_PDL)
-    token = tl.program_id(0)
+    token = tl.program_id(0).to(tl.int64)
     offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_n = offs_n < N
     dtype = out_ptr.dtype.element_ty

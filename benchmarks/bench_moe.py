@@ -8,12 +8,13 @@ CUDA graph of 64 calls, cycling through enough copies of the layer (its own expe
 input each; >= 256 MiB of expert weights read in all) that the weights come from HBM, not L2.
 
 Rows, microseconds per layer call:
-- `layer, before`: the gate, `select_experts` (torch ops) and `fused_moe(gemv=False)`, the sorted
-  layout and grouped GEMMs; the path before these changes less its layout's fill launch;
+- `layer, before`: the gate, `select_experts` (torch ops) and `fused_moe(gemv=False,
+  silu_in_gemm=False)`, the sorted layout, grouped GEMMs and a SiLU launch: the path before these
+  changes, less its layout's fill launch (and with PDL on its kernels, as now);
 - `layer, now`: the gate, the Triton `topk_softmax` and `fused_moe` as the engine calls it (the
   decode gemvs up to MAX_PAIRS_GEMV pairs, else the sorted grouped GEMMs);
-- `router`, `experts (sorted)` and `experts (gemv)` alone, to place the time and to choose
-  MAX_PAIRS_GEMV (the gemv rows up to 8 tokens);
+- `router`, `experts (sorted ...)` and `experts (gemv)` alone, to place the time, to choose
+  MAX_PAIRS_GEMV (the gemv rows up to 8 tokens) and where the SiLU goes (fused_moe_config);
 - with --sweep: moe_gemv tiles at 1 and 2 tokens, grouped-GEMM tiles at 32 and 256.
 Every row first checks its output against fused_moe_ref in fp32. Writes moe-<date>-<gpu>.json and
 .md under --out.
@@ -64,7 +65,7 @@ def router_logits(layer: dict) -> torch.Tensor:
 
 def layer_before(layer: dict) -> torch.Tensor:
     weights, ids = select_experts(router_logits(layer), TOP_K, True)
-    return fused_moe(layer["x"], layer["w13"], layer["w2"], weights, ids, gemv=False)
+    return fused_moe(layer["x"], layer["w13"], layer["w2"], weights, ids, gemv=False, silu_in_gemm=False)
 
 
 def layer_now(layer: dict) -> torch.Tensor:
@@ -97,7 +98,11 @@ def time_rows(tokens: int, args, results: list) -> None:
             ("router: topk_softmax (Triton)", lambda i: lambda: topk_softmax(router_logits(layers[i]), TOP_K, True),
              None),
             ("experts (sorted grouped GEMMs)", experts(functools.partial(fused_moe, gemv=False)),
-             fused_moe(layers[0]["x"], layers[0]["w13"], layers[0]["w2"], w0, ids0, gemv=False))]
+             fused_moe(layers[0]["x"], layers[0]["w13"], layers[0]["w2"], w0, ids0, gemv=False)),
+            ("experts (sorted, SiLU in the GEMM)", experts(functools.partial(fused_moe, gemv=False, silu_in_gemm=True)),
+             fused_moe(layers[0]["x"], layers[0]["w13"], layers[0]["w2"], w0, ids0, gemv=False, silu_in_gemm=True)),
+            ("experts (sorted, SiLU launch)", experts(functools.partial(fused_moe, gemv=False, silu_in_gemm=False)),
+             fused_moe(layers[0]["x"], layers[0]["w13"], layers[0]["w2"], w0, ids0, gemv=False, silu_in_gemm=False))]
     if tokens <= 8:
         rows.append(("experts (gemv)", experts(functools.partial(fused_moe, gemv=True)),
                      fused_moe(layers[0]["x"], layers[0]["w13"], layers[0]["w2"], w0, ids0, gemv=True)))

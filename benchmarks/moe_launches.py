@@ -10,8 +10,10 @@ allocations or wrappers of other ops), once per call from Python. The Triton col
 torch column is what a CPU runs, within one or two of CUDA's kernels: topk is a select and a sort
 on CUDA (one more), and CUDA's softmax upcasts bf16 inside its kernel (one fewer copy).
 
-Paths: `torch router` (select_experts' torch ops) with the sorted grouped GEMMs, and the engine's
-path now (`topk_softmax`, then the decode gemvs or the sorted grouped GEMMs by pair count).
+Paths: `torch router` (select_experts' torch ops) with the sorted grouped GEMMs and a SiLU launch,
+and the engine's path now (`topk_softmax`, then the decode gemvs or the sorted grouped GEMMs by
+pair count, the SiLU in the first GEMM: the CUDA config's choice up to 2048 pairs, which the CPU
+config makes at every size, so keep --tokens <= 256 for CUDA's count).
 With --before-commit, also that commit's router and fused_moe (aios/layers/fused_moe.py and
 aios/kernels/fused_moe.py, read with git, dispatched as on CUDA): the path before issue 19's cuts.
 """
@@ -130,7 +132,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     block = moe_block(hidden=64, inter=32)
-    paths = {"torch router + sorted grouped GEMMs": (select_experts, functools.partial(fused_moe, gemv=False)),
+    paths = {"torch router + sorted grouped GEMMs, SiLU launch": (select_experts, functools.partial(
+                 fused_moe, gemv=False, silu_in_gemm=False)),
              "now: Triton router + fused_moe": (block.select_experts, fused_moe)}
     if args.before_commit:
         old_router = module_at_commit(args.before_commit, "aios/layers/fused_moe.py").select_experts

@@ -52,14 +52,18 @@ def test_a_decode_batch_takes_the_gemv_path_and_a_larger_one_the_grouped_gemm(mo
 def test_bf16_gemv_path_rounds_where_the_grouped_gemm_path_does():
     """bf16 agrees with the fp32 reference of the same weights to a few bf16 ulps of the output, on
     both paths. Interpreted, 4x that: the interpreter rounds fp32 -> bf16 toward zero, and the gemv
-    path rounds five times inside its kernels (the grouped-GEMM path's SiLU and sum are torch's there)."""
+    paths round up to five times inside their kernels."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     args = random_moe(2, 16, 4, 64, 32, dtype=torch.bfloat16, device=device)
     want = fused_moe_ref(*(a.float() if a.is_floating_point() else a for a in args))
     ulps = 4 * (4 if device == "cpu" else 1)
-    for gemv in (False, True):
-        got = fused_moe(*args, gemv=gemv).float()
-        assert (got - want).abs().max() <= ulps * 2 ** -8 * want.abs().max(), (gemv, (got - want).abs().max())
+    for path, kwargs in PATHS.items():
+        got = fused_moe(*args, **kwargs).float()
+        assert (got - want).abs().max() <= ulps * 2 ** -8 * want.abs().max(), (path, (got - want).abs().max())
+
+
+PATHS = {"pair-gemv": dict(gemv=True), "grouped-gemm-silu-in-epilogue": dict(gemv=False, silu_in_gemm=True),
+         "grouped-gemm-silu-launch": dict(gemv=False, silu_in_gemm=False)}
 
 
 def test_reference_equals_the_loop_over_routed_tokens():
@@ -114,14 +118,15 @@ def test_chunked_layout_equals_the_sorted_one(num_tokens, top_k, num_experts, bl
     (7, 8, 2, 48, 40),          # K and N not multiples of the tiles (masked tails)
     (20, 4, 3, 32, 32),         # several blocks per expert
 ])
-@pytest.mark.parametrize("gemv", [False, True], ids=["sorted-grouped-gemm", "pair-gemv"])
+@pytest.mark.parametrize("path", PATHS, ids=list(PATHS))
 def test_triton_fused_moe_equals_reference_interpreted_or_on_the_gpu(num_tokens, num_experts, top_k, hidden, inter,
-                                                                     gemv):
-    """Both of fused_moe's paths: the sorted layout and grouped GEMMs, and the decode gemvs with the
-    SiLU and the top-k sum folded in (two tokens sharing an expert included: (20, 4, 3))."""
+                                                                     path):
+    """Each of fused_moe's paths: the sorted layout and grouped GEMMs (the SiLU in the first GEMM's
+    epilogue, or its own launch), and the decode gemvs with the SiLU and the top-k sum folded in
+    (two tokens sharing an expert included: (20, 4, 3))."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     args = random_moe(num_tokens, num_experts, top_k, hidden, inter, device=device)
-    got, want = fused_moe(*args, gemv=gemv), fused_moe_ref(*args)
+    got, want = fused_moe(*args, **PATHS[path]), fused_moe_ref(*args)
     assert got.shape == want.shape and got.dtype == want.dtype
     assert torch.allclose(got, want, atol=1e-5, rtol=1e-5), (got - want).abs().max()
 
@@ -190,19 +195,21 @@ def test_triton_fused_moe_equals_reference_at_qwen3_30b_a3b_expert_shapes(num_to
     topk_weights, topk_ids = topk_weights.float(), topk_ids.to(torch.int32)
     want = fused_moe_ref(x.float(), w13.float(), w2.float(), topk_weights, topk_ids)
     tol = 1e-4 if dtype == torch.float32 else 3e-2
-    for gemv in ([False, True] if num_tokens <= 8 else [None]):
-        got = fused_moe(x, w13, w2, topk_weights, topk_ids, gemv=gemv)
-        assert torch.allclose(got.float(), want, atol=tol, rtol=tol), (gemv, (got.float() - want).abs().max())
+    for path, kwargs in PATHS.items():
+        if num_tokens > 8 and kwargs["gemv"]:
+            continue
+        got = fused_moe(x, w13, w2, topk_weights, topk_ids, **kwargs)
+        assert torch.allclose(got.float(), want, atol=tol, rtol=tol), (path, (got.float() - want).abs().max())
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("gemv", [False, True], ids=["sorted-grouped-gemm", "pair-gemv"])
-def test_fused_moe_replays_inside_a_cuda_graph(gemv):
+@pytest.mark.parametrize("path", PATHS, ids=list(PATHS))
+def test_fused_moe_replays_inside_a_cuda_graph(path):
     x, w13, w2, topk_weights, topk_ids = random_moe(8, 16, 2, 256, 128, dtype=torch.bfloat16, device="cuda")
-    fused_moe(x, w13, w2, topk_weights, topk_ids, gemv=gemv)          # compile outside the capture
+    fused_moe(x, w13, w2, topk_weights, topk_ids, **PATHS[path])      # compile outside the capture
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        out = fused_moe(x, w13, w2, topk_weights, topk_ids, gemv=gemv)
+        out = fused_moe(x, w13, w2, topk_weights, topk_ids, **PATHS[path])
     new_x, _, _, new_w, new_ids = random_moe(8, 16, 2, 256, 128, dtype=torch.bfloat16, device="cuda", seed=3)
     x.copy_(new_x)
     topk_weights.copy_(new_w)

@@ -16,13 +16,16 @@ the top-k sum folded in (aios/kernels/moe_gemv.py); beyond, as vLLM's fused MoE 
    expert's run padded to a multiple of BLOCK_M (so a block of BLOCK_M rows belongs to one expert),
    on the device, with no host sync (one Triton launch for a decode batch, three beyond);
 2. one grouped GEMM over the stacked w13: block b multiplies its rows of x by w13[expert_ids[b]];
-3. SiLU(gate) * up (aios/kernels/activation.py);
+3. SiLU(gate) * up: in that GEMM's epilogue up to a decode batch's pairs (each program holds a
+   gate tile and its up tile), else aios/kernels/activation.py;
 4. a second grouped GEMM over w2, each row scaled by its routing weight;
 5. the k rows of each token summed.
 
 Invariants (tests/test_fused_moe.py checks each): the Triton path equals the reference up to fp32
 summation order (fp32 dots are IEEE, no TF32); padding rows (the sentinel T * k) read nothing and
-write nothing; no host sync, so decode steps replay inside a CUDA graph.
+write nothing; no host sync, so decode steps replay inside a CUDA graph. The grouped GEMM is
+launched with PDL on Hopper (aios/kernels/pdl.py): it waits before its first load, since which
+weights it reads comes from the layout.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import triton.language as tl
 from aios.kernels.activation import silu_and_mul, silu_and_mul_ref
 from aios.kernels.moe_align import moe_align_block_size
 from aios.kernels.moe_gemv import MAX_PAIRS_GEMV, fused_moe_gemv
+from aios.kernels.pdl import pdl_enabled, wait_for_previous_kernel
 
 
 def fused_moe_ref(hidden_states: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
@@ -48,16 +52,26 @@ def fused_moe_ref(hidden_states: torch.Tensor, w13: torch.Tensor, w2: torch.Tens
 
 
 @triton.jit
+def _dot(a, b, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    if UPCAST:          # Triton's CPU interpreter multiplies bf16 tiles as raw uint16; fp32 there is exact
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    return tl.dot(a, b, input_precision=PRECISION)
+
+
+@triton.jit
 def _fused_moe_kernel(
     a_ptr, b_ptr, c_ptr, topk_weights_ptr, sorted_token_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr,
     N, K, num_pairs,
     stride_am, stride_be, stride_bn, stride_bk, stride_cm,
-    A_ROWS_PER_PAIR: tl.constexpr, MUL_ROUTED_WEIGHT: tl.constexpr,
+    A_ROWS_PER_PAIR: tl.constexpr, MUL_ROUTED_WEIGHT: tl.constexpr, SILU_AND_MUL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST: tl.constexpr, USE_PDL: tl.constexpr,
 ):
     """C[pair] = A[pair // A_ROWS_PER_PAIR] @ B[expert]^T for the BLOCK_M pairs of one block
-    (times the pair's routing weight if MUL_ROUTED_WEIGHT), one BLOCK_N slice of N per program."""
+    (times the pair's routing weight if MUL_ROUTED_WEIGHT), one BLOCK_N slice of N per program.
+    SILU_AND_MUL: B holds 2N rows (gate, then up) and C[pair] = silu(A @ gate^T) * (A @ up^T),
+    rounded where HF rounds (the matmul's output, silu, the product; aios/kernels/activation.py)."""
+    wait_for_previous_kernel(USE_PDL)
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     if pid_m * BLOCK_M >= tl.load(num_tokens_post_padded_ptr):
@@ -71,50 +85,62 @@ def _fused_moe_kernel(
     a_rows = a_ptr + (pair // A_ROWS_PER_PAIR).to(tl.int64)[:, None] * stride_am
     b_cols = b_ptr + expert * stride_be + offs_n.to(tl.int64)[None, :] * stride_bn
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    acc_up = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)            # SILU_AND_MUL only
     for k in range(0, K, BLOCK_K):
         offs_k = k + tl.arange(0, BLOCK_K)
         mask_k = offs_k < K
         a = tl.load(a_rows + offs_k[None, :], mask=mask_m[:, None] & mask_k[None, :], other=0.0)
         b = tl.load(b_cols + offs_k[:, None] * stride_bk, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
-        if UPCAST:      # Triton's CPU interpreter multiplies bf16 tiles as raw uint16; fp32 there is exact
-            acc += tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
-        else:
-            acc += tl.dot(a, b, input_precision=PRECISION)
+        acc += _dot(a, b, PRECISION, UPCAST)
+        if SILU_AND_MUL:
+            b_up = tl.load(b_cols + N * stride_bn + offs_k[:, None] * stride_bk,
+                           mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+            acc_up += _dot(a, b_up, PRECISION, UPCAST)
+    dtype = c_ptr.dtype.element_ty
+    if SILU_AND_MUL:
+        gate = acc.to(dtype).to(tl.float32)
+        act = (gate / (1.0 + tl.exp(-gate))).to(dtype).to(tl.float32)      # torch's silu, rounded
+        acc = act * acc_up.to(dtype).to(tl.float32)
     if MUL_ROUTED_WEIGHT:
         w = tl.load(topk_weights_ptr + pair, mask=mask_m, other=0.0)
         acc = acc * w.to(tl.float32)[:, None]
     c = c_ptr + pair.to(tl.int64)[:, None] * stride_cm + offs_n[None, :]
-    tl.store(c, acc.to(c_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+    tl.store(c, acc.to(dtype), mask=mask_m[:, None] & mask_n[None, :])
 
 
 def fused_moe_config(num_pairs: int, device: torch.device) -> dict:
-    """Tile sizes: small row blocks when few pairs per expert (decode), larger for prefill."""
+    """Tile sizes: small row blocks when few pairs per expert (decode), larger for prefill; the SiLU
+    inside the first GEMM up to a decode batch of 256 tokens at top-8 (not yet timed against the
+    separate SiLU launch on a GPU: benchmarks/bench_moe.py has both)."""
     if device.type != "cuda":
-        return dict(block_m=16, block_n=32, block_k=32, num_warps=4)
+        return dict(block_m=16, block_n=32, block_k=32, num_warps=4, silu_in_gemm=True)
     block_m = 16 if num_pairs <= 64 else (32 if num_pairs <= 1024 else 64)
-    return dict(block_m=block_m, block_n=64, block_k=64, num_warps=4, num_stages=3)
+    return dict(block_m=block_m, block_n=64, block_k=64, num_warps=4, num_stages=3, silu_in_gemm=num_pairs <= 2048)
 
 
 def _grouped_gemm(a, b, c, topk_weights, sorted_token_ids, expert_ids, num_tokens_post_padded, num_pairs,
-                  a_rows_per_pair, mul_routed_weight, cfg) -> None:
-    n, k = b.shape[1], b.shape[2]
+                  a_rows_per_pair, mul_routed_weight, cfg, silu_and_mul=False) -> None:
+    n, k = c.shape[1], b.shape[2]
     grid = (sorted_token_ids.numel() // cfg["block_m"], triton.cdiv(n, cfg["block_n"]))
     extra = {"num_stages": cfg["num_stages"]} if "num_stages" in cfg else {}
+    pdl = pdl_enabled(a.device)
     _fused_moe_kernel[grid](
         a, b, c, topk_weights, sorted_token_ids, expert_ids, num_tokens_post_padded,
         n, k, num_pairs,
         a.stride(0), b.stride(0), b.stride(1), b.stride(2), c.stride(0),
-        A_ROWS_PER_PAIR=a_rows_per_pair, MUL_ROUTED_WEIGHT=mul_routed_weight,
+        A_ROWS_PER_PAIR=a_rows_per_pair, MUL_ROUTED_WEIGHT=mul_routed_weight, SILU_AND_MUL=silu_and_mul,
         BLOCK_M=cfg["block_m"], BLOCK_N=cfg["block_n"], BLOCK_K=cfg["block_k"],
-        PRECISION="ieee" if a.dtype == torch.float32 else "tf32", UPCAST=a.device.type != "cuda",
-        num_warps=cfg["num_warps"], **extra,
+        PRECISION="ieee" if a.dtype == torch.float32 else "tf32", UPCAST=a.device.type != "cuda", USE_PDL=pdl,
+        num_warps=cfg["num_warps"], launch_pdl=pdl, **extra,
     )
 
 
 def fused_moe(hidden_states: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
-              topk_ids: torch.Tensor, block_m: int | None = None, gemv: bool | None = None) -> torch.Tensor:
+              topk_ids: torch.Tensor, block_m: int | None = None, gemv: bool | None = None,
+              silu_in_gemm: bool | None = None) -> torch.Tensor:
     """Triton version of fused_moe_ref: only the routed pairs; up to MAX_PAIRS_GEMV pairs (or where
-    `gemv` says) two gemv launches (aios/kernels/moe_gemv.py), else sorted by expert, two grouped GEMMs."""
+    `gemv` says) two gemv launches (aios/kernels/moe_gemv.py), else sorted by expert, two grouped
+    GEMMs (the SiLU inside the first where fused_moe_config or `silu_in_gemm` says)."""
     num_tokens, hidden = hidden_states.shape
     num_experts, two_i, _ = w13.shape
     top_k = topk_ids.shape[1]
@@ -127,12 +153,19 @@ def fused_moe(hidden_states: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, 
     cfg = fused_moe_config(num_pairs, hidden_states.device)
     if block_m is not None:
         cfg["block_m"] = block_m
+    if silu_in_gemm is not None:
+        cfg["silu_in_gemm"] = silu_in_gemm
     sorted_token_ids, expert_ids, num_post = moe_align_block_size(topk_ids, cfg["block_m"], num_experts)
     weights = topk_weights.reshape(-1).contiguous()                        # [T * k], pair order
-    gate_up = torch.empty(num_pairs, two_i, dtype=hidden_states.dtype, device=hidden_states.device)
-    _grouped_gemm(hidden_states, w13, gate_up, weights, sorted_token_ids, expert_ids, num_post, num_pairs,
-                  top_k, False, cfg)                                       # row t*k+j reads token t
-    act = silu_and_mul(gate_up)                                            # [T * k, I]
+    if cfg["silu_in_gemm"]:
+        act = torch.empty(num_pairs, two_i // 2, dtype=hidden_states.dtype, device=hidden_states.device)
+        _grouped_gemm(hidden_states, w13, act, weights, sorted_token_ids, expert_ids, num_post, num_pairs,
+                      top_k, False, cfg, silu_and_mul=True)                # [T * k, I]
+    else:
+        gate_up = torch.empty(num_pairs, two_i, dtype=hidden_states.dtype, device=hidden_states.device)
+        _grouped_gemm(hidden_states, w13, gate_up, weights, sorted_token_ids, expert_ids, num_post, num_pairs,
+                      top_k, False, cfg)                                   # row t*k+j reads token t
+        act = silu_and_mul(gate_up)                                        # [T * k, I]
     down = torch.empty(num_pairs, hidden, dtype=hidden_states.dtype, device=hidden_states.device)
     _grouped_gemm(act, w2, down, weights, sorted_token_ids, expert_ids, num_post, num_pairs, 1, True, cfg)
     return down.view(num_tokens, top_k, hidden).sum(dim=1)                 # [T, H]

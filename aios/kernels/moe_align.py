@@ -17,7 +17,8 @@ no layout):
 Invariants (tests/test_fused_moe.py checks each): the Triton layouts equal the reference, every
 entry of the three outputs included; each entry is written exactly once, by one program (pairs,
 the padding inside each expert's group and the sentinel tail are disjoint), so the outputs need
-no fill launch before the kernels; no host sync.
+no fill launch before the kernels; no host sync. Launched with PDL on Hopper (aios/kernels/pdl.py):
+every program waits before its first load.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
+from aios.kernels.pdl import pdl_enabled, wait_for_previous_kernel
 
 MAX_PAIRS_ONE_PROGRAM = 256          # up to 32 decode tokens at top-8; more go through the chunked kernels
 CHUNK_PAIRS = 128                    # pairs per program of the chunked layout
@@ -91,9 +94,11 @@ def _moe_align_kernel(
     max_padded,
     NUM_EXPERTS: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_PAIRS: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_BLOCKS: tl.constexpr, BLOCK_TAIL: tl.constexpr,
+    USE_PDL: tl.constexpr,
 ):
     """moe_align_block_size for a few pairs (decode) in one program: comparison matrices instead of a
     sort, so the layout is one launch instead of about twenty small torch kernels."""
+    wait_for_previous_kernel(USE_PDL)
     pairs = tl.arange(0, BLOCK_PAIRS)
     mask_p = pairs < num_pairs
     ids = tl.load(topk_ids_ptr + pairs, mask=mask_p, other=NUM_EXPERTS).to(tl.int32)   # [P]
@@ -118,8 +123,10 @@ def _moe_align_kernel(
 
 @triton.jit
 def _moe_count_kernel(topk_ids_ptr, counts_ptr, num_pairs,
-                      NUM_EXPERTS: tl.constexpr, BLOCK_PAIRS: tl.constexpr, BLOCK_E: tl.constexpr):
+                      NUM_EXPERTS: tl.constexpr, BLOCK_PAIRS: tl.constexpr, BLOCK_E: tl.constexpr,
+                      USE_PDL: tl.constexpr):
     """counts[c, e] = pairs of chunk c routed to expert e (one program per chunk of BLOCK_PAIRS)."""
+    wait_for_previous_kernel(USE_PDL)
     chunk = tl.program_id(0)
     pairs = chunk * BLOCK_PAIRS + tl.arange(0, BLOCK_PAIRS)
     ids = tl.load(topk_ids_ptr + pairs, mask=pairs < num_pairs, other=NUM_EXPERTS).to(tl.int32)
@@ -132,10 +139,12 @@ def _moe_count_kernel(topk_ids_ptr, counts_ptr, num_pairs,
 def _moe_scan_kernel(counts_ptr, offsets_ptr, sorted_token_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr,
                      num_chunks, num_blocks, num_pairs, max_padded,
                      NUM_EXPERTS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_E: tl.constexpr,
-                     BLOCK_C: tl.constexpr, BLOCK_BLOCKS: tl.constexpr, BLOCK_TAIL: tl.constexpr):
+                     BLOCK_C: tl.constexpr, BLOCK_BLOCKS: tl.constexpr, BLOCK_TAIL: tl.constexpr,
+                     USE_PDL: tl.constexpr):
     """One program: offsets[c, e] = where chunk c's first pair of expert e goes (its expert's padded
     start plus the pairs of e in chunks before c); the padding rows; the expert of every block; the
     rows in use. A tile of BLOCK_C chunks at a time, scanned along the chunks with tl.cumsum."""
+    wait_for_previous_kernel(USE_PDL)
     experts = tl.arange(0, BLOCK_E)
     mask_e = experts < NUM_EXPERTS
     running = tl.zeros([BLOCK_E], dtype=tl.int32)
@@ -167,9 +176,10 @@ def _moe_scan_kernel(counts_ptr, offsets_ptr, sorted_token_ids_ptr, expert_ids_p
 
 @triton.jit
 def _moe_place_kernel(topk_ids_ptr, offsets_ptr, sorted_token_ids_ptr, num_pairs,
-                      NUM_EXPERTS: tl.constexpr, BLOCK_PAIRS: tl.constexpr):
+                      NUM_EXPERTS: tl.constexpr, BLOCK_PAIRS: tl.constexpr, USE_PDL: tl.constexpr):
     """Each pair of chunk c to offsets[c, its expert] + the pairs of its expert before it in the chunk:
     ascending within an expert, as the sort gives."""
+    wait_for_previous_kernel(USE_PDL)
     chunk = tl.program_id(0)
     local = tl.arange(0, BLOCK_PAIRS)
     pairs = chunk * BLOCK_PAIRS + local
@@ -198,13 +208,15 @@ def _moe_align_chunked(topk_ids: torch.Tensor, block_m: int, num_experts: int, m
     counts = torch.empty(num_chunks, num_experts, dtype=torch.int32, device=device)
     offsets = torch.empty_like(counts)
     sorted_token_ids, expert_ids, num_post = _layout_outputs(num_pairs, block_m, max_padded, device)
+    pdl = pdl_enabled(device)
     _moe_count_kernel[(num_chunks,)](flat, counts, num_pairs, NUM_EXPERTS=num_experts, BLOCK_PAIRS=CHUNK_PAIRS,
-                                     BLOCK_E=block_e, num_warps=4)
+                                     BLOCK_E=block_e, USE_PDL=pdl, num_warps=4, launch_pdl=pdl)
     _moe_scan_kernel[(1,)](counts, offsets, sorted_token_ids, expert_ids, num_post, num_chunks, num_blocks,
                            num_pairs, max_padded, NUM_EXPERTS=num_experts, BLOCK_M=block_m, BLOCK_E=block_e,
-                           BLOCK_C=max(1, 8192 // block_e), BLOCK_BLOCKS=64, BLOCK_TAIL=BLOCK_TAIL, num_warps=4)
+                           BLOCK_C=max(1, 8192 // block_e), BLOCK_BLOCKS=64, BLOCK_TAIL=BLOCK_TAIL, USE_PDL=pdl,
+                           num_warps=4, launch_pdl=pdl)
     _moe_place_kernel[(num_chunks,)](flat, offsets, sorted_token_ids, num_pairs, NUM_EXPERTS=num_experts,
-                                     BLOCK_PAIRS=CHUNK_PAIRS, num_warps=4)
+                                     BLOCK_PAIRS=CHUNK_PAIRS, USE_PDL=pdl, num_warps=4, launch_pdl=pdl)
     return sorted_token_ids, expert_ids, num_post
 
 
@@ -212,10 +224,12 @@ def _moe_align_one_program(topk_ids: torch.Tensor, block_m: int, num_experts: in
                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     num_pairs, num_blocks = topk_ids.numel(), max_padded // block_m
     sorted_token_ids, expert_ids, num_post = _layout_outputs(num_pairs, block_m, max_padded, topk_ids.device)
+    pdl = pdl_enabled(topk_ids.device)
     _moe_align_kernel[(1,)](
         topk_ids.reshape(-1), sorted_token_ids, expert_ids, num_post, num_pairs, num_blocks, max_padded,
         NUM_EXPERTS=num_experts, BLOCK_M=block_m, BLOCK_PAIRS=max(16, triton.next_power_of_2(num_pairs)),
         BLOCK_E=max(16, triton.next_power_of_2(num_experts)),
-        BLOCK_BLOCKS=max(16, triton.next_power_of_2(num_blocks)), BLOCK_TAIL=BLOCK_TAIL, num_warps=4,
+        BLOCK_BLOCKS=max(16, triton.next_power_of_2(num_blocks)), BLOCK_TAIL=BLOCK_TAIL, USE_PDL=pdl,
+        num_warps=4, launch_pdl=pdl,
     )
     return sorted_token_ids, expert_ids, num_post

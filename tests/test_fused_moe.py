@@ -83,7 +83,8 @@ def test_align_groups_pairs_by_expert_padded_to_the_block():
         assert sorted_ids.numel() >= 12 and (sorted_ids[12:] == s).all()
 
 
-@pytest.mark.parametrize("num_tokens, top_k, num_experts, block_m", [(1, 8, 128, 16), (7, 3, 8, 16), (32, 8, 128, 32)])
+@pytest.mark.parametrize("num_tokens, top_k, num_experts, block_m", [(1, 8, 128, 16), (7, 3, 8, 16), (32, 8, 128, 32),
+                                                                     (7, 3, 8, 12)])
 def test_one_program_layout_equals_the_sorted_one(num_tokens, top_k, num_experts, block_m):
     """The decode path's Triton layout kernel (interpreted on a CPU) lays out what the torch sort does."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -97,7 +98,7 @@ def test_one_program_layout_equals_the_sorted_one(num_tokens, top_k, num_experts
 
 
 @pytest.mark.parametrize("num_tokens, top_k, num_experts, block_m", [(33, 8, 128, 16), (100, 2, 4, 16),
-                                                                     (257, 3, 8, 64)])
+                                                                     (257, 3, 8, 64), (100, 2, 4, 24)])
 def test_chunked_layout_equals_the_sorted_one(num_tokens, top_k, num_experts, block_m):
     """The Triton layout of many pairs (count per chunk, scan, place; interpreted on a CPU) lays out
     what the torch sort does, pairs ascending within each expert, across chunk boundaries."""

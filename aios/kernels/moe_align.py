@@ -74,10 +74,11 @@ def moe_align_block_size_ref(topk_ids: torch.Tensor, block_m: int, num_experts: 
 
 @triton.jit
 def _store_padding(sorted_token_ids_ptr, counts, padded, padded_end, experts, num_pairs, max_padded,
-                   NUM_EXPERTS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_TAIL: tl.constexpr):
-    """The sentinel into every row that holds no pair: the last padded - counts rows of each
-    expert's group, then the tail [sum(padded), max_padded). Disjoint from the pairs' rows."""
-    pad = tl.arange(0, BLOCK_M)
+                   NUM_EXPERTS: tl.constexpr, BLOCK_PAD: tl.constexpr, BLOCK_TAIL: tl.constexpr):
+    """The sentinel into every row that holds no pair: the last padded - counts rows (< block_m <=
+    BLOCK_PAD) of each expert's group, then the tail [sum(padded), max_padded). Disjoint from the
+    pairs' rows."""
+    pad = tl.arange(0, BLOCK_PAD)
     rows = (padded_end - padded + counts)[:, None] + pad[None, :]                     # [E, BLOCK_M]
     mask = (pad[None, :] < (padded - counts)[:, None]) & (experts < NUM_EXPERTS)[:, None]
     tl.store(sorted_token_ids_ptr + rows, tl.zeros_like(rows) + num_pairs, mask=mask)
@@ -92,7 +93,7 @@ def _store_padding(sorted_token_ids_ptr, counts, padded, padded_end, experts, nu
 def _moe_align_kernel(
     topk_ids_ptr, sorted_token_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr, num_pairs, num_blocks,
     max_padded,
-    NUM_EXPERTS: tl.constexpr, BLOCK_M: tl.constexpr,
+    NUM_EXPERTS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_PAD: tl.constexpr,
     BLOCK_PAIRS: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_BLOCKS: tl.constexpr, BLOCK_TAIL: tl.constexpr,
     USE_PDL: tl.constexpr,
 ):
@@ -113,7 +114,7 @@ def _moe_align_kernel(
     rank = tl.sum(earlier.to(tl.int32), axis=1)                                        # place within its expert
     tl.store(sorted_token_ids_ptr + start + rank, pairs, mask=mask_p)
     _store_padding(sorted_token_ids_ptr, counts, padded, padded_end, experts, num_pairs, max_padded,
-                   NUM_EXPERTS, BLOCK_M, BLOCK_TAIL)
+                   NUM_EXPERTS, BLOCK_PAD, BLOCK_TAIL)
     blocks = tl.arange(0, BLOCK_BLOCKS)
     done = (padded_end[None, :] <= (blocks * BLOCK_M)[:, None]) & (experts[None, :] < NUM_EXPERTS)
     expert_of_block = tl.minimum(tl.sum(done.to(tl.int32), axis=1), NUM_EXPERTS - 1)
@@ -138,7 +139,7 @@ def _moe_count_kernel(topk_ids_ptr, counts_ptr, num_pairs,
 @triton.jit
 def _moe_scan_kernel(counts_ptr, offsets_ptr, sorted_token_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr,
                      num_chunks, num_blocks, num_pairs, max_padded,
-                     NUM_EXPERTS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_E: tl.constexpr,
+                     NUM_EXPERTS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_PAD: tl.constexpr, BLOCK_E: tl.constexpr,
                      BLOCK_C: tl.constexpr, BLOCK_BLOCKS: tl.constexpr, BLOCK_TAIL: tl.constexpr,
                      USE_PDL: tl.constexpr):
     """One program: offsets[c, e] = where chunk c's first pair of expert e goes (its expert's padded
@@ -165,7 +166,7 @@ def _moe_scan_kernel(counts_ptr, offsets_ptr, sorted_token_ids_ptr, expert_ids_p
         mask = (chunks[:, None] < num_chunks) & mask_e[None, :]
         tl.store(ptrs, tl.load(ptrs, mask=mask, other=0) + padded_start[None, :], mask=mask)
     _store_padding(sorted_token_ids_ptr, running, padded, padded_end, experts, num_pairs, max_padded,
-                   NUM_EXPERTS, BLOCK_M, BLOCK_TAIL)
+                   NUM_EXPERTS, BLOCK_PAD, BLOCK_TAIL)
     for b0 in range(0, num_blocks, BLOCK_BLOCKS):
         blocks = b0 + tl.arange(0, BLOCK_BLOCKS)
         done = (padded_end[None, :] <= (blocks * BLOCK_M)[:, None]) & mask_e[None, :]
@@ -212,7 +213,8 @@ def _moe_align_chunked(topk_ids: torch.Tensor, block_m: int, num_experts: int, m
     _moe_count_kernel[(num_chunks,)](flat, counts, num_pairs, NUM_EXPERTS=num_experts, BLOCK_PAIRS=CHUNK_PAIRS,
                                      BLOCK_E=block_e, USE_PDL=pdl, num_warps=4, launch_pdl=pdl)
     _moe_scan_kernel[(1,)](counts, offsets, sorted_token_ids, expert_ids, num_post, num_chunks, num_blocks,
-                           num_pairs, max_padded, NUM_EXPERTS=num_experts, BLOCK_M=block_m, BLOCK_E=block_e,
+                           num_pairs, max_padded, NUM_EXPERTS=num_experts, BLOCK_M=block_m,
+                           BLOCK_PAD=triton.next_power_of_2(block_m), BLOCK_E=block_e,
                            BLOCK_C=max(1, 8192 // block_e), BLOCK_BLOCKS=64, BLOCK_TAIL=BLOCK_TAIL, USE_PDL=pdl,
                            num_warps=4, launch_pdl=pdl)
     _moe_place_kernel[(num_chunks,)](flat, offsets, sorted_token_ids, num_pairs, NUM_EXPERTS=num_experts,
@@ -227,7 +229,8 @@ def _moe_align_one_program(topk_ids: torch.Tensor, block_m: int, num_experts: in
     pdl = pdl_enabled(topk_ids.device)
     _moe_align_kernel[(1,)](
         topk_ids.reshape(-1), sorted_token_ids, expert_ids, num_post, num_pairs, num_blocks, max_padded,
-        NUM_EXPERTS=num_experts, BLOCK_M=block_m, BLOCK_PAIRS=max(16, triton.next_power_of_2(num_pairs)),
+        NUM_EXPERTS=num_experts, BLOCK_M=block_m, BLOCK_PAD=triton.next_power_of_2(block_m),
+        BLOCK_PAIRS=max(16, triton.next_power_of_2(num_pairs)),
         BLOCK_E=max(16, triton.next_power_of_2(num_experts)),
         BLOCK_BLOCKS=max(16, triton.next_power_of_2(num_blocks)), BLOCK_TAIL=BLOCK_TAIL, USE_PDL=pdl,
         num_warps=4, launch_pdl=pdl,

@@ -1,7 +1,8 @@
 """The experts of a sparse MoE layer: each token through its top-k SiLU-gated MLPs, weighted (lesson 16).
 
     hidden_states [T, H], w13 [E, 2 * I, H] (gate rows then up rows, per expert), w2 [E, H, I],
-    topk_weights [T, k] (the router's weights, in hidden_states' dtype), topk_ids [T, k] (int)
+    topk_weights [T, k] (the router's weights: fp32 from topk_softmax, or the logits' dtype from
+    select_experts; read in fp32 either way), topk_ids [T, k] (int32 or int64)
     out[t] = sum_j topk_weights[t, j] * w2[e] @ (silu(w13[e, :I] @ x_t) * (w13[e, I:] @ x_t)),  e = topk_ids[t, j]
 
 `fused_moe_ref` is the spec: a loop over the experts, each run on every token and weighted by the

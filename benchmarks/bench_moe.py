@@ -97,8 +97,6 @@ def time_rows(tokens: int, args, results: list) -> None:
              None),
             ("router: topk_softmax (Triton)", lambda i: lambda: topk_softmax(router_logits(layers[i]), TOP_K, True),
              None),
-            ("experts (sorted grouped GEMMs)", experts(functools.partial(fused_moe, gemv=False)),
-             fused_moe(layers[0]["x"], layers[0]["w13"], layers[0]["w2"], w0, ids0, gemv=False)),
             ("experts (sorted, SiLU in the GEMM)", experts(functools.partial(fused_moe, gemv=False, silu_in_gemm=True)),
              fused_moe(layers[0]["x"], layers[0]["w13"], layers[0]["w2"], w0, ids0, gemv=False, silu_in_gemm=True)),
             ("experts (sorted, SiLU launch)", experts(functools.partial(fused_moe, gemv=False, silu_in_gemm=False)),

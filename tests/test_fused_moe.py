@@ -264,3 +264,21 @@ def test_decode_moe_layer_of_pdl_kernels_replays_in_a_cuda_graph(num_tokens):
     weights, ids = topk_softmax_ref(router_logits(), 8, True)               # the same logits, eagerly
     want = fused_moe_ref(x.float(), w13.float(), w2.float(), weights, ids)
     assert torch.allclose(out.float(), want, atol=3e-2, rtol=3e-2), (out.float() - want).abs().max()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="counts the GPU path's launches in Triton's CPU interpreter")
+def test_the_gpu_paths_moe_layer_is_four_launches_at_batch_1_and_no_torch_routing_at_33():
+    """benchmarks/moe_launches.py's count (the router's gate included): at 1 token the gate's gemv,
+    topk_softmax and the two expert gemvs, no torch op; at 33 tokens (264 pairs: the chunked layout)
+    no torch op but the gate's mm and the top-k sum, and the SiLU inside the first GEMM."""
+    from benchmarks.moe_launches import count, moe_block
+
+    block = moe_block(hidden=64, inter=32)
+    router, experts = block.select_experts, block.experts.fused_moe
+    kernels, ops = count(block, torch.randn(1, 64).to(torch.bfloat16), router, experts)
+    assert sorted(kernels) == ["gemv_kernel", "moe_down_sum_kernel", "moe_gate_up_silu_kernel", "topk_softmax_kernel"]
+    assert sum(kernels.values()) == 4 and not ops
+    kernels, ops = count(block, torch.randn(33, 64).to(torch.bfloat16), router, experts)
+    assert set(ops) == {"aten::mm", "aten::sum"} and sum(ops.values()) == 2
+    assert "silu_and_mul_kernel" not in kernels and kernels["fused_moe_kernel"] == 2
+    assert kernels["moe_count_kernel"] == kernels["moe_scan_kernel"] == kernels["moe_place_kernel"] == 1

@@ -97,12 +97,15 @@ def test_prefix_cached_second_pass_gives_the_same_tokens(moe_ckpt):
         assert llm.stats()["prefix_cache_hits"] > 0
 
 
-def test_the_triton_kernel_in_the_model_gives_hf_logits(moe_ckpt):
-    """The engine's experts run by aios/kernels/fused_moe.py (interpreted on a CPU) instead of the reference."""
+def test_the_triton_kernels_in_the_model_give_hf_logits(moe_ckpt):
+    """The engine's router and experts run by the GPU path's Triton kernels (aios/kernels/topk_softmax.py,
+    fused_moe.py; interpreted on a CPU) instead of the references."""
     from aios.kernels.fused_moe import fused_moe
+    from aios.kernels.topk_softmax import topk_softmax
 
     llm = LLM(moe_ckpt, device="cpu", dtype="float32", kvcache_block_size=16)
     for layer in llm.model_runner.model.model.layers:
+        layer.mlp.select_experts = topk_softmax
         layer.mlp.experts.fused_moe = fused_moe
     assert_logits_match_hf(llm, moe_ckpt, [2, 19])
 
@@ -195,9 +198,12 @@ def test_the_router_aux_loss_fields_are_training_only_and_change_nothing(moe_ckp
 def test_greedy_tokens_equal_hf_on_the_gpu_with_cuda_graphs(moe_ckpt, hf_tokens, fused):
     """fused_kernels=False runs fused_moe_ref on the GPU, inside the same CUDA graphs (no host sync)."""
     from aios.kernels.fused_moe import fused_moe, fused_moe_ref
+    from aios.kernels.topk_softmax import topk_softmax
+    from aios.layers.fused_moe import select_experts
 
     with LLM(moe_ckpt, device="cuda", dtype="float32", kvcache_block_size=16, gpu_memory_utilization=0.3,
              max_num_seqs=8, fused_kernels=fused) as llm:
         assert llm.model_runner.cuda_graphs.graphs
         assert llm.model_runner.model.model.layers[0].mlp.experts.fused_moe is (fused_moe if fused else fused_moe_ref)
+        assert llm.model_runner.model.model.layers[0].mlp.select_experts is (topk_softmax if fused else select_experts)
         assert greedy(llm, PROMPTS, 16) == hf_tokens

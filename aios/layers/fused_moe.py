@@ -3,6 +3,8 @@
 - `select_experts`: softmax over the router logits in fp32, top-k, optionally renormalized to sum
   to 1 (`norm_topk_prob`), the weights cast back to the logits' dtype: HF's Qwen3MoeTopKRouter, op
   for op, so the same experts win (ties included: both call torch.topk on the same fp32 tensor).
+  Its math is `topk_softmax_ref` (aios/kernels/topk_softmax.py), the spec of the one-launch Triton
+  router `topk_softmax`, which the model binds instead on the fused-kernel path (fp32 weights).
 - `FusedMoE`: the experts as two stacked parameters, gate_up_proj [E, 2 * I, H] and down_proj
   [E, H, I] (HF's in-memory layout), run by the fused Triton kernel or its reference, bound once from
   the backend (aios/kernels/fused_moe.py). The checkpoint's per-expert tensors
@@ -15,22 +17,19 @@ gate and up (column-parallel) and the same rows of its down (row-parallel); one 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from aios.distributed.tp_group import TPGroup
 from aios.kernels.fused_moe import fused_moe, fused_moe_ref
+from aios.kernels.topk_softmax import topk_softmax_ref
 from aios.layers.backend import Backend, resolve
 
 
 def select_experts(router_logits: torch.Tensor, top_k: int, renormalize: bool
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(topk_weights [T, k] in the logits' dtype, topk_ids [T, k]) from router_logits [T, E]."""
-    probs = F.softmax(router_logits, dim=-1, dtype=torch.float)
-    topk_weights, topk_ids = torch.topk(probs, top_k, dim=-1)
-    if renormalize:
-        topk_weights /= topk_weights.sum(dim=-1, keepdim=True)
-    return topk_weights.to(router_logits.dtype), topk_ids
+    """(topk_weights [T, k] in the logits' dtype, topk_ids [T, k] int32) from router_logits [T, E]."""
+    topk_weights, topk_ids = topk_softmax_ref(router_logits, top_k, renormalize)
+    return topk_weights.to(router_logits.dtype), topk_ids                   # HF rounds the weights here
 
 
 class FusedMoE(nn.Module):

@@ -20,7 +20,8 @@ from torch import nn
 
 from aios.config import ModelConfig, MoEConfig
 from aios.distributed.tp_group import TPGroup
-from aios.layers.backend import Backend
+from aios.kernels.topk_softmax import topk_softmax
+from aios.layers.backend import Backend, resolve
 from aios.layers.fused_moe import FusedMoE, select_experts
 from aios.layers.linear import LinearBase
 from aios.models.qwen3 import Qwen3DecoderLayer, Qwen3ForCausalLM, Qwen3Model
@@ -72,7 +73,8 @@ class Qwen3MoeSparseMoeBlock(nn.Module):
         super().__init__()
         moe = config.moe
         self.top_k, self.norm_topk_prob = moe.num_experts_per_tok, moe.norm_topk_prob
-        self.select_experts = select_experts                  # the router's rule (a learner's, lesson 16)
+        # the router's rule (a learner's, lesson 16): HF's torch ops, or their one-launch Triton kernel
+        self.select_experts = topk_softmax if resolve(backend).fused_kernels else select_experts
         self.gate = LinearBase(config.hidden_size, moe.num_experts, bias=False, tp=None, backend=backend)  # replicated
         self.experts = FusedMoE(moe.num_experts, config.hidden_size, moe.moe_intermediate_size, tp, backend)
 

@@ -105,7 +105,9 @@ def main() -> None:
     args = common.setup(args)
 
     from aios import LLM, SamplingParams
-    from aios.kernels.fused_moe import fused_moe, fused_moe_config, fused_moe_ref, moe_align_block_size
+    from aios.kernels.fused_moe import fused_moe, fused_moe_config, fused_moe_ref
+    from aios.kernels.moe_align import moe_align_block_size
+    from aios.kernels.moe_gemv import MAX_PAIRS_GEMV
     from aios.layers.fused_moe import select_experts
 
     print(common.describe(args))
@@ -167,13 +169,15 @@ def main() -> None:
                 ).abs().max().item()
         active = ids.unique().numel()
         expert_bytes = active * 3 * h * inter * w13.element_size()
+        path = "decode gemvs" if t * k <= MAX_PAIRS_GEMV else "grouped GEMM"
         rows.append([t, "reference (every expert, every token)", 1e6 * times["ref"],
-                     "fused (routed pairs, grouped GEMM)", 1e6 * times["fused"], active,
+                     f"fused (routed pairs, {path})", 1e6 * times["fused"], active,
                      expert_bytes / times["fused"] / 1e9, diff])
     print(common.table(["tokens", "reference", "us", "fused", "us", "experts hit", "fused: GB/s of experts",
                         "max |diff|"], rows))
-    block_m = fused_moe_config(token_counts[0] * k, torch.device(args.device))["block_m"]
-    print(f"(block_m at {token_counts[0]} token(s): {block_m} rows; each expert hit computes at least one block)")
+    block_m = fused_moe_config(token_counts[1] * k, torch.device(args.device))["block_m"]
+    print(f"(up to {MAX_PAIRS_GEMV} pairs the decode gemvs, no layout; block_m of the grouped GEMM at "
+          f"{token_counts[1]} tokens: {block_m} rows, each expert hit computes at least one block)")
 
     common.heading("bytes one decode step reads: Qwen3-30B-A3B's shape (bf16) vs a dense model of its size")
     rows = bytes_rows(QWEN3_30B_A3B, [1, 8, 64, 256])

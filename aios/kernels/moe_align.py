@@ -79,14 +79,15 @@ def _store_padding(sorted_token_ids_ptr, counts, padded, padded_end, experts, nu
     BLOCK_PAD) of each expert's group, then the tail [sum(padded), max_padded). Disjoint from the
     pairs' rows."""
     pad = tl.arange(0, BLOCK_PAD)
-    rows = (padded_end - padded + counts)[:, None] + pad[None, :]                     # [E, BLOCK_M]
-    mask = (pad[None, :] < (padded - counts)[:, None]) & (experts < NUM_EXPERTS)[:, None]
-    tl.store(sorted_token_ids_ptr + rows, tl.zeros_like(rows) + num_pairs, mask=mask)
+    group_rows = (padded_end - padded + counts)[:, None] + pad[None, :]               # [E, BLOCK_M]
+    group_mask = (pad[None, :] < (padded - counts)[:, None]) & (experts < NUM_EXPERTS)[:, None]
+    tl.store(sorted_token_ids_ptr + group_rows, tl.zeros_like(group_rows) + num_pairs, mask=group_mask)
     used = tl.sum(padded, axis=0)
+    # (the loop's names are its own: Triton compiles a name re-bound in a loop to one type and shape)
     for q in range(0, max_padded - num_pairs, BLOCK_TAIL):      # used >= num_pairs: the tail starts after
-        rows = num_pairs + q + tl.arange(0, BLOCK_TAIL)
-        mask = (rows >= used) & (rows < max_padded)
-        tl.store(sorted_token_ids_ptr + rows, tl.zeros_like(rows) + num_pairs, mask=mask)
+        tail_rows = num_pairs + q + tl.arange(0, BLOCK_TAIL)
+        tail_mask = (tail_rows >= used) & (tail_rows < max_padded)
+        tl.store(sorted_token_ids_ptr + tail_rows, tl.zeros_like(tail_rows) + num_pairs, mask=tail_mask)
 
 
 @triton.jit

@@ -196,3 +196,21 @@ def test_a_failed_launch_leaves_none_of_its_blocks_in_the_cache(tiny_ckpt, share
     assert generate(llm, [other]) == want_other
     assert_free_list_whole(llm)
     llm.close()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("block_size,budget,async_scheduling", [
+    (16, 8192, True), (16, 8192, False), (16, 20, True), (4, 12, True),
+], ids=lambda v: str(v))
+def test_gpu_requests_behind_one_prefix_compute_it_once_with_the_triton_kernels(tiny_ckpt, shared_prefix, block_size,
+                                                                                budget, async_scheduling):
+    # the Triton prefill kernel (and the fused q/k-norm + RoPE + K/V store) read blocks that the
+    # same step's store wrote: the tokens must still be HF's
+    prompts, hf, _ = shared_prefix
+    llm = LLM(tiny_ckpt, device="cuda", dtype="float32", kvcache_block_size=block_size, num_kvcache_blocks=64,
+              max_model_len=512, max_num_batched_tokens=budget, async_scheduling=async_scheduling)
+    assert generate(llm, prompts) == hf
+    hits = [cached_tokens(p, block_size) for p in prompts[1:]]
+    assert llm.stats()["num_computed_prompt_tokens"] == sum(map(len, prompts)) - sum(hits)
+    assert_free_list_whole(llm)
+    llm.close()

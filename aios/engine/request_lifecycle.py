@@ -181,7 +181,8 @@ class RequestLifecycle:
                 seq.stop_reason = stop[1]
                 self._finish(seq, stop[0])
             outputs.append(StepOutput(seq, [token_id], stop is not None))
-        # every token before num_computed_tokens is known now: register full blocks in the prefix cache.
+        # every token before num_computed_tokens is known now: register the full blocks not cached yet
+        # (those decodes filled; a prefill chunk's entered the cache as it was scheduled).
         # A forked parent's samples hold its prompt blocks (forked at this launch or, with async
         # scheduling, the next): they register with it, so each holder of a cached block has its hash.
         for seq in step.batch.seqs:

@@ -27,11 +27,12 @@ Invariants of a scheduled batch:
 - A sequence added to the batch is never preempted later in the same schedule(): the first loop
   preempts only `running[-1]` while it works on `running[i]`, and everything already in the batch
   sits before i; admission preempts no one.
-- Right after a prefill chunk joins the batch (`_add_chunk`), the full blocks it completes enter the
-  prefix cache (vLLM caches a request's full blocks as it allocates them), so a sequence admitted
-  later in the same schedule hits the blocks the step is about to fill (block_manager.py says why
-  that reads no unwritten slot). The step is launched next, in the same LLMEngine.step; if the
-  launch raises, `launch_failed` takes those blocks out again.
+- Right after a prefill chunk joins the batch, the full blocks it completes enter the prefix cache
+  (vLLM caches a request's full blocks as it allocates them), so a sequence admitted later in the
+  same schedule hits the blocks the step is about to fill (block_manager.py says why that reads no
+  unwritten slot). A decode's block waits for postprocess: with async scheduling its newest token
+  is a PLACEHOLDER. The step is launched next, in the same LLMEngine.step; if the launch raises,
+  `launch_failed` takes those blocks out again.
 """
 
 from __future__ import annotations
@@ -75,7 +76,9 @@ class Scheduler(RequestLifecycle):
                 got = self._allocate(seq, want, batch)
             if seq.status != SequenceStatus.RUNNING:
                 continue                     # seq preempted itself; running[i] is now the next one
-            self._add_chunk(batch, seq, got)
+            batch.add(seq, got)
+            if remaining > 1:                # a prefill chunk: the full blocks it completes are cached now
+                self.block_manager.register_computed_blocks(seq, seq.num_computed_tokens + got)
             rows += self._rows(seq, got)
             budget -= got
             i += 1
@@ -107,18 +110,11 @@ class Scheduler(RequestLifecycle):
             del self.waiting[i]
             seq.status = SequenceStatus.RUNNING
             self.running.append(seq)
-            self._add_chunk(batch, seq, got)
+            batch.add(seq, got)
+            self.block_manager.register_computed_blocks(seq, seq.num_computed_tokens + got)  # the next may hit
             rows += self._rows(seq, got)
             budget -= got
         return batch
-
-    def _add_chunk(self, batch: ScheduledBatch, seq: Sequence, num_new_tokens: int) -> None:
-        """batch.add, then the full blocks a prefill chunk completes enter the prefix cache now: its
-        step writes them before anything reads them. (A decode's block waits for postprocess: with
-        async scheduling its newest token is a PLACEHOLDER.)"""
-        batch.add(seq, num_new_tokens)
-        if not seq.is_decode:
-            self.block_manager.register_computed_blocks(seq, seq.num_computed_tokens + num_new_tokens)
 
     @staticmethod
     def _rows(seq: Sequence, num_new_tokens: int) -> int:

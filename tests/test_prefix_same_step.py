@@ -156,6 +156,28 @@ def test_a_chunk_ending_inside_a_block_caches_only_the_blocks_before_it_and_a_la
     assert_free_list_whole(llm)
 
 
+@pytest.mark.parametrize("async_scheduling", [True, False], ids=["async", "sync"])
+def test_a_request_of_n_samples_and_one_behind_its_prefix_in_the_same_step_share_it(tiny_ckpt, shared_prefix,
+                                                                                   async_scheduling):
+    # the parent of n=3 caches its prompt's full blocks as it is scheduled; the one-sample request
+    # admitted after it hits them; the fork at the launch then adds the two other samples' references
+    prompts, _, off = shared_prefix
+    llm = make_llm(tiny_ckpt, kvcache_block_size=4, async_scheduling=async_scheduling)
+    parent = llm.add_request(prompts[0], SamplingParams(temperature=0, max_tokens=MAX_TOKENS, n=3))
+    other = llm.add_request(prompts[1], params())
+    batch = llm.scheduler.schedule()
+    assert batch.seqs == [parent, other] and other.num_cached_tokens == PREFIX_LEN
+    llm.step(batch)
+    shared = other.block_table[:PREFIX_LEN // 4]
+    assert all(llm.block_manager.blocks[b].ref_count == 4 for b in shared)    # 3 samples + other
+    run_to_end(llm)
+    assert [s.output_token_ids for s in parent.group.seqs] == [off[0]] * 3
+    assert other.output_token_ids == off[1]
+    assert llm.stats()["num_computed_prompt_tokens"] == len(prompts[0]) + len(prompts[1]) - PREFIX_LEN
+    assert_free_list_whole(llm)
+    llm.close()
+
+
 @pytest.mark.parametrize("failing_call", [1, 3], ids=["first-step", "third-step"])
 @pytest.mark.parametrize("async_scheduling", [True, False], ids=["async", "sync"])
 def test_a_failed_launch_leaves_none_of_its_blocks_in_the_cache(tiny_ckpt, shared_prefix, async_scheduling,

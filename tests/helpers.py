@@ -42,3 +42,21 @@ def assert_no_leaked_blocks(llm: LLM) -> None:
     assert bm.num_used_blocks == 0, f"{bm.num_used_blocks} blocks still used after the run"
     assert all(b.ref_count == 0 for b in bm.blocks)
     assert not llm.scheduler.running and not llm.scheduler.waiting
+
+
+def assert_free_list_whole(llm: LLM) -> None:
+    """No leaked blocks, every block in the free list once, and each cache entry names its block."""
+    bm = llm.block_manager
+    assert_no_leaked_blocks(llm)
+    assert sorted(bm.free_block_ids) == list(range(bm.num_blocks))
+    for h, b in bm.hash_to_block.items():
+        assert bm.blocks[b].hash == h
+
+
+def run_to_end(llm: LLM) -> None:
+    """Step until no request is left (at most 10,000 steps)."""
+    for _ in range(10_000):
+        if not llm.has_unfinished_requests():
+            return
+        llm.step()
+    raise AssertionError("the engine did not finish in 10000 steps")

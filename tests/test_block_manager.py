@@ -1,8 +1,10 @@
 """BlockManager on its own (no model): every invariant its docstring states, one test each.
 
 A sequence's K/V "is written" here when the test says so: it advances num_computed_tokens and
-calls register_computed_blocks, as the Scheduler does once a step's tokens are known. `admit`
-does what the scheduler does for a fresh sequence: prefix-cache hits first, then fresh blocks.
+calls register_computed_blocks, as the Scheduler does once a step's tokens are known (a prefill
+chunk's blocks it registers earlier, as it schedules the chunk: register_computed_blocks(seq,
+num_tokens)). `admit` does what the scheduler does for a fresh sequence: prefix-cache hits first,
+then fresh blocks.
 """
 
 import pytest
@@ -154,6 +156,41 @@ def test_blocks_enter_the_cache_only_when_registered_after_their_kv_is_written()
     assert sorted(bm.hash_to_block.values()) == sorted(a.block_table[:2])   # the partial block 2 never
 
 
+def test_a_scheduled_chunk_caches_the_full_blocks_it_completes_and_a_later_admission_hits_them():
+    bm = BlockManager(8, BLOCK_SIZE)
+    a = make_seq(tokens(10, 14), 0)
+    assert bm.allocate(a, 10) == 10                # a chunk of 10: blocks 0, 1 full, block 2 half
+    bm.register_computed_blocks(a, num_tokens=a.num_computed_tokens + 10)
+    assert a.num_computed_tokens == 0 and len(a.block_hashes) == 2
+    assert sorted(bm.hash_to_block.values()) == sorted(a.block_table[:2])
+    b = make_seq(tokens(10, 9), 1)
+    assert admit(bm, b, 9) == 1 and b.num_cached_tokens == 8 and b.block_table[:2] == a.block_table[:2]
+    check_invariants(bm, [a, b])
+    bm.register_computed_blocks(a)                 # the default, num_computed_tokens (0): nothing new
+    assert len(a.block_hashes) == 2
+
+
+def test_unregistering_a_failed_chunk_drops_only_the_blocks_past_the_computed_tokens():
+    bm = BlockManager(8, BLOCK_SIZE)
+    a = make_seq(tokens(10, 14), 0)
+    bm.allocate(a, 14)
+    a.num_computed_tokens = 5                      # launched: block 0 written, block 1 half
+    bm.register_computed_blocks(a)
+    kept = dict(bm.hash_to_block)
+    bm.register_computed_blocks(a, num_tokens=14)  # the next chunk, scheduled: blocks 1, 2
+    assert len(bm.hash_to_block) == 3
+    dup = make_seq(tokens(10, 14), 1)              # the same tokens, its copies left out as duplicates
+    bm.allocate(dup, 14)
+    bm.register_computed_blocks(dup, num_tokens=14)
+    bm.unregister_uncomputed_blocks(dup)           # dup's launch failed: a's entries stay
+    assert len(bm.hash_to_block) == 3 and dup.block_hashes == []
+    bm.unregister_uncomputed_blocks(a)             # a's launch failed: its chunk never runs
+    assert bm.hash_to_block == kept and len(a.block_hashes) == 1
+    assert [bm.blocks[i].hash for i in a.block_table[1:]] == [-1, -1, -1]
+    assert bm.blocks[a.block_table[1]].token_ids == []
+    check_invariants(bm, [a, dup])
+
+
 def test_a_fully_cached_prompt_still_leaves_its_last_token_to_compute():
     bm = BlockManager(16, BLOCK_SIZE)
     admit_and_compute(bm, make_seq(tokens(10, 12), 0))               # 3 full blocks cached
@@ -168,7 +205,7 @@ def test_the_same_block_computed_twice_is_registered_once_and_both_free_cleanly(
     bm = BlockManager(8, BLOCK_SIZE)
     a, b = make_seq(tokens(10, 9), 0), make_seq(tokens(10, 9), 1)
     bm.allocate(a, 9)
-    bm.allocate(b, 9)                              # same step: neither can hit the other
+    bm.allocate(b, 9)                              # neither looked the cache up (prompt logprobs, say)
     for seq in (a, b):
         seq.num_computed_tokens = 9
         bm.register_computed_blocks(seq)

@@ -110,21 +110,24 @@ class Tally:
 
 # ---- invariants ----------------------------------------------------------------------------------
 
-def check_block_manager(llm: LLM) -> None:
+def check_block_manager(llm: LLM, batch=None) -> None:
     """ref_count == number of running sequences holding the block; free XOR used; the cache maps
-    each key to a block whose stored tokens hash to it; waiting sequences hold nothing."""
+    each key to a block whose stored tokens hash to it; waiting sequences hold nothing. `batch`: a
+    schedule not launched yet, whose chunks' full blocks are cached already."""
     bm, sched = llm.block_manager, llm.scheduler
+    scheduled = {id(s): s.num_computed_tokens + n for s, n in zip(batch.seqs, batch.num_new_tokens)} if batch else {}
     holders: Counter[int] = Counter()
     for seq in sched.running:
         assert seq.status == SequenceStatus.RUNNING
         assert len(set(seq.block_table)) == len(seq.block_table), "one block twice in a block table"
         assert len(seq.block_table) * bm.block_size >= seq.num_computed_tokens
-        assert len(seq.block_hashes) <= seq.num_computed_tokens // bm.block_size
+        written = scheduled.get(id(seq), seq.num_computed_tokens)   # written by the time anything reads
+        assert len(seq.block_hashes) <= written // bm.block_size
         holders.update(seq.block_table)
         for i, block_id in enumerate(seq.block_table):
             block = bm.blocks[block_id]
-            if block.hash != -1:       # cached: written, full, and holding exactly this seq's tokens
-                assert (i + 1) * bm.block_size <= seq.num_computed_tokens
+            if block.hash != -1:       # cached: full, written (or by this step), holding this seq's tokens
+                assert (i + 1) * bm.block_size <= written
                 assert block.token_ids == seq.block_token_ids(i)
                 assert block.hash == seq.block_hashes[i]
     for seq in sched.waiting:
@@ -148,17 +151,27 @@ def check_batch(llm: LLM, batch, had_work: bool) -> None:
     assert batch.seqs or not had_work, "a step scheduled nothing while work was waiting (livelock)"
     assert batch.num_tokens <= sched.max_num_batched_tokens and len(batch) <= sched.max_num_seqs
     assert len({id(s) for s in batch.seqs}) == len(batch)
+    starts = {id(s): s.num_computed_tokens for s in batch.seqs}
     for seq, n in zip(batch.seqs, batch.num_new_tokens):
         assert seq in sched.running and n >= 1
         start, end = seq.num_computed_tokens, seq.num_computed_tokens + n
         assert end <= len(seq) and len(seq.block_table) * bm.block_size >= end
         if not sched.chunked_prefill:
             assert end == len(seq)
-        # the chunk writes only into blocks this sequence owns alone and the cache does not hold
+        # the chunk writes only into blocks this sequence owns alone and the cache does not hold, or
+        # into a block it completes, cached as it was scheduled: then every other holder is in this
+        # batch and only reads it (its own chunk starts after the block)
         for i in range(start // bm.block_size, (end - 1) // bm.block_size + 1):
             block = bm.blocks[seq.block_table[i]]
-            assert block.ref_count == 1 and block.hash == -1, f"chunk writes into shared block {block.block_id}"
-    check_block_manager(llm)
+            if block.ref_count == 1 and block.hash == -1:
+                continue
+            assert (i + 1) * bm.block_size <= end and block.hash == seq.block_hashes[i], \
+                f"chunk writes into shared block {block.block_id}"
+            readers = [s for s in sched.running if s is not seq and block.block_id in s.block_table]
+            assert len(readers) == block.ref_count - 1
+            assert all(starts.get(id(r), -1) >= (i + 1) * bm.block_size for r in readers), \
+                f"block {block.block_id} is read by a sequence outside this step or before it is written"
+    check_block_manager(llm, batch)
 
 
 def check_drained(llm: LLM) -> None:

@@ -39,10 +39,13 @@ class BlockManager(_AiosBlockManager):
         (README, "Build it: matching a prefix")"""
         raise NotImplementedError("lesson 13: BlockManager.match_prefix (see README, 'Build it')")
 
-    def register_computed_blocks(self, seq: Sequence) -> None:
-        """After a step: enter every block of seq that is now full and computed into the cache.
+    def register_computed_blocks(self, seq: Sequence, num_tokens: int | None = None) -> None:
+        """Enter every full block among seq's first num_tokens tokens into the cache.
 
-        The full computed blocks are the first min(seq.num_computed_tokens // block_size,
+        num_tokens defaults to seq.num_computed_tokens (after a step: the blocks now computed). The
+        scheduler also calls it with num_computed_tokens + the chunk it has just added to the batch,
+        before the step runs, so that a request admitted later in the same step hits the blocks
+        that step is about to fill. The blocks are the first min(num_tokens // block_size,
         len(seq.block_table)); those before len(seq.block_hashes) are done already. For each new
         one: stop at a block holding a PLACEHOLDER (its token is still on the GPU); else hash it
         (chained from the last of seq.block_hashes), append the hash to seq.block_hashes, and if

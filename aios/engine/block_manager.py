@@ -7,15 +7,25 @@ Invariants (tests/test_block_manager.py and tests/test_prefix_stress.py check th
   block for the new sample; a prefix hit one per hit block; free and copy-on-write take one off).
 - seq.block_table[i] holds tokens [i * block_size, (i + 1) * block_size) of seq.
 - A step writes K/V only into blocks its sequence holds alone (ref_count == 1) and the prefix
-  cache does not hold: a shared block is full and read-only (prefix hits), or the last, partly
-  filled block of a forked prompt, which each sample but the last to write copies first
-  (copy_on_write; the model runner copies the K/V before the step's forward).
-- A block is in hash_to_block only after the step that fills it has been launched and its tokens
-  are known (the scheduler registers blocks when it reads a step's tokens, or just before it frees
-  a finishing sequence; never at allocation; never a block that still holds a PLACEHOLDER).
+  cache does not hold, or into the full blocks its chunk completes: the scheduler entered those
+  into the cache as it scheduled the chunk, and a sequence admitted later in the same schedule may
+  share them already (it reads them only: its own chunk starts after them). Any other shared block
+  is full and read-only (prefix hits), or the last, partly filled block of a forked prompt, which
+  each sample but the last to write copies first (copy_on_write; the model runner copies the K/V
+  before the step's forward).
+- A block is in hash_to_block only if its tokens are known (never a block that still holds a
+  PLACEHOLDER) and the step that fills it is scheduled or launched: the scheduler registers the
+  full blocks of each prefill chunk right after adding it to the batch (vLLM's cache_blocks at
+  allocation), and the rest (blocks filled by decodes) when it reads a step's tokens or just before
+  it frees a finishing sequence. A scheduled step is launched in the same LLMEngine.step; if its
+  launch raises, unregister_uncomputed_blocks takes out the blocks it was to fill.
+- A hit never reads unwritten slots: within one step, every layer stores all of the step's K/V
+  (slot_mapping) before its attention reads the cache (layers/attention.py, both backends, prefill
+  and decode, on every TP rank), so a sequence that hits a block its own step fills reads it after
+  the write; later steps run after it on the same stream.
+- seq.block_hashes covers at most seq's first num_computed_tokens // block_size blocks, except
+  between schedule() and the launch, when it also covers the full blocks of the scheduled chunk.
 - Of a Sequence, the block manager writes block_table and block_hashes, nothing else.
-  Kernels run in launch order on one stream, so a prefix hit, which is only ever read by a later
-  step, never reads unwritten slots.
 - A freed block keeps its hash and contents until it is handed out again (lazy eviction); free
   blocks are reused least-recently-freed first, blocks with no hash before any cached block.
 """
@@ -187,11 +197,16 @@ class BlockManager:
 
     # ---- prefix cache --------------------------------------------------------------------------
 
-    def register_computed_blocks(self, seq: Sequence) -> None:
-        """After a step: enter every block of seq that is now full and written into the cache."""
+    def register_computed_blocks(self, seq: Sequence, num_tokens: int | None = None) -> None:
+        """Enter every full block among seq's first num_tokens tokens (default: its computed ones)
+        into the cache, as far as their tokens are known. The scheduler passes num_computed_tokens +
+        the chunk it has just scheduled: the step it is building writes those blocks' K/V before
+        anything reads them (the module docstring), so a sequence admitted after it hits them."""
         if not self.enable_prefix_caching:
             return
-        num_full = min(seq.num_computed_tokens // self.block_size, len(seq.block_table))
+        if num_tokens is None:
+            num_tokens = seq.num_computed_tokens
+        num_full = min(num_tokens // self.block_size, len(seq.block_table))
         prev = seq.block_hashes[-1] if seq.block_hashes else -1
         for i in range(len(seq.block_hashes), num_full):
             token_ids = seq.block_token_ids(i)
@@ -206,6 +221,20 @@ class BlockManager:
                 block.token_ids = token_ids
                 self.hash_to_block[h] = block.block_id
             prev = h
+
+    def unregister_uncomputed_blocks(self, seq: Sequence) -> None:
+        """Take seq's blocks past its num_computed_tokens out of the cache: the step whose chunk was
+        to fill them was scheduled (and registered them) but its launch failed, so their K/V will
+        never be written. A duplicate that seq left unregistered keeps the other block's entry."""
+        num_full = seq.num_computed_tokens // self.block_size
+        for i in range(num_full, len(seq.block_hashes)):
+            block = self.blocks[seq.block_table[i]]
+            if block.hash == seq.block_hashes[i]:
+                if self.hash_to_block.get(block.hash) == block.block_id:
+                    del self.hash_to_block[block.hash]
+                block.hash = block.prev_hash = -1
+                block.token_ids = []
+        del seq.block_hashes[num_full:]
 
     def reset_prefix_cache(self) -> None:
         for block in self.blocks:

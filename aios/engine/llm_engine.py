@@ -197,10 +197,15 @@ class LLMEngine:
                 batch = self.scheduler.schedule()
         launched, outputs = None, None
         if batch.seqs:
-            if requests.samples_constrained(batch):
-                launched, outputs = requests.launch(batch, self.model_runner, self._inflight, self._take_inflight)
-            else:
-                launched = self.scheduler.launched(batch, self.model_runner.run(batch))
+            try:
+                if requests.samples_constrained(batch):
+                    launched, outputs = requests.launch(batch, self.model_runner, self._inflight,
+                                                        self._take_inflight)
+                else:
+                    launched = self.scheduler.launched(batch, self.model_runner.run(batch))
+            except BaseException:             # schedule() cached blocks that this step was to fill
+                self.scheduler.launch_failed(batch)
+                raise
         if self.async_scheduling:
             launched, self._inflight = self._inflight, launched
         if outputs is None:

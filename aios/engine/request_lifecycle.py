@@ -8,10 +8,13 @@ After `schedule()` (scheduler.py):
   2. `launched(batch, handle)`, once the model runner has launched the step: each chunk's K/V is
      (being) written, so num_computed_tokens advances; each sequence that samples gets a
      PLACEHOLDER for its token in flight; one that will certainly end on "length" leaves now.
+     (`launch_failed(batch)` instead, if the launch raised: the blocks schedule() entered into the
+     prefix cache for the batch's chunks leave it, since their K/V will never be written.)
   3. `postprocess(step, token_ids)`, once the host has the step's tokens (with async scheduling,
      one step later): placeholders become tokens (and their scores, where asked, are stored beside
-     them), a constrained sequence's grammar accepts its token, stops are checked, newly full blocks
-     enter the prefix cache, finished sequences free their blocks and become FINISHED.
+     them), a constrained sequence's grammar accepts its token, stops are checked, the full blocks
+     not in the prefix cache yet (those decodes filled; prefill chunks' blocks entered it at
+     schedule time) enter it, finished sequences free their blocks and become FINISHED.
 Between steps: `abort` (the caller's), `fail` (a request whose grammar failed to compile).
 
 Invariants (check_invariants() asserts them; the stress tests call it after every step):
@@ -122,6 +125,16 @@ class RequestLifecycle:
                 self.finishing.add(seq)
         return InflightStep(batch, handle, sampled, indices)
 
+    def launch_failed(self, batch: ScheduledBatch) -> None:
+        """Launching `batch` raised. A chunk that `launched` never saw does not run, so the blocks
+        schedule() registered for it leave the prefix cache (their K/V will never be written); a
+        chunk already launched keeps them (num_computed_tokens has moved past them). The batch's
+        sequences are the caller's to abort (LLM.generate and the server's EngineLoop do): one
+        admitted onto such a block counts as computed tokens that are not."""
+        for seq in batch.seqs:
+            if seq.status == SequenceStatus.RUNNING:
+                self.block_manager.unregister_uncomputed_blocks(seq)
+
     def _fork(self, parent: Sequence) -> None:
         """The parent's first token is launched: its request's other samples start from its state,
         sharing its blocks (one prefill for them all). Each gets its own placeholder in launched."""
@@ -168,7 +181,8 @@ class RequestLifecycle:
                 seq.stop_reason = stop[1]
                 self._finish(seq, stop[0])
             outputs.append(StepOutput(seq, [token_id], stop is not None))
-        # every token before num_computed_tokens is known now: register full blocks in the prefix cache.
+        # every token before num_computed_tokens is known now: register the full blocks not cached yet
+        # (those decodes filled; a prefill chunk's entered the cache as it was scheduled).
         # A forked parent's samples hold its prompt blocks (forked at this launch or, with async
         # scheduling, the next): they register with it, so each holder of a cached block has its hash.
         for seq in step.batch.seqs:

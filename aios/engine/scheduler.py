@@ -24,6 +24,15 @@ Invariants of a scheduled batch:
 - A sequence whose next token would go into a block it shares (a forked prompt's last block) gets a
   fresh one first (copy-on-write, `_allocate`): the batch lists (shared, fresh) in
   `ScheduledBatch.blocks_to_copy`, which the model runner copies before the step's forward.
+- A sequence added to the batch is never preempted later in the same schedule(): the first loop
+  preempts only `running[-1]` while it works on `running[i]`, and everything already in the batch
+  sits before i; admission preempts no one.
+- Right after a prefill chunk joins the batch, the full blocks it completes enter the prefix cache
+  (vLLM caches a request's full blocks as it allocates them), so a sequence admitted later in the
+  same schedule hits the blocks the step is about to fill (block_manager.py says why that reads no
+  unwritten slot). A decode's block waits for postprocess: with async scheduling its newest token
+  is a PLACEHOLDER. The step is launched next, in the same LLMEngine.step; if the launch raises,
+  `launch_failed` takes those blocks out again.
 """
 
 from __future__ import annotations
@@ -68,6 +77,8 @@ class Scheduler(RequestLifecycle):
             if seq.status != SequenceStatus.RUNNING:
                 continue                     # seq preempted itself; running[i] is now the next one
             batch.add(seq, got)
+            if remaining > 1:                # a prefill chunk: the full blocks it completes are cached now
+                self.block_manager.register_computed_blocks(seq, seq.num_computed_tokens + got)
             rows += self._rows(seq, got)
             budget -= got
             i += 1
@@ -100,6 +111,7 @@ class Scheduler(RequestLifecycle):
             seq.status = SequenceStatus.RUNNING
             self.running.append(seq)
             batch.add(seq, got)
+            self.block_manager.register_computed_blocks(seq, seq.num_computed_tokens + got)  # the next may hit
             rows += self._rows(seq, got)
             budget -= got
         return batch

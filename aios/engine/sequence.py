@@ -46,7 +46,7 @@ Invariants:
   recompute adds none twice. A sequence still missing some takes no prefix-cache hits (their
   logits would never be computed).
 - block_hashes[i] is the prefix-cache hash of block i (chained over blocks 0..i); it exists only
-  for full blocks whose K/V is written.
+  for full blocks whose K/V is written, or is being written by the step just scheduled.
 - A sequence with a constraint (sampling_params.structured_outputs) has grammar None only while
   its grammar compiles (`waiting_for_grammar`): it is then WAITING (or PENDING_FORK), never
   admitted, holds no block and has no output token; all samples of a group get theirs at once.

@@ -11,9 +11,10 @@ The workload: one long shared system prompt, then a short question per request. 
 runs alone (it fills the cache), the others follow together. Settings from aios/bench/ladder.py.
 
 Then parallel sampling, the other way blocks are shared: n samples of one prompt, first as n
-requests of one sample each (each prefills the prompt), then as one request with n (one prefill;
-the samples fork from it, share its blocks by reference count and copy the last, partly filled
-one before writing into it).
+requests of one sample each (admitted in one step: the first prefills the prompt, the others hit
+its full blocks, cached as its chunk was scheduled, and compute the last, partly filled block),
+then as one request with n (one prefill; the samples fork from it, share all its blocks by
+reference count and copy the last, partly filled one before writing into it).
 
     --mine : the lesson 13 engine runs on YOUR BlockManager (workspace/lesson13.py: hash_block,
              match_prefix, register_computed_blocks, free, _take_free_block)
@@ -122,7 +123,7 @@ def parallel_sampling(args, llm, prompt: list[int], n: int, max_tokens: int) -> 
 
     params = SamplingParams(temperature=0.8, seed=0, max_tokens=max_tokens, ignore_eos=True)
     rows, tokens = [], {}
-    for how in (f"{n} requests, n=1 each (one prefill each)", f"1 request, n={n} (forked from one prefill)"):
+    for how in (f"{n} requests, n=1 each (prefix-cache hits)", f"1 request, n={n} (forked from one prefill)"):
         llm.block_manager.reset_prefix_cache()
         before = llm.stats()
         copies = 0

@@ -72,6 +72,21 @@ def test_a_block_is_registered_once_its_tokens_are_computed_and_known(impl):
 
 
 @pytest.mark.readme("Build it: registering blocks")
+def test_a_scheduled_chunk_caches_the_full_blocks_it_completes_before_they_are_computed(impl):
+    bm = impl.BlockManager(8, BS)
+    seq = seq_of(A)
+    assert bm.allocate(seq, 6) == 6                                     # a chunk of 6, not run yet
+    bm.register_computed_blocks(seq, num_tokens=6)                      # as the scheduler adds it
+    h0 = impl.hash_block(A[:4], -1)
+    assert seq.block_hashes == [h0] and bm.hash_to_block == {h0: seq.block_table[0]}, \
+        "num_tokens=6: block 0 is full, block 1 is not"
+    bm.register_computed_blocks(seq)                                    # default: num_computed_tokens, 0
+    assert seq.block_hashes == [h0]
+    later = seq_of(A[:4] + [1, 2], 1)                                   # admitted after it, same step
+    assert bm.match_prefix(later)[0] == seq.block_table[:1]
+
+
+@pytest.mark.readme("Build it: registering blocks")
 def test_the_same_prefix_computed_twice_at_once_stays_registered_once(impl):
     bm = impl.BlockManager(8, BS)
     first, second = computed(impl, bm, A[:8], 0), computed(impl, bm, A[:8], 1)

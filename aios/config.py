@@ -136,6 +136,10 @@ class Config:
     cpu_kvcache_space_gib: float = 1.0        # KV-cache budget on CPU
     attention_backend: str = "triton"         # lesson 09: "triton" (FlashAttention kernels) | "torch" (reference)
     fused_kernels: bool = True                # lesson 10: Triton RMSNorm+residual, q/k-norm+RoPE, SiLU*mul
+    # lesson 10: with fused_kernels, a one-token step runs add+RMSNorm and SiLU*up inside the next gemv
+    # (aios/kernels/fused_gemv.py). Off by default: on an H200 it made batch-1 decode of the 8B shape
+    # slower (BENCHMARKS.md, "The norm inside the gemv")
+    fuse_norm_into_gemv: bool = False
     enforce_eager: bool = False               # lesson 11: True turns CUDA graphs off
     async_scheduling: bool = True             # lesson 11: schedule step N+1 while the GPU runs step N
     tensor_parallel_size: int = 1             # lesson 14

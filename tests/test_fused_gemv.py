@@ -233,7 +233,7 @@ def test_a_one_token_step_runs_the_fused_gemvs_and_computes_what_the_references_
     prompt = [11, 3, 250, 17, 9, 42, 100]                            # the next two tokens cross a block
     ref, ref_launches, _ = logits_and_launches(dense_ckpt, TORCH, prompt, triton_launches)
     assert ref_launches == [[], [], []]
-    fused = Backend(TORCH_ATTENTION, fused_kernels=True)
+    fused = Backend(TORCH_ATTENTION, fused_kernels=True, fused_one_row=True)
     got, (prefill, *decodes), num_layers = logits_and_launches(dense_ckpt, fused, prompt, triton_launches)
     assert (got - ref).abs().max().item() < 1e-4
     assert "_add_rmsnorm_gemv_kernel" not in prefill and "_silu_mul_gemv_kernel" not in prefill
@@ -280,12 +280,13 @@ def test_the_fused_mlp_under_tp_sums_to_the_unsplit_mlp():
 
 
 def test_qwen3_moe_layers_with_experts_keep_the_unfused_path(tmp_path):
-    from aios.layers.backend import TRITON
+    from aios.layers.backend import TRITON_ATTENTION
     from aios.utils.tiny_checkpoint_qwen3_moe import make_qwen3_moe_checkpoint
 
     path = make_qwen3_moe_checkpoint(str(tmp_path / "moe"), num_layers=2, mlp_only_layers=[0])
     with torch.device("meta"):
-        model = build_model(ModelConfig.from_dir(path), backend=TRITON, max_model_len=64)
+        model = build_model(ModelConfig.from_dir(path), max_model_len=64,
+                            backend=Backend(TRITON_ATTENTION, fused_kernels=True, fused_one_row=True))
     # layer 0 is a plain Qwen3 layer (its dense MLP); layer 1's experts have no fused one-row path
     assert [layer.fuse_one_row for layer in model.model.layers] == [True, False]
 
@@ -368,7 +369,7 @@ def test_batch_1_decode_gives_hf_and_the_unfused_backends_greedy_tokens(
     prompts = random_prompts(512, [5, 17, 40], seed=41)
     expected = hf_greedy(dense_ckpt, prompts, 16)
     kw = dict(device="cuda", dtype="float32", kvcache_block_size=16, num_kvcache_blocks=64, max_model_len=512,
-              max_num_seqs=4)                                      # graphs for batches 1, 2, 4
+              max_num_seqs=4, fuse_norm_into_gemv=True)            # graphs for batches 1, 2, 4
     params = SamplingParams(temperature=0.0, max_tokens=16)
 
     def one_at_a_time(llm):
@@ -393,7 +394,7 @@ def test_batch_1_decode_under_tp2_equals_one_gpu(tiny_ckpt):
     down_proj, then the all-reduce: the batch-1 tokens of TP=2 (CUDA graphs on both ranks) are TP=1's."""
     prompts = random_prompts(512, [4, 23], seed=42)
     params = SamplingParams(temperature=0.0, max_tokens=16)
-    kw = dict(device="cuda", dtype="float32", gpu_memory_utilization=0.3, max_num_seqs=4)
+    kw = dict(device="cuda", dtype="float32", gpu_memory_utilization=0.3, max_num_seqs=4, fuse_norm_into_gemv=True)
     tokens = {}
     for tp in (1, 2):
         with LLM(tiny_ckpt, tensor_parallel_size=tp, **kw) as llm:

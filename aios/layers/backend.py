@@ -1,13 +1,15 @@
 """Which kernels the layers run: chosen once, when the model is built, and handed to every layer.
 
-A `Backend` is two choices (lessons 09, 10), made from `Config` by `Backend.from_config`:
+A `Backend` is three choices (lessons 09, 10), made from `Config` by `Backend.from_config`:
 - `attention`: an `AttentionBackend`, the functions that store K/V into the paged cache and attend
   over it. `TRITON_ATTENTION` is AIOS's FlashAttention prefill and paged decode kernels;
   `TORCH_ATTENTION` their references (the score matrix built whole). A learner's attention is one
   more `AttentionBackend`, passed in, not patched in.
 - `fused_kernels`: the Triton RMSNorm(+residual), q/k-norm + RoPE + KV store (one launch per
-  layer), SiLU*mul, one-row gemv (and, in the dense decoder layers' one-row path, the gemvs with
-  the norm or SiLU*mul in their prologue) and sampling kernels; False runs their torch references.
+  layer), SiLU*mul, one-row gemv and sampling kernels; False runs their torch references.
+- `fused_one_row` (`Config.fuse_norm_into_gemv`, off by default; needs fused_kernels): a dense
+  decoder layer's one-token step runs each add + RMSNorm and SiLU*mul inside the gemv after it
+  (aios/kernels/fused_gemv.py, the layers' `forward_one_row`).
 On a CPU both are the references whatever Config says: Triton compiles for CUDA only.
 
 Each layer binds the functions it will call in its constructor and never looks again: no flag is
@@ -56,6 +58,8 @@ ATTENTION_BACKENDS = {b.name: b for b in (TRITON_ATTENTION, TORCH_ATTENTION)}
 class Backend:
     attention: AttentionBackend = TORCH_ATTENTION
     fused_kernels: bool = False                 # lesson 10
+    # lesson 10: one-token steps run add + RMSNorm and SiLU * up inside the next gemv (needs fused_kernels)
+    fused_one_row: bool = False
 
     @classmethod
     def from_config(cls, config: Config, device: torch.device | str | None = None) -> Backend:
@@ -63,7 +67,8 @@ class Backend:
         references on a CPU. `device` defaults to `config.device` (a TP worker passes its own)."""
         if torch.device(device if device is not None else config.device).type != "cuda":
             return TORCH
-        return cls(ATTENTION_BACKENDS[config.attention_backend], config.fused_kernels)
+        return cls(ATTENTION_BACKENDS[config.attention_backend], config.fused_kernels,
+                   config.fused_kernels and config.fuse_norm_into_gemv)
 
     @classmethod
     def for_device(cls, device: torch.device | str) -> Backend:

@@ -8,7 +8,7 @@
 It is Qwen3 (models/qwen3.py) without the per-head q/k RMSNorm; the rest is the config: biases
 (`ModelConfig.qkv_bias`, `o_proj_bias`, `mlp_bias`: off for Llama 3 as published, q/k/v on for
 Qwen2), the RoPE scaling (layers/rotary_embedding.py) and tied embeddings (Llama 3.2 1B/3B). A
-one-token step on the fused backend runs `LlamaDecoderLayer.forward_one_row`, as Qwen3's does.
+one-token step on a backend with `fused_one_row` runs `LlamaDecoderLayer.forward_one_row`, as Qwen3's does.
 `parse_config` is the family's half of aios/models/registry.py; `parse_rope` reads RoPE from a
 config.json as transformers 4.5x writes it (`rope_theta` + `rope_scaling`) or 5.x (`rope_parameters`).
 """
@@ -124,7 +124,7 @@ class LlamaDecoderLayer(nn.Module):
         self.mlp = LlamaMLP(config, tp, backend)
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, backend)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, backend)
-        self.fuse_one_row = backend.fused_kernels         # one-token steps go to forward_one_row
+        self.fuse_one_row = backend.fused_one_row         # one-token steps go to forward_one_row
 
     def forward(self, positions: torch.Tensor, hidden_states: torch.Tensor, residual: torch.Tensor | None,
                 context: Context) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,8 +8,8 @@
 q/k/v and gate/up are fused into one matmul each (lesson 10); `packed_modules_mapping` tells the
 loader which checkpoint tensor goes into which slice of a fused weight. Every layer is built with
 the engine's kernel `Backend` (aios/layers/backend.py); the model builds one RoPE table, shared by
-every layer. A one-token step on the fused backend (batch-1 decode) takes
-`Qwen3DecoderLayer.forward_one_row`: each add + RMSNorm, and SiLU(gate) * up, runs inside the matmul
+every layer. A one-token step (batch-1 decode) on a backend with `fused_one_row`
+(`Config.fuse_norm_into_gemv`) takes `Qwen3DecoderLayer.forward_one_row`: each add + RMSNorm, and SiLU(gate) * up, runs inside the matmul
 after it, through the same modules, rounded the same way. `parse_config` is the family's half of
 aios/models/registry.py.
 """
@@ -110,8 +110,8 @@ class Qwen3DecoderLayer(nn.Module):
         self.mlp = mlp if mlp is not None else Qwen3MLP(config, tp, backend)
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, backend)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, backend)
-        # one-token steps on the fused backend go to forward_one_row (a Qwen3-MoE layer with experts: never)
-        self.fuse_one_row = backend.fused_kernels and mlp is None
+        # one-token steps go to forward_one_row with fused_one_row (a Qwen3-MoE layer with experts: never)
+        self.fuse_one_row = backend.fused_one_row and mlp is None
 
     def forward(self, positions: torch.Tensor, hidden_states: torch.Tensor, residual: torch.Tensor | None,
                 context: Context) -> tuple[torch.Tensor, torch.Tensor]:

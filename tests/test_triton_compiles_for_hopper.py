@@ -18,7 +18,7 @@ in aios/kernels is one the harness makes as the GPU would; and the bug that brok
 (`_loop_carried_shape_change` below) is caught. What only a GPU checks: numerics, races, PDL
 ordering, registers and occupancy, loading and running the cubin (aios/kernels/NOTES.md).
 
-Cost on a 2-core CPU: ~45 s with a cold Triton cache (~90 specializations), ~4 s when
+Cost on a 2-core CPU: ~47 s with a cold Triton cache (81 specializations of 20 kernels), ~4 s when
 ~/.triton/cache already holds them (an edited kernel recompiles only its own). By hand:
 `PYTHONPATH=$PWD python tests/test_triton_compiles_for_hopper.py` prints the report (JSON).
 """

@@ -126,11 +126,11 @@ def _cases():
         return lambda: fused_moe(x, w13, w2, e(tokens, top_k), ids)
 
     return [
-        ("gemv bf16 (0.6B qkv)", linear(bf16, 4096, hidden)),
-        ("gemv bf16 (8B gate_up)", linear(bf16, 24576, 4096)),
-        ("gemv bf16, sizes not divisible by 16", linear(bf16, 4096, hidden, odd=True)),
-        ("gemv fp32", linear(f32, 4096, hidden)),
-        ("rmsnorm, activations bf16 (1 and 8 rows)", norms(bf16, 8)),
+        ("gemv, fused gemvs bf16 (0.6B qkv)", linear(bf16, 4096, hidden)),
+        ("gemv, fused gemvs bf16 (8B gate_up)", linear(bf16, 24576, 4096)),
+        ("gemv, fused gemvs bf16, sizes not divisible by 16", linear(bf16, 4096, hidden, odd=True)),
+        ("gemv, fused gemvs fp32", linear(f32, 4096, hidden)),
+        ("rmsnorm, activations bf16", norms(bf16, 8)),
         ("rmsnorm, activations fp32", norms(f32, 8)),
         ("qk_norm_rope, store_kvcache bf16", rope_and_store(bf16)),
         ("qk_norm_rope, store_kvcache fp32", rope_and_store(f32)),

@@ -1,0 +1,261 @@
+"""Every Triton kernel in aios/kernels compiles for the H200 (sm_90), checked on a machine without a GPU.
+
+The CPU suite runs the kernels in Triton's interpreter, which executes their Python bodies with
+numpy and never compiles them: a kernel the GPU compiler rejects (a name re-bound inside a loop to
+a tensor of another shape, a dot of dtypes Hopper does not take, a wrong inline-PTX instruction)
+passes every CPU test. That happened: moe_align's layout kernels passed the CPU suite and failed
+18 GPU tests. Triton's compiler itself needs no GPU, so this file, run as a script in a subprocess
+without TRITON_INTERPRET, lets tests/sm90_compile.py turn every `kernel[grid](...)` into a
+`triton.compile` for sm_90 down to the cubin (ptxas included: it is what checks the PDL
+instructions' inline PTX), then calls every public wrapper of aios/kernels (`_cases`) with CPU
+tensors shaped like Qwen3-0.6B's and Qwen3-30B-A3B's layers, choosing tiles, PDL and the other
+device-dependent constexprs as on the H200. Nothing runs: only compilation is checked.
+
+The tests: every case launches; every launch compiles (and fits the H200's shared memory); every
+kernel of aios/kernels (a module-level JITFunction launched somewhere, or called by no other
+kernel) was compiled at least once, so a new kernel without a case fails here; every device choice
+in aios/kernels is one the harness makes as the GPU would; and the bug that broke the GPU tests
+(`_loop_carried_shape_change` below) is caught. What only a GPU checks: numerics, races, PDL
+ordering, registers and occupancy, loading and running the cubin (aios/kernels/NOTES.md).
+
+Cost on a 2-core CPU: ~47 s with a cold Triton cache (81 specializations of 20 kernels), ~4 s when
+~/.triton/cache already holds them (an edited kernel recompiles only its own). By hand:
+`PYTHONPATH=$PWD python tests/test_triton_compiles_for_hopper.py` prints the report (JSON).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import triton
+import triton.language as tl
+from sm90_compile import CONFIG_FUNCTIONS, GPU_CONSTEXPRS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@triton.jit
+def _loop_carried_shape_change(p, n, BLOCK: tl.constexpr):
+    # moe_align.py's bug: the interpreter runs it, the compiler refuses a loop-carried name whose shape changes
+    rows = tl.arange(0, 16)[:, None] + tl.arange(0, 16)[None, :]
+    tl.store(p + rows, rows)
+    for start in range(0, n, BLOCK):
+        rows = start + tl.arange(0, BLOCK)
+        tl.store(p + rows, rows)
+
+
+def _cases():
+    """(name, call) pairs that launch every kernel variant the GPU path runs (Qwen3-0.6B's and
+    Qwen3-30B-A3B's shapes; fp32 and fp16 where a kernel's tl.dot precision or tiles depend on it)."""
+    import aios.kernels as K
+    from aios.kernels.fused_moe import fused_moe
+    from aios.kernels.moe_align import moe_align_block_size
+    from aios.kernels.topk_softmax import topk_softmax
+
+    bf16, f16, f32 = torch.bfloat16, torch.float16, torch.float32
+    e = torch.empty
+    hidden, heads, kv_heads, head_dim, inter = 1024, 16, 8, 128, 3072
+
+    def linear(dtype, n, k, odd=False):
+        n, k = (n - 3, k - 8) if odd else (n, k)             # sizes not divisible by 16: another specialization
+        return lambda: (K.gemv(e(1, k, dtype=dtype), e(n, k, dtype=dtype)),
+                        K.add_rmsnorm_gemv(e(1, k, dtype=dtype), e(1, k, dtype=dtype), e(k, dtype=dtype), 1e-6,
+                                           e(n, k, dtype=dtype)),
+                        K.add_rmsnorm_gemv(e(1, k, dtype=dtype), None, e(k, dtype=dtype), 1e-6, e(n, k, dtype=dtype)),
+                        K.silu_mul_gemv(e(1, 2 * k, dtype=dtype), e(n, k, dtype=dtype)))
+
+    def norms(dtype, rows):
+        x, w = e(rows, hidden, dtype=dtype), e(hidden, dtype=dtype)
+        return lambda: (K.rms_norm(x, w, 1e-6), K.fused_add_rms_norm(x, x, w, 1e-6), K.gemma_rms_norm(x, w, 1e-6),
+                        K.fused_add_gemma_rms_norm(x, x, w, 1e-6), K.rms_norm(x, w.float(), 1e-6),
+                        K.silu_and_mul(e(rows, 2 * inter, dtype=dtype)),
+                        K.gelu_tanh_and_mul(e(rows, 2 * inter, dtype=dtype)))
+
+    def qkv_and_cache(dtype, tokens, block_size, dim=head_dim):
+        qkv = e(tokens, (heads + 2 * kv_heads) * dim, dtype=dtype)
+        q = qkv[:, :heads * dim].view(tokens, heads, dim)
+        k = qkv[:, heads * dim:(heads + kv_heads) * dim].view(tokens, kv_heads, dim)
+        v = qkv[:, (heads + kv_heads) * dim:].view(tokens, kv_heads, dim)
+        k_cache, v_cache = e(64, block_size, kv_heads, dim, dtype=dtype), e(64, block_size, kv_heads, dim, dtype=dtype)
+        return q, k, v, k_cache, v_cache
+
+    def rope_and_store(dtype):
+        q, k, v, k_cache, v_cache = qkv_and_cache(dtype, 8, 16)
+        w, pos, cos_sin = e(head_dim, dtype=dtype), torch.zeros(8, dtype=torch.long), e(4096, head_dim)
+        slots = torch.arange(8, dtype=torch.int32)
+        return lambda: (K.qk_norm_rope(q, k, w, w, pos, cos_sin, 1e-6),
+                        K.qk_norm_rope_store_kvcache(q, k, v, w, w, pos, cos_sin, 1e-6, k_cache, v_cache, slots),
+                        K.rope_store_kvcache(q, k, v, pos, cos_sin, k_cache, v_cache, slots),
+                        K.store_kvcache(k, v, k_cache, v_cache, slots))
+
+    def prefill(dtype, block_size, max_seqlen_q, window=None, dim=head_dim):
+        q, _, _, k_cache, v_cache = qkv_and_cache(dtype, 2 * max_seqlen_q, block_size, dim)
+        cu = torch.tensor([0, max_seqlen_q, 2 * max_seqlen_q], dtype=torch.int32)
+        tables = torch.zeros(2, 4096 // block_size, dtype=torch.int32)
+        return lambda: K.prefill_attention(q, k_cache, v_cache, cu, cu, max_seqlen_q, max_seqlen_q, tables,
+                                           dim ** -0.5, sliding_window=window)
+
+    def decode(dtype, block_size, batch, window=None, dim=head_dim):
+        q, _, _, k_cache, v_cache = qkv_and_cache(dtype, batch, block_size, dim)
+        tables = torch.zeros(batch, 4096 // block_size, dtype=torch.int32)
+        lens = torch.ones(batch, dtype=torch.int32)
+        return lambda: K.decode_attention(q, k_cache, v_cache, tables, lens, dim ** -0.5, sliding_window=window)
+
+    def sampling():
+        logits = e(4, 151936)
+        rows, bitmask = torch.tensor([0, 2], dtype=torch.int32), e(2, 4748, dtype=torch.int32)
+        return lambda: (K.sample(logits, e(4), e(4, dtype=torch.long)),
+                        K.apply_token_bitmask(logits, bitmask, rows),
+                        K.apply_token_bitmask(logits, bitmask, rows.long()))
+
+    def router(dtype, tokens, renormalize=True):
+        return lambda: topk_softmax(e(tokens, 128, dtype=dtype), 8, renormalize)
+
+    def moe(dtype, tokens, experts=128, top_k=8, moe_hidden=256, moe_inter=128):
+        # hidden and intermediate are runtime sizes of the kernels: small ones keep the CPU tensors small
+        x = e(tokens, moe_hidden, dtype=dtype)
+        w13, w2 = e(experts, 2 * moe_inter, moe_hidden, dtype=dtype), e(experts, moe_hidden, moe_inter, dtype=dtype)
+        ids = torch.randint(0, experts, (tokens, top_k), dtype=torch.int32)     # the layout reads them on the CPU
+        return lambda: fused_moe(x, w13, w2, e(tokens, top_k), ids)
+
+    return [
+        ("gemv, fused gemvs bf16 (0.6B qkv)", linear(bf16, 4096, hidden)),
+        ("gemv, fused gemvs bf16 (8B gate_up)", linear(bf16, 24576, 4096)),
+        ("gemv, fused gemvs bf16, sizes not divisible by 16", linear(bf16, 4096, hidden, odd=True)),
+        ("gemv, fused gemvs fp32", linear(f32, 4096, hidden)),
+        ("rmsnorm, activations bf16", norms(bf16, 8)),
+        ("rmsnorm, activations fp32", norms(f32, 8)),
+        ("qk_norm_rope, store_kvcache bf16", rope_and_store(bf16)),
+        ("qk_norm_rope, store_kvcache fp32", rope_and_store(f32)),
+        ("prefill bf16, block 16 (token gather), 1024 tokens", prefill(bf16, 16, 1024)),
+        ("prefill bf16, block 256 (tile in block), 1024 tokens", prefill(bf16, 256, 1024)),
+        ("prefill bf16, block 256, 16-token chunk", prefill(bf16, 256, 16)),
+        ("prefill bf16, sliding window", prefill(bf16, 256, 1024, window=512)),
+        ("prefill bf16, head_dim 256", prefill(bf16, 256, 1024, dim=256)),
+        ("prefill fp16, head_dim 64", prefill(f16, 16, 1024, dim=64)),
+        ("prefill fp32", prefill(f32, 16, 1024)),
+        ("decode bf16, batch 1 (split + reduce), block 16", decode(bf16, 16, 1)),
+        ("decode bf16, batch 256 (direct), block 256", decode(bf16, 256, 256)),
+        ("decode bf16, sliding window, split", decode(bf16, 256, 1, window=512)),
+        ("decode bf16, head_dim 256", decode(bf16, 256, 1, dim=256)),
+        ("decode fp16, head_dim 64", decode(f16, 16, 1, dim=64)),
+        ("decode fp32", decode(f32, 16, 1)),
+        ("sampling, token bitmask", sampling()),
+        ("router bf16, 1 token", router(bf16, 1)),
+        ("router bf16, 4 tokens", router(bf16, 4)),
+        ("router bf16, 64 tokens", router(bf16, 64)),
+        ("router bf16, 64 tokens, not renormalized", router(bf16, 64, renormalize=False)),
+        ("moe bf16, 1 token (two gemvs)", moe(bf16, 1)),
+        ("moe bf16, 4 tokens (one-program layout, SiLU in the GEMM)", moe(bf16, 4)),
+        ("moe bf16, 64 tokens (chunked layout, SiLU in the GEMM)", moe(bf16, 64)),
+        ("moe bf16, 300 tokens (chunked layout, SiLU launch)", moe(bf16, 300)),
+        ("moe fp32, 64 tokens", moe(f32, 64)),
+        ("moe align, int64 topk_ids (select_experts)", lambda: (
+            moe_align_block_size(torch.randint(0, 128, (4, 8)), 16, 128),
+            moe_align_block_size(torch.randint(0, 128, (64, 8)), 32, 128))),
+    ]
+
+
+def compile_every_launch() -> dict:
+    """The report: {"launches": [one record per compiled specialization], "case_errors": [...],
+    "kernels": {name: is_kernel}, "canary": the record of _loop_carried_shape_change}."""
+    import traceback
+
+    from sm90_compile import Sm90Compiler, as_on_the_h200, compile_instead_of_launching, kernel_functions
+
+    assert os.environ.get("TRITON_INTERPRET", "0") != "1", "the interpreter compiles nothing: run without it"
+    torch.set_num_threads(1)
+    compiler = Sm90Compiler()
+    as_on_the_h200()
+    compile_instead_of_launching(compiler)
+    case_errors = []
+    for name, call in _cases():
+        compiler.case = name
+        try:
+            call()
+        except Exception:                               # noqa: BLE001  (a case that cannot launch is reported)
+            case_errors.append(f"{name}: {traceback.format_exc(limit=-3)}")
+    compiler.case = "canary"
+    canary = compiler.compile(_loop_carried_shape_change, (torch.empty(4096, dtype=torch.int32), 100), {"BLOCK": 64})
+    compiler.records.remove(canary)
+    return {"launches": compiler.records, "case_errors": case_errors, "kernels": kernel_functions(), "canary": canary}
+
+
+@pytest.fixture(scope="module")
+def report() -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO), env.get("PYTHONPATH", "")] if p)
+    proc = subprocess.run([sys.executable, __file__], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_every_case_launches_its_kernels(report):
+    assert not report["case_errors"], "\n".join(report["case_errors"])
+
+
+@pytest.mark.slow
+def test_every_launched_kernel_compiles_for_sm90_down_to_a_cubin(report):
+    failed = [f"{r['kernel']} {r['constexprs']} (case: {r['case']}):\n{r['error']}"
+              for r in report["launches"] if not r["ok"]]
+    assert not failed, "\n\n".join(failed)
+    assert all("cubin" in r["stages"] for r in report["launches"])
+
+
+@pytest.mark.slow
+def test_every_kernel_in_aios_kernels_is_compiled_at_least_once(report):
+    kernels = {name for name, is_kernel in report["kernels"].items() if is_kernel}
+    helpers = set(report["kernels"]) - kernels
+    assert "aios.kernels.moe_align._moe_scan_kernel" in kernels
+    assert "aios.kernels.pdl.wait_for_previous_kernel" in helpers
+    missing = kernels - {r["kernel"] for r in report["launches"]}
+    assert not missing, f"no case launches {sorted(missing)}: add one to _cases()"
+
+
+@pytest.mark.slow
+def test_the_gpu_constexprs_name_real_parameters(report):
+    """GPU_CONSTEXPRS is applied by name: a renamed parameter would compile the interpreter's variant."""
+    for name, value in GPU_CONSTEXPRS.items():
+        assert any(f"'{name}': {value}" in r["constexprs"] for r in report["launches"]), name
+
+
+@pytest.mark.slow
+def test_a_loop_carried_shape_change_fails_to_compile(report):
+    """The harness can fail: the bug that passed the interpreter and broke 18 GPU tests is caught."""
+    canary = report["canary"]
+    assert not canary["ok"] and "Loop-carried variable rows" in canary["error"], canary
+
+
+def test_every_device_choice_in_aios_kernels_is_made_as_on_the_gpu_by_the_harness():
+    """A wrapper choosing by `device.type` (or calling sm_count) anywhere else than in CONFIG_FUNCTIONS,
+    or than in a keyword argument named in GPU_CONSTEXPRS, would compile its interpreter variant here
+    unnoticed. (`is_cuda` is answered True everywhere; sm_count and pdl_enabled are the choices themselves.)"""
+    allowed = set(CONFIG_FUNCTIONS) | {("aios.kernels.device", "sm_count"), ("aios.kernels.pdl", "pdl_enabled")}
+    unhandled = []
+    for path in sorted((REPO / "aios" / "kernels").glob("*.py")):
+        module = f"aios.kernels.{path.stem}"
+        for function in ast.parse(path.read_text()).body:
+            if not isinstance(function, ast.FunctionDef) or (module, function.name) in allowed:
+                continue
+            in_gpu_constexpr = {id(k.value) for node in ast.walk(function) if isinstance(node, ast.Call)
+                                for k in node.keywords if k.arg in GPU_CONSTEXPRS}
+            for node in ast.walk(function):
+                device_type = (isinstance(node, ast.Compare) and isinstance(node.left, ast.Attribute)
+                               and node.left.attr == "type"
+                               and any(isinstance(c, ast.Constant) and c.value == "cuda" for c in node.comparators))
+                sm_count = isinstance(node, ast.Call) and getattr(node.func, "id", None) == "sm_count"
+                if (device_type and id(node) not in in_gpu_constexpr) or sm_count:
+                    unhandled.append(f"{path.name}:{node.lineno} in {function.name}")
+    assert not unhandled, f"device choices the harness does not make as the H200: {unhandled} (tests/sm90_compile.py)"
+
+
+if __name__ == "__main__":
+    print(json.dumps(compile_every_launch()))

@@ -3,7 +3,9 @@
 - Each shape's config.json parses through aios.config.ModelConfig and the registry picks the family
   its architectures name (Llama's llama3 RoPE scaling and Qwen3-MoE's experts come through).
 - num_params / num_active_params match the published sizes, and at a reduced size equal the
-  parameter count of HF's model built from the same config.json.
+  parameter count of HF's model built from the same config.json; num_params_read (what a decode
+  step of a batch reads) grows from the active to all parameters of an MoE with its batch, and is
+  every parameter of a dense model at any batch; the suite's time estimates follow it.
 - Each shape, at a reduced size, builds in AIOS on the CPU with dummy weights (as many parameters as
   HF's model) and generates.
 """
@@ -11,7 +13,7 @@
 import pytest
 
 from aios import LLM, SamplingParams
-from aios.bench.shapes import SHAPES, num_active_params, num_params, shape_config, write_shape
+from aios.bench.shapes import SHAPES, num_active_params, num_params, num_params_read, shape_config, write_shape
 from aios.config import ModelConfig
 from aios.models.registry import family_of
 
@@ -59,6 +61,25 @@ def test_parameter_count_matches_the_published_size(shape):
 def test_qwen3_30b_a3b_reads_3_3b_parameters_a_token():
     assert num_active_params("qwen3-30b-a3b") / 1e9 == pytest.approx(3.3, rel=0.03)
     assert num_active_params("llama-3.1-8b") == num_params("llama-3.1-8b")
+
+
+def test_an_moe_batch_reads_more_of_its_experts_as_it_grows():
+    reads = [num_params_read("qwen3-30b-a3b", n) for n in (1, 2, 8, 64, 256, 1024)]
+    assert reads[0] == num_active_params("qwen3-30b-a3b")
+    assert reads == sorted(reads) and len(set(reads)) == len(reads)
+    assert reads[-1] == pytest.approx(num_params("qwen3-30b-a3b"), rel=1e-3)
+    assert all(num_params_read("qwen3-8b", n) == num_params("qwen3-8b") for n in (1, 32, 256))
+
+
+def test_the_suite_estimates_an_moe_batch_by_the_experts_it_reads():
+    """Batch 1 of the 30B-A3B shape reads 3.3B parameters (faster than the dense 8B shape); its
+    256-sequence standard workload reads nearly all 30.5B (slower than the 8B), as measured on the
+    H200 (26 s against an estimate of 13 s from the active parameters alone)."""
+    from aios.bench import estimate, workloads
+    moe, dense = shape_config("qwen3-30b-a3b"), shape_config("qwen3-8b")
+    batch1, standard = workloads.by_name("batch1"), workloads.by_name("standard")
+    assert estimate.workload_s(batch1, moe) < estimate.workload_s(batch1, dense)
+    assert estimate.workload_s(standard, moe) > estimate.workload_s(standard, dense)
 
 
 @pytest.mark.parametrize("shape", FAMILY_SHAPES)

@@ -2,8 +2,12 @@
 
 The rates are issue 21's H200 table (AIOS main and vLLM 0.26.0, bf16, output tok/s, the slower of the
 two engines per row, so the estimate errs long), for the Qwen3-0.6B and Qwen3-8B shapes; another
-shape's rate is interpolated between the two on a log scale of its active parameters (MoE: the
-experts one token reads). Start-up times are allowances, not measurements: AIOS's init_s was
+shape's rate is interpolated between the two (extrapolated beyond them) on a log scale of the
+parameters a decode step of the workload reads (`num_params_read`: for an MoE, the experts its batch
+routes to, so batch 1 reads the active parameters and a 256-sequence batch nearly all of them; on
+the H200 the Qwen3-30B-A3B shape's standard workload took 26 s where the active parameters alone had
+said 13), or, for the prefill-bound rows (long16k, prefix, a prompt-length point's prefill), of the
+parameters one token computes with (an MoE's active ones). Start-up times are allowances, not measurements: AIOS's init_s was
 3-11 s in benchmarks/results/2026-12-01-nvidia-h200-*.json (plus a process start and the warm-up);
 vLLM's start-up (torch.compile, CUDA-graph capture) is not recorded in this repo, so 150 s is an
 allowance. Every result file records the measured init_s, to correct these.
@@ -16,10 +20,10 @@ from __future__ import annotations
 
 import math
 
-from aios.bench.shapes import num_active_params
+from aios.bench.shapes import num_params_read
 from aios.bench.workloads import Workload
 
-_P = {"qwen3-0.6b": 596_049_920, "qwen3-8b": 8_190_735_360}   # num_active_params of the two reference shapes
+_P = {"qwen3-0.6b": 596_049_920, "qwen3-8b": 8_190_735_360}   # num_params of the two reference shapes (dense)
 # workload -> (0.6B rate, 8B rate), output tok/s, min(AIOS, vLLM) of issue 21's H200 table
 _RATES = {
     "standard": (22056, 9263), "batch1": (560, 192), "batch32": (14347, 5463), "short": (25651, 12400),
@@ -51,9 +55,12 @@ def _concurrency_rate(n: int, params: int) -> float:
 
 def workload_s(wl: Workload, config: dict) -> float:
     """Seconds the timed part of wl takes on an H200 (an estimate), plus its per-workload overhead."""
-    params = num_active_params(config)
-    out = wl.num_output_tokens
     name = wl.name
+    # decode streams the weights its batch routes to; prefill is compute, which scales with the
+    # parameters one token uses (an MoE's active ones)
+    prefill_bound = name in ("long16k", "prefix") or (name.startswith("prompt-len-") and not name.endswith("-decode"))
+    params = num_params_read(config, 1 if prefill_bound else len(wl.prompts))
+    out = wl.num_output_tokens
     if name in _RATES:
         rate = _interp(_RATES[name], params)
     elif name.startswith("json"):

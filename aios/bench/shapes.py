@@ -151,3 +151,15 @@ def num_active_params(shape_or_config: str | dict) -> int:
     """The parameters one token's forward reads (MoE: its top-k experts and the router; dense: all)."""
     other, _, active_mlp = _counts(_config(shape_or_config))
     return other + active_mlp
+
+
+def num_params_read(shape_or_config: str | dict, num_seqs: int) -> int:
+    """The parameters a decode step of num_seqs sequences reads, on average under random routing:
+    every weight outside the experts, and of an MoE layer's experts the share the batch routes to,
+    1 - (1 - k/E)^num_seqs (lesson 16). Dense: num_params at any batch; MoE: num_active_params at
+    one sequence, nearly num_params from ~64 on."""
+    other, all_mlp, active_mlp = _counts(_config(shape_or_config))
+    if all_mlp == active_mlp:
+        return other + all_mlp
+    hit = 1.0 - (1.0 - active_mlp / all_mlp) ** max(1, num_seqs)
+    return other + round(all_mlp * hit)

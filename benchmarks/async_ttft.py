@@ -42,9 +42,8 @@ def run(model_dir: str, block_size: int, async_scheduling: bool, args: argparse.
 
     def recorded():
         batch = schedule()
-        prompt = sum(n for s, n in zip(batch.seqs, batch.num_new_tokens) if s.num_computed_tokens < s.num_prompt_tokens)
-        steps.append((time.perf_counter() - t0[0], prompt, len(batch) - sum(
-            1 for s in batch.seqs if s.num_computed_tokens < s.num_prompt_tokens), len(llm.scheduler.waiting)))
+        chunks = [n for s, n in zip(batch.seqs, batch.num_new_tokens) if s.num_computed_tokens < s.num_prompt_tokens]
+        steps.append((time.perf_counter() - t0[0], sum(chunks), len(batch) - len(chunks), len(llm.scheduler.waiting)))
         return batch
 
     llm.scheduler.schedule = recorded

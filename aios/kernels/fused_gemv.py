@@ -53,6 +53,17 @@ def silu_mul_gemv_ref(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 
 @triton.jit
+def _residual_sum_tile(x_ptr, residual_ptr, offs_k, K, HAS_RESIDUAL: tl.constexpr):
+    """The tile offs_k of x + residual, rounded to the dtype like torch's x + residual (of x alone
+    without a residual): both of the norm kernel's passes read the row through it."""
+    s = tl.load(x_ptr + offs_k, mask=offs_k < K, other=0.0)
+    if HAS_RESIDUAL:
+        r = tl.load(residual_ptr + offs_k, mask=offs_k < K, other=0.0)
+        s = (s.to(tl.float32) + r.to(tl.float32)).to(s.dtype)
+    return s
+
+
+@triton.jit
 def _add_rmsnorm_gemv_kernel(x_ptr, residual_ptr, norm_w_ptr, w_ptr, y_ptr, new_residual_ptr, eps, N, K, stride_wn,
                              BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
                              USE_PDL: tl.constexpr):
@@ -69,10 +80,8 @@ def _add_rmsnorm_gemv_kernel(x_ptr, residual_ptr, norm_w_ptr, w_ptr, y_ptr, new_
     sum_sq = tl.zeros([BLOCK_K], tl.float32)
     for k in range(0, K, BLOCK_K):
         offs_k = k + tl.arange(0, BLOCK_K)
-        s = tl.load(x_ptr + offs_k, mask=offs_k < K, other=0.0)
+        s = _residual_sum_tile(x_ptr, residual_ptr, offs_k, K, HAS_RESIDUAL)
         if HAS_RESIDUAL:
-            r = tl.load(residual_ptr + offs_k, mask=offs_k < K, other=0.0)
-            s = (s.to(tl.float32) + r.to(tl.float32)).to(s.dtype)   # rounded like torch's x + residual
             tl.store(new_residual_ptr + offs_k, s, mask=offs_k < num_written)
         h = s.to(tl.float32)
         sum_sq += h * h
@@ -80,10 +89,7 @@ def _add_rmsnorm_gemv_kernel(x_ptr, residual_ptr, norm_w_ptr, w_ptr, y_ptr, new_
     acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
     for k in range(0, K, BLOCK_K):
         offs_k = k + tl.arange(0, BLOCK_K)
-        s = tl.load(x_ptr + offs_k, mask=offs_k < K, other=0.0)
-        if HAS_RESIDUAL:
-            r = tl.load(residual_ptr + offs_k, mask=offs_k < K, other=0.0)
-            s = (s.to(tl.float32) + r.to(tl.float32)).to(s.dtype)
+        s = _residual_sum_tile(x_ptr, residual_ptr, offs_k, K, HAS_RESIDUAL)
         g = tl.load(norm_w_ptr + offs_k, mask=offs_k < K, other=0.0).to(tl.float32)
         # rms_norm_ref's roundings: normalized row to the dtype, times the weight, to the dtype again
         xn = (g * (s.to(tl.float32) * rstd).to(s.dtype).to(tl.float32)).to(s.dtype)

@@ -12,7 +12,8 @@ Rows, microseconds per layer call:
   silu_in_gemm=False)`, the sorted layout, grouped GEMMs and a SiLU launch: the path before these
   changes, less its layout's fill launch (and with PDL on its kernels, as now);
 - `layer, now`: the gate, the Triton `topk_softmax` and `fused_moe` as the engine calls it (the
-  decode gemvs up to MAX_PAIRS_GEMV pairs, else the sorted grouped GEMMs);
+  decode gemvs up to MAX_PAIRS_GEMV pairs, else the sorted grouped GEMMs at the GPU's measured tiles
+  where benchmarks/tune_moe.py wrote a table, as the engine's FusedMoE layer loads it);
 - `router`, `experts (sorted ...)` and `experts (gemv)` alone, to place the time, to choose
   MAX_PAIRS_GEMV (the gemv rows up to 8 tokens) and where the SiLU goes (fused_moe_config);
 - with --sweep: moe_gemv tiles at 1 and 2 tokens, grouped-GEMM tiles at 32 and 256.
@@ -38,12 +39,14 @@ from bench_kernels import bench_graph  # noqa: E402
 from aios.kernels.fused_moe import fused_moe, fused_moe_config, fused_moe_ref  # noqa: E402
 from aios.kernels.gemv import gemv  # noqa: E402
 from aios.kernels.moe_gemv import MAX_PAIRS_GEMV, fused_moe_gemv  # noqa: E402
+from aios.kernels.moe_tiles import MoeTiles  # noqa: E402
 from aios.kernels.topk_softmax import topk_softmax  # noqa: E402
 from aios.layers.fused_moe import select_experts  # noqa: E402
 
 E, TOP_K, H, INTER = 128, 8, 2048, 768
 EXPERT_BYTES = 3 * H * INTER * 2                 # gate, up and down of one expert, bf16
 MIN_BYTES_CYCLED = 256 << 20
+TILES = MoeTiles.load(E, INTER, torch.cuda.get_device_name()) if torch.cuda.is_available() else None  # the engine's
 
 
 def experts_hit(tokens: int) -> float:
@@ -70,7 +73,7 @@ def layer_before(layer: dict) -> torch.Tensor:
 
 def layer_now(layer: dict) -> torch.Tensor:
     weights, ids = topk_softmax(router_logits(layer), TOP_K, True)
-    return fused_moe(layer["x"], layer["w13"], layer["w2"], weights, ids)
+    return fused_moe(layer["x"], layer["w13"], layer["w2"], weights, ids, tiles=TILES)
 
 
 def reference(layer: dict) -> torch.Tensor:
@@ -136,7 +139,7 @@ def fused_moe_with(x, w13, w2, topk_weights, topk_ids, cfg):
     """The sorted path at a given tile config (fused_moe_config's choice replaced)."""
     import aios.kernels.fused_moe as module
     chosen = module.fused_moe_config
-    module.fused_moe_config = lambda num_pairs, device: dict(cfg)
+    module.fused_moe_config = lambda num_tokens, top_k, device, tiles=None: dict(cfg)
     try:
         return fused_moe(x, w13, w2, topk_weights, topk_ids, gemv=False)
     finally:
@@ -157,8 +160,8 @@ def main() -> None:
         torch.cuda.empty_cache()
     summary = dict(engine="aios", benchmark="moe-layer", gpu=gpu, torch=torch.__version__, triton=triton.__version__,
                    date=datetime.date.today().isoformat(), shape=dict(experts=E, top_k=TOP_K, hidden=H, inter=INTER),
-                   max_pairs_gemv=MAX_PAIRS_GEMV, default_sorted_config={t: fused_moe_config(t * TOP_K, torch.device(
-                       "cuda")) for t in args.tokens}, rows=results)
+                   max_pairs_gemv=MAX_PAIRS_GEMV, default_sorted_config={t: fused_moe_config(t, TOP_K, torch.device(
+                       "cuda"), TILES) for t in args.tokens}, rows=results)
     stem = os.path.join(args.out, f"moe-{summary['date']}-{gpu.replace(' ', '-')}")
     os.makedirs(args.out, exist_ok=True)
     with open(stem + ".json", "w") as f:

@@ -226,11 +226,13 @@ def test_layout_equals_the_reference_at_qwen3_30b_a3b_routing_on_the_gpu(num_tok
     """128 experts, top-8, int32 ids from the Triton router, at the block size fused_moe picks: every
     entry of the three outputs (the buffers are not filled first: the kernels must write them all)."""
     from aios.kernels.fused_moe import fused_moe_config
+    from aios.kernels.moe_tiles import MoeTiles
     from aios.kernels.topk_softmax import topk_softmax
 
     logits = torch.randn(num_tokens, 128, device="cuda", generator=torch.Generator(device="cuda").manual_seed(1))
     _, topk_ids = topk_softmax(logits, 8, True)
-    block_m = fused_moe_config(num_tokens * 8, topk_ids.device)["block_m"]
+    tiles = MoeTiles.load(128, 768, torch.cuda.get_device_name())           # the engine's, where measured
+    block_m = fused_moe_config(num_tokens, 8, topk_ids.device, tiles)["block_m"]
     torch.cuda.empty_cache()
     torch.full((1 << 22,), -7, dtype=torch.int32, device="cuda")          # leave garbage where the outputs go
     got = moe_align_block_size(topk_ids, block_m, 128)

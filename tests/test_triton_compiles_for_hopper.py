@@ -9,7 +9,8 @@ without TRITON_INTERPRET, lets tests/sm90_compile.py turn every `kernel[grid](..
 `triton.compile` for sm_90 down to the cubin (ptxas included: it is what checks the PDL
 instructions' inline PTX), then calls every public wrapper of aios/kernels (`_cases`) with CPU
 tensors shaped like Qwen3-0.6B's and Qwen3-30B-A3B's layers, choosing tiles, PDL and the other
-device-dependent constexprs as on the H200. Nothing runs: only compilation is checked.
+device-dependent constexprs as on the H200, and every entry of the measured MoE tile tables
+(aios/kernels/configs/fused_moe/). Nothing runs: only compilation is checked.
 
 The tests: every case launches; every launch compiles (and fits the H200's shared memory); every
 kernel of aios/kernels (a module-level JITFunction launched somewhere, or called by no other
@@ -57,6 +58,7 @@ def _cases():
     import aios.kernels as K
     from aios.kernels.fused_moe import fused_moe
     from aios.kernels.moe_align import moe_align_block_size
+    from aios.kernels.moe_tiles import CONFIG_DIR, MoeTiles
     from aios.kernels.topk_softmax import topk_softmax
 
     bf16, f16, f32 = torch.bfloat16, torch.float16, torch.float32
@@ -118,14 +120,18 @@ def _cases():
     def router(dtype, tokens, renormalize=True):
         return lambda: topk_softmax(e(tokens, 128, dtype=dtype), 8, renormalize)
 
-    def moe(dtype, tokens, experts=128, top_k=8, moe_hidden=256, moe_inter=128):
+    def moe(dtype, tokens, experts=128, top_k=8, moe_hidden=256, moe_inter=128, tiles=None):
         # hidden and intermediate are runtime sizes of the kernels: small ones keep the CPU tensors small
         x = e(tokens, moe_hidden, dtype=dtype)
         w13, w2 = e(experts, 2 * moe_inter, moe_hidden, dtype=dtype), e(experts, moe_hidden, moe_inter, dtype=dtype)
         ids = torch.randint(0, experts, (tokens, top_k), dtype=torch.int32)     # the layout reads them on the CPU
-        return lambda: fused_moe(x, w13, w2, e(tokens, top_k), ids)
+        return lambda: fused_moe(x, w13, w2, e(tokens, top_k), ids, tiles=tiles)
 
-    return [
+    measured_moe_tiles = [  # every entry of every committed tile table (benchmarks/tune_moe.py), as the only entry
+        (f"moe bf16, {path.stem}, entry {num_tokens}", moe(bf16, 64, tiles=MoeTiles(((1, tiles),))))
+        for path in sorted(CONFIG_DIR.glob("*.json"))
+        for num_tokens, tiles in MoeTiles.from_dict(json.loads(path.read_text())).by_num_tokens]
+    return measured_moe_tiles + [
         ("gemv, fused gemvs bf16 (0.6B qkv)", linear(bf16, 4096, hidden)),
         ("gemv, fused gemvs bf16 (8B gate_up)", linear(bf16, 24576, 4096)),
         ("gemv, fused gemvs bf16, sizes not divisible by 16", linear(bf16, 4096, hidden, odd=True)),

@@ -38,6 +38,7 @@ import triton.language as tl
 from aios.kernels.activation import silu_and_mul, silu_and_mul_ref
 from aios.kernels.moe_align import moe_align_block_size
 from aios.kernels.moe_gemv import MAX_PAIRS_GEMV, fused_moe_gemv
+from aios.kernels.moe_tiles import MoeTiles
 from aios.kernels.pdl import pdl_enabled, wait_for_previous_kernel
 
 
@@ -109,12 +110,16 @@ def _fused_moe_kernel(
     tl.store(c, acc.to(dtype), mask=mask_m[:, None] & mask_n[None, :])
 
 
-def fused_moe_config(num_pairs: int, device: torch.device) -> dict:
-    """Tile sizes: small row blocks when few pairs per expert (decode), larger for prefill; the SiLU
-    inside the first GEMM up to a decode batch of 256 tokens at top-8 (not yet timed against the
-    separate SiLU launch on a GPU: benchmarks/bench_moe.py has both)."""
+def fused_moe_config(num_tokens: int, top_k: int, device: torch.device, tiles: MoeTiles | None = None) -> dict:
+    """Tile sizes of the grouped GEMMs for num_tokens tokens routed to top_k experts each: the
+    measured table's entry where the layer has one (aios/kernels/moe_tiles.py, written by
+    benchmarks/tune_moe.py), else a rule: small row blocks when few pairs per expert (decode),
+    larger for prefill, the SiLU inside the first GEMM up to a decode batch of 256 tokens at top-8."""
     if device.type != "cuda":
-        return dict(block_m=16, block_n=32, block_k=32, num_warps=4, silu_in_gemm=True)
+        return dict(block_m=16, block_n=32, block_k=32, num_warps=4, num_stages=1, silu_in_gemm=True)
+    if tiles is not None:
+        return tiles.choose(num_tokens)
+    num_pairs = num_tokens * top_k
     block_m = 16 if num_pairs <= 64 else (32 if num_pairs <= 1024 else 64)
     return dict(block_m=block_m, block_n=64, block_k=64, num_warps=4, num_stages=3, silu_in_gemm=num_pairs <= 2048)
 
@@ -123,7 +128,6 @@ def _grouped_gemm(a, b, c, topk_weights, sorted_token_ids, expert_ids, num_token
                   a_rows_per_pair, mul_routed_weight, cfg, silu_and_mul=False) -> None:
     n, k = c.shape[1], b.shape[2]
     grid = (sorted_token_ids.numel() // cfg["block_m"], triton.cdiv(n, cfg["block_n"]))
-    extra = {"num_stages": cfg["num_stages"]} if "num_stages" in cfg else {}
     pdl = pdl_enabled(a.device)
     _fused_moe_kernel[grid](
         a, b, c, topk_weights, sorted_token_ids, expert_ids, num_tokens_post_padded,
@@ -132,16 +136,17 @@ def _grouped_gemm(a, b, c, topk_weights, sorted_token_ids, expert_ids, num_token
         A_ROWS_PER_PAIR=a_rows_per_pair, MUL_ROUTED_WEIGHT=mul_routed_weight, SILU_AND_MUL=silu_and_mul,
         BLOCK_M=cfg["block_m"], BLOCK_N=cfg["block_n"], BLOCK_K=cfg["block_k"],
         PRECISION="ieee" if a.dtype == torch.float32 else "tf32", UPCAST=a.device.type != "cuda", USE_PDL=pdl,
-        num_warps=cfg["num_warps"], launch_pdl=pdl, **extra,
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], launch_pdl=pdl,
     )
 
 
 def fused_moe(hidden_states: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
               topk_ids: torch.Tensor, block_m: int | None = None, gemv: bool | None = None,
-              silu_in_gemm: bool | None = None) -> torch.Tensor:
+              silu_in_gemm: bool | None = None, tiles: MoeTiles | None = None) -> torch.Tensor:
     """Triton version of fused_moe_ref: only the routed pairs; up to MAX_PAIRS_GEMV pairs (or where
     `gemv` says) two gemv launches (aios/kernels/moe_gemv.py), else sorted by expert, two grouped
-    GEMMs (the SiLU inside the first where fused_moe_config or `silu_in_gemm` says)."""
+    GEMMs at the tiles fused_moe_config picks (from the layer's measured `tiles` where it has them;
+    the SiLU inside the first where they or `silu_in_gemm` say)."""
     num_tokens, hidden = hidden_states.shape
     num_experts, two_i, _ = w13.shape
     top_k = topk_ids.shape[1]
@@ -151,7 +156,7 @@ def fused_moe(hidden_states: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, 
         return torch.zeros_like(hidden_states)
     if gemv if gemv is not None else num_pairs <= MAX_PAIRS_GEMV:
         return fused_moe_gemv(hidden_states, w13, w2, topk_weights.contiguous(), topk_ids.contiguous())
-    cfg = fused_moe_config(num_pairs, hidden_states.device)
+    cfg = fused_moe_config(num_tokens, top_k, hidden_states.device, tiles)
     if block_m is not None:
         cfg["block_m"] = block_m
     if silu_in_gemm is not None:

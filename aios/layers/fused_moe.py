@@ -9,18 +9,22 @@
   [E, H, I] (HF's in-memory layout), run by the fused Triton kernel or its reference, bound once from
   the backend (aios/kernels/fused_moe.py). The checkpoint's per-expert tensors
   (`mlp.experts.{e}.gate_proj.weight`, ...) go straight into their slices through `weight_loader`
-  (aios/utils/loader.py: the model's `expert_modules_mapping`).
+  (aios/utils/loader.py: the model's `expert_modules_mapping`). On a GPU with a measured tile table
+  for its shape (aios/kernels/moe_tiles.py) the layer holds that table and hands it to every call.
 Under TP each expert is split like the dense MLP: rank r holds columns r*I/N.. of every expert's
 gate and up (column-parallel) and the same rows of its down (row-parallel); one all-reduce after.
 """
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
 from aios.distributed.tp_group import TPGroup
 from aios.kernels.fused_moe import fused_moe, fused_moe_ref
+from aios.kernels.moe_tiles import MoeTiles
 from aios.kernels.topk_softmax import topk_softmax_ref
 from aios.layers.backend import Backend, resolve
 
@@ -30,6 +34,14 @@ def select_experts(router_logits: torch.Tensor, top_k: int, renormalize: bool
     """(topk_weights [T, k] in the logits' dtype, topk_ids [T, k] int32) from router_logits [T, E]."""
     topk_weights, topk_ids = topk_softmax_ref(router_logits, top_k, renormalize)
     return topk_weights.to(router_logits.dtype), topk_ids                   # HF rounds the weights here
+
+
+def measured_tiles(num_experts: int, intermediate_size: int) -> MoeTiles | None:
+    """benchmarks/tune_moe.py's table for this shape on the GPU the layer is being built on, or None."""
+    device = torch.get_default_device()
+    if device.type != "cuda":
+        return None
+    return MoeTiles.load(num_experts, intermediate_size, torch.cuda.get_device_name(device))
 
 
 class FusedMoE(nn.Module):
@@ -48,7 +60,10 @@ class FusedMoE(nn.Module):
                                       requires_grad=False)                   # [E, H, I / tp]
         self.gate_up_proj.weight_loader = self.weight_loader
         self.down_proj.weight_loader = self.weight_loader
-        self.fused_moe = fused_moe if resolve(backend).fused_kernels else fused_moe_ref
+        # the grouped GEMMs' measured tiles for this shape on this GPU (aios/kernels/moe_tiles.py), if any
+        self.tiles = measured_tiles(num_experts, self.intermediate_size) if resolve(backend).fused_kernels else None
+        self.fused_moe = functools.partial(fused_moe, tiles=self.tiles) if resolve(backend).fused_kernels \
+            else fused_moe_ref
 
     def weight_loader(self, param: nn.Parameter, loaded_weight: torch.Tensor, shard_id: int | None = None,
                       expert_id: int | None = None) -> None:

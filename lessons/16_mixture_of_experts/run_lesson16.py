@@ -175,7 +175,7 @@ def main() -> None:
                      expert_bytes / times["fused"] / 1e9, diff])
     print(common.table(["tokens", "reference", "us", "fused", "us", "experts hit", "fused: GB/s of experts",
                         "max |diff|"], rows))
-    block_m = fused_moe_config(token_counts[1] * k, torch.device(args.device))["block_m"]
+    block_m = fused_moe_config(token_counts[1], k, torch.device(args.device))["block_m"]
     print(f"(up to {MAX_PAIRS_GEMV} pairs the decode gemvs, no layout; block_m of the grouped GEMM at "
           f"{token_counts[1]} tokens: {block_m} rows, each expert hit computes at least one block)")
 

@@ -1,6 +1,6 @@
 """Time AIOS's Triton kernels on the GPU against their baselines and rooflines.
 
-    python benchmarks/bench_kernels.py [--quick] [--sweep prefill,decode] [--out benchmarks/results]
+    python benchmarks/bench_kernels.py [--quick] [--only gemv,gemv_silu_and_mul] [--sweep gemv] [--out DIR]
 
 - prefill attention (8 x 1024 tokens, 16 q heads / 8 kv heads, head_dim 128, bf16, causal) over
   the paged cache at block sizes 16/64/256, vs torch SDPA on contiguous K/V: ms and TFLOP/s.
@@ -10,6 +10,9 @@
 - fused_gemv: add_rmsnorm_gemv (before qkv / gate_up) vs fused_add_rms_norm then gemv, and
   silu_mul_gemv (down) vs silu_and_mul then gemv, on the same shapes; and the LM head at one row
   (gemv, and the final norm fused into it, vs rms_norm then F.linear), which the engine leaves to cuBLAS.
+- gemv_silu_and_mul: the gate_up gemv with SiLU(gate) * up in its epilogue vs gemv then silu_and_mul
+  (and cuBLAS then silu_and_mul), alone and as the whole one-token MLP with down_proj's gemv after it
+  (three launches vs two), on the Qwen3-0.6B and 8B shapes (`--only gemv_silu_and_mul`).
 - rms_norm, fused_add_rms_norm, silu_and_mul, qk_norm_rope (alone and fused with the KV store),
   store_kvcache, sample (one-pass Gumbel-max over a 151,936 vocabulary) vs their torch refs.
 
@@ -52,6 +55,7 @@ from aios.kernels import (
 from aios.kernels.decode_attention import _decode_attention_launch, _decode_config, _decode_num_splits  # noqa: E402
 from aios.kernels.fused_gemv import add_rmsnorm_gemv, silu_mul_gemv  # noqa: E402
 from aios.kernels.gemv import gemv, gemv_config  # noqa: E402
+from aios.kernels.gemv_silu_and_mul import gemv_silu_and_mul, gemv_silu_and_mul_config  # noqa: E402
 from aios.kernels.prefill_attention import _prefill_attention_launch, _prefill_config  # noqa: E402
 
 HBM_BYTES_PER_S = 3.0e12  # H100 SXM HBM3, the floor the brief names (spec 3.35 TB/s)
@@ -393,6 +397,60 @@ def bench_fused_gemv(args, results):
             copies = None
 
 
+GATE_UP_SHAPES = {  # (intermediate, hidden): gate_up_proj [2 * intermediate, hidden], down_proj [hidden, intermediate]
+    "qwen3-0.6b": (3072, 1024),
+    "qwen3-8b": (12288, 4096),
+}
+GEMV_SILU_SWEEP = [(bn, bk, w) for bn in (1, 2, 4, 8) for bk in (256, 512, 1024) for w in (4, 8)]
+
+
+def bench_gemv_silu_and_mul(args, results):
+    """gemv_silu_and_mul against the two launches it replaces, alone ("gate_up", bytes = the gate_up
+    weight) and as the one-token MLP with down_proj's gemv after it ("mlp", bytes = both weights),
+    in a CUDA graph over weight copies that exceed L2."""
+    dtype, gen = torch.bfloat16, torch.Generator(device="cuda").manual_seed(0)
+
+    def randn(*shape, scale=1.0):
+        return torch.randn(*shape, dtype=dtype, device="cuda", generator=gen) * scale
+
+    gate_up_variants = [  # (label, fn(x, w_gate_up)); the first is the engine's unfused pair
+        ("gemv + silu_and_mul", lambda x, w: silu_and_mul(gemv(x, w))),
+        ("cuBLAS F.linear + silu_and_mul", lambda x, w: silu_and_mul(F.linear(x, w))),
+        ("gemv_silu_and_mul", gemv_silu_and_mul),
+    ]
+    for shape, (inter, hidden) in GATE_UP_SHAPES.items():
+        gate_up_bytes, down_bytes = 2 * inter * hidden * 2, hidden * inter * 2
+        for kind, nbytes in (("gate_up", gate_up_bytes), ("mlp", gate_up_bytes + down_bytes)):
+            num_copies = copies_for(nbytes)
+            copies = [(randn(1, hidden), randn(2 * inter, hidden, scale=2 * hidden ** -0.5))
+                      + ((randn(hidden, inter, scale=inter ** -0.5),) if kind == "mlp" else ())
+                      for _ in range(num_copies)]
+            if kind == "gate_up":
+                cases = list(gate_up_variants)
+                if "gemv_silu_and_mul" in args.sweep:
+                    cases += [(f"sweep {c}", lambda x, w, c=c: gemv_silu_and_mul(x, w, None, *c))
+                              for c in GEMV_SILU_SWEEP]
+            else:
+                cases = [("gemv + silu_and_mul + gemv", lambda x, w, w_down: gemv(silu_and_mul(gemv(x, w)), w_down)),
+                         ("gemv_silu_and_mul + gemv", lambda x, w, w_down: gemv(gemv_silu_and_mul(x, w), w_down))]
+            unfused = cases[0][1](*copies[0])
+            first = len(results["gemv_silu_and_mul"])
+            for label, fn in cases:
+                err = max_err(fn(*copies[0]), unfused)
+                us = 1e3 * bench_graph(lambda i, fn=fn, a=copies: (lambda: fn(*a[i])), num_copies)
+                row = dict(kernel="gemv_silu_and_mul", shape=shape, kind=kind, intermediate=inter, hidden=hidden,
+                           impl=label, us=us, tb_per_s=nbytes / (us * 1e-6) / 1e12, max_abs_err=err)
+                if label == "gemv_silu_and_mul":
+                    row["config"] = gemv_silu_and_mul_config(inter, hidden, copies[0][0].device)
+                results["gemv_silu_and_mul"].append(row)
+                if not label.startswith("sweep"):
+                    print(f"gemv_silu_and_mul {shape:10s} {kind:7s} I={inter:5d} K={hidden:5d} {label:30s} "
+                          f"{us:7.2f} us {row['tb_per_s']:5.2f} TB/s err {err:.1e}", flush=True)
+            best = min(results["gemv_silu_and_mul"][first:], key=lambda r: r["us"])
+            print(f"gemv_silu_and_mul {shape:10s} {kind:7s} best: {best['impl']} {best['us']:.2f} us", flush=True)
+            copies = None
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -449,6 +507,20 @@ def summary_markdown(results):
                 shown.append(dict(best, impl="best of sweep " + best["impl"][6:]))
             lines += [f"| {r['shape']} | {r['kind']} | {r['n']} | {r['k']} | {r['impl']} | {r['us']:.2f} | "
                       f"{r['tb_per_s']:.2f} |" for r in shown]
+    if results.get("gemv_silu_and_mul"):
+        lines += ["", "## One-row gate_up gemv with SiLU(gate) * up in its epilogue vs the separate launches "
+                  "(CUDA graph; bytes = the weights)", "",
+                  "| model | case | I | K | impl | us | TB/s |", "|---|---|---|---|---|---|---|"]
+        rows = results["gemv_silu_and_mul"]
+        for case in dict.fromkeys((r["shape"], r["kind"]) for r in rows):
+            of_case = [r for r in rows if (r["shape"], r["kind"]) == case]
+            shown = [r for r in of_case if not r["impl"].startswith("sweep")]
+            swept = [r for r in of_case if r["impl"].startswith("sweep")]
+            if swept:
+                best = min(swept, key=lambda r: r["us"])
+                shown.append(dict(best, impl="best of sweep " + best["impl"][6:]))
+            lines += [f"| {r['shape']} | {r['kind']} | {r['intermediate']} | {r['hidden']} | {r['impl']} | "
+                      f"{r['us']:.2f} | {r['tb_per_s']:.2f} |" for r in shown]
     lines += ["", "## Small kernels (CUDA graph; bytes = reads + writes)", "",
               "| kernel | tokens | impl | us | TB/s |", "|---|---|---|---|---|"]
     lines += [f"| {r['kernel']} | {r['num_tokens']} | {r['impl']} | {r['us']:.2f} | {r['tb_per_s']:.2f} |"
@@ -459,19 +531,21 @@ def summary_markdown(results):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer shapes")
-    parser.add_argument("--sweep", default="", help="also sweep tile configs of: prefill,decode,gemv,fused_gemv")
-    parser.add_argument("--only", default="prefill,decode,gemv,fused_gemv,small")
+    parser.add_argument("--sweep", default="",
+                        help="also sweep tile configs of: prefill,decode,gemv,fused_gemv,gemv_silu_and_mul")
+    parser.add_argument("--only", default="prefill,decode,gemv,fused_gemv,gemv_silu_and_mul,small")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = parser.parse_args()
     assert torch.cuda.is_available(), "bench_kernels.py needs a CUDA GPU"
     gpu = torch.cuda.get_device_name()
     results = dict(engine="aios", benchmark="kernels", gpu=gpu, torch=torch.__version__, triton=triton.__version__,
                    date=datetime.date.today().isoformat(), hbm_floor_bytes_per_s=HBM_BYTES_PER_S,
-                   prefill=[], decode=[], gemv=[], fused_gemv=[], small=[])
+                   prefill=[], decode=[], gemv=[], fused_gemv=[], gemv_silu_and_mul=[], small=[])
     stem = os.path.join(args.out, f"kernels-{results['date']}-{gpu.replace(' ', '-')}")
     os.makedirs(args.out, exist_ok=True)
     for part, fn in (("prefill", bench_prefill), ("decode", bench_decode), ("gemv", bench_gemv),
-                     ("fused_gemv", bench_fused_gemv), ("small", bench_small_kernels)):
+                     ("fused_gemv", bench_fused_gemv), ("gemv_silu_and_mul", bench_gemv_silu_and_mul),
+                     ("small", bench_small_kernels)):
         if part in args.only.split(","):
             try:
                 fn(args, results)

@@ -34,6 +34,7 @@ H200_MAX_SHARED = 232448             # bytes of shared memory one block may opt 
 GPU_CONSTEXPRS = {"USE_PDL": True, "UPCAST": False, "PRECISE_EXP": True}   # their values on the H200
 CONFIG_FUNCTIONS = [                 # (module, function): the wrappers' device-dependent tile choices
     ("aios.kernels.gemv", "gemv_config"), ("aios.kernels.fused_gemv", "gemv_config"),
+    ("aios.kernels.gemv_silu_and_mul", "gemv_config"),
     ("aios.kernels.decode_attention", "_decode_config"), ("aios.kernels.decode_attention", "_decode_num_splits"),
     ("aios.kernels.prefill_attention", "_prefill_config"), ("aios.kernels.fused_moe", "fused_moe_config"),
     ("aios.kernels.moe_gemv", "moe_gemv_config"),

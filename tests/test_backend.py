@@ -50,12 +50,15 @@ def test_the_engine_on_a_cpu_builds_every_layer_with_the_torch_references(tiny_c
 
 def test_backend_from_config_follows_the_switches_on_a_gpu_only(tiny_ckpt):
     class Cfg:
-        device, attention_backend, fused_kernels, fuse_norm_into_gemv = "cuda", "torch", True, False
+        device, attention_backend, fused_kernels = "cuda", "torch", True
+        fuse_norm_into_gemv, silu_in_gemv = False, False
 
     assert Backend.from_config(Cfg) == Backend(TORCH_ATTENTION, fused_kernels=True)
     Cfg.fuse_norm_into_gemv = True
     assert Backend.from_config(Cfg) == Backend(TORCH_ATTENTION, fused_kernels=True, fused_one_row=True)
-    Cfg.attention_backend, Cfg.fused_kernels = "triton", False      # the one-row fusion needs fused kernels
+    Cfg.fuse_norm_into_gemv, Cfg.silu_in_gemv = False, True
+    assert Backend.from_config(Cfg) == Backend(TORCH_ATTENTION, fused_kernels=True, silu_in_gemv=True)
+    Cfg.attention_backend, Cfg.fused_kernels = "triton", False      # the one-row fusions need fused kernels
     assert Backend.from_config(Cfg) == Backend(TRITON_ATTENTION, fused_kernels=False)
     assert Backend.from_config(Cfg, torch.device("cpu")) == TORCH
     Cfg.device = "cpu"

@@ -67,7 +67,10 @@ def _cases():
 
     def linear(dtype, n, k, odd=False):
         n, k = (n - 3, k - 8) if odd else (n, k)             # sizes not divisible by 16: another specialization
+        two_i = n - n % 2                                     # gate_up: [gate; up], two equal halves
         return lambda: (K.gemv(e(1, k, dtype=dtype), e(n, k, dtype=dtype)),
+                        K.gemv_silu_and_mul(e(1, k, dtype=dtype), e(two_i, k, dtype=dtype)),
+                        K.gemv_silu_and_mul(e(1, k, dtype=dtype), e(two_i, k, dtype=dtype), e(two_i, dtype=dtype)),
                         K.add_rmsnorm_gemv(e(1, k, dtype=dtype), e(1, k, dtype=dtype), e(k, dtype=dtype), 1e-6,
                                            e(n, k, dtype=dtype)),
                         K.add_rmsnorm_gemv(e(1, k, dtype=dtype), None, e(k, dtype=dtype), 1e-6, e(n, k, dtype=dtype)),

@@ -8,6 +8,7 @@ from aios.kernels.activation import gelu_tanh_and_mul, gelu_tanh_and_mul_ref, si
 from aios.kernels.decode_attention import decode_attention, decode_attention_ref
 from aios.kernels.fused_gemv import add_rmsnorm_gemv, add_rmsnorm_gemv_ref, silu_mul_gemv, silu_mul_gemv_ref
 from aios.kernels.gemv import gemv, gemv_ref
+from aios.kernels.gemv_silu_and_mul import gemv_silu_and_mul, gemv_silu_and_mul_ref
 from aios.kernels.prefill_attention import prefill_attention, prefill_attention_ref
 from aios.kernels.qk_norm_rope import (
     qk_norm_rope,
@@ -38,6 +39,7 @@ __all__ = [
     "decode_attention", "decode_attention_ref",
     "fused_add_rms_norm", "fused_add_rms_norm_ref",
     "gemv", "gemv_ref",
+    "gemv_silu_and_mul", "gemv_silu_and_mul_ref",
     "prefill_attention", "prefill_attention_ref",
     "qk_norm_rope", "qk_norm_rope_ref",
     "qk_norm_rope_store_kvcache", "qk_norm_rope_store_kvcache_ref",

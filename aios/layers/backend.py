@@ -1,6 +1,6 @@
 """Which kernels the layers run: chosen once, when the model is built, and handed to every layer.
 
-A `Backend` is three choices (lessons 09, 10), made from `Config` by `Backend.from_config`:
+A `Backend` is four choices (lessons 09, 10), made from `Config` by `Backend.from_config`:
 - `attention`: an `AttentionBackend`, the functions that store K/V into the paged cache and attend
   over it. `TRITON_ATTENTION` is AIOS's FlashAttention prefill and paged decode kernels;
   `TORCH_ATTENTION` their references (the score matrix built whole). A learner's attention is one
@@ -10,7 +10,12 @@ A `Backend` is three choices (lessons 09, 10), made from `Config` by `Backend.fr
 - `fused_one_row` (`Config.fuse_norm_into_gemv`, off by default; needs fused_kernels): a dense
   decoder layer's one-token step runs each add + RMSNorm and SiLU*mul inside the gemv after it
   (aios/kernels/fused_gemv.py, the layers' `forward_one_row`).
-On a CPU both are the references whatever Config says: Triton compiles for CUDA only.
+- `silu_in_gemv` (`Config.silu_in_gemv`, off by default; needs fused_kernels): a SiLU-gated dense
+  MLP (Qwen3, Llama, Qwen2, Mistral; Qwen3-MoE's dense layers) given one row runs gate_up_proj and
+  SiLU(gate) * up as one kernel, the activation in the gemv's epilogue (aios/kernels/gemv_silu_and_mul.py,
+  `MergedColumnParallelLinear.forward_then_silu_and_mul`). A layer that takes `forward_one_row`
+  (fused_one_row) never calls its MLP's forward, so there SiLU stays in down_proj's prologue.
+On a CPU all are the references whatever Config says: Triton compiles for CUDA only.
 
 Each layer binds the functions it will call in its constructor and never looks again: no flag is
 flipped after construction, and nothing asks a tensor which device it is on.
@@ -60,6 +65,8 @@ class Backend:
     fused_kernels: bool = False                 # lesson 10
     # lesson 10: one-token steps run add + RMSNorm and SiLU * up inside the next gemv (needs fused_kernels)
     fused_one_row: bool = False
+    # lesson 10: a one-row SiLU-gated MLP applies SiLU * up in gate_up's gemv (needs fused_kernels)
+    silu_in_gemv: bool = False
 
     @classmethod
     def from_config(cls, config: Config, device: torch.device | str | None = None) -> Backend:
@@ -68,7 +75,7 @@ class Backend:
         if torch.device(device if device is not None else config.device).type != "cuda":
             return TORCH
         return cls(ATTENTION_BACKENDS[config.attention_backend], config.fused_kernels,
-                   config.fused_kernels and config.fuse_norm_into_gemv)
+                   config.fused_kernels and config.fuse_norm_into_gemv, config.fused_kernels and config.silu_in_gemv)
 
     @classmethod
     def for_device(cls, device: torch.device | str) -> Backend:

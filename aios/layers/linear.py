@@ -19,6 +19,12 @@ it (aios/kernels/fused_gemv.py), for the decoder layers that ask (their `forward
 - `RowParallelLinear.forward_after_silu_and_mul`: SiLU(gate) * up, then the matmul (down_proj). Its
   input is this rank's slice of gate and of up, and the activation is element-wise, so each rank
   computes its own slice; the all-reduce after is unchanged.
+And one runs the element-wise step after the matmul inside it (aios/kernels/gemv_silu_and_mul.py),
+for the SiLU-gated MLPs that ask (`Backend.silu_in_gemv`):
+- `MergedColumnParallelLinear.forward_then_silu_and_mul`: the gate_up matmul, then SiLU(gate) * up.
+  Each rank's weight is [its gate shard; its up shard] (weight_loader), so row i and row I + i of
+  it are gate and up of the same feature on every rank, and the activation needs nothing from
+  another rank.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from torch import nn
 from aios.distributed.tp_group import TPGroup
 from aios.kernels.fused_gemv import add_rmsnorm_gemv, silu_mul_gemv
 from aios.kernels.gemv import gemv
+from aios.kernels.gemv_silu_and_mul import gemv_silu_and_mul
 from aios.layers.backend import Backend, resolve
 
 if TYPE_CHECKING:
@@ -101,6 +108,12 @@ class MergedColumnParallelLinear(ColumnParallelLinear):
         size = self.output_sizes[shard_id] // self.tp.size
         offset = sum(self.output_sizes[:shard_id]) // self.tp.size
         param.data.narrow(0, offset, size).copy_(loaded_weight.narrow(0, self.tp.rank * size, size))
+
+    def forward_then_silu_and_mul(self, x: torch.Tensor) -> torch.Tensor:
+        """silu_and_mul(self(x)) for one row x of a [gate, up] layer of two equal halves, in one kernel
+        (gemv_silu_and_mul: the activation in the gemv's epilogue, the bias added before it). Fused
+        kernels only: the MLP asks at one row on a backend with silu_in_gemv."""
+        return gemv_silu_and_mul(x, self.weight, self.bias)
 
 
 class QKVParallelLinear(ColumnParallelLinear):

@@ -121,7 +121,7 @@ class Gemma3MLP(nn.Module):
                                                        bias=False, tp=tp, backend=backend)
         self.down_proj = RowParallelLinear(config.intermediate_size, config.hidden_size, bias=False, tp=tp,
                                            backend=backend)
-        self.act_fn = GeluTanhAndMul(backend)
+        self.act_fn = GeluTanhAndMul(backend)      # GeGLU: no one-row fusion (gemv_silu_and_mul is SiLU's)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(self.act_fn(self.gate_up_proj(x)))

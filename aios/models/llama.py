@@ -8,7 +8,8 @@
 It is Qwen3 (models/qwen3.py) without the per-head q/k RMSNorm; the rest is the config: biases
 (`ModelConfig.qkv_bias`, `o_proj_bias`, `mlp_bias`: off for Llama 3 as published, q/k/v on for
 Qwen2), the RoPE scaling (layers/rotary_embedding.py) and tied embeddings (Llama 3.2 1B/3B). A
-one-token step on a backend with `fused_one_row` runs `LlamaDecoderLayer.forward_one_row`, as Qwen3's does.
+one-token step on a backend with `fused_one_row` runs `LlamaDecoderLayer.forward_one_row`, and one with
+`silu_in_gemv` SiLU(gate) * up inside the gate_up gemv (`LlamaMLP.forward`), as Qwen3's do.
 `parse_config` is the family's half of aios/models/registry.py; `parse_rope` reads RoPE from a
 config.json as transformers 4.5x writes it (`rope_theta` + `rope_scaling`) or 5.x (`rope_parameters`).
 """
@@ -111,8 +112,11 @@ class LlamaMLP(nn.Module):
         self.down_proj = RowParallelLinear(config.intermediate_size, config.hidden_size, bias=config.mlp_bias,
                                            tp=tp, backend=backend)
         self.act_fn = SiluAndMul(backend)
+        self.silu_in_gemv = backend.silu_in_gemv              # one row: gate_up_proj + act_fn in one kernel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.silu_in_gemv and x.shape[0] == 1:             # as Qwen3MLP (gate_up's bias added in the kernel)
+            return self.down_proj(self.gate_up_proj.forward_then_silu_and_mul(x))
         return self.down_proj(self.act_fn(self.gate_up_proj(x)))
 
 

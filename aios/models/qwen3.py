@@ -9,9 +9,11 @@ q/k/v and gate/up are fused into one matmul each (lesson 10); `packed_modules_ma
 loader which checkpoint tensor goes into which slice of a fused weight. Every layer is built with
 the engine's kernel `Backend` (aios/layers/backend.py); the model builds one RoPE table, shared by
 every layer. A one-token step (batch-1 decode) on a backend with `fused_one_row`
-(`Config.fuse_norm_into_gemv`) takes `Qwen3DecoderLayer.forward_one_row`: each add + RMSNorm, and SiLU(gate) * up, runs inside the matmul
-after it, through the same modules, rounded the same way. `parse_config` is the family's half of
-aios/models/registry.py.
+(`Config.fuse_norm_into_gemv`) takes `Qwen3DecoderLayer.forward_one_row`: each add + RMSNorm, and
+SiLU(gate) * up, runs inside the matmul after it, through the same modules, rounded the same way.
+Otherwise, with `silu_in_gemv`
+(`Config.silu_in_gemv`), a one-token `Qwen3MLP.forward` runs gate_up_proj and SiLU(gate) * up as one
+kernel (`forward_then_silu_and_mul`). `parse_config` is the family's half of aios/models/registry.py.
 """
 
 from __future__ import annotations
@@ -96,8 +98,11 @@ class Qwen3MLP(nn.Module):
         self.down_proj = RowParallelLinear(config.intermediate_size, config.hidden_size, bias=False, tp=tp,
                                            backend=backend)
         self.act_fn = SiluAndMul(backend)
+        self.silu_in_gemv = backend.silu_in_gemv              # one row: gate_up_proj + act_fn in one kernel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.silu_in_gemv and x.shape[0] == 1:
+            return self.down_proj(self.gate_up_proj.forward_then_silu_and_mul(x))
         return self.down_proj(self.act_fn(self.gate_up_proj(x)))
 
 

@@ -12,6 +12,7 @@ tensors shaped like Qwen3-0.6B's and Qwen3-30B-A3B's layers, choosing tiles, PDL
 device-dependent constexprs as on the H200. Nothing runs: only compilation is checked.
 
 The tests: every case launches; every launch compiles (and fits the H200's shared memory); every
+tile of the benchmark's prefill sweep compiles, or fails only for want of shared memory; every
 kernel of aios/kernels (a module-level JITFunction launched somewhere, or called by no other
 kernel) was compiled at least once, so a new kernel without a case fails here; every device choice
 in aios/kernels is one the harness makes as the GPU would; and the bug that broke the GPU tests
@@ -19,7 +20,8 @@ in aios/kernels is one the harness makes as the GPU would; and the bug that brok
 ordering, registers and occupancy, loading and running the cubin (aios/kernels/NOTES.md).
 
 Cost on a 2-core CPU: ~47 s with a cold Triton cache (81 specializations of 20 kernels), ~4 s when
-~/.triton/cache already holds them (an edited kernel recompiles only its own). By hand:
+~/.triton/cache already holds them (an edited kernel recompiles only its own). The prefill tiles of
+bench_kernels.py's sweep (29 specializations, reported apart: `prefill_sweep`) added ~50 s cold. By hand:
 `PYTHONPATH=$PWD python tests/test_triton_compiles_for_hopper.py` prints the report (JSON).
 """
 

@@ -16,11 +16,20 @@ Invariants (tests/test_kernels.py checks each):
 - GQA: query head h reads kv head `h // (num_heads // num_kv_heads)`; K/V are never repeated.
 - Softmax runs in fp32; the output has q's dtype and shape `[total_q, num_heads, head_dim]`.
 
-The Triton kernel is FlashAttention-2 style: one program owns BLOCK_M query rows of one head of
-one sequence, streams the keys in BLOCK_N tiles with an online softmax (exp2, log2(e) folded into
-the scale), runs the tiles left of the diagonal without a mask, and never visits tiles right of it.
-Under a sliding window it also skips the tiles wholly left of every row's window, and masks the
-tiles that cross the window's left edge.
+The Triton kernel is FlashAttention-2 style: one program owns a [BLOCK_M, HEAD_DIM] tile of query
+rows of one sequence, streams the keys in BLOCK_N tiles with an online softmax (exp2, log2(e)
+folded into the scale), runs the tiles left of the diagonal without a mask, and never visits tiles
+right of it. Under a sliding window it also skips the tiles wholly left of every row's window, and
+masks the tiles that cross the window's left edge.
+
+The tile rows are BLOCK_Q = BLOCK_M // PACK query positions of PACK heads:
+- unpacked (PACK = 1, the default): BLOCK_M positions of one q head; the GROUP q heads of a kv
+  head are GROUP programs, and each loads the same K/V tiles (L2 may serve the repeats).
+- GQA packing (`pack_gqa=True`: PACK = GROUP rounded up to a power of two, FA3's PackGQA): every q
+  head of one kv head, row r holding head r % PACK at position r // PACK (rows of heads past GROUP
+  are padding: loaded as 0, never stored). Each K/V tile is loaded once per group, and short spans
+  fill the MMA's rows with heads instead of padding. Whether it is faster on the H200 has not been
+  measured: `benchmarks/bench_kernels.py --sweep prefill` times both (kernels/NOTES.md).
 """
 
 import torch
@@ -161,11 +170,8 @@ def _prefill_attention_kernel(
 ):
     # The query-tile index varies slowest and counts down, so the heaviest causal tiles (the last
     # rows of every sequence and head) launch in the first wave and the light ones fill the tail.
-    # Heads vary fastest: neighbouring programs share a kv head, so its K/V tiles hit in L2.
-    # PACK == 1: a program owns BLOCK_M positions of one q head (axis 0 is the q head). PACK > 1
-    # (GQA packing, PACK = GROUP rounded up to a power of two): axis 0 is the kv head, and tile row
-    # r is head r % PACK of the group at position r // PACK, so the BLOCK_M rows hold BLOCK_Q
-    # positions of every head of the group and each K/V tile is loaded once for all of them.
+    # Heads vary fastest: axis 0 is the q head (PACK == 1; neighbouring programs share a kv head, so
+    # its K/V tiles hit in L2) or the kv head (PACK > 1: the program holds all its q heads).
     BLOCK_Q: tl.constexpr = BLOCK_M // PACK
     head = tl.program_id(0)
     seq = tl.program_id(1)

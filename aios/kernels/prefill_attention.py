@@ -189,7 +189,6 @@ def _prefill_attention_kernel(
         mask_m = offs_m < seqlen_q
         q_rows = (q_start + offs_m).to(tl.int64)
         q_offs = q_rows[:, None] * stride_qt + head * stride_qh + offs_d[None, :]
-        o_offs = q_rows[:, None] * stride_ot + head * stride_oh + offs_d[None, :]
         kv_head = head // GROUP
     else:
         kv_head = head
@@ -199,7 +198,6 @@ def _prefill_attention_kernel(
         q_rows = (q_start + offs_m).to(tl.int64)
         q_heads = kv_head * GROUP + group_head
         q_offs = q_rows[:, None] * stride_qt + q_heads[:, None] * stride_qh + offs_d[None, :]
-        o_offs = q_rows[:, None] * stride_ot + q_heads[:, None] * stride_oh + offs_d[None, :]
     q = tl.load(q_ptr + q_offs, mask=mask_m[:, None], other=0.0)  # [BLOCK_M, HEAD_DIM]
     q_pos = num_cached_tokens + offs_m
 
@@ -247,7 +245,12 @@ def _prefill_attention_kernel(
         acc = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]   # l_i == 0 only on padding rows (not stored)
     else:
         acc = acc / l_i[:, None]
-    tl.store(out_ptr + o_offs, acc.to(out_ptr.dtype.element_ty), mask=mask_m[:, None])
+    # the output offsets are made here, not kept live (a [BLOCK_M, HEAD_DIM] int64 tile) through the loops
+    if PACK == 1:
+        out_ptrs = out_ptr + q_rows[:, None] * stride_ot + head * stride_oh + offs_d[None, :]
+    else:
+        out_ptrs = out_ptr + q_rows[:, None] * stride_ot + q_heads[:, None] * stride_oh + offs_d[None, :]
+    tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask_m[:, None])
 
 
 def _prefill_config(head_dim: int, dtype: torch.dtype, device: torch.device, max_seqlen_q: int,

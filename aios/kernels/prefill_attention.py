@@ -5,7 +5,7 @@ and they are the LAST seqlen_q of its `seqlen_k = cu_seqlens_k[s+1] - cu_seqlens
 (the first seqlen_k - seqlen_q were cached by earlier steps: prefix-cache hits, earlier chunks of
 a chunked prefill, or the whole context of a decode mixed into a prefill step).
 
-Invariants (tests/test_kernels.py checks each):
+Invariants (tests/test_kernels.py and tests/test_prefill_gqa_packing.py check each, packed and not):
 - Every key and value is read from the paged cache through block_tables: the token at position p
   of sequence s lives at `k_cache[block_tables[s, p // block_size], p % block_size]`. The new
   tokens' K/V must already be stored there (store_kvcache runs first).

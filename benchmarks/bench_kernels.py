@@ -41,7 +41,6 @@ from aios.kernels import (
     decode_attention_ref,
     fused_add_rms_norm,
     fused_add_rms_norm_ref,
-    prefill_attention,
     prefill_attention_ref,
     qk_norm_rope,
     qk_norm_rope_ref,
@@ -207,8 +206,12 @@ def bench_prefill_case(args, results, num_seqs, chunk, num_cached, num_heads, nu
     for block_size in (int(b) for b in args.prefill_block_sizes.split(",")):
         k_cache, v_cache, block_tables = paged_cache(num_seqs, seq_len, block_size, num_kv_heads, head_dim, dtype, gen)
         call = (q, k_cache, v_cache, cu_q, cu_k, chunk, seq_len, block_tables, scale)
-        variants = [(f"triton default{' packed' if pack else ''}",
-                     _prefill_config(head_dim, dtype, q.device, chunk, group=group, pack_gqa=pack)) for pack in packs]
+        default = _prefill_config(head_dim, dtype, q.device, chunk, group=group)   # what prefill_attention runs
+        variants = [("triton default", default)]
+        if group > 1:   # the default tiles in the other packing mode
+            other = not default["pack_gqa"]
+            variants.append((f"triton default tiles {'packed' if other else 'unpacked'}",
+                             _prefill_config(head_dim, dtype, q.device, chunk, group=group, pack_gqa=other)))
         if "prefill" in args.sweep and block_size != 64:
             variants += [(f"triton sweep {cfg}{' packed' if pack else ''}",
                           dict(zip(("block_m", "block_n", "num_warps", "num_stages"), cfg), pack_gqa=pack))
@@ -464,7 +467,8 @@ def summary_markdown(results):
         after = f" after {cached} cached tokens" if cached else ""
         lines += [f"## Prefill attention, {seqs} x {chunk} tokens{after}, causal, {heads} q / {kv_heads} kv heads",
                   "", "| impl | block size | ms | TFLOP/s |", "|---|---|---|---|"]
-        rows = [r for r in results["prefill"] if (r["seqs"], r["chunk"], r["cached"], r["heads"], r["kv_heads"]) == case]
+        rows = [r for r in results["prefill"]
+                if (r["seqs"], r["chunk"], r["cached"], r["heads"], r["kv_heads"]) == case]
         best = {}
         for r in rows:
             if r["impl"].startswith("triton sweep"):

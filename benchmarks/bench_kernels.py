@@ -1,9 +1,15 @@
 """Time AIOS's Triton kernels on the GPU against their baselines and rooflines.
 
-    python benchmarks/bench_kernels.py [--quick] [--only gemv,gemv_silu_and_mul] [--sweep gemv] [--out DIR]
+    python benchmarks/bench_kernels.py [--quick] [--only gemv,gemv_silu_and_mul] [--sweep prefill,decode] [--out DIR]
+    python benchmarks/bench_kernels.py --only prefill --sweep prefill --prefill-block-sizes 256 \
+        --prefill-cases 1x16384,1x8192+8192,1x2048+14336 --prefill-heads 16/8,32/8
 
-- prefill attention (8 x 1024 tokens, 16 q heads / 8 kv heads, head_dim 128, bf16, causal) over
-  the paged cache at block sizes 16/64/256, vs torch SDPA on contiguous K/V: ms and TFLOP/s.
+- prefill attention (by default 8 x 1024 tokens, 16 q heads / 8 kv heads, head_dim 128, bf16,
+  causal) over the paged cache at block sizes 16/64/256, vs torch SDPA on contiguous K/V: ms and
+  TFLOP/s. --prefill-cases / --prefill-heads pick other shapes: long prompts, and the chunks of a
+  chunked prefill (SxC+L: a C-token chunk whose first L tokens are in the cache, what the engine
+  runs when a prompt is longer than max_num_batched_tokens). Each tile config runs unpacked and,
+  where the GQA group is > 1, packed (all q heads of a kv head in one tile).
 - decode attention (batch 1/32/256, context 512..4096) vs the bandwidth floor
   (bytes of K/V read / 3.0 TB/s): us, achieved TB/s, % of floor.
 - gemv (batch-1 linear layers of Qwen3-0.6B and 8B) vs cuBLAS (F.linear), with a config sweep.
@@ -38,7 +44,6 @@ from aios.kernels import (
     decode_attention_ref,
     fused_add_rms_norm,
     fused_add_rms_norm_ref,
-    prefill_attention,
     prefill_attention_ref,
     qk_norm_rope,
     qk_norm_rope_ref,
@@ -115,64 +120,120 @@ def paged_cache(num_seqs, seq_len, block_size, num_kv_heads, head_dim, dtype, ge
 # ---------------------------------------------------------------------------------------------
 
 
-PREFILL_SWEEP = [  # (block_m, block_n, num_warps, num_stages)
-    (128, 64, 8, 3), (128, 128, 8, 2), (128, 128, 8, 3), (128, 32, 4, 3),
-    (64, 64, 4, 3), (64, 64, 4, 2), (64, 64, 4, 4), (64, 32, 4, 3), (64, 64, 8, 3),
+# (block_m, block_n, num_warps, num_stages); block_m counts tile rows (with --pack, q heads x positions).
+# Every config is a power of two >= 16 with block_n dividing 256 (the engine's block size: one block
+# id per key tile, TILE_IN_BLOCK) and block_m >= 4 (the 8B's GQA group, so packing holds a position).
+PREFILL_SWEEP = [
+    (64, 32, 4, 3), (64, 64, 4, 2), (64, 64, 4, 3), (64, 64, 4, 4), (64, 64, 8, 3),
+    (64, 128, 4, 2), (64, 128, 4, 3), (64, 128, 8, 2), (64, 128, 8, 3),      # Hopper: wide key tiles
+    (128, 32, 4, 3), (128, 64, 8, 2), (128, 64, 8, 3), (128, 64, 8, 4),      # Hopper: 2 warpgroups of rows
+    (128, 128, 8, 2), (128, 128, 8, 3),
 ]
 
 
-def bench_prefill(args, results):
-    num_seqs, seq_len, num_heads, num_kv_heads, head_dim = 8, 1024, 16, 8, 128
-    dtype, gen = torch.bfloat16, torch.Generator(device="cuda").manual_seed(0)
-    scale = head_dim ** -0.5
-    flops = 4 * num_seqs * num_heads * head_dim * seq_len * (seq_len + 1) / 2  # causal QK^T + PV
-    q = torch.randn(num_seqs * seq_len, num_heads, head_dim, dtype=dtype, device="cuda", generator=gen)
-    cu = torch.arange(0, (num_seqs + 1) * seq_len, seq_len, dtype=torch.int32, device="cuda")
+def parse_prefill_cases(text: str) -> list[tuple[int, int, int]]:
+    """"8x1024,1x16384,1x8192+8192" -> [(num_seqs, chunk_len, num_cached_tokens), ...]: each of
+    num_seqs sequences prefills chunk_len query tokens after num_cached_tokens already in the cache,
+    as a chunked-prefill step does for a prompt longer than max_num_batched_tokens."""
+    cases = []
+    for item in text.split(","):
+        seqs, rest = item.split("x")
+        chunk, _, cached = rest.partition("+")
+        cases.append((int(seqs), int(chunk), int(cached or 0)))
+    return cases
 
-    # Baseline: SDPA on contiguous [B, H, S, D] tensors (flash/cuDNN backends pick themselves).
-    qd = q.view(num_seqs, seq_len, num_heads, head_dim).transpose(1, 2).contiguous()
+
+def parse_heads(text: str) -> list[tuple[int, int]]:
+    """"16/8,32/8" -> [(num_heads, num_kv_heads), ...] (Qwen3-0.6B's and 8B's attention)."""
+    return [tuple(int(n) for n in item.split("/")) for item in text.split(",")]
+
+
+def prefill_error(call, out, num_cached: int, chunk: int) -> float:
+    """Max |kernel - ref|: every row when the ref's fp32 [heads, q, k] scores of one sequence fit in
+    1 GiB, else sequence 0's first and last 256 query rows (the ref over the same cache, as chunks)."""
+    q, k_cache, v_cache, cu_q, cu_k, _, _, block_tables, scale = call
+    if q.shape[1] * chunk * (num_cached + chunk) <= 2 ** 28:
+        return max_err(out, prefill_attention_ref(*call))
+    err = 0.0
+    for start in (0, max(0, chunk - 256)):
+        rows = min(256, chunk - start)
+        span_q = torch.tensor([0, rows], dtype=torch.int32, device=q.device)
+        span_k = torch.tensor([0, num_cached + start + rows], dtype=torch.int32, device=q.device)
+        want = prefill_attention_ref(q[start:start + rows], k_cache, v_cache, span_q, span_k, rows,
+                                     num_cached + start + rows, block_tables, scale)
+        err = max(err, max_err(out[start:start + rows], want))
+    return err
+
+
+def bench_prefill(args, results):
+    for num_heads, num_kv_heads in parse_heads(args.prefill_heads):
+        for num_seqs, chunk, num_cached in parse_prefill_cases(args.prefill_cases):
+            bench_prefill_case(args, results, num_seqs, chunk, num_cached, num_heads, num_kv_heads)
+            torch.cuda.empty_cache()
+
+
+def bench_prefill_case(args, results, num_seqs, chunk, num_cached, num_heads, num_kv_heads):
+    head_dim, dtype, gen = 128, torch.bfloat16, torch.Generator(device="cuda").manual_seed(0)
+    scale, group, seq_len = head_dim ** -0.5, num_heads // num_kv_heads, num_cached + chunk
+    # causal QK^T + PV: query i of a chunk sees num_cached + i + 1 keys
+    flops = 4 * num_seqs * num_heads * head_dim * (chunk * num_cached + chunk * (chunk + 1) / 2)
+    case = dict(seqs=num_seqs, chunk=chunk, cached=num_cached, heads=num_heads, kv_heads=num_kv_heads)
+    name = f"{num_seqs}x{chunk}" + (f"+{num_cached}" if num_cached else "") + f" h{num_heads}/{num_kv_heads}"
+    q = torch.randn(num_seqs * chunk, num_heads, head_dim, dtype=dtype, device="cuda", generator=gen)
+    cu_q = torch.arange(0, (num_seqs + 1) * chunk, chunk, dtype=torch.int32, device="cuda")
+    cu_k = torch.arange(0, (num_seqs + 1) * seq_len, seq_len, dtype=torch.int32, device="cuda")
+
+    # Baseline: SDPA on contiguous [B, H, S, D] tensors (flash/cuDNN backends pick themselves);
+    # a chunk after a cached prefix is bottom-right causal (causal_lower_right).
+    from torch.nn.attention.bias import causal_lower_right
+    qd = q.view(num_seqs, chunk, num_heads, head_dim).transpose(1, 2).contiguous()
     kd = torch.randn(num_seqs, num_kv_heads, seq_len, head_dim, dtype=dtype, device="cuda", generator=gen)
     vd = torch.randn_like(kd)
-    kr, vr = kd.repeat_interleave(2, 1), vd.repeat_interleave(2, 1)
+    kr, vr = kd.repeat_interleave(group, 1), vd.repeat_interleave(group, 1)
     sdpa = F.scaled_dot_product_attention
-    for name, fn in [
-        ("sdpa (K/V repeated to 16 heads)", lambda: sdpa(qd, kr, vr, is_causal=True)),
-        ("sdpa (enable_gqa)", lambda: sdpa(qd, kd, vd, is_causal=True, enable_gqa=True)),
+    causal = dict(is_causal=True) if num_cached == 0 else dict(attn_mask=causal_lower_right(chunk, seq_len))
+    for impl, fn in [
+        (f"sdpa (K/V repeated to {num_heads} heads)", lambda: sdpa(qd, kr, vr, **causal)),
+        ("sdpa (enable_gqa)", lambda: sdpa(qd, kd, vd, **causal, enable_gqa=True)),
     ]:
         try:
             ms = bench_eager(fn)
         except Exception as e:  # noqa: BLE001 - a backend that refuses a shape is a result too
-            print(f"prefill {name}: failed: {e}", flush=True)
+            print(f"prefill {name} {impl}: failed: {type(e).__name__}: {str(e)[:200]}", flush=True)
             continue
-        row = dict(kernel="prefill", impl=name, block_size=None, ms=ms, tflops=flops / ms / 1e9)
+        row = dict(kernel="prefill", impl=impl, block_size=None, ms=ms, tflops=flops / ms / 1e9, **case)
         results["prefill"].append(row)
-        print(f"prefill {name:40s} {ms:8.3f} ms {row['tflops']:7.1f} TFLOP/s", flush=True)
+        print(f"prefill {name} {impl:40s} {ms:8.3f} ms {row['tflops']:7.1f} TFLOP/s", flush=True)
     qd = kd = vd = kr = vr = None  # free before the paged runs
 
-    for block_size in (16, 64, 256):
+    packs = (False, True) if group > 1 else (False,)
+    for block_size in (int(b) for b in args.prefill_block_sizes.split(",")):
         k_cache, v_cache, block_tables = paged_cache(num_seqs, seq_len, block_size, num_kv_heads, head_dim, dtype, gen)
-        call = (q, k_cache, v_cache, cu, cu, seq_len, seq_len, block_tables, scale)
-        err = max_err(prefill_attention(*call), prefill_attention_ref(*call))
-        configs = [None] + (PREFILL_SWEEP if "prefill" in args.sweep and block_size != 64 else [])
-        for cfg in configs:
-            if cfg is None:
-                fn = lambda call=call: prefill_attention(*call)
-                label = "triton default " + str(tuple(_prefill_config(head_dim, dtype, q.device, seq_len).values()))
-            else:
-                bm, bn, w, s = cfg
-                fn = lambda call=call, bm=bm, bn=bn, w=w, s=s: _prefill_attention_launch(
-                    *call[:6], call[7], call[8], block_m=bm, block_n=bn, num_warps=w, num_stages=s)
-                label = f"triton sweep {cfg}"
+        call = (q, k_cache, v_cache, cu_q, cu_k, chunk, seq_len, block_tables, scale)
+        default = _prefill_config(head_dim, dtype, q.device, chunk, group=group)   # what prefill_attention runs
+        variants = [("triton default", default)]
+        if group > 1:   # the default tiles in the other packing mode
+            other = not default["pack_gqa"]
+            variants.append((f"triton default tiles {'packed' if other else 'unpacked'}",
+                             _prefill_config(head_dim, dtype, q.device, chunk, group=group, pack_gqa=other)))
+        if "prefill" in args.sweep and block_size != 64:
+            variants += [(f"triton sweep {cfg}{' packed' if pack else ''}",
+                          dict(zip(("block_m", "block_n", "num_warps", "num_stages"), cfg), pack_gqa=pack))
+                         for cfg in PREFILL_SWEEP for pack in packs]
+        for label, cfg in variants:
+            fn = lambda call=call, cfg=cfg: _prefill_attention_launch(*call[:6], call[7], call[8], **cfg)
             try:
+                err = prefill_error(call, fn(), num_cached, chunk)
                 ms = bench_eager(fn)
             except Exception as e:  # noqa: BLE001 - out of shared memory etc.
-                print(f"prefill bs={block_size} {label}: failed: {type(e).__name__}", flush=True)
+                print(f"prefill {name} bs={block_size} {label} {cfg}: failed: {type(e).__name__}", flush=True)
                 continue
-            row = dict(kernel="prefill", impl=label, block_size=block_size, ms=ms,
-                       tflops=flops / ms / 1e9, max_abs_err=err)
+            row = dict(kernel="prefill", impl=label, block_size=block_size, config=cfg, ms=ms,
+                       tflops=flops / ms / 1e9, max_abs_err=err, **case)
             results["prefill"].append(row)
-            print(f"prefill bs={block_size:3d} {label:40s} {ms:8.3f} ms {row['tflops']:7.1f} TFLOP/s err {err:.1e}",
-                  flush=True)
+            shown = label if "sweep" in label else f"{label} {tuple(cfg.values())}"
+            print(f"prefill {name} bs={block_size:3d} {shown:48s} {ms:8.3f} ms {row['tflops']:7.1f} TFLOP/s "
+                  f"err {err:.1e}", flush=True)
         k_cache = v_cache = block_tables = call = None
 
 
@@ -458,19 +519,26 @@ def summary_markdown(results):
     lines = [f"# Kernel benchmark: {results['gpu']}", "",
              f"torch {results['torch']}, triton {results['triton']}, {results['date']}. "
              f"Qwen3-0.6B shapes (16 q heads, 8 kv heads, head_dim 128), bf16.", ""]
-    lines += ["## Prefill attention, 8 x 1024 tokens, causal", "",
-              "| impl | block size | ms | TFLOP/s |", "|---|---|---|---|"]
-    best = {}
-    for r in results["prefill"]:
-        if r["impl"].startswith("triton sweep"):
-            key = r["block_size"]
-            if key not in best or r["ms"] < best[key]["ms"]:
-                best[key] = r
-            continue
-        lines.append(f"| {r['impl']} | {r['block_size'] or '-'} | {r['ms']:.3f} | {r['tflops']:.0f} |")
-    for r in best.values():
-        lines.append(f"| best of sweep: {r['impl'][13:]} | {r['block_size']} | {r['ms']:.3f} | {r['tflops']:.0f} |")
-    lines += ["", "## Decode attention (CUDA graph, HBM floor = K/V bytes / 3.0 TB/s)", "",
+    for case in dict.fromkeys((r["seqs"], r["chunk"], r["cached"], r["heads"], r["kv_heads"])
+                              for r in results["prefill"]):
+        seqs, chunk, cached, heads, kv_heads = case
+        after = f" after {cached} cached tokens" if cached else ""
+        lines += [f"## Prefill attention, {seqs} x {chunk} tokens{after}, causal, {heads} q / {kv_heads} kv heads",
+                  "", "| impl | block size | ms | TFLOP/s |", "|---|---|---|---|"]
+        rows = [r for r in results["prefill"]
+                if (r["seqs"], r["chunk"], r["cached"], r["heads"], r["kv_heads"]) == case]
+        best = {}
+        for r in rows:
+            if r["impl"].startswith("triton sweep"):
+                key = (r["block_size"], r["impl"].endswith("packed"))
+                if key not in best or r["ms"] < best[key]["ms"]:
+                    best[key] = r
+                continue
+            lines.append(f"| {r['impl']} | {r['block_size'] or '-'} | {r['ms']:.3f} | {r['tflops']:.0f} |")
+        for r in best.values():
+            lines.append(f"| best of sweep: {r['impl'][13:]} | {r['block_size']} | {r['ms']:.3f} | {r['tflops']:.0f} |")
+        lines.append("")
+    lines += ["## Decode attention (CUDA graph, HBM floor = K/V bytes / 3.0 TB/s)", "",
               "| batch | context | block size | splits | us | TB/s | floor us | % of floor |",
               "|---|---|---|---|---|---|---|---|"]
     for r in results["decode"]:
@@ -534,6 +602,11 @@ def main():
     parser.add_argument("--sweep", default="",
                         help="also sweep tile configs of: prefill,decode,gemv,fused_gemv,gemv_silu_and_mul")
     parser.add_argument("--only", default="prefill,decode,gemv,fused_gemv,gemv_silu_and_mul,small")
+    parser.add_argument("--prefill-cases", default="8x1024",
+                        help="prefill shapes: SxC (S sequences of C tokens) or SxC+L (a C-token chunk after L "
+                             "cached tokens, as chunked prefill runs), comma-separated")
+    parser.add_argument("--prefill-heads", default="16/8", help="q/kv heads, comma-separated (8B: 32/8)")
+    parser.add_argument("--prefill-block-sizes", default="16,64,256", help="KV block sizes of the prefill cases")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = parser.parse_args()
     assert torch.cuda.is_available(), "bench_kernels.py needs a CUDA GPU"

@@ -13,20 +13,23 @@ device-dependent constexprs as on the H200, and every entry of the measured MoE 
 (aios/kernels/configs/fused_moe/). Nothing runs: only compilation is checked.
 
 The tests: every case launches; every launch compiles (and fits the H200's shared memory); every
+tile of the benchmark's prefill sweep compiles, or fails only for want of shared memory; every
 kernel of aios/kernels (a module-level JITFunction launched somewhere, or called by no other
 kernel) was compiled at least once, so a new kernel without a case fails here; every device choice
 in aios/kernels is one the harness makes as the GPU would; and the bug that broke the GPU tests
 (`_loop_carried_shape_change` below) is caught. What only a GPU checks: numerics, races, PDL
 ordering, registers and occupancy, loading and running the cubin (aios/kernels/NOTES.md).
 
-Cost on a 2-core CPU: ~47 s with a cold Triton cache (81 specializations of 20 kernels), ~4 s when
-~/.triton/cache already holds them (an edited kernel recompiles only its own). By hand:
+Cost on a 2-core CPU: ~110 s with a cold Triton cache (87 specializations of 20 kernels, and the 29
+of bench_kernels.py's prefill sweep, reported apart as `prefill_sweep`: 44 s of compiling), a few
+seconds when ~/.triton/cache already holds them (an edited kernel recompiles only its own). By hand:
 `PYTHONPATH=$PWD python tests/test_triton_compiles_for_hopper.py` prints the report (JSON).
 """
 
 from __future__ import annotations
 
 import ast
+import importlib
 import json
 import os
 import subprocess
@@ -56,6 +59,7 @@ def _cases():
     """(name, call) pairs that launch every kernel variant the GPU path runs (Qwen3-0.6B's and
     Qwen3-30B-A3B's shapes; fp32 and fp16 where a kernel's tl.dot precision or tiles depend on it)."""
     import aios.kernels as K
+    P = importlib.import_module("aios.kernels.prefill_attention")   # the package's name is the function
     from aios.kernels.fused_moe import fused_moe
     from aios.kernels.moe_align import moe_align_block_size
     from aios.kernels.moe_tiles import CONFIG_DIR, MoeTiles
@@ -107,6 +111,24 @@ def _cases():
         return lambda: K.prefill_attention(q, k_cache, v_cache, cu, cu, max_seqlen_q, max_seqlen_q, tables,
                                            dim ** -0.5, sliding_window=window)
 
+    def prefill_packed(dtype, block_size, max_seqlen_q, num_heads=heads, window=None, tiles=None):
+        # GQA packing (_prefill_config(pack_gqa=True), or a sweep tile of bench_kernels.py): the wrapper
+        # launches it once the default flips
+        q = e(2 * max_seqlen_q, num_heads, head_dim, dtype=dtype)
+        k_cache, v_cache = e(64, block_size, kv_heads, head_dim, dtype=dtype), e(64, block_size, kv_heads, head_dim,
+                                                                                  dtype=dtype)
+        cu = torch.tensor([0, max_seqlen_q, 2 * max_seqlen_q], dtype=torch.int32)
+        tables = torch.zeros(2, 4096 // block_size, dtype=torch.int32)
+
+        def launch():
+            cfg = P._prefill_config(head_dim, dtype, torch.device("cpu"), max_seqlen_q, group=num_heads // kv_heads,
+                                    pack_gqa=True)
+            if tiles is not None:
+                cfg.update(zip(("block_m", "block_n", "num_warps", "num_stages", "pack_gqa"), tiles))
+            return P._prefill_attention_launch(q, k_cache, v_cache, cu, cu, max_seqlen_q, tables, head_dim ** -0.5,
+                                               **cfg, sliding_window=window)
+        return launch
+
     def decode(dtype, block_size, batch, window=None, dim=head_dim):
         q, _, _, k_cache, v_cache = qkv_and_cache(dtype, batch, block_size, dim)
         tables = torch.zeros(batch, 4096 // block_size, dtype=torch.int32)
@@ -150,6 +172,12 @@ def _cases():
         ("prefill bf16, head_dim 256", prefill(bf16, 256, 1024, dim=256)),
         ("prefill fp16, head_dim 64", prefill(f16, 16, 1024, dim=64)),
         ("prefill fp32", prefill(f32, 16, 1024)),
+        ("prefill bf16 packed GQA 2, block 256, 1024 tokens", prefill_packed(bf16, 256, 1024)),
+        ("prefill bf16 packed GQA 2, block 16 (token gather)", prefill_packed(bf16, 16, 1024)),
+        ("prefill bf16 packed GQA 2, 16-token chunk", prefill_packed(bf16, 256, 16)),
+        ("prefill bf16 packed GQA 4 (8B), sliding window", prefill_packed(bf16, 256, 1024, num_heads=32, window=512)),
+        ("prefill bf16 packed GQA 4 (8B), 1-token chunk", prefill_packed(bf16, 256, 1, num_heads=32)),
+        ("prefill fp32 packed GQA 2", prefill_packed(f32, 16, 1024)),
         ("decode bf16, batch 1 (split + reduce), block 16", decode(bf16, 16, 1)),
         ("decode bf16, batch 256 (direct), block 256", decode(bf16, 256, 256)),
         ("decode bf16, sliding window, split", decode(bf16, 256, 1, window=512)),
@@ -172,6 +200,27 @@ def _cases():
     ]
 
 
+def _prefill_sweep_cases():
+    """bench_kernels.py's PREFILL_SWEEP at block size 256, bf16: unpacked (0.6B, 16/8 heads) and
+    packed (8B, 32/8). Not launched by the wrappers: reported apart, since a tile over the H200's
+    shared memory is a result of the sweep (it fails there at launch), not a bug."""
+    from benchmarks.bench_kernels import PREFILL_SWEEP
+
+    P = importlib.import_module("aios.kernels.prefill_attention")   # the package's name is the function
+
+    e, cases = torch.empty, []
+    for tiles in PREFILL_SWEEP:
+        for num_heads, pack_gqa in ((16, False), (32, True)):
+            q = e(2048, num_heads, 128, dtype=torch.bfloat16)
+            k_cache = e(64, 256, 8, 128, dtype=torch.bfloat16)
+            cu, tables = torch.tensor([0, 1024, 2048], dtype=torch.int32), torch.zeros(2, 16, dtype=torch.int32)
+            cfg = dict(zip(("block_m", "block_n", "num_warps", "num_stages"), tiles), pack_gqa=pack_gqa)
+            cases.append((f"sweep {tiles}{' packed' if pack_gqa else ''}",
+                          lambda q=q, k_cache=k_cache, cu=cu, tables=tables, cfg=cfg: P._prefill_attention_launch(
+                              q, k_cache, k_cache, cu, cu, 1024, tables, 128 ** -0.5, **cfg)))
+    return cases
+
+
 def compile_every_launch() -> dict:
     """The report: {"launches": [one record per compiled specialization], "case_errors": [...],
     "kernels": {name: is_kernel}, "canary": the record of _loop_carried_shape_change}."""
@@ -191,10 +240,20 @@ def compile_every_launch() -> dict:
             call()
         except Exception:                               # noqa: BLE001  (a case that cannot launch is reported)
             case_errors.append(f"{name}: {traceback.format_exc(limit=-3)}")
+    num_launches = len(compiler.records)
+    for name, call in _prefill_sweep_cases():
+        compiler.case = name
+        try:
+            call()
+        except Exception:                               # noqa: BLE001
+            case_errors.append(f"{name}: {traceback.format_exc(limit=-3)}")
+    sweep = compiler.records[num_launches:]
+    del compiler.records[num_launches:]
     compiler.case = "canary"
     canary = compiler.compile(_loop_carried_shape_change, (torch.empty(4096, dtype=torch.int32), 100), {"BLOCK": 64})
     compiler.records.remove(canary)
-    return {"launches": compiler.records, "case_errors": case_errors, "kernels": kernel_functions(), "canary": canary}
+    return {"launches": compiler.records, "case_errors": case_errors, "kernels": kernel_functions(), "canary": canary,
+            "prefill_sweep": sweep}
 
 
 @pytest.fixture(scope="module")
@@ -227,6 +286,18 @@ def test_every_kernel_in_aios_kernels_is_compiled_at_least_once(report):
     assert "aios.kernels.pdl.wait_for_previous_kernel" in helpers
     missing = kernels - {r["kernel"] for r in report["launches"]}
     assert not missing, f"no case launches {sorted(missing)}: add one to _cases()"
+
+
+@pytest.mark.slow
+def test_every_prefill_sweep_tile_compiles_for_sm90_or_only_overflows_shared_memory(report):
+    """bench_kernels.py --sweep prefill: each tile compiles to a cubin; one that needs more shared
+    memory than a block of the H200 gets fails at launch there (printed; kernels/NOTES.md lists them)."""
+    sweep = report["prefill_sweep"]
+    assert len(sweep) >= 20
+    for r in sweep:
+        print(f"{r['case']:36s} " + (f"{r['shared']:7d} B shared" if r["ok"] else r["error"][:100]))
+    broken = [f"{r['case']}: {r['error']}" for r in sweep if not r["ok"] and "shared memory" not in r["error"]]
+    assert not broken, "\n\n".join(broken)
 
 
 @pytest.mark.slow

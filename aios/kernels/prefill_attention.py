@@ -5,7 +5,7 @@ and they are the LAST seqlen_q of its `seqlen_k = cu_seqlens_k[s+1] - cu_seqlens
 (the first seqlen_k - seqlen_q were cached by earlier steps: prefix-cache hits, earlier chunks of
 a chunked prefill, or the whole context of a decode mixed into a prefill step).
 
-Invariants (tests/test_kernels.py checks each):
+Invariants (tests/test_kernels.py and tests/test_prefill_gqa_packing.py check each, packed and not):
 - Every key and value is read from the paged cache through block_tables: the token at position p
   of sequence s lives at `k_cache[block_tables[s, p // block_size], p % block_size]`. The new
   tokens' K/V must already be stored there (store_kvcache runs first).
@@ -16,11 +16,20 @@ Invariants (tests/test_kernels.py checks each):
 - GQA: query head h reads kv head `h // (num_heads // num_kv_heads)`; K/V are never repeated.
 - Softmax runs in fp32; the output has q's dtype and shape `[total_q, num_heads, head_dim]`.
 
-The Triton kernel is FlashAttention-2 style: one program owns BLOCK_M query rows of one head of
-one sequence, streams the keys in BLOCK_N tiles with an online softmax (exp2, log2(e) folded into
-the scale), runs the tiles left of the diagonal without a mask, and never visits tiles right of it.
-Under a sliding window it also skips the tiles wholly left of every row's window, and masks the
-tiles that cross the window's left edge.
+The Triton kernel is FlashAttention-2 style: one program owns a [BLOCK_M, HEAD_DIM] tile of query
+rows of one sequence, streams the keys in BLOCK_N tiles with an online softmax (exp2, log2(e)
+folded into the scale), runs the tiles left of the diagonal without a mask, and never visits tiles
+right of it. Under a sliding window it also skips the tiles wholly left of every row's window, and
+masks the tiles that cross the window's left edge.
+
+The tile rows are BLOCK_Q = BLOCK_M // PACK query positions of PACK heads:
+- unpacked (PACK = 1, the default): BLOCK_M positions of one q head; the GROUP q heads of a kv
+  head are GROUP programs, and each loads the same K/V tiles (L2 may serve the repeats).
+- GQA packing (`pack_gqa=True`: PACK = GROUP rounded up to a power of two, FA3's PackGQA): every q
+  head of one kv head, row r holding head r % PACK at position r // PACK (rows of heads past GROUP
+  are padding: loaded as 0, never stored). Each K/V tile is loaded once per group, and short spans
+  fill the MMA's rows with heads instead of padding. Whether it is faster on the H200 has not been
+  measured: `benchmarks/bench_kernels.py --sweep prefill` times both (kernels/NOTES.md).
 """
 
 import torch
@@ -157,30 +166,41 @@ def _prefill_attention_kernel(
     stride_block, stride_slot, stride_kv_head, stride_bt,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_IN_BLOCK: tl.constexpr,
-    SLIDING: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    SLIDING: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr, PACK: tl.constexpr,
 ):
     # The query-tile index varies slowest and counts down, so the heaviest causal tiles (the last
     # rows of every sequence and head) launch in the first wave and the light ones fill the tail.
-    # Heads vary fastest: neighbouring programs share a kv head, so its K/V tiles hit in L2.
+    # Heads vary fastest: axis 0 is the q head (PACK == 1; neighbouring programs share a kv head, so
+    # its K/V tiles hit in L2) or the kv head (PACK > 1: the program holds all its q heads).
+    BLOCK_Q: tl.constexpr = BLOCK_M // PACK
     head = tl.program_id(0)
     seq = tl.program_id(1)
     m_block = tl.num_programs(2) - 1 - tl.program_id(2)
     q_start = tl.load(cu_seqlens_q_ptr + seq)
     seqlen_q = tl.load(cu_seqlens_q_ptr + seq + 1) - q_start
-    if m_block * BLOCK_M >= seqlen_q:
+    if m_block * BLOCK_Q >= seqlen_q:
         return
     seqlen_k = tl.load(cu_seqlens_k_ptr + seq + 1) - tl.load(cu_seqlens_k_ptr + seq)
     num_cached_tokens = seqlen_k - seqlen_q
 
-    offs_m = m_block * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
-    mask_m = offs_m < seqlen_q
-    q_rows = (q_start + offs_m).to(tl.int64)
-    q = tl.load(q_ptr + q_rows[:, None] * stride_qt + head * stride_qh + offs_d[None, :],
-                mask=mask_m[:, None], other=0.0)  # [BLOCK_M, HEAD_DIM]
+    if PACK == 1:
+        offs_m = m_block * BLOCK_M + tl.arange(0, BLOCK_M)
+        mask_m = offs_m < seqlen_q
+        q_rows = (q_start + offs_m).to(tl.int64)
+        q_offs = q_rows[:, None] * stride_qt + head * stride_qh + offs_d[None, :]
+        kv_head = head // GROUP
+    else:
+        kv_head = head
+        offs_m = m_block * BLOCK_Q + tl.arange(0, BLOCK_M) // PACK      # each row's query position
+        group_head = tl.arange(0, BLOCK_M) % PACK
+        mask_m = (offs_m < seqlen_q) & (group_head < GROUP)             # PACK > GROUP: padding rows
+        q_rows = (q_start + offs_m).to(tl.int64)
+        q_heads = kv_head * GROUP + group_head
+        q_offs = q_rows[:, None] * stride_qt + q_heads[:, None] * stride_qh + offs_d[None, :]
+    q = tl.load(q_ptr + q_offs, mask=mask_m[:, None], other=0.0)  # [BLOCK_M, HEAD_DIM]
     q_pos = num_cached_tokens + offs_m
 
-    kv_head = head // GROUP
     k_head_ptr = k_cache_ptr + kv_head * stride_kv_head
     v_head_ptr = v_cache_ptr + kv_head * stride_kv_head
     block_table_row = block_tables_ptr + seq.to(tl.int64) * stride_bt
@@ -189,13 +209,13 @@ def _prefill_attention_kernel(
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
     # Keys before this tile's first query position are visible to all its rows: no mask.
-    full_end = ((num_cached_tokens + m_block * BLOCK_M) // BLOCK_N) * BLOCK_N
+    full_end = ((num_cached_tokens + m_block * BLOCK_Q) // BLOCK_N) * BLOCK_N
     if SLIDING:
         # Tiles wholly left of the first row's window are never visited; those crossing the last
         # row's window edge are masked. window_start <= full_start <= full_end.
-        q_first = num_cached_tokens + m_block * BLOCK_M
+        q_first = num_cached_tokens + m_block * BLOCK_Q
         window_start = (tl.maximum(q_first - window + 1, 0) // BLOCK_N) * BLOCK_N
-        full_start = tl.cdiv(tl.maximum(q_first + BLOCK_M - 1 - window + 1, 0), BLOCK_N) * BLOCK_N
+        full_start = tl.cdiv(tl.maximum(q_first + BLOCK_Q - 1 - window + 1, 0), BLOCK_N) * BLOCK_N
         full_start = tl.minimum(full_start, full_end)
         for start_n in range(window_start, full_start, BLOCK_N):
             acc, l_i, m_i = _prefill_tile(
@@ -214,7 +234,7 @@ def _prefill_attention_kernel(
                 qk_scale, window, stride_block, stride_slot, HEAD_DIM, BLOCK_SIZE, BLOCK_N, TILE_IN_BLOCK,
                 False, False, PRECISION, UPCAST)
     # Tiles crossing the diagonal; tiles wholly right of it are never visited.
-    end = tl.minimum(num_cached_tokens + (m_block + 1) * BLOCK_M, seqlen_k)
+    end = tl.minimum(num_cached_tokens + (m_block + 1) * BLOCK_Q, seqlen_k)
     for start_n in range(full_end, end, BLOCK_N):
         acc, l_i, m_i = _prefill_tile(
             acc, l_i, m_i, q, q_pos, k_head_ptr, v_head_ptr, block_table_row, start_n, seqlen_k,
@@ -225,26 +245,47 @@ def _prefill_attention_kernel(
         acc = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]   # l_i == 0 only on padding rows (not stored)
     else:
         acc = acc / l_i[:, None]
-    out_ptrs = out_ptr + q_rows[:, None] * stride_ot + head * stride_oh + offs_d[None, :]
+    # the output offsets are made here, not kept live (a [BLOCK_M, HEAD_DIM] int64 tile) through the loops
+    if PACK == 1:
+        out_ptrs = out_ptr + q_rows[:, None] * stride_ot + head * stride_oh + offs_d[None, :]
+    else:
+        out_ptrs = out_ptr + q_rows[:, None] * stride_ot + q_heads[:, None] * stride_oh + offs_d[None, :]
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask_m[:, None])
 
 
-def _prefill_config(head_dim: int, dtype: torch.dtype, device: torch.device, max_seqlen_q: int) -> dict:
-    """Tile sizes: large tiles for long prompts on the GPU, tiny ones under the CPU interpreter."""
+def _prefill_config(head_dim: int, dtype: torch.dtype, device: torch.device, max_seqlen_q: int,
+                    group: int = 1, pack_gqa: bool | None = None) -> dict:
+    """Tiles and whether to pack GQA: large tiles for long prompts on the GPU, tiny ones under the
+    CPU interpreter. block_m counts tile rows (q heads x positions when packed, as FA3's kBlockM).
+    pack_gqa=None picks the default: unpacked, until bench_kernels.py's --sweep prefill has timed
+    packing on the H200 (kernels/NOTES.md)."""
+    pack_gqa = False if pack_gqa is None else pack_gqa
     if device.type != "cuda":
-        return dict(block_m=16, block_n=16, num_warps=4, num_stages=1)
-    if dtype == torch.float32 or head_dim > 128:
+        cfg = dict(block_m=16, block_n=16, num_warps=4, num_stages=1)
+    elif dtype == torch.float32 or head_dim > 128:
         cfg = dict(block_m=64, block_n=32, num_warps=4, num_stages=2)
     else:  # fastest of the sweep in benchmarks/bench_kernels.py on H100 (see kernels/NOTES.md)
         cfg = dict(block_m=64, block_n=64, num_warps=4, num_stages=3)
-    if max_seqlen_q <= 64:  # decode-heavy chunked-prefill steps: don't pad 1-token spans to 128 rows
-        cfg.update(block_m=max(16, triton.next_power_of_2(max_seqlen_q)), num_warps=4)
+    pack = triton.next_power_of_2(group) if pack_gqa else 1
+    if device.type == "cuda" and max_seqlen_q * pack <= 64:
+        # decode-heavy chunked-prefill steps: don't pad 1-token spans to 64 rows
+        cfg.update(block_m=max(16, triton.next_power_of_2(max_seqlen_q) * pack), num_warps=4)
+    cfg.update(block_m=max(cfg["block_m"], pack), pack_gqa=pack_gqa)
     return cfg
+
+
+def _check_tiles(block_m: int, block_n: int, pack: int) -> None:
+    """What the kernel needs of its tiles: powers of two, tl.dot's 16 in every dimension, and at
+    least one query position per tile (block_m >= pack)."""
+    for name, size in (("block_m", block_m), ("block_n", block_n)):
+        assert size >= 16 and size & (size - 1) == 0, f"{name}={size}: needs a power of two >= 16"
+    assert block_m >= pack, f"block_m={block_m} rows cannot hold one position of {pack} packed heads"
 
 
 def _prefill_attention_launch(
     q, k_cache, v_cache, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, block_tables, scale,
     block_m: int, block_n: int, num_warps: int, num_stages: int, sliding_window: int | None = None,
+    pack_gqa: bool = False,
 ) -> torch.Tensor:
     total_q, num_heads, head_dim = q.shape
     num_seqs = cu_seqlens_q.shape[0] - 1
@@ -252,19 +293,22 @@ def _prefill_attention_launch(
     assert num_heads % num_kv_heads == 0 and k_cache.shape[3] == head_dim
     assert head_dim >= 16 and head_dim & (head_dim - 1) == 0, "Triton path needs a power-of-two head_dim"
     assert k_cache.stride() == v_cache.stride() and k_cache.stride(-1) == 1 and q.stride(-1) == 1
+    group = num_heads // num_kv_heads
+    pack = triton.next_power_of_2(group) if pack_gqa else 1
+    _check_tiles(block_m, block_n, pack)
     out = torch.empty(total_q, num_heads, head_dim, dtype=q.dtype, device=q.device)
     if total_q == 0 or num_seqs == 0:
         return out
-    grid = (num_heads, num_seqs, triton.cdiv(max_seqlen_q, block_m))
+    grid = (num_kv_heads if pack_gqa else num_heads, num_seqs, triton.cdiv(max_seqlen_q, block_m // pack))
     _prefill_attention_kernel[grid](
         q, k_cache, v_cache, out, cu_seqlens_q, cu_seqlens_k, block_tables, scale * LOG2E,
         0 if sliding_window is None else sliding_window,
         q.stride(0), q.stride(1), out.stride(0), out.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
-        GROUP=num_heads // num_kv_heads, HEAD_DIM=head_dim, BLOCK_SIZE=block_size,
+        GROUP=group, HEAD_DIM=head_dim, BLOCK_SIZE=block_size,
         BLOCK_M=block_m, BLOCK_N=block_n, TILE_IN_BLOCK=block_size % block_n == 0,
         SLIDING=sliding_window is not None, PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        UPCAST=q.device.type != "cuda",
+        UPCAST=q.device.type != "cuda", PACK=pack,
         num_warps=num_warps, num_stages=num_stages,
     )
     return out
@@ -283,6 +327,6 @@ def prefill_attention(
     sliding_window: int | None = None,
 ) -> torch.Tensor:
     """Triton version of prefill_attention_ref (same arguments, same result)."""
-    cfg = _prefill_config(q.shape[2], q.dtype, q.device, max_seqlen_q)
+    cfg = _prefill_config(q.shape[2], q.dtype, q.device, max_seqlen_q, group=q.shape[1] // k_cache.shape[2])
     return _prefill_attention_launch(q, k_cache, v_cache, cu_seqlens_q, cu_seqlens_k,
                                      max_seqlen_q, block_tables, scale, **cfg, sliding_window=sliding_window)

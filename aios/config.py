@@ -140,6 +140,10 @@ class Config:
     # (aios/kernels/fused_gemv.py). Off by default: on an H200 it made batch-1 decode of the 8B shape
     # slower (BENCHMARKS.md, "The norm inside the gemv")
     fuse_norm_into_gemv: bool = False
+    # lesson 09: decode attention merges its splits in the split kernel's last program (one launch a
+    # layer, not two; aios/kernels/decode_attention.py). Off: on an H100 it was ~1 us slower at batch 1
+    # (aios/kernels/NOTES.md); not yet measured on the H200 with PDL
+    decode_attention_one_launch: bool = False
     enforce_eager: bool = False               # lesson 11: True turns CUDA graphs off
     async_scheduling: bool = True             # lesson 11: schedule step N+1 while the GPU runs step N
     tensor_parallel_size: int = 1             # lesson 14

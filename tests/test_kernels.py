@@ -43,7 +43,11 @@ from aios.kernels import (  # noqa: E402
     store_kvcache,
     store_kvcache_ref,
 )
-from aios.kernels.decode_attention import _decode_attention_launch, _decode_config  # noqa: E402
+from aios.kernels.decode_attention import (  # noqa: E402
+    DecodeAttentionWorkspace,
+    _decode_attention_launch,
+    _decode_config,
+)
 from aios.kernels.gemv import gemv, gemv_ref  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -237,6 +241,31 @@ def test_decode_attention_gives_zeros_for_empty_padding_rows(num_splits):
     expected = decode_attention_ref(*args)
     assert torch.equal(expected[2:], torch.zeros_like(expected[2:]))
     assert_attention_close(out, expected, torch.float32)
+
+
+# The one-launch path (the last split program merges): a context-0 padding row among the sequences.
+ONE_LAUNCH_CONTEXTS = [1, 17, 0, 64, 100]
+
+
+@pytest.mark.parametrize("num_splits, num_heads, num_kv_heads", [(1, 4, 2), (2, 4, 4), (3, 4, 2), (8, 8, 2)])
+def test_decode_attention_in_one_launch_is_bitwise_the_two_launch_output(num_splits, num_heads, num_kv_heads):
+    args, _, _ = make_decode_batch(ONE_LAUNCH_CONTEXTS, 16, num_heads, num_kv_heads, 32, torch.float32)
+    cfg = _decode_config(32, torch.float32, args[0].device)
+    workspace = DecodeAttentionWorkspace(len(ONE_LAUNCH_CONTEXTS) + 2, num_kv_heads + 1, DEVICE)  # larger than needed
+    two_launches = _decode_attention_launch(*args, num_splits=num_splits, **cfg)
+    for _ in range(2):   # the same workspace again: the first launch must have left its counters at 0
+        one_launch = _decode_attention_launch(*args, num_splits=num_splits, **cfg, workspace=workspace)
+        assert torch.equal(one_launch, two_launches)
+        assert torch.equal(workspace.split_counters, torch.zeros_like(workspace.split_counters))
+    assert torch.equal(one_launch[2], torch.zeros_like(one_launch[2]))     # the padding row
+    assert_attention_close(one_launch, decode_attention_ref(*args), torch.float32)
+
+
+def test_decode_attention_refuses_a_workspace_smaller_than_the_launch():
+    args, _, _ = make_decode_batch([5, 20, 9], 16, 4, 2, 32, torch.float32)
+    for rows, heads in [(2, 2), (3, 1)]:
+        with pytest.raises(ValueError, match="does not fit"):
+            decode_attention(*args, workspace=DecodeAttentionWorkspace(rows, heads, DEVICE))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,6 +10,9 @@ A `Backend` is three choices (lessons 09, 10), made from `Config` by `Backend.fr
 - `fused_one_row` (`Config.fuse_norm_into_gemv`, off by default; needs fused_kernels): a dense
   decoder layer's one-token step runs each add + RMSNorm and SiLU*mul inside the gemv after it
   (aios/kernels/fused_gemv.py, the layers' `forward_one_row`).
+`with_decode_workspace` binds a `DecodeAttentionWorkspace` into the Triton decode attention
+(`Config.decode_attention_one_launch`: one launch a layer instead of two); the ModelRunner that
+creates the workspace owns it.
 On a CPU both are the references whatever Config says: Triton compiles for CUDA only.
 
 Each layer binds the functions it will call in its constructor and never looks again: no flag is
@@ -19,7 +22,8 @@ flipped after construction, and nothing asks a tensor which device it is on.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING
 
 import torch
@@ -35,6 +39,7 @@ from aios.kernels import (
 
 if TYPE_CHECKING:
     from aios.config import Config
+    from aios.kernels.decode_attention import DecodeAttentionWorkspace
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,14 @@ class Backend:
             return TORCH
         return cls(ATTENTION_BACKENDS[config.attention_backend], config.fused_kernels,
                    config.fused_kernels and config.fuse_norm_into_gemv)
+
+    def with_decode_workspace(self, workspace: DecodeAttentionWorkspace) -> Backend:
+        """This backend with its Triton decode attention merging the splits in the same launch, on
+        `workspace`'s counters; a backend whose decode attention is another comes back unchanged."""
+        if self.attention.decode_attention is not decode_attention:
+            return self
+        attention = replace(self.attention, decode_attention=partial(decode_attention, workspace=workspace))
+        return replace(self, attention=attention)
 
     @classmethod
     def for_device(cls, device: torch.device | str) -> Backend:

@@ -515,3 +515,47 @@ def test_decode_attention_replays_in_a_cuda_graph_with_new_context_lens():
         expected = decode_attention_ref(q, k_cache, v_cache, block_tables, lens, scale)
         assert_attention_close(out, expected, torch.bfloat16)
         assert torch.equal(out, out2)
+
+
+@gpu
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("num_heads", [16, 32])                      # GQA groups 2 and 4 over 8 kv heads
+def test_decode_attention_in_one_launch_is_bitwise_the_two_launch_output_on_the_gpu(num_heads, dtype):
+    """Many splits racing on their counters: every launch of 20 back to back on one workspace gives
+    the two-launch bits and leaves the counters at 0."""
+    args, _, _ = make_decode_batch([4000, 0, 1200, 5, 2500], 16, num_heads, 8, 128, dtype)
+    cfg = _decode_config(128, dtype, args[0].device)
+    workspace = DecodeAttentionWorkspace(8, 8, DEVICE)
+    expected = decode_attention_ref(*args)
+    for num_splits in (2, 7, 33, 64):
+        two_launches = _decode_attention_launch(*args, num_splits=num_splits, **cfg)
+        outs = [_decode_attention_launch(*args, num_splits=num_splits, **cfg, workspace=workspace) for _ in range(20)]
+        torch.cuda.synchronize()
+        assert all(torch.equal(out, two_launches) for out in outs), num_splits
+        assert torch.equal(workspace.split_counters, torch.zeros_like(workspace.split_counters))
+        assert_attention_close(outs[0], expected, dtype)
+
+
+@gpu
+@needs_cuda
+def test_decode_attention_in_one_launch_replays_in_a_cuda_graph_bitwise_as_two_launches():
+    """Three launches on one workspace per replay (as three layers share the engine's), replayed
+    with new inputs: each replay gives the two-launch bits, and no replay needs a memset."""
+    args, _, _ = make_decode_batch([3000, 30, 1200, 5], 16, 16, 8, 128, torch.bfloat16)
+    q, k_cache, v_cache, block_tables, lens, scale = args
+    workspace = DecodeAttentionWorkspace(4, 8, DEVICE)
+    decode_attention(*args), decode_attention(*args, workspace=workspace)  # compile outside capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        one_launch = [decode_attention(*args, workspace=workspace) for _ in range(3)]
+        two_launches = decode_attention(*args)
+    for step in range(5):
+        lens.copy_(torch.tensor([3000 - 7 * step, 30 - step, 1 + step, 0 if step % 2 else 5], dtype=torch.int32))
+        q.copy_(torch.randn_like(q))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert all(torch.equal(out, two_launches) for out in one_launch), step
+        assert torch.equal(workspace.split_counters, torch.zeros_like(workspace.split_counters))
+        assert_attention_close(one_launch[0], decode_attention_ref(*args), torch.bfloat16)
+

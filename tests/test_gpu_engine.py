@@ -8,10 +8,10 @@ import pytest
 import torch
 import triton
 import triton.language as tl
+from test_backend import triton_launches  # noqa: F401 (a fixture)
 
 from aios import LLM, SamplingParams
 from helpers import assert_no_leaked_blocks, greedy, hf_greedy, random_prompts
-from test_backend import triton_launches  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.gpu
 
@@ -37,7 +37,8 @@ def test_gpu_chunked_prefill_and_preemption_equal_hf(tiny_ckpt):
 
 
 @pytest.mark.parametrize("enforce_eager", [False, True])
-def test_gpu_greedy_equals_hf_with_decode_attention_in_one_launch(tiny_ckpt, triton_launches, enforce_eager):
+def test_gpu_greedy_equals_hf_with_decode_attention_in_one_launch(
+        tiny_ckpt, triton_launches, enforce_eager):  # noqa: F811 (the imported fixture)
     """Config.decode_attention_one_launch: the last split program merges (no reduce launch), in CUDA
     graphs and eagerly; batch 1 (the most splits) and a batch of 7; the counters end at 0."""
     prompts = random_prompts(512, PROMPT_LENS, seed=26)

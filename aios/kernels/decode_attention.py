@@ -24,8 +24,8 @@ context, and writes a partial (log-sum-exp, normalized output). The partials are
 `_merge_splits` in one of two ways:
 - two launches (the default): a second small kernel, one program per (sequence, query head);
 - one launch (`workspace=` given; `Config.decode_attention_one_launch`): the last program of each
-  (sequence, kv head) to finish merges its group's rows, the split-K "serial fixup" of GEMMs
-  (FlashDecoding++). Each program, once its partial is stored, adds 1 to its (sequence, kv head)
+  (sequence, kv head) to finish merges its group's rows: split-K GEMMs' "serial fixup" (CUTLASS's
+  serial split-K, Stream-K), CUDA's threadFenceReduction sample. Each program, once its partial is stored, adds 1 to its (sequence, kv head)
   counter in `DecodeAttentionWorkspace.split_counters` (acq_rel, GPU scope: the add releases its
   partial and acquires the others'); the one whose add returns num_splits - 1 merges, then writes
   the counter back to 0. It merges the splits in split order with the same `_merge_splits` as

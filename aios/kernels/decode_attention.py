@@ -78,9 +78,10 @@ class DecodeAttentionWorkspace:
     num_splits programs of (s, h) adds 1, and the one that reads num_splits - 1 merges and writes 0
     back (a launch with num_splits == 1 touches none). So no launch needs a memset first, eager or
     replayed from a CUDA graph, and one workspace serves every layer and step of a ModelRunner (its
-    owner, which creates it with the KV cache): its decode launches never overlap, because they run
-    on one stream and, under PDL, every kernel waits for its predecessor to finish before it touches
-    memory (aios/kernels/pdl.py). Launches that may run at the same time (two streams) need two.
+    owner: it creates one at start-up and binds it into the layers' backend): its decode launches
+    never overlap, because they run on one stream and, under PDL, every kernel waits for its
+    predecessor to finish before it touches memory (aios/kernels/pdl.py). Launches that may run at
+    the same time (two streams) need two workspaces. The kernel is the only writer.
     """
 
     def __init__(self, max_batch: int, num_kv_heads: int, device: torch.device | str) -> None:

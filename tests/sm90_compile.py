@@ -110,6 +110,7 @@ def as_on_the_h200() -> None:
 
     h200 = torch.device("cuda", 0)
     aios.kernels.device._cuda_sm_count = lambda index: H200_SM_COUNT
+    aios.kernels.device._cuda_capability = lambda index: (H200.arch // 10, H200.arch % 10)
     for module_name, function_name in CONFIG_FUNCTIONS:
         module = importlib.import_module(module_name)
         config = getattr(module, function_name)

@@ -77,20 +77,24 @@ def test_packed_chunked_prefill_equals_one_prefill():
 
 @pytest.mark.parametrize("group", [1, 2, 3, 4, 8, 16])
 @pytest.mark.parametrize("pack_gqa", [False, True])
-def test_every_gpu_prefill_config_is_one_the_kernel_takes(group, pack_gqa):
-    """_prefill_config on the GPU, at every chunk length class, gives tiles _check_tiles accepts."""
+def test_every_gpu_prefill_config_is_one_the_kernel_takes(group, pack_gqa, monkeypatch):
+    """_prefill_config on the GPU (an H200: Hopper's large tiles from 4,096 query tokens), at every
+    chunk length class, gives tiles _check_tiles accepts."""
+    monkeypatch.setattr("aios.kernels.device._cuda_capability", lambda index: (9, 0))
     pack = 1 << (group - 1).bit_length() if pack_gqa else 1
     for dtype, head_dim in ((torch.bfloat16, 128), (torch.float32, 128), (torch.bfloat16, 256)):
         for max_seqlen_q in (1, 2, 16, 17, 64, 65, 1024, 16384):
-            cfg = _prefill_config(head_dim, dtype, torch.device("cuda"), max_seqlen_q, group=group, pack_gqa=pack_gqa)
+            cfg = _prefill_config(head_dim, dtype, torch.device("cuda", 0), max_seqlen_q, group=group,
+                                  pack_gqa=pack_gqa)
             assert cfg["pack_gqa"] is pack_gqa
             _check_tiles(cfg["block_m"], cfg["block_n"], pack)
             if max_seqlen_q * pack <= 64:   # a short chunk is not padded past its next power of two
                 assert cfg["block_m"] <= max(16, pack * (1 << (max_seqlen_q - 1).bit_length()))
 
 
-def test_the_default_prefill_config_is_unpacked_until_measured():
-    assert _prefill_config(128, torch.bfloat16, torch.device("cuda"), 16384, group=2)["pack_gqa"] is False
+def test_the_default_prefill_config_is_unpacked_until_measured(monkeypatch):
+    monkeypatch.setattr("aios.kernels.device._cuda_capability", lambda index: (9, 0))
+    assert _prefill_config(128, torch.bfloat16, torch.device("cuda", 0), 16384, group=2)["pack_gqa"] is False
 
 
 def test_a_tile_without_room_for_one_packed_position_is_refused():

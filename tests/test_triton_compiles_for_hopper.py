@@ -171,6 +171,7 @@ def _cases():
         ("prefill bf16, block 16 (token gather), 1024 tokens", prefill(bf16, 16, 1024)),
         ("prefill bf16, block 256 (tile in block), 1024 tokens", prefill(bf16, 256, 1024)),
         ("prefill bf16, block 256, 16-token chunk", prefill(bf16, 256, 16)),
+        ("prefill bf16, block 256, 4096 tokens (Hopper's large tiles)", prefill(bf16, 256, 4096)),
         ("prefill bf16, sliding window", prefill(bf16, 256, 1024, window=512)),
         ("prefill bf16, head_dim 256", prefill(bf16, 256, 1024, dim=256)),
         ("prefill fp16, head_dim 64", prefill(f16, 16, 1024, dim=64)),
@@ -325,8 +326,10 @@ def test_a_loop_carried_shape_change_fails_to_compile(report):
 def test_every_device_choice_in_aios_kernels_is_made_as_on_the_gpu_by_the_harness():
     """A wrapper choosing by `device.type` (or calling sm_count) anywhere else than in CONFIG_FUNCTIONS,
     or than in a keyword argument named in GPU_CONSTEXPRS, would compile its interpreter variant here
-    unnoticed. (`is_cuda` is answered True everywhere; sm_count and pdl_enabled are the choices themselves.)"""
-    allowed = set(CONFIG_FUNCTIONS) | {("aios.kernels.device", "sm_count"), ("aios.kernels.pdl", "pdl_enabled")}
+    unnoticed. (`is_cuda` is answered True everywhere; sm_count, is_hopper and pdl_enabled are the
+    choices themselves, answered as on the H200.)"""
+    allowed = set(CONFIG_FUNCTIONS) | {("aios.kernels.device", "sm_count"), ("aios.kernels.device", "is_hopper"),
+                                       ("aios.kernels.pdl", "pdl_enabled")}
     unhandled = []
     for path in sorted((REPO / "aios" / "kernels").glob("*.py")):
         module = f"aios.kernels.{path.stem}"

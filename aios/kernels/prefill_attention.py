@@ -36,7 +36,10 @@ import torch
 import triton
 import triton.language as tl
 
+from aios.kernels.device import is_hopper
+
 LOG2E = 1.4426950408889634
+LONG_PROMPT = 4096          # query tokens of a step from which Hopper takes the large prefill tiles
 
 
 def _gather_paged(cache: torch.Tensor, block_table: torch.Tensor, num_tokens: int) -> torch.Tensor:
@@ -264,7 +267,10 @@ def _prefill_config(head_dim: int, dtype: torch.dtype, device: torch.device, max
         cfg = dict(block_m=16, block_n=16, num_warps=4, num_stages=1)
     elif dtype == torch.float32 or head_dim > 128:
         cfg = dict(block_m=64, block_n=32, num_warps=4, num_stages=2)
-    else:  # fastest of the sweep in benchmarks/bench_kernels.py on H100 (see kernels/NOTES.md)
+    elif max_seqlen_q >= LONG_PROMPT and is_hopper(device):
+        # fastest of the 16k-token sweep on the H200 (kernels/NOTES.md): 410 TFLOP/s against 370 at 64 x 64
+        cfg = dict(block_m=128, block_n=128, num_warps=8, num_stages=3)
+    else:  # fastest of the 8 x 1024-token sweep in benchmarks/bench_kernels.py on H100 (see kernels/NOTES.md)
         cfg = dict(block_m=64, block_n=64, num_warps=4, num_stages=3)
     pack = triton.next_power_of_2(group) if pack_gqa else 1
     if device.type == "cuda" and max_seqlen_q * pack <= 64:

@@ -13,6 +13,7 @@ transformers in a temp dir.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 
@@ -108,7 +109,7 @@ def main() -> None:
     from aios.kernels.fused_moe import fused_moe, fused_moe_config, fused_moe_ref
     from aios.kernels.moe_align import moe_align_block_size
     from aios.kernels.moe_gemv import MAX_PAIRS_GEMV
-    from aios.layers.fused_moe import select_experts
+    from aios.layers.fused_moe import measured_tiles, select_experts
 
     print(common.describe(args))
 
@@ -158,14 +159,20 @@ def main() -> None:
     h, inter, e, k = c["hidden_size"], c["moe_intermediate_size"], c["num_experts"], c["num_experts_per_tok"]
     w13 = (torch.randn(e, 2 * inter, h, generator=g) * h ** -0.5).to(args.device, dtype)
     w2 = (torch.randn(e, h, inter, generator=g) * inter ** -0.5).to(args.device, dtype)
+    with torch.device(args.device):                   # the tiles the engine's FusedMoE layer would take
+        tiles = measured_tiles(e, inter)
+    fused = functools.partial(fused_moe, tiles=tiles)
+    if tiles is not None:
+        print(f"(the grouped GEMMs' tiles: the table benchmarks/tune_moe.py measured on this GPU, "
+              f"{len(tiles.by_num_tokens)} token counts)")
     rows = []
     for t in token_counts:
         x = torch.randn(t, h, generator=g).to(args.device, dtype)
         weights, ids = select_experts(torch.randn(t, e, generator=g).to(args.device, dtype), k, True)
         repeat = 3 if args.device == "cpu" else 20
         times = {name: seconds_per_call(fn, (x, w13, w2, weights, ids), args.device, repeat)
-                 for name, fn in (("ref", fused_moe_ref), ("fused", fused_moe))}
-        diff = (fused_moe_ref(x, w13, w2, weights, ids).float() - fused_moe(x, w13, w2, weights, ids).float()
+                 for name, fn in (("ref", fused_moe_ref), ("fused", fused))}
+        diff = (fused_moe_ref(x, w13, w2, weights, ids).float() - fused(x, w13, w2, weights, ids).float()
                 ).abs().max().item()
         active = ids.unique().numel()
         expert_bytes = active * 3 * h * inter * w13.element_size()
@@ -175,7 +182,7 @@ def main() -> None:
                      expert_bytes / times["fused"] / 1e9, diff])
     print(common.table(["tokens", "reference", "us", "fused", "us", "experts hit", "fused: GB/s of experts",
                         "max |diff|"], rows))
-    block_m = fused_moe_config(token_counts[1], k, torch.device(args.device))["block_m"]
+    block_m = fused_moe_config(token_counts[1], k, torch.device(args.device), tiles)["block_m"]
     print(f"(up to {MAX_PAIRS_GEMV} pairs the decode gemvs, no layout; block_m of the grouped GEMM at "
           f"{token_counts[1]} tokens: {block_m} rows, each expert hit computes at least one block)")
 

@@ -144,10 +144,6 @@ class Config:
     # in its epilogue (aios/kernels/gemv_silu_and_mul.py): two launches per MLP, not three. Off until
     # measured on the H200. Where fuse_norm_into_gemv is on too, its forward_one_row wins (SiLU in down_proj)
     silu_in_gemv: bool = False
-    # lesson 09: decode attention merges its splits in the split kernel's last program (one launch a
-    # layer, not two; aios/kernels/decode_attention.py). Off: on an H100 it was ~1 us slower at batch 1
-    # (aios/kernels/NOTES.md); not yet measured on the H200 with PDL
-    decode_attention_one_launch: bool = False
     enforce_eager: bool = False               # lesson 11: True turns CUDA graphs off
     async_scheduling: bool = True             # lesson 11: schedule step N+1 while the GPU runs step N
     tensor_parallel_size: int = 1             # lesson 14

@@ -11,9 +11,7 @@
   runs when a prompt is longer than max_num_batched_tokens). Each tile config runs unpacked and,
   where the GQA group is > 1, packed (all q heads of a kv head in one tile).
 - decode attention (batch 1/32/256, context 512..4096) vs the bandwidth floor
-  (bytes of K/V read / 3.0 TB/s): us, achieved TB/s, % of floor; at batch 1 and 32 also the
-  one-launch merge (`Config.decode_attention_one_launch`: the last split program merges) beside
-  the default two launches (split kernel + reduce kernel).
+  (bytes of K/V read / 3.0 TB/s): us, achieved TB/s, % of floor.
 - gemv (batch-1 linear layers of Qwen3-0.6B and 8B) vs cuBLAS (F.linear), with a config sweep.
 - fused_gemv: add_rmsnorm_gemv (before qkv / gate_up) vs fused_add_rms_norm then gemv, and
   silu_mul_gemv (down) vs silu_and_mul then gemv, on the same shapes; and the LM head at one row
@@ -59,12 +57,7 @@ from aios.kernels import (
     silu_and_mul_ref,
     store_kvcache,
 )
-from aios.kernels.decode_attention import (  # noqa: E402
-    DecodeAttentionWorkspace,
-    _decode_attention_launch,
-    _decode_config,
-    _decode_num_splits,
-)
+from aios.kernels.decode_attention import _decode_attention_launch, _decode_config, _decode_num_splits  # noqa: E402
 from aios.kernels.fused_gemv import add_rmsnorm_gemv, silu_mul_gemv  # noqa: E402
 from aios.kernels.gemv import gemv, gemv_config  # noqa: E402
 from aios.kernels.gemv_silu_and_mul import gemv_silu_and_mul, gemv_silu_and_mul_config  # noqa: E402
@@ -257,7 +250,6 @@ def bench_decode(args, results):
     batches = (1, 32, 256)
     contexts = (512, 4096) if args.quick else (512, 1024, 2048, 4096)
     for batch in batches:
-        workspace = DecodeAttentionWorkspace(batch, num_kv_heads, "cuda")   # shared by every copy, as by the layers
         for ctx in contexts:
             kv_bytes = 2 * batch * ctx * num_kv_heads * head_dim * 2
             num_copies = copies_for(kv_bytes)
@@ -274,12 +266,6 @@ def bench_decode(args, results):
                 splits = _decode_num_splits(batch, num_kv_heads, block_tables.shape[1] * block_size, q.device,
                                             cfg["block_n"])
                 variants = [("default", None)]
-                bitwise = None
-                if batch in (1, 32) and splits > 1:
-                    one_launch = dict(cfg, num_splits=splits, workspace=workspace)
-                    bitwise = torch.equal(_decode_attention_launch(*copies[0], **one_launch),
-                                          decode_attention(*copies[0]))
-                    variants.append(("one launch", one_launch))
                 if "decode" in args.sweep and block_size != 64 and (batch, ctx) in ((1, 4096), (32, 2048), (256, 1024)):
                     variants += [(f"sweep {c}", dict(block_n=c[0], num_warps=c[1], num_stages=c[2], num_splits=splits))
                                  for c in DECODE_SWEEP]
@@ -297,8 +283,6 @@ def bench_decode(args, results):
                                num_splits=splits if kw is None else kw["num_splits"], us=us,
                                tb_per_s=kv_bytes / (us * 1e-6) / 1e12, floor_us=floor_us,
                                pct_of_floor=100 * floor_us / us, max_abs_err=err)
-                    if label == "one launch":
-                        row["bitwise_equal_to_default"] = bitwise
                     results["decode"].append(row)
                     print(f"decode b={batch:3d} ctx={ctx:4d} bs={block_size:3d} splits={row['num_splits']:2d} "
                           f"{label:24s} {us:8.1f} us {row['tb_per_s']:5.2f} TB/s floor {floor_us:7.1f} us "
@@ -555,18 +539,13 @@ def summary_markdown(results):
             lines.append(f"| best of sweep: {r['impl'][13:]} | {r['block_size']} | {r['ms']:.3f} | {r['tflops']:.0f} |")
         lines.append("")
     lines += ["## Decode attention (CUDA graph, HBM floor = K/V bytes / 3.0 TB/s)", "",
-              "| batch | context | block size | splits | us | TB/s | floor us | % of floor | one launch us |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    one_launch = {(r["batch"], r["context"], r["block_size"]): r
-                  for r in results["decode"] if r["impl"] == "one launch"}
+              "| batch | context | block size | splits | us | TB/s | floor us | % of floor |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in results["decode"]:
         if r["impl"] == "default":
-            one = one_launch.get((r["batch"], r["context"], r["block_size"]))
-            one_us = "-" if one is None else f"{one['us']:.1f}" + ("" if one["bitwise_equal_to_default"]
-                                                                 else " (output differs!)")
             lines.append(f"| {r['batch']} | {r['context']} | {r['block_size']} | {r['num_splits']} | {r['us']:.1f} | "
-                         f"{r['tb_per_s']:.2f} | {r['floor_us']:.1f} | {r['pct_of_floor']:.0f}% | {one_us} |")
-    sweep = [r for r in results["decode"] if r["impl"] not in ("default", "one launch")]
+                         f"{r['tb_per_s']:.2f} | {r['floor_us']:.1f} | {r['pct_of_floor']:.0f}% |")
+    sweep = [r for r in results["decode"] if r["impl"] != "default"]
     if sweep:
         lines += ["", "Decode config sweep (block_n, num_warps, num_stages) / split counts:", "",
                   "| batch | context | block size | impl | splits | us | TB/s |", "|---|---|---|---|---|---|---|"]

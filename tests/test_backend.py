@@ -14,7 +14,6 @@ import triton.runtime.jit
 
 from aios import LLM, SamplingParams
 from aios.config import ModelConfig
-from aios.kernels.decode_attention import DecodeAttentionWorkspace, decode_attention
 from aios.layers.attention import Attention
 from aios.layers.backend import TORCH, TORCH_ATTENTION, TRITON, TRITON_ATTENTION, Backend
 from aios.layers.rotary_embedding import RotaryEmbedding
@@ -64,20 +63,6 @@ def test_backend_from_config_follows_the_switches_on_a_gpu_only(tiny_ckpt):
     assert Backend.from_config(Cfg, torch.device("cpu")) == TORCH
     Cfg.device = "cpu"
     assert Backend.from_config(Cfg) == TORCH
-
-
-def test_a_decode_workspace_binds_into_the_triton_decode_attention_only(tiny_ckpt):
-    workspace = DecodeAttentionWorkspace(8, 2, "cpu")
-    one_launch = TRITON.with_decode_workspace(workspace)
-    bound = one_launch.attention.decode_attention
-    assert bound.func is decode_attention and bound.keywords == {"workspace": workspace}
-    assert one_launch.attention.prefill_attention is TRITON_ATTENTION.prefill_attention
-    assert one_launch.fused_kernels == TRITON.fused_kernels
-    assert TORCH.with_decode_workspace(workspace) is TORCH          # any other decode attention: unchanged
-    windowed = Attention(4, 2, 32, 32 ** -0.5, RotaryEmbedding(32, 64, 1e6), one_launch, sliding_window=8)
-    assert windowed.attn_backend.decode_attention.keywords == {"workspace": workspace, "sliding_window": 8}
-    llm = LLM(tiny_ckpt, device="cpu", dtype="float32", decode_attention_one_launch=True)
-    assert llm.model_runner.decode_workspace is None                 # the CPU runs the references
 
 
 def one_prefill_and_one_decode(model_dir: str, backend: Backend, prompt: list[int]) -> torch.Tensor:

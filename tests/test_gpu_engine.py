@@ -8,7 +8,6 @@ import pytest
 import torch
 import triton
 import triton.language as tl
-from test_backend import triton_launches  # noqa: F401 (a fixture)
 
 from aios import LLM, SamplingParams
 from helpers import assert_no_leaked_blocks, greedy, hf_greedy, random_prompts
@@ -34,31 +33,6 @@ def test_gpu_chunked_prefill_and_preemption_equal_hf(tiny_ckpt):
     assert greedy(llm, prompts, 24) == hf_greedy(tiny_ckpt, prompts, 24)
     assert llm.stats()["num_preemptions"] > 0
     assert_no_leaked_blocks(llm)
-
-
-@pytest.mark.parametrize("enforce_eager", [False, True])
-def test_gpu_greedy_equals_hf_with_decode_attention_in_one_launch(
-        tiny_ckpt, triton_launches, enforce_eager):  # noqa: F811 (the imported fixture)
-    """Config.decode_attention_one_launch: the last split program merges (no reduce launch), in CUDA
-    graphs and eagerly; batch 1 (the most splits) and a batch of 7; the counters end at 0."""
-    prompts = random_prompts(512, PROMPT_LENS, seed=26)
-    llm = LLM(tiny_ckpt, device="cuda", dtype="float32", kvcache_block_size=16, num_kvcache_blocks=64,
-              max_model_len=512, decode_attention_one_launch=True, enforce_eager=enforce_eager)
-    workspace = llm.model_runner.decode_workspace
-    assert workspace is not None
-    assert greedy(llm, prompts[-1:], 24) == hf_greedy(tiny_ckpt, prompts[-1:], 24)
-    assert greedy(llm, prompts, 24) == hf_greedy(tiny_ckpt, prompts, 24)
-    assert torch.equal(workspace.split_counters, torch.zeros_like(workspace.split_counters))
-    assert "_decode_split_kernel" in triton_launches and "_decode_reduce_kernel" not in triton_launches
-    assert_no_leaked_blocks(llm)
-
-
-def test_decode_attention_in_one_launch_gives_the_two_launch_tokens_in_bf16(tiny_ckpt):
-    """Both merges run the same code on the same partials, so the logits, and the tokens, are bitwise equal."""
-    prompts = random_prompts(512, PROMPT_LENS + [300, 1], seed=27)
-    kw = dict(device="cuda", dtype="bfloat16", kvcache_block_size=16, num_kvcache_blocks=256, max_model_len=512)
-    two_launches = greedy(LLM(tiny_ckpt, **kw), prompts, 64)
-    assert greedy(LLM(tiny_ckpt, decode_attention_one_launch=True, **kw), prompts, 64) == two_launches
 
 
 def test_cuda_graph_output_equals_eager_output_in_fp32(tiny_ckpt):

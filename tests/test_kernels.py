@@ -43,11 +43,7 @@ from aios.kernels import (  # noqa: E402
     store_kvcache,
     store_kvcache_ref,
 )
-from aios.kernels.decode_attention import (  # noqa: E402
-    DecodeAttentionWorkspace,
-    _decode_attention_launch,
-    _decode_config,
-)
+from aios.kernels.decode_attention import _decode_attention_launch, _decode_config  # noqa: E402
 from aios.kernels.gemv import gemv, gemv_ref  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -241,31 +237,6 @@ def test_decode_attention_gives_zeros_for_empty_padding_rows(num_splits):
     expected = decode_attention_ref(*args)
     assert torch.equal(expected[2:], torch.zeros_like(expected[2:]))
     assert_attention_close(out, expected, torch.float32)
-
-
-# The one-launch path (the last split program merges): a context-0 padding row among the sequences.
-ONE_LAUNCH_CONTEXTS = [1, 17, 0, 64, 100]
-
-
-@pytest.mark.parametrize("num_splits, num_heads, num_kv_heads", [(1, 4, 2), (2, 4, 4), (3, 4, 2), (8, 8, 2)])
-def test_decode_attention_in_one_launch_is_bitwise_the_two_launch_output(num_splits, num_heads, num_kv_heads):
-    args, _, _ = make_decode_batch(ONE_LAUNCH_CONTEXTS, 16, num_heads, num_kv_heads, 32, torch.float32)
-    cfg = _decode_config(32, torch.float32, args[0].device)
-    workspace = DecodeAttentionWorkspace(len(ONE_LAUNCH_CONTEXTS) + 2, num_kv_heads + 1, DEVICE)  # larger than needed
-    two_launches = _decode_attention_launch(*args, num_splits=num_splits, **cfg)
-    for _ in range(2):   # the same workspace again: the first launch must have left its counters at 0
-        one_launch = _decode_attention_launch(*args, num_splits=num_splits, **cfg, workspace=workspace)
-        assert torch.equal(one_launch, two_launches)
-        assert torch.equal(workspace.split_counters, torch.zeros_like(workspace.split_counters))
-    assert torch.equal(one_launch[2], torch.zeros_like(one_launch[2]))     # the padding row
-    assert_attention_close(one_launch, decode_attention_ref(*args), torch.float32)
-
-
-def test_decode_attention_refuses_a_workspace_smaller_than_the_launch():
-    args, _, _ = make_decode_batch([5, 20, 9], 16, 4, 2, 32, torch.float32)
-    for rows, heads in [(2, 2), (3, 1)]:
-        with pytest.raises(ValueError, match="does not fit"):
-            decode_attention(*args, workspace=DecodeAttentionWorkspace(rows, heads, DEVICE))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -515,47 +486,3 @@ def test_decode_attention_replays_in_a_cuda_graph_with_new_context_lens():
         expected = decode_attention_ref(q, k_cache, v_cache, block_tables, lens, scale)
         assert_attention_close(out, expected, torch.bfloat16)
         assert torch.equal(out, out2)
-
-
-@gpu
-@needs_cuda
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-@pytest.mark.parametrize("num_heads", [16, 32])                      # GQA groups 2 and 4 over 8 kv heads
-def test_decode_attention_in_one_launch_is_bitwise_the_two_launch_output_on_the_gpu(num_heads, dtype):
-    """Many splits racing on their counters: every launch of 20 back to back on one workspace gives
-    the two-launch bits and leaves the counters at 0."""
-    args, _, _ = make_decode_batch([4000, 0, 1200, 5, 2500], 16, num_heads, 8, 128, dtype)
-    cfg = _decode_config(128, dtype, args[0].device)
-    workspace = DecodeAttentionWorkspace(8, 8, DEVICE)
-    expected = decode_attention_ref(*args)
-    for num_splits in (2, 7, 33, 64):
-        two_launches = _decode_attention_launch(*args, num_splits=num_splits, **cfg)
-        outs = [_decode_attention_launch(*args, num_splits=num_splits, **cfg, workspace=workspace) for _ in range(20)]
-        torch.cuda.synchronize()
-        assert all(torch.equal(out, two_launches) for out in outs), num_splits
-        assert torch.equal(workspace.split_counters, torch.zeros_like(workspace.split_counters))
-        assert_attention_close(outs[0], expected, dtype)
-
-
-@gpu
-@needs_cuda
-def test_decode_attention_in_one_launch_replays_in_a_cuda_graph_bitwise_as_two_launches():
-    """Three launches on one workspace per replay (as three layers share the engine's), replayed
-    with new inputs: each replay gives the two-launch bits, and no replay needs a memset."""
-    args, _, _ = make_decode_batch([3000, 30, 1200, 5], 16, 16, 8, 128, torch.bfloat16)
-    q, k_cache, v_cache, block_tables, lens, scale = args
-    workspace = DecodeAttentionWorkspace(4, 8, DEVICE)
-    decode_attention(*args), decode_attention(*args, workspace=workspace)  # compile outside capture
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        one_launch = [decode_attention(*args, workspace=workspace) for _ in range(3)]
-        two_launches = decode_attention(*args)
-    for step in range(5):
-        lens.copy_(torch.tensor([3000 - 7 * step, 30 - step, 1 + step, 0 if step % 2 else 5], dtype=torch.int32))
-        q.copy_(torch.randn_like(q))
-        graph.replay()
-        torch.cuda.synchronize()
-        assert all(torch.equal(out, two_launches) for out in one_launch), step
-        assert torch.equal(workspace.split_counters, torch.zeros_like(workspace.split_counters))
-        assert_attention_close(one_launch[0], decode_attention_ref(*args), torch.bfloat16)
-

@@ -18,11 +18,7 @@ from test_backend import one_prefill_and_one_decode, triton_launches  # noqa: E4
 from test_kernels import assert_attention_close, make_decode_batch, make_prefill_batch  # noqa: E402
 
 from aios.kernels import decode_attention, decode_attention_ref, prefill_attention, prefill_attention_ref  # noqa: E402
-from aios.kernels.decode_attention import (  # noqa: E402
-    DecodeAttentionWorkspace,
-    _decode_attention_launch,
-    _decode_config,
-)
+from aios.kernels.decode_attention import _decode_attention_launch, _decode_config  # noqa: E402
 from aios.kernels.prefill_attention import _prefill_attention_launch  # noqa: E402
 from aios.layers.backend import TORCH, TRITON  # noqa: E402
 
@@ -135,20 +131,6 @@ def test_decode_attention_with_window_is_the_same_for_any_number_of_splits(num_s
     for window in (7, 33):
         out = _decode_attention_launch(*args, num_splits=num_splits, **cfg, sliding_window=window)
         assert_attention_close(out, decode_attention_ref(*args, sliding_window=window), torch.float32)
-
-
-@pytest.mark.parametrize("num_splits", [1, 3])
-def test_decode_attention_with_window_in_one_launch_is_bitwise_the_two_launch_output(num_splits):
-    args, _, _ = make_decode_batch([1, 17, 0, 100], 16, 4, 2, 32, torch.float32)
-    cfg = _decode_config(32, torch.float32, args[0].device)
-    workspace = DecodeAttentionWorkspace(4, 2, args[0].device)
-    for window in (7, 33):   # one workspace for both: each launch leaves its counters at 0
-        two_launches = _decode_attention_launch(*args, num_splits=num_splits, **cfg, sliding_window=window)
-        one_launch = _decode_attention_launch(*args, num_splits=num_splits, **cfg, sliding_window=window,
-                                              workspace=workspace)
-        assert torch.equal(one_launch, two_launches)
-        assert torch.equal(workspace.split_counters, torch.zeros_like(workspace.split_counters))
-        assert_attention_close(one_launch, decode_attention_ref(*args, sliding_window=window), torch.float32)
 
 
 def test_decode_attention_with_window_gives_zeros_for_empty_padding_rows():

@@ -34,7 +34,6 @@ from aios.engine.scheduler import ScheduledBatch
 from aios.engine.step_handle import StepHandle
 from aios.engine.step_inputs import StepInputs, dummy_prefill_inputs, prepare_step_inputs, profile_seq_lens
 from aios.engine.upload import to_device, upload_step_inputs
-from aios.kernels.decode_attention import DecodeAttentionWorkspace
 from aios.layers.attention import Attention
 from aios.layers.backend import Backend
 from aios.layers.logits_processors import apply_logits_processors, logits_processor_tensors
@@ -83,12 +82,6 @@ class ModelRunner:
         self.block_size = config.kvcache_block_size
         self.max_blocks_per_seq = (config.max_model_len + self.block_size - 1) // self.block_size
         backend = backend or Backend.from_config(config, self.device)   # lessons 09/10: the kernels every layer runs
-        self.decode_workspace: DecodeAttentionWorkspace | None = None    # lesson 09: every layer's split counters
-        if config.decode_attention_one_launch and self.is_cuda:
-            # [the largest decode batch, the checkpoint's kv heads] (no TP rank holds more)
-            self.decode_workspace = DecodeAttentionWorkspace(max([config.max_num_seqs, *config.cudagraph_batch_sizes]),
-                                                             config.hf_config.num_key_value_heads, self.device)
-            backend = backend.with_decode_workspace(self.decode_workspace)
         with _default_dtype(self.dtype), torch.device(self.device):
             self.model = build_model(config.hf_config, self.tp, backend, config.max_model_len)
         if config.load_format == "dummy":
@@ -118,7 +111,7 @@ class ModelRunner:
         self.cuda_graphs.close()
         self.last_handle = None
         self.kv_cache.free()
-        self.model = self.cuda_graphs.model = self.decode_workspace = None
+        self.model = self.cuda_graphs.model = None
         if self.is_cuda:
             torch.cuda.empty_cache()
 

@@ -13,24 +13,12 @@ Invariants (tests/test_kernels.py checks each):
   reads nothing from the cache.
 - The Triton version never synchronizes with the host: the number of splits comes from static
   facts (batch size, block-table width, block size, SM count), the split lengths are computed on
-  the device, and the partials' scratch comes from the caching allocator (the graph pool under
-  capture); the one-launch path's counters are the caller's persistent workspace.
-- One launch or two: with a `DecodeAttentionWorkspace` the output is bitwise the two-launch
-  output, and the launch leaves every counter of the workspace at 0.
+  the device, and scratch buffers come from the caching allocator (the graph pool under capture).
 
 Triton algorithm (flash-decoding): each program takes one sequence, one kv head (all the query
 heads of its GQA group, padded to >= 16 rows for tl.dot) and one of num_splits slices of the
-context, and writes a partial (log-sum-exp, normalized output). The partials are merged by
-`_merge_splits` in one of two ways:
-- two launches (the default): a second small kernel, one program per (sequence, query head);
-- one launch (`workspace=` given; `Config.decode_attention_one_launch`): the last program of each
-  (sequence, kv head) to finish merges its group's rows: split-K GEMMs' "serial fixup" (CUTLASS's
-  serial split-K, Stream-K), CUDA's threadFenceReduction sample. Each program, once its partial is stored, adds 1 to its (sequence, kv head)
-  counter in `DecodeAttentionWorkspace.split_counters` (acq_rel, GPU scope: the add releases its
-  partial and acquires the others'); the one whose add returns num_splits - 1 merges, then writes
-  the counter back to 0. It merges the splits in split order with the same `_merge_splits` as
-  the reduce kernel, so both ways give bitwise the same output.
-With num_splits == 1 the split kernel writes the output directly, and no counter is touched.
+context, and writes a partial (log-sum-exp, normalized output). A second small kernel merges the
+partials. With num_splits == 1 the first kernel writes the output directly.
 """
 
 import torch
@@ -70,42 +58,16 @@ def decode_attention_ref(
     return out
 
 
-class DecodeAttentionWorkspace:
-    """The one-launch decode path's persistent scratch: `split_counters[s, h]` (int32) counts the
-    programs of (sequence row s, kv head h) that have stored their partial in the running launch.
-
-    Invariant: every counter is 0 between launches. It is zeroed once, here; in a launch each of the
-    num_splits programs of (s, h) adds 1, and the one that reads num_splits - 1 merges and writes 0
-    back (a launch with num_splits == 1 touches none). So no launch needs a memset first, eager or
-    replayed from a CUDA graph, and one workspace serves every layer and step of a ModelRunner (its
-    owner: it creates one at start-up and binds it into the layers' backend): its decode launches
-    never overlap, because they run on one stream and, under PDL, every kernel waits for its
-    predecessor to finish before it touches memory (aios/kernels/pdl.py). Launches that may run at
-    the same time (two streams) need two workspaces. The kernel is the only writer.
-    """
-
-    def __init__(self, max_batch: int, num_kv_heads: int, device: torch.device | str) -> None:
-        self.split_counters = torch.zeros(max_batch, num_kv_heads, dtype=torch.int32, device=device)
-
-    def counters_for(self, batch: int, num_kv_heads: int, device: torch.device) -> torch.Tensor:
-        """The counters a launch of `batch` rows of `num_kv_heads` heads uses; refuses a launch they do not cover."""
-        rows, heads = self.split_counters.shape
-        if batch > rows or num_kv_heads > heads or self.split_counters.device != device:
-            raise ValueError(f"a decode launch of {batch} rows x {num_kv_heads} kv heads on {device} does not fit "
-                             f"the workspace's counters [{rows}, {heads}] on {self.split_counters.device}")
-        return self.split_counters
-
-
 @triton.jit(do_not_specialize=["num_splits", "stride_bt"])   # both change between eager steps
 def _decode_split_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, context_lens_ptr,
-    out_ptr, partial_out_ptr, partial_lse_ptr, split_counters_ptr, qk_scale, num_splits, window,
+    out_ptr, partial_out_ptr, partial_lse_ptr, qk_scale, num_splits, window,
     stride_qb, stride_qh, stride_ob, stride_oh,
-    stride_block, stride_slot, stride_kv_head, stride_bt, stride_counters,
+    stride_block, stride_slot, stride_kv_head, stride_bt,
     GROUP: tl.constexpr, BLOCK_G: tl.constexpr, HEAD_DIM: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, TILE_IN_BLOCK: tl.constexpr,
-    DIRECT_OUTPUT: tl.constexpr, LAST_SPLIT_MERGES: tl.constexpr, BLOCK_S: tl.constexpr,
-    SLIDING: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr, USE_PDL: tl.constexpr,
+    DIRECT_OUTPUT: tl.constexpr, SLIDING: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    USE_PDL: tl.constexpr,
 ):
     wait_for_previous_kernel(USE_PDL)
     seq = tl.program_id(0)
@@ -163,45 +125,10 @@ def _decode_split_kernel(
         tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask_g[:, None])
     else:
         # partial_out [batch, num_heads, num_splits, HEAD_DIM], partial_lse [batch, num_heads, num_splits]
-        num_heads = tl.num_programs(1) * GROUP
-        row = (seq.to(tl.int64) * num_heads + heads) * num_splits + split
+        row = (seq.to(tl.int64) * (tl.num_programs(1) * GROUP) + heads) * num_splits + split
         tl.store(partial_out_ptr + row[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=mask_g[:, None])
         lse = tl.where(has_keys, m_i + tl.log2(tl.where(has_keys, l_i, 1.0)), float("-inf"))
         tl.store(partial_lse_ptr + row, lse, mask=mask_g)
-        if LAST_SPLIT_MERGES:
-            # Every thread's partial stores precede (the barrier) the one thread's release below.
-            tl.debug_barrier()
-            counter = split_counters_ptr + seq.to(tl.int64) * stride_counters + kv_head
-            arrived = tl.atomic_add(counter, 1, sem="acq_rel", scope="gpu")
-            if arrived == num_splits - 1:   # the last of this (sequence, kv head): all partials are visible
-                for g in range(GROUP):
-                    head = kv_head * GROUP + g
-                    merged = _merge_splits(partial_out_ptr, partial_lse_ptr, seq.to(tl.int64) * num_heads + head,
-                                           num_splits, HEAD_DIM, BLOCK_S)
-                    tl.store(out_ptr + seq.to(tl.int64) * stride_ob + head * stride_oh + offs_d,
-                             merged.to(out_ptr.dtype.element_ty))
-                tl.store(counter, 0)        # every program has arrived: ready for the next launch
-
-
-@triton.jit
-def _merge_splits(partial_out_ptr, partial_lse_ptr, row, num_splits, HEAD_DIM: tl.constexpr, BLOCK_S: tl.constexpr):
-    """Output row `row` (= seq * num_heads + head), fp32 [HEAD_DIM], from its num_splits partials:
-    sum_s 2^(lse_s - lse_max) * out_s / sum_s 2^(lse_s - lse_max); zeros when every split is empty.
-    Both merge paths run this very code, so their outputs are bitwise equal. In the one-launch path
-    other SMs wrote the partials during this launch: ".cg" reads them from L2, never from a stale
-    line of this SM's L1."""
-    offs_s = tl.arange(0, BLOCK_S)
-    offs_d = tl.arange(0, HEAD_DIM)
-    mask_s = offs_s < num_splits
-    lse = tl.load(partial_lse_ptr + row * num_splits + offs_s, mask=mask_s, other=float("-inf"),
-                  cache_modifier=".cg")
-    lse_max = tl.max(lse, 0)
-    lse_max = tl.where(lse_max == float("-inf"), 0.0, lse_max)  # all splits empty: weights are 0
-    weight = tl.exp2(lse - lse_max)  # [BLOCK_S], 0 for empty splits
-    part = tl.load(partial_out_ptr + (row * num_splits + offs_s)[:, None] * HEAD_DIM + offs_d[None, :],
-                   mask=mask_s[:, None], other=0.0, cache_modifier=".cg")
-    total = tl.sum(weight, 0)
-    return tl.sum(part * weight[:, None], 0) / tl.where(total > 0, total, 1.0)
 
 
 @triton.jit(do_not_specialize=["num_splits"])
@@ -212,10 +139,20 @@ def _decode_reduce_kernel(
     wait_for_previous_kernel(USE_PDL)
     seq = tl.program_id(0)
     head = tl.program_id(1)
-    merged = _merge_splits(partial_out_ptr, partial_lse_ptr, seq.to(tl.int64) * tl.num_programs(1) + head,
-                           num_splits, HEAD_DIM, BLOCK_S)
-    tl.store(out_ptr + seq.to(tl.int64) * stride_ob + head * stride_oh + tl.arange(0, HEAD_DIM),
-             merged.to(out_ptr.dtype.element_ty))
+    row = seq.to(tl.int64) * tl.num_programs(1) + head
+    offs_s = tl.arange(0, BLOCK_S)
+    offs_d = tl.arange(0, HEAD_DIM)
+    mask_s = offs_s < num_splits
+    lse = tl.load(partial_lse_ptr + row * num_splits + offs_s, mask=mask_s, other=float("-inf"))
+    lse_max = tl.max(lse, 0)
+    lse_max = tl.where(lse_max == float("-inf"), 0.0, lse_max)  # all splits empty: weights are 0
+    weight = tl.exp2(lse - lse_max)  # [BLOCK_S], 0 for empty splits
+    part = tl.load(partial_out_ptr + (row * num_splits + offs_s)[:, None] * HEAD_DIM + offs_d[None, :],
+                   mask=mask_s[:, None], other=0.0)
+    total = tl.sum(weight, 0)
+    acc = tl.sum(part * weight[:, None], 0) / tl.where(total > 0, total, 1.0)
+    tl.store(out_ptr + seq.to(tl.int64) * stride_ob + head * stride_oh + offs_d,
+             acc.to(out_ptr.dtype.element_ty))
 
 
 def _decode_num_splits(batch: int, num_kv_heads: int, max_context: int, device: torch.device,
@@ -238,7 +175,6 @@ def _decode_config(head_dim: int, dtype: torch.dtype, device: torch.device) -> d
 def _decode_attention_launch(
     q, k_cache, v_cache, block_tables, context_lens, scale,
     num_splits: int, block_n: int, num_warps: int, num_stages: int, sliding_window: int | None = None,
-    workspace: DecodeAttentionWorkspace | None = None,
 ) -> torch.Tensor:
     batch, num_heads, head_dim = q.shape
     block_size, num_kv_heads = k_cache.shape[1], k_cache.shape[2]
@@ -250,34 +186,28 @@ def _decode_attention_launch(
     if batch == 0:
         return out
     direct = num_splits == 1
-    one_launch = workspace is not None and not direct
     pdl = pdl_enabled(q.device)
     if direct:
         partial_out = partial_lse = out  # unused
     else:
         partial_out = torch.empty(batch, num_heads, num_splits, head_dim, dtype=torch.float32, device=q.device)
         partial_lse = torch.empty(batch, num_heads, num_splits, dtype=torch.float32, device=q.device)
-    # checked even when num_splits == 1 leaves it unused: a workspace that misfits is the caller's bug
-    counters = workspace.counters_for(batch, num_kv_heads, q.device) if workspace is not None else None
-    split_counters = counters if one_launch else context_lens  # context_lens: unused
-    # BLOCK_S: the merge's split tile. Only the merging variant depends on it (the others compile once).
-    block_s = triton.next_power_of_2(num_splits)
     _decode_split_kernel[(batch, num_kv_heads, num_splits)](
-        q, k_cache, v_cache, block_tables, context_lens, out, partial_out, partial_lse, split_counters,
+        q, k_cache, v_cache, block_tables, context_lens, out, partial_out, partial_lse,
         scale * LOG2E, num_splits, 0 if sliding_window is None else sliding_window,
         q.stride(0), q.stride(1), out.stride(0), out.stride(1),
-        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0), split_counters.stride(0),
+        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
         GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim,
         BLOCK_SIZE=block_size, BLOCK_N=block_n, TILE_IN_BLOCK=block_size % block_n == 0,
-        DIRECT_OUTPUT=direct, LAST_SPLIT_MERGES=one_launch, BLOCK_S=block_s if one_launch else 1,
-        SLIDING=sliding_window is not None, PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        DIRECT_OUTPUT=direct, SLIDING=sliding_window is not None,
+        PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         UPCAST=q.device.type != "cuda", USE_PDL=pdl, num_warps=num_warps, num_stages=num_stages, launch_pdl=pdl,
     )
-    if not direct and not one_launch:
-        # the split kernel's num_warps: _merge_splits gets the same layouts, so the same bits, in both paths
+    if not direct:
         _decode_reduce_kernel[(batch, num_heads)](
             partial_out, partial_lse, out, num_splits, out.stride(0), out.stride(1),
-            HEAD_DIM=head_dim, BLOCK_S=block_s, USE_PDL=pdl, num_warps=num_warps, launch_pdl=pdl,
+            HEAD_DIM=head_dim, BLOCK_S=triton.next_power_of_2(num_splits), USE_PDL=pdl, num_warps=4,
+            launch_pdl=pdl,
         )
     return out
 
@@ -290,16 +220,12 @@ def decode_attention(
     context_lens: torch.Tensor,
     scale: float,
     sliding_window: int | None = None,
-    workspace: DecodeAttentionWorkspace | None = None,
 ) -> torch.Tensor:
-    """Triton version of decode_attention_ref (same arguments, same result; graph capturable).
-
-    `workspace`: merge the splits in the same launch, with its counters (which the launch leaves
-    at 0); it must cover [batch, num_kv_heads]. None: a second launch merges them."""
+    """Triton version of decode_attention_ref (same arguments, same result; graph capturable)."""
     cfg = _decode_config(q.shape[2], q.dtype, q.device)
     max_context = block_tables.shape[1] * k_cache.shape[1]
     if sliding_window is not None:   # the span a split divides: the window and its first tile's head
         max_context = min(max_context, sliding_window + cfg["block_n"])
     num_splits = _decode_num_splits(q.shape[0], k_cache.shape[2], max_context, q.device, cfg["block_n"])
     return _decode_attention_launch(q, k_cache, v_cache, block_tables, context_lens, scale,
-                                    num_splits=num_splits, **cfg, sliding_window=sliding_window, workspace=workspace)
+                                    num_splits=num_splits, **cfg, sliding_window=sliding_window)

@@ -15,9 +15,6 @@ A `Backend` is four choices (lessons 09, 10), made from `Config` by `Backend.fro
   SiLU(gate) * up as one kernel, the activation in the gemv's epilogue (aios/kernels/gemv_silu_and_mul.py,
   `MergedColumnParallelLinear.forward_then_silu_and_mul`). A layer that takes `forward_one_row`
   (fused_one_row) never calls its MLP's forward, so there SiLU stays in down_proj's prologue.
-`with_decode_workspace` binds a `DecodeAttentionWorkspace` into the Triton decode attention
-(`Config.decode_attention_one_launch`: one launch a layer instead of two); the ModelRunner that
-creates the workspace owns it.
 On a CPU all are the references whatever Config says: Triton compiles for CUDA only.
 
 Each layer binds the functions it will call in its constructor and never looks again: no flag is
@@ -27,8 +24,7 @@ flipped after construction, and nothing asks a tensor which device it is on.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from functools import partial
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -44,7 +40,6 @@ from aios.kernels import (
 
 if TYPE_CHECKING:
     from aios.config import Config
-    from aios.kernels.decode_attention import DecodeAttentionWorkspace
 
 
 @dataclass(frozen=True)
@@ -81,14 +76,6 @@ class Backend:
             return TORCH
         return cls(ATTENTION_BACKENDS[config.attention_backend], config.fused_kernels,
                    config.fused_kernels and config.fuse_norm_into_gemv, config.fused_kernels and config.silu_in_gemv)
-
-    def with_decode_workspace(self, workspace: DecodeAttentionWorkspace) -> Backend:
-        """This backend with its Triton decode attention merging the splits in the same launch, on
-        `workspace`'s counters; a backend whose decode attention is another comes back unchanged."""
-        if self.attention.decode_attention is not decode_attention:
-            return self
-        attention = replace(self.attention, decode_attention=partial(decode_attention, workspace=workspace))
-        return replace(self, attention=attention)
 
     @classmethod
     def for_device(cls, device: torch.device | str) -> Backend:

@@ -136,7 +136,7 @@ def main() -> None:
     llm.close()
 
     common.heading("the grouped GEMM's layout: 6 tokens, top-2 of 4 experts, blocks of 4 rows")
-    topk_ids = torch.tensor([[0, 3], [3, 1], [0, 3], [1, 0], [3, 2], [0, 1]])
+    topk_ids = torch.tensor([[0, 3], [3, 1], [0, 3], [1, 0], [3, 2], [0, 1]], device=args.device)
     sorted_ids, expert_ids, num_post = moe_align_block_size(topk_ids, block_m=4, num_experts=4)
     used = int(num_post.item())
     print(f"topk_ids (token -> its 2 experts): {topk_ids.tolist()}")

@@ -141,9 +141,10 @@ class Config:
     # slower (BENCHMARKS.md, "The norm inside the gemv")
     fuse_norm_into_gemv: bool = False
     # lesson 10 / issue 21: with fused_kernels, a one-token step's gate_up gemv applies SiLU(gate) * up
-    # in its epilogue (aios/kernels/gemv_silu_and_mul.py): two launches per MLP, not three. Off until
-    # measured on the H200. Where fuse_norm_into_gemv is on too, its forward_one_row wins (SiLU in down_proj)
-    silu_in_gemv: bool = False
+    # in its epilogue (aios/kernels/gemv_silu_and_mul.py): two launches per MLP, not three (H200: a 0.6B
+    # MLP 8.75 -> 7.80 us, the 8B's level; kernels/NOTES.md). Where fuse_norm_into_gemv is on too, its
+    # forward_one_row wins (SiLU in down_proj)
+    silu_in_gemv: bool = True
     enforce_eager: bool = False               # lesson 11: True turns CUDA graphs off
     async_scheduling: bool = True             # lesson 11: schedule step N+1 while the GPU runs step N
     tensor_parallel_size: int = 1             # lesson 14

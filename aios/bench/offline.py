@@ -147,7 +147,9 @@ def engine_kwargs(args: argparse.Namespace, model_dir: str) -> dict:
               max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
               kvcache_block_size=args.block_size, gpu_memory_utilization=args.gpu_memory_utilization,
               enforce_eager=args.enforce_eager, tensor_parallel_size=args.tp,
-              async_scheduling=not args.no_async_scheduling, silu_in_gemv=args.silu_in_gemv)
+              async_scheduling=not args.no_async_scheduling)
+    if args.no_silu_in_gemv:
+        kw["silu_in_gemv"] = False
     if not glob.glob(os.path.join(model_dir, "*.safetensors")):
         kw["load_format"] = "dummy"
     if not os.path.exists(os.path.join(model_dir, "tokenizer.json")):
@@ -218,8 +220,8 @@ def main(argv: list[str] | None = None, prog: str | None = None, results_dir: st
     ap.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     ap.add_argument("--enforce-eager", action="store_true")
     ap.add_argument("--no-async-scheduling", action="store_true", help="wait for each step's tokens")
-    ap.add_argument("--silu-in-gemv", action="store_true",
-                    help="Config.silu_in_gemv: a one-token MLP's SiLU * up inside its gate_up gemv")
+    ap.add_argument("--no-silu-in-gemv", action="store_true",
+                    help="Config.silu_in_gemv=False: a one-token MLP's SiLU * up as a launch of its own")
     ap.add_argument("--profile", action="store_true", help="after each run, a per-step time breakdown + kernel table")
     ap.add_argument("--out", default=results_dir, help="where JSON results and plots go (default: %(default)s)")
     ap.add_argument("--tag", default="", help="suffix of the result file names")

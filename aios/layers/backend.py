@@ -10,7 +10,7 @@ A `Backend` is four choices (lessons 09, 10), made from `Config` by `Backend.fro
 - `fused_one_row` (`Config.fuse_norm_into_gemv`, off by default; needs fused_kernels): a dense
   decoder layer's one-token step runs each add + RMSNorm and SiLU*mul inside the gemv after it
   (aios/kernels/fused_gemv.py, the layers' `forward_one_row`).
-- `silu_in_gemv` (`Config.silu_in_gemv`, off by default; needs fused_kernels): a SiLU-gated dense
+- `silu_in_gemv` (`Config.silu_in_gemv`, on by default; needs fused_kernels): a SiLU-gated dense
   MLP (Qwen3, Llama, Qwen2, Mistral; Qwen3-MoE's dense layers) given one row runs gate_up_proj and
   SiLU(gate) * up as one kernel, the activation in the gemv's epilogue (aios/kernels/gemv_silu_and_mul.py,
   `MergedColumnParallelLinear.forward_then_silu_and_mul`). A layer that takes `forward_one_row`

@@ -98,6 +98,16 @@ def bench_graph(make_call, num_copies, calls_per_graph=64, replays=5):
     return start.elapsed_time(end) / (replays * calls_per_graph)
 
 
+
+def with_best_of_sweep(rows: list[dict]) -> list[dict]:
+    """The rows that are not sweep points, then the fastest sweep point (if any) as "best of sweep"."""
+    shown = [r for r in rows if not r["impl"].startswith("sweep")]
+    swept = [r for r in rows if r["impl"].startswith("sweep")]
+    if swept:
+        best = min(swept, key=lambda r: r["us"])
+        shown.append(dict(best, impl="best of sweep " + best["impl"][6:]))
+    return shown
+
 def copies_for(bytes_per_call):
     return max(1, min(64, math.ceil(L2_FLUSH_BYTES / max(bytes_per_call, 1))))
 
@@ -556,25 +566,16 @@ def summary_markdown(results):
                   "| model | N | K | impl | us | TB/s |", "|---|---|---|---|---|---|"]
         for (shape, n, k) in dict.fromkeys((r["shape"], r["n"], r["k"]) for r in results["gemv"]):
             rows = [r for r in results["gemv"] if (r["shape"], r["n"], r["k"]) == (shape, n, k)]
-            shown = [r for r in rows if not r["impl"].startswith("sweep")]
-            swept = [r for r in rows if r["impl"].startswith("sweep")]
-            if swept:
-                best = min(swept, key=lambda r: r["us"])
-                shown.append(dict(best, impl="best of sweep " + best["impl"][6:]))
-            lines += [f"| {shape} | {n} | {k} | {r['impl']} | {r['us']:.2f} | {r['tb_per_s']:.2f} |" for r in shown]
+            lines += [f"| {shape} | {n} | {k} | {r['impl']} | {r['us']:.2f} | {r['tb_per_s']:.2f} |"
+                      for r in with_best_of_sweep(rows)]
     if results.get("fused_gemv"):
         lines += ["", "## One-row gemv with the norm / SiLU in its prologue vs the two launches "
                   "(CUDA graph; bytes = the weight)", "",
                   "| model | case | N | K | impl | us | TB/s |", "|---|---|---|---|---|---|---|"]
         for case in dict.fromkeys((r["shape"], r["kind"], r["n"], r["k"]) for r in results["fused_gemv"]):
             rows = [r for r in results["fused_gemv"] if (r["shape"], r["kind"], r["n"], r["k"]) == case]
-            shown = [r for r in rows if not r["impl"].startswith("sweep")]
-            swept = [r for r in rows if r["impl"].startswith("sweep")]
-            if swept:
-                best = min(swept, key=lambda r: r["us"])
-                shown.append(dict(best, impl="best of sweep " + best["impl"][6:]))
             lines += [f"| {r['shape']} | {r['kind']} | {r['n']} | {r['k']} | {r['impl']} | {r['us']:.2f} | "
-                      f"{r['tb_per_s']:.2f} |" for r in shown]
+                      f"{r['tb_per_s']:.2f} |" for r in with_best_of_sweep(rows)]
     if results.get("gemv_silu_and_mul"):
         lines += ["", "## One-row gate_up gemv with SiLU(gate) * up in its epilogue vs the separate launches "
                   "(CUDA graph; bytes = the weights)", "",
@@ -582,13 +583,8 @@ def summary_markdown(results):
         rows = results["gemv_silu_and_mul"]
         for case in dict.fromkeys((r["shape"], r["kind"]) for r in rows):
             of_case = [r for r in rows if (r["shape"], r["kind"]) == case]
-            shown = [r for r in of_case if not r["impl"].startswith("sweep")]
-            swept = [r for r in of_case if r["impl"].startswith("sweep")]
-            if swept:
-                best = min(swept, key=lambda r: r["us"])
-                shown.append(dict(best, impl="best of sweep " + best["impl"][6:]))
             lines += [f"| {r['shape']} | {r['kind']} | {r['intermediate']} | {r['hidden']} | {r['impl']} | "
-                      f"{r['us']:.2f} | {r['tb_per_s']:.2f} |" for r in shown]
+                      f"{r['us']:.2f} | {r['tb_per_s']:.2f} |" for r in with_best_of_sweep(of_case)]
     lines += ["", "## Small kernels (CUDA graph; bytes = reads + writes)", "",
               "| kernel | tokens | impl | us | TB/s |", "|---|---|---|---|---|"]
     lines += [f"| {r['kernel']} | {r['num_tokens']} | {r['impl']} | {r['us']:.2f} | {r['tb_per_s']:.2f} |"

@@ -1,13 +1,24 @@
 """Where the host time of a JSON-constrained decode step goes, apart from the model's forward
 (issue 21): the bundled model on the CPU, 64 requests, each with its own random schema.
 
-    PYTHONPATH=$PWD python benchmarks/structured_output_host.py [--batch 64] [--max-tokens 64] [--cprofile]
+    PYTHONPATH=$PWD python benchmarks/structured_output_host.py [--batch 64] [--max-tokens 64] [--wide-vocab] [--cprofile]
+
+--fill-only times just the bitmask of 64 rows in random JSON grammar states, both ways in one run:
+StructuredOutputGrammar.fill row by row (the reference, and the engine's path before the batched
+fill) and StructuredOutputManager.fill_bitmask (one BatchGrammarMatcher call), at 4,096 and 151,936
+logits.
+
+--wide-vocab keeps the bundled tokenizer (the grammar is the same) but widens the logits to the
+qwen3-0.6b shape's 151,936 tokens (a bitmask row of 4,748 words, as in the H200 run of
+benchmarks/structured_output_cost.py --shape qwen3-0.6b --tokenizer aios/assets/aios-tiny-bible)
+on a tiny random body (2 layers, hidden 128), so the forward stays small.
 
 Every host-side function of the constrained path is wrapped in a timer (inclusive times: a row's
 time holds the rows indented under it) and the run reports, per decode step and per constrained
 row, the time in each. `step` is LLMEngine.step; `forward` is ModelRunner.execute_step, the model
-(synchronous on the CPU); step - forward is the host's share, the part that a GPU step with a
-constrained row cannot hide (aios/engine/structured_output_requests.py). The same requests run
+(synchronous on the CPU); the sampler and apply_token_bitmask_ref (the mask kernel's reference) are
+device work on a GPU too. step less those three is the host's share: on a GPU, the part that a step
+with a constrained row cannot hide (aios/engine/structured_output_requests.py). The same requests run
 again unconstrained (the constrained run's output lengths, ignore_eos), so the two can be set side
 by side. Only steps after a warm-up request count. --cprofile adds cProfile's top functions of the
 constrained run by own time. CPU numbers: the script runs on whatever CPU it is given.
@@ -19,8 +30,11 @@ import argparse
 import cProfile
 import importlib
 import pstats
+import shutil
+import tempfile
 import time
 from collections import defaultdict
+from types import SimpleNamespace
 
 # (label, module, owner, attribute, depth): owner None patches a module-level function
 TIMED = [
@@ -68,8 +82,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--wide-vocab", action="store_true", help="151,936 logits (see the docstring)")
     p.add_argument("--cprofile", action="store_true")
+    p.add_argument("--fill-only", action="store_true", help="time only the bitmask fill, both ways")
     args = p.parse_args()
+    if args.fill_only:
+        fill_only(args.batch)
+        return
     import torch
     torch.set_num_threads(1)            # the forward's threads would blur the host's times
 
@@ -83,18 +102,27 @@ def main() -> None:
                    for i in range(bs)]
     results = {}
     lengths, stats = None, None
+    model, tmp = None, None
+    if args.wide_vocab:
+        from aios.bench.shapes import write_shape
+        tmp = tempfile.mkdtemp()
+        model = write_shape("qwen3-0.6b", tmp, with_tokenizer=True, hidden_size=128, intermediate_size=256,
+                            num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=64)
     for name, params in [("constrained", constrained), (None, None)]:
         if name is None:
             params = [SamplingParams(temperature=0.6, seed=i, max_tokens=n, ignore_eos=True)
                       for i, n in enumerate(lengths)]
             name = "free"
-        steps, lens, stats_ = run(totals, counts, prompts, params, bs, args.cprofile and name == "constrained")
+        steps, lens, stats_ = run(totals, counts, model, prompts, params, bs, args.cprofile and name == "constrained")
         results[name] = (dict(totals), dict(counts), steps, sum(lens))
         if name == "constrained":
             lengths, stats = lens, stats_
 
     c, f = results["constrained"], results["free"]
-    print(f"CPU, bundled model, batch {bs}: constrained {c[2]} steps / {c[3]} tokens, free {f[2]} steps / {f[3]} tokens")
+    if tmp:
+        shutil.rmtree(tmp, ignore_errors=True)
+    what = "qwen3-0.6b vocabulary, tiny body" if args.wide_vocab else "bundled model"
+    print(f"CPU, {what}, batch {bs}: constrained {c[2]} steps / {c[3]} tokens, free {f[2]} steps / {f[3]} tokens")
     print(f"{'function (inclusive)':34s} {'calls':>6s} {'ms/step':>9s} {'us/row':>8s} | {'free ms/step':>12s}")
     for label, _, _, _, depth in TIMED:
         if label not in c[0] and label not in f[0]:
@@ -102,18 +130,63 @@ def main() -> None:
         cm = c[0].get(label, 0.0) / c[2] * 1e3
         fm = f[0].get(label, 0.0) / f[2] * 1e3
         print(f"{'  ' * depth + label:34s} {c[1].get(label, 0):6d} {cm:9.3f} {cm * 1e3 / (c[3] / c[2]):8.1f} | {fm:12.3f}")
+    device_work = ("forward (model)", "sampler", "mask: apply_token_bitmask_ref")
     for name, r in [("constrained", c), ("free", f)]:
-        host = (r[0]["step"] - r[0]["forward (model)"]) / r[2] * 1e3
-        print(f"host (step - forward), {name}: {host:.3f} ms/step, {host * 1e3 / (r[3] / r[2]):.1f} us/row")
+        host = (r[0]["step"] - sum(r[0].get(k, 0.0) for k in device_work)) / r[2] * 1e3
+        print(f"host (step - forward - sampler - mask kernel), {name}: {host:.3f} ms/step, "
+              f"{host * 1e3 / (r[3] / r[2]):.1f} us/row")
     if stats is not None:
         stats.sort_stats("tottime").print_stats(25)
 
 
-def run(totals: dict, counts: dict, prompts: list, params: list, batch: int,
+def fill_only(batch: int) -> None:
+    import numpy as np
+    import torch
+    from transformers import AutoTokenizer
+
+    from aios.assets import default_model_path
+    from aios.bench.json_schemas import random_schema
+    from aios.sampling_params import StructuredOutputsParams
+    from aios.structured_output import StructuredOutputGrammar, StructuredOutputManager
+    tokenizer = AutoTokenizer.from_pretrained(default_model_path())
+    for vocab in (4096, 151936):
+        manager = StructuredOutputManager(tokenizer, vocab, [tokenizer.eos_token_id], "cpu", use_triton=False)
+        rng = np.random.default_rng(0)
+        seqs = []
+        for i in range(batch):           # each grammar 1-30 random allowed tokens in
+            g = StructuredOutputGrammar(manager.compiler.compile(StructuredOutputsParams(json=random_schema(i))))
+            row = torch.zeros(1, manager.num_words, dtype=torch.int32)
+            for _ in range(int(rng.integers(1, 30))):
+                if g.is_terminated:
+                    break
+                g.fill(row, 0)
+                bits = np.unpackbits(row.numpy().view(np.uint8), bitorder="little")[:vocab]
+                g.accept(int(rng.choice(np.flatnonzero(bits))))
+            seqs.append(SimpleNamespace(grammar=g, is_finished=False))
+
+        def row_by_row():
+            bitmask = torch.empty(batch, manager.num_words, dtype=torch.int32)
+            for j, seq in enumerate(seqs):
+                seq.grammar.fill(bitmask, j)
+
+        for name, fn in [("row by row (StructuredOutputGrammar.fill)", row_by_row),
+                         ("batched (StructuredOutputManager.fill_bitmask)", lambda: manager.fill_bitmask(seqs))]:
+            fn()
+            times = []
+            for _ in range(50):
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+            print(f"CPU, {vocab} logits, {batch} rows: {name}: {np.median(times) * 1e3:.3f} ms (median of 50)")
+        manager.close()
+
+
+def run(totals: dict, counts: dict, model: str | None, prompts: list, params: list, batch: int,
         profile: bool) -> tuple[int, list[int], pstats.Stats | None]:
     """Step `params` to the end after a warm-up request; the timers count only those steps."""
     from aios import LLM
-    with LLM(device="cpu", max_model_len=1024, max_num_seqs=batch) as llm:
+    engine = dict(load_format="dummy", dtype="float32") if model else {}
+    with LLM(model, device="cpu", max_model_len=1024, max_num_seqs=batch, **engine) as llm:
         llm.generate(prompts[:1], params[:1], use_tqdm=False)         # warm: the grammar tables
         seqs = [llm.add_request(p, sp) for p, sp in zip(prompts, params)]
         totals.clear(), counts.clear()

@@ -162,7 +162,8 @@ class StructuredOutputManager:
         flat = packed.numpy()
         flat[:n] = rows
         words = flat[start:].reshape(n, self.num_words)        # a view of packed
-        words.fill(-1)
+        if len(live) < n:
+            words[np.setdiff1d(np.arange(n), live)] = -1
         if matchers:
             self._batch_matcher().batch_fill_next_token_bitmask(matchers, words, live)
         for guard, js in guarded.values():

@@ -4,8 +4,8 @@
     PYTHONPATH=$PWD python benchmarks/structured_output_host.py [--batch 64] [--max-tokens 64] [--wide-vocab] [--cprofile]
 
 --fill-only times just the bitmask of 64 rows in random JSON grammar states, both ways in one run:
-StructuredOutputGrammar.fill row by row (the reference, and the engine's path before the batched
-fill) and StructuredOutputManager.fill_bitmask (one BatchGrammarMatcher call), at 4,096, 40,000 and 151,936
+StructuredOutputGrammar.fill row by row (the engine's path) and one xgrammar
+BatchGrammarMatcher.batch_fill_next_token_bitmask call (its threads), at 4,096, 40,000 and 151,936
 logits, and the grammar's accept per token (xgrammar scans its special-token list, which holds
 every id past the tokenizer's, on each accept).
 
@@ -136,6 +136,7 @@ def main() -> None:
 def fill_only(batch: int) -> None:
     import numpy as np
     import torch
+    import xgrammar as xgr
     from transformers import AutoTokenizer
 
     from aios.assets import default_model_path
@@ -169,8 +170,17 @@ def fill_only(batch: int) -> None:
             for j, seq in enumerate(seqs):
                 seq.grammar.fill(bitmask, j)
 
+        batch_matcher = xgr.BatchGrammarMatcher()
+        batched_mask = torch.empty(batch, manager.num_words, dtype=torch.int32)
+
+        live = [s.grammar.matcher for s in seqs if not s.grammar.is_terminated]
+        print(f"CPU, {vocab} logits: {len(live)} of {batch} grammars not terminated")
+
+        def batched():                   # the rows still in their grammar; no guard (the engine's fill ANDs it)
+            batch_matcher.batch_fill_next_token_bitmask(live, batched_mask)
+
         for name, fn in [("row by row (StructuredOutputGrammar.fill)", row_by_row),
-                         ("batched (StructuredOutputManager.fill_bitmask)", lambda: manager.fill_bitmask(seqs))]:
+                         ("batched (xgrammar BatchGrammarMatcher)", batched)]:
             fn()
             times = []
             for _ in range(50):

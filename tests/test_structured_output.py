@@ -152,44 +152,6 @@ def test_eos_is_allowed_only_where_the_grammar_may_end(compiler):
     assert eos_allowed()                               # "a" is complete, "ab" still possible
 
 
-def test_the_batched_fill_equals_the_row_by_row_fill_bit_for_bit(bible_tokenizer):
-    """StructuredOutputManager.fill_bitmask (one BatchGrammarMatcher call, one guard AND) against
-    StructuredOutputGrammar.fill row by row: random grammar states, guarded JSON rows beside
-    unguarded regex / choice rows, terminated grammars, finished rows and free rows."""
-    from types import SimpleNamespace
-
-    from aios.structured_output import StructuredOutputManager
-    manager = StructuredOutputManager(bible_tokenizer, 4096, [bible_tokenizer.eos_token_id], "cpu",
-                                      use_triton=False)
-    specs = [S(json=random_schema(i)) for i in range(4)] + [S(regex=REGEX), S(choice=CHOICE)]
-    rng = np.random.default_rng(0)
-    for trial in range(4):
-        sampled = []
-        for r in range(24):
-            if rng.random() < 0.2:
-                sampled.append(SimpleNamespace(grammar=None, is_finished=False))
-                continue
-            grammar = manager.compiler.compile(specs[rng.integers(len(specs))])
-            walk = random_walk(grammar, 4096, rng)                   # to the grammar's end
-            g = StructuredOutputGrammar(grammar)
-            for t in walk[: len(walk) if rng.random() < 0.2 else int(rng.integers(len(walk)))]:
-                g.accept(t)
-            sampled.append(SimpleNamespace(grammar=g, is_finished=bool(rng.random() < 0.15)))
-        rows = [i for i, s in enumerate(sampled) if s.grammar is not None]
-        assert any(sampled[i].grammar.is_terminated for i in rows) and any(sampled[i].is_finished for i in rows)
-        expected = torch.zeros(len(rows), manager.num_words, dtype=torch.int32)
-        for j, i in enumerate(rows):
-            if sampled[i].is_finished:
-                expected[j].fill_(-1)
-            else:
-                sampled[i].grammar.fill(expected, j)
-        packed, n = manager.fill_bitmask(sampled)
-        start = -(-n // 4) * 4
-        assert n == len(rows) and packed[:n].tolist() == rows
-        assert torch.equal(packed[start:].view(n, manager.num_words), expected), trial
-    manager.close()
-
-
 # ---- the engine ----------------------------------------------------------------------------------
 
 def constrained(spec, **kw) -> SamplingParams:

@@ -71,8 +71,7 @@ class StructuredOutputGrammar:
         return self.matcher.is_terminated()
 
     def fill(self, bitmask: torch.Tensor, row: int) -> None:
-        """Write the allowed next tokens into bitmask[row] (int32 words). The row-by-row reference
-        of StructuredOutputManager.fill_bitmask, which fills all a step's rows in one call."""
+        """Write the allowed next tokens into bitmask[row] (int32 words)."""
         if self.matcher.is_terminated():        # its token is dropped anyway; any row will do
             bitmask[row].fill_(-1)
             return
@@ -95,7 +94,6 @@ class StructuredOutputManager:
         self.num_words = (vocab_size + 31) // 32
         self.apply_bitmask = apply_token_bitmask if use_triton else apply_token_bitmask_ref
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aios-grammar")   # starts on first use
-        self._batch = None                   # xgrammar's BatchGrammarMatcher (_batch_matcher)
 
     @torch.inference_mode()
     def warm_up(self, dtypes: list[torch.dtype]) -> None:
@@ -133,49 +131,22 @@ class StructuredOutputManager:
         """The host bitmask of the constrained rows among `sampled` (the step's logits rows, in
         order), or None when no row is constrained. One flat int32 tensor, so one upload: the n
         rows' indices, padded to 4 (the mask starts 16-byte aligned: Triton specializes on it),
-        then the [n, num_words] mask. Returns (packed, n).
-
-        The same bits as StructuredOutputGrammar.fill row by row (the reference; tested), filled
-        in one call for all rows (xgrammar's BatchGrammarMatcher: C++ threads, the GIL released)
-        and guarded with one numpy AND per guard: no per-row Python beyond collecting the rows.
-        A finished row (stopped by the step resolved just before: its token is dropped) or a
-        terminated grammar's row allows every token."""
-        rows, matchers, live = [], [], []
-        guarded: dict[int, tuple[np.ndarray, list[int]]] = {}
-        for i, seq in enumerate(sampled):
-            grammar = seq.grammar
-            if grammar is None:
-                continue
-            j = len(rows)
-            rows.append(i)
-            if seq.is_finished or grammar.matcher.is_terminated():
-                continue
-            matchers.append(grammar.matcher)
-            live.append(j)
-            if grammar.guard is not None:
-                guarded.setdefault(id(grammar.guard), (grammar.guard, []))[1].append(j)
+        then the [n, num_words] mask. Returns (packed, n)."""
+        rows = [i for i, s in enumerate(sampled) if s.grammar is not None]
         if not rows:
             return None
         n, start = len(rows), -(-len(rows) // 4) * 4
         packed = torch.empty(start + n * self.num_words, dtype=torch.int32,
                              pin_memory=self.device.type == "cuda")
-        flat = packed.numpy()
-        flat[:n] = rows
-        words = flat[start:].reshape(n, self.num_words)        # a view of packed
-        if len(live) < n:
-            words[np.setdiff1d(np.arange(n), live)] = -1
-        if matchers:
-            self._batch_matcher().batch_fill_next_token_bitmask(matchers, words, live)
-        for guard, js in guarded.values():
-            words[js] &= guard
+        packed[:n] = torch.tensor(rows, dtype=torch.int32)
+        bitmask = packed[start:].view(n, self.num_words)
+        for j, i in enumerate(rows):
+            seq = sampled[i]
+            if seq.is_finished:                 # stopped by the step resolved just before: token dropped
+                bitmask[j].fill_(-1)
+            else:
+                seq.grammar.fill(bitmask, j)
         return packed, n
-
-    def _batch_matcher(self):
-        """xgrammar's BatchGrammarMatcher, made on first use ("auto": half the host's cores)."""
-        if self._batch is None:
-            import xgrammar as xgr
-            self._batch = xgr.BatchGrammarMatcher()
-        return self._batch
 
     @torch.inference_mode()      # the logits are inference tensors (ModelRunner.execute)
     def apply(self, logits: torch.Tensor, sampled: list[Sequence]) -> torch.Tensor:

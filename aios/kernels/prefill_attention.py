@@ -28,8 +28,9 @@ The tile rows are BLOCK_Q = BLOCK_M // PACK query positions of PACK heads:
 - GQA packing (`pack_gqa=True`: PACK = GROUP rounded up to a power of two, FA3's PackGQA): every q
   head of one kv head, row r holding head r % PACK at position r // PACK (rows of heads past GROUP
   are padding: loaded as 0, never stored). Each K/V tile is loaded once per group, and short spans
-  fill the MMA's rows with heads instead of padding. Whether it is faster on the H200 has not been
-  measured: `benchmarks/bench_kernels.py --sweep prefill` times both (kernels/NOTES.md).
+  fill the MMA's rows with heads instead of padding. On the H200 at a 16k-token prompt it was no
+  faster (411 vs 409 TFLOP/s at 128 x 128 tiles: the loop is bound by its matmuls, not by K/V
+  loads), so it is off; `benchmarks/bench_kernels.py --sweep prefill` times both (kernels/NOTES.md).
 """
 
 import torch
@@ -260,8 +261,8 @@ def _prefill_config(head_dim: int, dtype: torch.dtype, device: torch.device, max
                     group: int = 1, pack_gqa: bool | None = None) -> dict:
     """Tiles and whether to pack GQA: large tiles for long prompts on the GPU, tiny ones under the
     CPU interpreter. block_m counts tile rows (q heads x positions when packed, as FA3's kBlockM).
-    pack_gqa=None picks the default: unpacked, until bench_kernels.py's --sweep prefill has timed
-    packing on the H200 (kernels/NOTES.md)."""
+    pack_gqa=None picks the default, unpacked: on the H200 at 16k tokens packing gained nothing
+    (kernels/NOTES.md); from LONG_PROMPT query tokens Hopper takes 128 x 128 tiles, 8 warps."""
     pack_gqa = False if pack_gqa is None else pack_gqa
     if device.type != "cuda":
         cfg = dict(block_m=16, block_n=16, num_warps=4, num_stages=1)

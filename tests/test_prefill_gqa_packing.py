@@ -126,7 +126,7 @@ def test_bench_prefill_cases_parse_chunks_after_a_cached_prefix():
 # ---------------------------------------------------------------------------------------------
 # GPU: the engine's long-prompt shapes (Qwen3-0.6B 16/8 heads, 8B 32/8), the tiles the engine takes
 # (_prefill_config on Hopper: below LONG_PROMPT query tokens and from it); each is a compile per
-# case, so the other sweep tiles are left to bench_kernels.py, which checks every output it times
+# case, so the other sweep tiles are left to bench_kernels.py, which records each timed output's error
 
 
 GPU_TILES = [(64, 64, 4, 3), (128, 128, 8, 3)]

@@ -1,7 +1,8 @@
 """Where the host time of a JSON-constrained decode step goes, apart from the model's forward
 (issue 21): the bundled model on the CPU, 64 requests, each with its own random schema.
 
-    PYTHONPATH=$PWD python benchmarks/structured_output_host.py [--batch 64] [--max-tokens 64] [--wide-vocab] [--cprofile]
+    PYTHONPATH=$PWD python benchmarks/structured_output_host.py [--batch 64] [--max-tokens 64]
+        [--wide-vocab] [--cprofile] [--fill-only]
 
 --fill-only times just the bitmask of 64 rows in random JSON grammar states, both ways in one run:
 StructuredOutputGrammar.fill row by row (the engine's path) and one xgrammar
@@ -123,7 +124,8 @@ def main() -> None:
             continue
         cm = c[0].get(label, 0.0) / c[2] * 1e3
         fm = f[0].get(label, 0.0) / f[2] * 1e3
-        print(f"{'  ' * depth + label:34s} {c[1].get(label, 0):6d} {cm:9.3f} {cm * 1e3 / (c[3] / c[2]):8.1f} | {fm:12.3f}")
+        per_row = cm * 1e3 / (c[3] / c[2])
+        print(f"{'  ' * depth + label:34s} {c[1].get(label, 0):6d} {cm:9.3f} {per_row:8.1f} | {fm:12.3f}")
     device_work = ("forward (model)", "sampler", "mask: apply_token_bitmask_ref")
     for name, r in [("constrained", c), ("free", f)]:
         host = (r[0]["step"] - sum(r[0].get(k, 0.0) for k in device_work)) / r[2] * 1e3
@@ -165,8 +167,8 @@ def fill_only(batch: int) -> None:
         print(f"CPU, {vocab} logits: StructuredOutputGrammar.accept {np.median(accept_s) * 1e6:.1f} us a token "
               f"(median of {len(accept_s)}; xgrammar's special tokens: {vocab - len(tokenizer)} padding ids)")
 
-        def row_by_row():
-            bitmask = torch.empty(batch, manager.num_words, dtype=torch.int32)
+        def row_by_row(num_words=manager.num_words, seqs=seqs):
+            bitmask = torch.empty(batch, num_words, dtype=torch.int32)
             for j, seq in enumerate(seqs):
                 seq.grammar.fill(bitmask, j)
 
@@ -176,8 +178,8 @@ def fill_only(batch: int) -> None:
         live = [s.grammar.matcher for s in seqs if not s.grammar.is_terminated]
         print(f"CPU, {vocab} logits: {len(live)} of {batch} grammars not terminated")
 
-        def batched():                   # the rows still in their grammar; no guard (the engine's fill ANDs it)
-            batch_matcher.batch_fill_next_token_bitmask(live, batched_mask)
+        def batched(matcher=batch_matcher, live=live, mask=batched_mask):   # no guard (the engine's fill ANDs it)
+            matcher.batch_fill_next_token_bitmask(live, mask)
 
         for name, fn in [("row by row (StructuredOutputGrammar.fill)", row_by_row),
                          ("batched (xgrammar BatchGrammarMatcher)", batched)]:

@@ -31,8 +31,7 @@ import torch  # noqa: E402
 import triton  # noqa: E402
 from bench_kernels import bench_graph  # noqa: E402
 
-import aios.kernels.fused_moe as fused_moe_module  # noqa: E402
-from aios.kernels.fused_moe import fused_moe  # noqa: E402
+from aios.kernels.fused_moe import fused_moe, fused_moe_config  # noqa: E402
 from aios.kernels.moe_gemv import MAX_PAIRS_GEMV  # noqa: E402
 from aios.kernels.moe_tiles import CONFIG_DIR, MoeTiles  # noqa: E402
 from aios.kernels.topk_softmax import topk_softmax  # noqa: E402
@@ -77,14 +76,10 @@ def make_layers(args, num_tokens: int, gen: torch.Generator) -> list[dict]:
 
 
 def run_with(layer: dict, cfg: dict | None) -> torch.Tensor:
-    """fused_moe's sorted path at `cfg` (None: the rule-based default, no table)."""
-    chosen = fused_moe_module.fused_moe_config
-    if cfg is not None:
-        fused_moe_module.fused_moe_config = lambda num_tokens, top_k, device, tiles=None: dict(cfg)
-    try:
-        return fused_moe(layer["x"], layer["w13"], layer["w2"], layer["weights"], layer["ids"], gemv=False)
-    finally:
-        fused_moe_module.fused_moe_config = chosen
+    """fused_moe's sorted path at `cfg` (a one-entry table: every token count takes it; None: the
+    rule-based default, no table)."""
+    tiles = None if cfg is None else MoeTiles(((1, cfg),))
+    return fused_moe(layer["x"], layer["w13"], layer["w2"], layer["weights"], layer["ids"], gemv=False, tiles=tiles)
 
 
 def tune_one(args, num_tokens: int, rows: list) -> dict | None:
@@ -97,14 +92,15 @@ def tune_one(args, num_tokens: int, rows: list) -> dict | None:
     def time_cfg(cfg):
         return 1e3 * bench_graph(lambda c: (lambda: run_with(layers[c], cfg)), len(layers), calls_per_graph)
     default_us = time_cfg(None)
-    default = fused_moe_module.fused_moe_config(num_tokens, args.top_k, torch.device("cuda"))
+    default = fused_moe_config(num_tokens, args.top_k, torch.device("cuda"))
     rows.append(dict(num_tokens=num_tokens, config=default, us=default_us, default=True))
     best, best_us = None, math.inf
     for cfg in candidates(num_tokens, args.top_k, args.experts):
         try:
             err = (run_with(layers[0], cfg).float() - want).abs().max().item()
             if err > tol:
-                print(f"tokens {num_tokens:6d} {cfg}: refused, max |diff| {err:.3g} vs the default's output", flush=True)
+                print(f"tokens {num_tokens:6d} {cfg}: refused, max |diff| {err:.3g} vs the default's output",
+                      flush=True)
                 rows.append(dict(num_tokens=num_tokens, config=cfg, us=None, error=f"max |diff| {err:.3g}"))
                 continue
             us = time_cfg(cfg)

@@ -361,28 +361,38 @@ def test_the_one_row_chain_replays_in_a_cuda_graph_with_new_inputs():
             assert (got.float() - expected.float()).abs().max().item() < 0.02 * expected.float().abs().max().item()
 
 
-@gpu
-def test_batch_1_decode_gives_hf_and_the_unfused_backends_greedy_tokens(
-        dense_ckpt, triton_launches):  # noqa: F811 (the imported fixture)
-    """One request at a time, so every decode step is one row: forward_one_row, replayed from the
-    batch-1 CUDA graph and run eagerly, against HF and against fused_kernels=False."""
-    prompts = random_prompts(512, [5, 17, 40], seed=41)
-    expected = hf_greedy(dense_ckpt, prompts, 16)
+def assert_batch_1_decode_equals_hf(ckpt, launches, seed, kernels, **switches):
+    """One request at a time, so every decode step is one row, with `switches` on: HF's greedy
+    tokens replayed from the batch-1 CUDA graph (every one of `kernels` launched) and run eagerly
+    (kernels[0] launched). Returns (engine kwargs, HF's tokens, the one-at-a-time runner)."""
+    prompts = random_prompts(512, [5, 17, 40], seed=seed)
+    expected = hf_greedy(ckpt, prompts, 16)
     kw = dict(device="cuda", dtype="float32", kvcache_block_size=16, num_kvcache_blocks=64, max_model_len=512,
-              max_num_seqs=4, fuse_norm_into_gemv=True)            # graphs for batches 1, 2, 4
+              max_num_seqs=4, **switches)                          # graphs for batches 1, 2, 4
     params = SamplingParams(temperature=0.0, max_tokens=16)
 
     def one_at_a_time(llm):
         return [llm.generate([p], params, use_tqdm=False)[0]["token_ids"] for p in prompts]
 
-    with LLM(dense_ckpt, **kw) as graphs:
+    with LLM(ckpt, **kw) as graphs:
         assert 1 in graphs.model_runner.cuda_graphs.graphs, "no batch-1 CUDA graph was captured"
-        assert "_add_rmsnorm_gemv_kernel" in triton_launches and "_silu_mul_gemv_kernel" in triton_launches
+        assert all(kernel in launches for kernel in kernels)
         assert one_at_a_time(graphs) == expected
-    with LLM(dense_ckpt, enforce_eager=True, **kw) as eager:
-        triton_launches.clear()
+    with LLM(ckpt, enforce_eager=True, **kw) as eager:
+        launches.clear()
         assert one_at_a_time(eager) == expected
-        assert triton_launches.count("_add_rmsnorm_gemv_kernel") > 0
+        assert launches.count(kernels[0]) > 0
+    return kw, expected, one_at_a_time
+
+
+@gpu
+def test_batch_1_decode_gives_hf_and_the_unfused_backends_greedy_tokens(
+        dense_ckpt, triton_launches):  # noqa: F811 (the imported fixture)
+    """One request at a time, so every decode step is one row: forward_one_row, replayed from the
+    batch-1 CUDA graph and run eagerly, against HF and against fused_kernels=False."""
+    kw, expected, one_at_a_time = assert_batch_1_decode_equals_hf(
+        dense_ckpt, triton_launches, 41, ("_add_rmsnorm_gemv_kernel", "_silu_mul_gemv_kernel"),
+        fuse_norm_into_gemv=True)
     with LLM(dense_ckpt, fused_kernels=False, **kw) as unfused:
         assert one_at_a_time(unfused) == expected
 

@@ -26,7 +26,12 @@ if not torch.cuda.is_available():  # must precede the first @triton.jit (i.e. im
 import pytest  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from test_backend import triton_launches  # noqa: E402, F401 (a fixture)
-from test_fused_gemv import OneProcessTP, dense_ckpt, logits_and_launches  # noqa: E402, F401 (dense_ckpt: a fixture)
+from test_fused_gemv import (  # noqa: E402, F401 (dense_ckpt: a fixture)
+    OneProcessTP,
+    assert_batch_1_decode_equals_hf,
+    dense_ckpt,
+    logits_and_launches,
+)
 
 from aios import LLM, SamplingParams  # noqa: E402
 from aios.config import ModelConfig  # noqa: E402
@@ -36,7 +41,7 @@ from aios.layers.backend import TORCH, TORCH_ATTENTION, TRITON_ATTENTION, Backen
 from aios.layers.linear import MergedColumnParallelLinear  # noqa: E402
 from aios.models.qwen3 import Qwen3MLP  # noqa: E402
 from aios.models.registry import build_model  # noqa: E402
-from helpers import hf_greedy, random_prompts  # noqa: E402
+from helpers import random_prompts  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
@@ -229,23 +234,8 @@ def test_batch_1_decode_with_silu_in_gemv_gives_hf_greedy_tokens(
         dense_ckpt, triton_launches):  # noqa: F811 (the imported fixtures)
     """One request at a time, so every decode step is one row: the MLP's fused path, replayed from
     the batch-1 CUDA graph and run eagerly, against HF."""
-    prompts = random_prompts(512, [5, 17, 40], seed=43)
-    expected = hf_greedy(dense_ckpt, prompts, 16)
-    kw = dict(device="cuda", dtype="float32", kvcache_block_size=16, num_kvcache_blocks=64, max_model_len=512,
-              max_num_seqs=4, silu_in_gemv=True)                   # graphs for batches 1, 2, 4
-    params = SamplingParams(temperature=0.0, max_tokens=16)
-
-    def one_at_a_time(llm):
-        return [llm.generate([p], params, use_tqdm=False)[0]["token_ids"] for p in prompts]
-
-    with LLM(dense_ckpt, **kw) as graphs:
-        assert 1 in graphs.model_runner.cuda_graphs.graphs, "no batch-1 CUDA graph was captured"
-        assert "_gemv_silu_and_mul_kernel" in triton_launches
-        assert one_at_a_time(graphs) == expected
-    with LLM(dense_ckpt, enforce_eager=True, **kw) as eager:
-        triton_launches.clear()
-        assert one_at_a_time(eager) == expected
-        assert triton_launches.count("_gemv_silu_and_mul_kernel") > 0
+    assert_batch_1_decode_equals_hf(dense_ckpt, triton_launches, 43, ("_gemv_silu_and_mul_kernel",),
+                                    silu_in_gemv=True)
 
 
 @gpu

@@ -60,10 +60,12 @@ class FusedMoE(nn.Module):
                                       requires_grad=False)                   # [E, H, I / tp]
         self.gate_up_proj.weight_loader = self.weight_loader
         self.down_proj.weight_loader = self.weight_loader
-        # the grouped GEMMs' measured tiles for this shape on this GPU (aios/kernels/moe_tiles.py), if any
-        self.tiles = measured_tiles(num_experts, self.intermediate_size) if resolve(backend).fused_kernels else None
-        self.fused_moe = functools.partial(fused_moe, tiles=self.tiles) if resolve(backend).fused_kernels \
-            else fused_moe_ref
+        if resolve(backend).fused_kernels:
+            # the grouped GEMMs' measured tiles for this shape on this GPU (aios/kernels/moe_tiles.py), if any
+            self.tiles = measured_tiles(num_experts, self.intermediate_size)
+            self.fused_moe = functools.partial(fused_moe, tiles=self.tiles)
+        else:
+            self.tiles, self.fused_moe = None, fused_moe_ref
 
     def weight_loader(self, param: nn.Parameter, loaded_weight: torch.Tensor, shard_id: int | None = None,
                       expert_id: int | None = None) -> None:

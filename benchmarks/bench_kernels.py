@@ -5,8 +5,9 @@
         --prefill-cases 1x16384,1x8192+8192,1x2048+14336 --prefill-heads 16/8,32/8
 
 - prefill attention (by default 8 x 1024 tokens, 16 q heads / 8 kv heads, head_dim 128, bf16,
-  causal) over the paged cache at block sizes 16/64/256, vs torch SDPA on contiguous K/V: ms and
-  TFLOP/s. --prefill-cases / --prefill-heads pick other shapes: long prompts, and the chunks of a
+  causal) over the paged cache at block sizes 16/64/256, vs torch SDPA on contiguous K/V (its own
+  pick, FlashAttention-2 and cuDNN pinned) and, for fresh prompts, the engine's FlashAttention-2
+  varlen path (with and without its K/V gather from the cache): ms and TFLOP/s. --prefill-cases / --prefill-heads pick other shapes: long prompts, and the chunks of a
   chunked prefill (SxC+L: a C-token chunk whose first L tokens are in the cache, what the engine
   runs when a prompt is longer than max_num_batched_tokens). Each tile config runs unpacked and,
   where the GQA group is > 1, packed (all q heads of a kv head in one tile).
@@ -38,6 +39,7 @@ import traceback
 import torch
 import torch.nn.functional as F
 import triton
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from aios.kernels import (
     decode_attention,
@@ -62,6 +64,7 @@ from aios.kernels.fused_gemv import add_rmsnorm_gemv, silu_mul_gemv  # noqa: E40
 from aios.kernels.gemv import gemv, gemv_config  # noqa: E402
 from aios.kernels.gemv_silu_and_mul import gemv_silu_and_mul, gemv_silu_and_mul_config  # noqa: E402
 from aios.kernels.prefill_attention import _prefill_attention_launch, _prefill_config  # noqa: E402
+from aios.kernels.varlen_attention import varlen_attention  # noqa: E402
 
 HBM_BYTES_PER_S = 3.0e12  # H100 SXM HBM3, the floor the brief names (spec 3.35 TB/s)
 L2_FLUSH_BYTES = 256 << 20
@@ -202,10 +205,30 @@ def bench_prefill_case(args, results, num_seqs, chunk, num_cached, num_heads, nu
     kr, vr = kd.repeat_interleave(group, 1), vd.repeat_interleave(group, 1)
     sdpa = F.scaled_dot_product_attention
     causal = dict(is_causal=True) if num_cached == 0 else dict(attn_mask=causal_lower_right(chunk, seq_len))
-    for impl, fn in [
+    baselines = [
         (f"sdpa (K/V repeated to {num_heads} heads)", lambda: sdpa(qd, kr, vr, **causal)),
         ("sdpa (enable_gqa)", lambda: sdpa(qd, kd, vd, **causal, enable_gqa=True)),
-    ]:
+    ]
+    for backend in (SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION):
+        def pinned(backend=backend):
+            with sdpa_kernel(backend):
+                return sdpa(qd, kr, vr, **causal)
+        baselines.append((f"sdpa {backend.name.lower()} (K/V repeated)", pinned))
+    if num_cached == 0:
+        # what the engine runs for fresh prompts (aios/kernels/varlen_attention.py): torch's FlashAttention-2
+        # on packed K/V, alone and with the engine's gather of the step's K/V rows out of the paged cache
+        kp = kd.transpose(1, 2).reshape(num_seqs * chunk, num_kv_heads, head_dim)
+        vp = vd.transpose(1, 2).reshape(num_seqs * chunk, num_kv_heads, head_dim)
+        flat_k = torch.empty(2 * kp.shape[0], num_kv_heads, head_dim, dtype=dtype, device="cuda")
+        flat_v = torch.empty_like(flat_k)
+        slots = torch.randperm(flat_k.shape[0], device="cuda", generator=gen)[:kp.shape[0]]
+        flat_k[slots], flat_v[slots] = kp, vp
+        baselines += [
+            ("flash varlen (engine, fresh prompts)", lambda: varlen_attention(q, kp, vp, cu_q, chunk, scale)),
+            ("flash varlen + gather from the cache", lambda: varlen_attention(q, flat_k[slots], flat_v[slots], cu_q,
+                                                                              chunk, scale)),
+        ]
+    for impl, fn in baselines:
         try:
             ms = bench_eager(fn)
         except Exception as e:  # noqa: BLE001 - a backend that refuses a shape is a result too
@@ -214,7 +237,7 @@ def bench_prefill_case(args, results, num_seqs, chunk, num_cached, num_heads, nu
         row = dict(kernel="prefill", impl=impl, block_size=None, ms=ms, tflops=flops / ms / 1e9, **case)
         results["prefill"].append(row)
         print(f"prefill {name} {impl:40s} {ms:8.3f} ms {row['tflops']:7.1f} TFLOP/s", flush=True)
-    qd = kd = vd = kr = vr = None  # free before the paged runs
+    qd = kd = vd = kr = vr = kp = vp = flat_k = flat_v = None  # free before the paged runs
 
     packs = (False, True) if group > 1 else (False,)
     for block_size in (int(b) for b in args.prefill_block_sizes.split(",")):

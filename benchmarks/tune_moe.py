@@ -41,18 +41,25 @@ TILES = [  # (block_n, block_k, num_warps, num_stages)
     (64, 64, 4, 3), (64, 128, 4, 3), (128, 64, 4, 3), (128, 64, 8, 3),
     (128, 128, 8, 3), (64, 64, 4, 4), (128, 128, 4, 3), (64, 128, 8, 4),
 ]
+# --tiles wide: deeper pipelines and wider N tiles, for the bandwidth-bound decode sizes (each expert
+# a row block or two, every expert's weights streamed once a step)
+WIDE_TILES = [
+    (64, 128, 4, 5), (64, 256, 4, 2), (128, 128, 4, 4), (128, 128, 4, 2),
+    (256, 128, 4, 2), (256, 128, 8, 2), (256, 64, 8, 3), (128, 256, 8, 2),
+]
 BLOCK_M = [16, 32, 64, 128]
 MIN_BYTES_CYCLED = 256 << 20
 
 
-def candidates(num_tokens: int, top_k: int, num_experts: int) -> list[dict]:
+def candidates(num_tokens: int, top_k: int, num_experts: int, tiles: list = TILES,
+               silu_modes: tuple[bool, ...] = (True, False)) -> list[dict]:
     pairs_per_expert = num_tokens * top_k / num_experts
     out = []
     for block_m in BLOCK_M:
         if block_m > 16 and block_m > 4 * pairs_per_expert:      # mostly padding: never the fastest
             continue
-        for block_n, block_k, num_warps, num_stages in TILES:
-            for silu_in_gemm in (True, False):
+        for block_n, block_k, num_warps, num_stages in tiles:
+            for silu_in_gemm in silu_modes:
                 out.append(dict(block_m=block_m, block_n=block_n, block_k=block_k, num_warps=num_warps,
                                 num_stages=num_stages, silu_in_gemm=silu_in_gemm))
     return out
@@ -95,7 +102,13 @@ def tune_one(args, num_tokens: int, rows: list) -> dict | None:
     default = fused_moe_config(num_tokens, args.top_k, torch.device("cuda"))
     rows.append(dict(num_tokens=num_tokens, config=default, us=default_us, default=True))
     best, best_us = None, math.inf
-    for cfg in candidates(num_tokens, args.top_k, args.experts):
+    tiles = {"base": TILES, "wide": WIDE_TILES, "all": TILES + WIDE_TILES}[args.tiles]
+    silu_modes = {"both": (True, False), "on": (True,), "off": (False,)}[args.silu_in_gemm]
+    if args.merge and num_tokens in args.merge:            # the table's entry competes too
+        best = args.merge[num_tokens]
+        best_us = time_cfg(best)
+        rows.append(dict(num_tokens=num_tokens, config=best, us=best_us, table=True))
+    for cfg in candidates(num_tokens, args.top_k, args.experts, tiles, silu_modes):
         try:
             err = (run_with(layers[0], cfg).float() - want).abs().max().item()
             if err > tol:
@@ -128,10 +141,21 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"),
                         help="where every timing goes (JSON)")
     parser.add_argument("--max-seconds", type=float, default=None, help="stop the ladder after this long")
+    parser.add_argument("--tiles", choices=("base", "wide", "all"), default="base",
+                        help="the candidate (block_n, block_k, warps, stages): TILES, WIDE_TILES or both")
+    parser.add_argument("--silu-in-gemm", choices=("both", "on", "off"), default="both",
+                        help="time candidates with the SiLU inside the first GEMM, as its own launch, or both")
+    parser.add_argument("--merge", action="store_true",
+                        help="start from the GPU's existing table: its entry at each token count competes "
+                             "with the candidates, and the token counts not tuned keep theirs")
     args = parser.parse_args()
     assert torch.cuda.is_available(), "tune_moe.py needs a CUDA GPU"
     gpu = torch.cuda.get_device_name()
     start, table, rows = time.time(), {}, []
+    if args.merge:
+        existing = MoeTiles.load(args.experts, args.inter, gpu, args.table_dir)
+        args.merge = dict(existing.by_num_tokens) if existing is not None else {}
+        table = dict(args.merge)
     for num_tokens in args.tokens:
         if num_tokens * args.top_k <= MAX_PAIRS_GEMV:
             print(f"tokens {num_tokens}: the decode gemvs (<= {MAX_PAIRS_GEMV} pairs), no grouped GEMM to tune")
@@ -151,7 +175,8 @@ def main() -> None:
                    shape=dict(experts=args.experts, hidden=args.hidden, inter=args.inter, top_k=args.top_k),
                    wall_s=time.time() - start, table={str(t): c for t, c in table.items()}, rows=rows)
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, f"moe-tune-{summary['date']}-{gpu.replace(' ', '-')}.json"), "w") as f:
+    tag = f"-{summary['aios_git']}" if summary["aios_git"] else ""
+    with open(os.path.join(args.out, f"moe-tune-{summary['date']}-{gpu.replace(' ', '-')}{tag}.json"), "w") as f:
         json.dump(summary, f, indent=1)
 
 

@@ -224,6 +224,7 @@ class ModelRunner:
             cu_seqlens_k=torch.nn.functional.pad(t["context_lens"].cumsum(0, dtype=torch.int32), (1, 0)),
             max_seqlen_q=inputs.max_seqlen_q,
             max_seqlen_k=inputs.max_seqlen_k,
+            has_cached_kv=bool((inputs.context_lens != np.diff(inputs.cu_seqlens_q)).any()),
         )
         hidden = self.model(t["input_ids"], t["positions"], context)
         prompt_logprobs = None

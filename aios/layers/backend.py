@@ -4,7 +4,10 @@ A `Backend` is four choices (lessons 09, 10), made from `Config` by `Backend.fro
 - `attention`: an `AttentionBackend`, the functions that store K/V into the paged cache and attend
   over it. `TRITON_ATTENTION` is AIOS's FlashAttention prefill and paged decode kernels;
   `TORCH_ATTENTION` their references (the score matrix built whole). A learner's attention is one
-  more `AttentionBackend`, passed in, not patched in.
+  more `AttentionBackend`, passed in, not patched in. An `AttentionBackend` may also carry a
+  `varlen_attention` for prefill steps with no cached K/V (`Context.has_cached_kv` False): with
+  `Config.flash_prefill` on a GPU that has it, the engine's is torch's FlashAttention-2
+  (aios/kernels/varlen_attention.py).
 - `fused_kernels`: the Triton RMSNorm(+residual), q/k-norm + RoPE + KV store (one launch per
   layer), SiLU*mul, one-row gemv and sampling kernels; False runs their torch references.
 - `fused_one_row` (`Config.fuse_norm_into_gemv`, off by default; needs fused_kernels): a dense
@@ -24,7 +27,7 @@ flipped after construction, and nothing asks a tensor which device it is on.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -37,6 +40,7 @@ from aios.kernels import (
     store_kvcache,
     store_kvcache_ref,
 )
+from aios.kernels.varlen_attention import HALF_DTYPES, varlen_attention
 
 if TYPE_CHECKING:
     from aios.config import Config
@@ -52,6 +56,20 @@ class AttentionBackend:
     store_kvcache: Callable[..., None]          # (k, v, k_cache, v_cache, slot_mapping)
     prefill_attention: Callable[..., torch.Tensor]
     decode_attention: Callable[..., torch.Tensor]
+    # (q, k, v, cu_seqlens, max_seqlen, scale): causal attention over the step's own contiguous K/V;
+    # None: every prefill step runs prefill_attention
+    varlen_attention: Callable[..., torch.Tensor] | None = None
+
+
+def flash_varlen_available(device: torch.device | str, dtype: torch.dtype) -> bool:
+    """torch's FlashAttention-2 runs here: a CUDA device of compute capability >= 8.0, a half dtype,
+    and a torch built with it."""
+    device = torch.device(device)
+    if device.type != "cuda" or dtype not in HALF_DTYPES or not torch.cuda.is_available():
+        return False
+    if not torch.backends.cuda.is_flash_attention_available():
+        return False
+    return torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 TRITON_ATTENTION = AttentionBackend("triton", store_kvcache, prefill_attention, decode_attention)
@@ -72,9 +90,14 @@ class Backend:
     def from_config(cls, config: Config, device: torch.device | str | None = None) -> Backend:
         """The engine's choice: `Config.attention_backend` and `Config.fused_kernels` on a GPU, the
         references on a CPU. `device` defaults to `config.device` (a TP worker passes its own)."""
-        if torch.device(device if device is not None else config.device).type != "cuda":
+        device = torch.device(device if device is not None else config.device)
+        if device.type != "cuda":
             return TORCH
-        return cls(ATTENTION_BACKENDS[config.attention_backend], config.fused_kernels,
+        attention = ATTENTION_BACKENDS[config.attention_backend]
+        if (config.flash_prefill and attention is TRITON_ATTENTION
+                and flash_varlen_available(device, config.dtype)):
+            attention = replace(attention, name="triton+flash", varlen_attention=varlen_attention)
+        return cls(attention, config.fused_kernels,
                    config.fused_kernels and config.fuse_norm_into_gemv, config.fused_kernels and config.silu_in_gemv)
 
     @classmethod

@@ -10,6 +10,7 @@
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -136,6 +137,24 @@ def test_the_engine_runs_varlen_attention_on_fresh_prefills_only_and_gives_hf_to
     assert greedy(llm, prompts, 12) == want             # a second pass hits the prefix cache: no fresh prompt
     assert spy.calls == calls
     assert_no_leaked_blocks(llm)
+
+
+def test_warm_up_runs_every_prefill_length_fresh_and_after_a_cached_token(tiny_ckpt, monkeypatch):
+    """A backend with varlen_attention takes fresh prompts away from the paged kernel: warm-up must
+    still run the paged kernel at every length, or its first chunked / prefix-hit step compiles it."""
+    llm = LLM(tiny_ckpt, device="cpu", dtype="float32", kvcache_block_size=16, max_model_len=64,
+              max_num_batched_tokens=64)
+    runner, steps = llm.model_runner, []
+    execute = runner.execute
+    monkeypatch.setattr(runner, "execute", lambda inputs, *a, **k: steps.append(inputs) or execute(inputs, *a, **k))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)     # a GPU-only method, run on CPU
+    runner.warm_up()
+    fresh = [(s.context_lens == np.diff(s.cu_seqlens_q)).all() for s in steps]
+    assert [int(s.max_seqlen_q) for s, f in zip(steps, fresh) if f] == [2, 4, 8, 16, 32, 64]
+    assert [(int(s.max_seqlen_q), int(s.positions[0])) for s, f in zip(steps, fresh) if not f] == [
+        (2, 1), (4, 1), (8, 1), (16, 1), (32, 1), (63, 1)]                  # 1 + 63 = max_model_len
+    for s in steps:            # every slot inside the sequence's own blocks
+        assert (s.slot_mapping >= 0).all() and (s.slot_mapping < 16 * (s.block_tables >= 0).sum()).all()
 
 
 @pytest.mark.gpu

@@ -157,8 +157,10 @@ class ModelRunner:
         """Pay the first-use costs now, not inside the first requests' time to first token: Triton
         compiles the prefill kernels' tile variants (16/32/64-row query tiles for short chunks,
         larger ones for long prompts), and cuBLAS picks and loads a GEMM kernel for each range of
-        token counts. One small prefill step per power of two up to the step budget; its K/V goes
-        into blocks no sequence owns yet."""
+        token counts. Two small prefill steps per power of two up to the step budget, one of a fresh
+        prompt and one after a cached token (a backend with `varlen_attention` takes the first to it,
+        only the second to the paged kernel; the second is capped by max_model_len as the
+        scheduler's chunks are); their K/V go into blocks no sequence owns yet."""
         cfg = self.config
         q_len, logits = 2, None
         while q_len <= min(cfg.max_num_batched_tokens, cfg.max_model_len):
@@ -166,6 +168,10 @@ class ModelRunner:
             if num_blocks > self.num_kvcache_blocks:
                 break
             logits = self.execute(dummy_prefill_inputs([q_len], [num_blocks], self.block_size))
+            after_one = min(q_len, cfg.max_model_len - 1)
+            blocks_after_one = after_one // self.block_size + 1          # the cached token and after_one more
+            if after_one >= 1 and blocks_after_one <= self.num_kvcache_blocks:
+                self.execute(dummy_prefill_inputs([after_one], [blocks_after_one], self.block_size, num_cached=1))
             q_len *= 2
         # the sampler on the model's logits dtype: profile_num_blocks ran it on fp32 logits (the
         # top-k/top-p path), a temperature-only row hands the kernel logits of the model's dtype

@@ -6,8 +6,9 @@
 
 - prefill attention (by default 8 x 1024 tokens, 16 q heads / 8 kv heads, head_dim 128, bf16,
   causal) over the paged cache at block sizes 16/64/256, vs torch SDPA on contiguous K/V (its own
-  pick, FlashAttention-2 and cuDNN pinned) and, for fresh prompts, the engine's FlashAttention-2
-  varlen path (with and without its K/V gather from the cache): ms and TFLOP/s. --prefill-cases / --prefill-heads pick other shapes: long prompts, and the chunks of a
+  pick, FlashAttention-2 and cuDNN pinned) and, for fresh prompts, the engine's cuDNN varlen path
+  (with and without its K/V gather from the cache) and cuDNN varlen with K/V of fewer heads: ms and
+  TFLOP/s. --prefill-cases / --prefill-heads pick other shapes: long prompts, and the chunks of a
   chunked prefill (SxC+L: a C-token chunk whose first L tokens are in the cache, what the engine
   runs when a prompt is longer than max_num_batched_tokens). Each tile config runs unpacked and,
   where the GQA group is > 1, packed (all q heads of a kv head in one tile).
@@ -178,6 +179,21 @@ def prefill_error(call, out, num_cached: int, chunk: int) -> float:
     return err
 
 
+def varlen_error(out, q, k, v, chunk: int, scale: float) -> float:
+    """Max |out - plain attention| over the last query row of every sequence (it sees the whole
+    sequence) and the first (it sees one key), fp32."""
+    num_seqs, group = q.shape[0] // chunk, q.shape[1] // k.shape[1]
+    err = 0.0
+    for s in range(num_seqs):
+        keys = k[s * chunk:(s + 1) * chunk].float().repeat_interleave(group, 1)        # [chunk, heads, d]
+        vals = v[s * chunk:(s + 1) * chunk].float().repeat_interleave(group, 1)
+        for row in (0, chunk - 1):
+            scores = torch.einsum("hd,khd->hk", q[s * chunk + row].float(), keys[:row + 1]) * scale
+            want = torch.einsum("hk,khd->hd", scores.softmax(-1), vals[:row + 1])
+            err = max(err, (out[s * chunk + row].float() - want).abs().max().item())
+    return err
+
+
 def bench_prefill(args, results):
     for num_heads, num_kv_heads in parse_heads(args.prefill_heads):
         for num_seqs, chunk, num_cached in parse_prefill_cases(args.prefill_cases):
@@ -215,19 +231,30 @@ def bench_prefill_case(args, results, num_seqs, chunk, num_cached, num_heads, nu
                 return sdpa(qd, kr, vr, **causal)
         baselines.append((f"sdpa {backend.name.lower()} (K/V repeated)", pinned))
     if num_cached == 0:
-        # what the engine runs for fresh prompts (aios/kernels/varlen_attention.py): torch's FlashAttention-2
-        # on packed K/V, alone and with the engine's gather of the step's K/V rows out of the paged cache
+        # what the engine runs for fresh prompts (aios/kernels/varlen_attention.py): cuDNN's attention on
+        # packed K/V, alone and with the engine's gather of the step's K/V rows out of the paged cache;
+        # and cuDNN's ragged path given GQA's fewer K/V heads (the engine repeats them: unchecked there)
         kp = kd.transpose(1, 2).reshape(num_seqs * chunk, num_kv_heads, head_dim)
         vp = vd.transpose(1, 2).reshape(num_seqs * chunk, num_kv_heads, head_dim)
         flat_k = torch.empty(2 * kp.shape[0], num_kv_heads, head_dim, dtype=dtype, device="cuda")
         flat_v = torch.empty_like(flat_k)
         slots = torch.randperm(flat_k.shape[0], device="cuda", generator=gen)[:kp.shape[0]]
         flat_k[slots], flat_v[slots] = kp, vp
+        cudnn = torch.ops.aten._cudnn_attention_forward
         baselines += [
-            ("flash varlen (engine, fresh prompts)", lambda: varlen_attention(q, kp, vp, cu_q, chunk, scale)),
-            ("flash varlen + gather from the cache", lambda: varlen_attention(q, flat_k[slots], flat_v[slots], cu_q,
+            ("cudnn varlen (engine, fresh prompts)", lambda: varlen_attention(q, kp, vp, cu_q, chunk, scale)),
+            ("cudnn varlen + gather from the cache", lambda: varlen_attention(q, flat_k[slots], flat_v[slots], cu_q,
                                                                               chunk, scale)),
+            ("cudnn varlen, K/V not repeated", lambda: cudnn(q, kp, vp, None, cu_q, cu_q, chunk, chunk, True, 0.0,
+                                                             True, False, scale=scale)[0]),
+            ("flash-2 varlen (aten)", lambda: torch.ops.aten._flash_attention_forward(
+                q, kp, vp, cu_q, cu_q, chunk, chunk, 0.0, True, False, scale=scale)[0]),
         ]
+        # one query row of each sequence checked against plain attention: a kernel that runs is not
+        # yet one that computes attention
+        checks = {"cudnn varlen (engine, fresh prompts)", "cudnn varlen, K/V not repeated", "flash-2 varlen (aten)"}
+    else:
+        checks = set()
     for impl, fn in baselines:
         try:
             ms = bench_eager(fn)
@@ -235,8 +262,11 @@ def bench_prefill_case(args, results, num_seqs, chunk, num_cached, num_heads, nu
             print(f"prefill {name} {impl}: failed: {type(e).__name__}: {str(e)[:200]}", flush=True)
             continue
         row = dict(kernel="prefill", impl=impl, block_size=None, ms=ms, tflops=flops / ms / 1e9, **case)
+        if impl in checks:
+            row["max_abs_err"] = varlen_error(fn(), q, kp, vp, chunk, scale)
         results["prefill"].append(row)
-        print(f"prefill {name} {impl:40s} {ms:8.3f} ms {row['tflops']:7.1f} TFLOP/s", flush=True)
+        err = f" err {row['max_abs_err']:.1e}" if "max_abs_err" in row else ""
+        print(f"prefill {name} {impl:40s} {ms:8.3f} ms {row['tflops']:7.1f} TFLOP/s{err}", flush=True)
     qd = kd = vd = kr = vr = kp = vp = flat_k = flat_v = None  # free before the paged runs
 
     packs = (False, True) if group > 1 else (False,)

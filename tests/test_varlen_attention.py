@@ -1,11 +1,11 @@
 """Prefill steps with no cached K/V attend over the step's own packed K/V (aios/kernels/varlen_attention.py).
 
-- The reference computes what the paged reference computes on fresh prompts, windows and GQA included.
-- An Attention layer takes the backend's `varlen_attention` on a step with no cached K/V and only
-  there; the engine marks the steps (chunked prefill, prefix hits and decode rows have cached K/V)
-  and gives HF's greedy tokens through it.
-- On a GPU: torch's FlashAttention-2 against the reference at real sizes, and the engine in bf16
-  picks it and computes the logits the paged Triton kernel computes.
+- The reference computes what the paged reference computes on fresh prompts, GQA included.
+- An Attention layer without a window takes the backend's `varlen_attention` on a step with no
+  cached K/V and only there; the engine marks the steps (chunked prefill, prefix hits and decode
+  rows have cached K/V), gives HF's greedy tokens through it, and warms up the paged kernel anyway.
+- On a GPU: cuDNN's attention against the reference at real sizes, and the engine in bf16 picks it
+  and computes the logits the paged Triton kernel computes.
 """
 
 from dataclasses import replace
@@ -18,7 +18,7 @@ from aios import LLM, SamplingParams
 from aios.kernels import prefill_attention_ref
 from aios.kernels.varlen_attention import varlen_attention, varlen_attention_ref
 from aios.layers.attention import Attention
-from aios.layers.backend import TORCH_ATTENTION, Backend, flash_varlen_available
+from aios.layers.backend import TORCH_ATTENTION, Backend, cudnn_varlen_available
 from aios.layers.rotary_embedding import RotaryEmbedding
 from aios.utils.context import Context
 from helpers import assert_no_leaked_blocks, greedy, hf_greedy, random_prompts
@@ -51,23 +51,13 @@ def packed_fresh_batch(lengths, num_heads, num_kv_heads, head_dim, dtype, device
 
 
 @pytest.mark.parametrize("heads", [(4, 4), (4, 2), (8, 1)])
-@pytest.mark.parametrize("window", [None, 1, 5, 64])
-def test_varlen_ref_equals_the_paged_ref_on_fresh_prompts(heads, window):
+def test_varlen_ref_equals_the_paged_ref_on_fresh_prompts(heads):
     lengths = [1, 17, 40, 33]
     q, k, v, cu, k_cache, v_cache, block_tables = packed_fresh_batch(lengths, *heads, 32, torch.float32)
     scale = 32 ** -0.5
-    got = varlen_attention_ref(q, k, v, cu, max(lengths), scale, sliding_window=window)
-    want = prefill_attention_ref(q, k_cache, v_cache, cu, cu, max(lengths), max(lengths), block_tables, scale,
-                                 sliding_window=window)
+    got = varlen_attention_ref(q, k, v, cu, max(lengths), scale)
+    want = prefill_attention_ref(q, k_cache, v_cache, cu, cu, max(lengths), max(lengths), block_tables, scale)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
-
-
-def test_the_window_changes_the_output_only_past_its_width():
-    q, k, v, cu, *_ = packed_fresh_batch([30], 2, 2, 16, torch.float32)
-    full = varlen_attention_ref(q, k, v, cu, 30, 0.25)
-    windowed = varlen_attention_ref(q, k, v, cu, 30, 0.25, sliding_window=8)
-    assert torch.equal(full[:8], windowed[:8])          # the first 8 queries see all of their keys anyway
-    assert (full[8:] - windowed[8:]).abs().amax(dim=(1, 2)).min() > 0
 
 
 class Spy:
@@ -81,15 +71,15 @@ class Spy:
         return varlen_attention_ref(*args, **kwargs)
 
 
-@pytest.mark.parametrize("window", [None, 6])
-def test_an_attention_layer_takes_varlen_attention_on_steps_without_cached_kv_only(window):
+def test_an_attention_layer_takes_varlen_attention_on_steps_without_cached_kv_only():
     spy = Spy()
     num_heads, num_kv_heads, head_dim, block_size = 4, 2, 32, 16
     rope = RotaryEmbedding(head_dim, 128, 10000.0)
-    paged = Attention(num_heads, num_kv_heads, head_dim, head_dim ** -0.5, rope,
-                      Backend(TORCH_ATTENTION), sliding_window=window)
+    paged = Attention(num_heads, num_kv_heads, head_dim, head_dim ** -0.5, rope, Backend(TORCH_ATTENTION))
     packed = Attention(num_heads, num_kv_heads, head_dim, head_dim ** -0.5, rope,
-                       Backend(replace(TORCH_ATTENTION, varlen_attention=spy)), sliding_window=window)
+                       Backend(replace(TORCH_ATTENTION, varlen_attention=spy)))
+    windowed = Attention(num_heads, num_kv_heads, head_dim, head_dim ** -0.5, rope,
+                         Backend(replace(TORCH_ATTENTION, varlen_attention=spy)), sliding_window=6)
     lengths = [20, 3, 35]
     total = sum(lengths)
     gen = torch.Generator().manual_seed(3)
@@ -113,6 +103,10 @@ def test_an_attention_layer_takes_varlen_attention_on_steps_without_cached_kv_on
     # the same tokens again as a step that attends to cached K/V: the paged kernel, never the packed one
     packed(q, k, v, positions, replace(fresh, has_cached_kv=True))
     assert spy.calls == 1
+    # varlen_attention has no window: a windowed layer attends with the paged kernel even when fresh
+    windowed.k_cache, windowed.v_cache = torch.zeros_like(paged.k_cache), torch.zeros_like(paged.v_cache)
+    windowed(q, k, v, positions, fresh)
+    assert spy.calls == 1 and windowed.attn_backend.varlen_attention is None
 
 
 def test_the_engine_runs_varlen_attention_on_fresh_prefills_only_and_gives_hf_tokens(tiny_ckpt):
@@ -159,26 +153,26 @@ def test_warm_up_runs_every_prefill_length_fresh_and_after_a_cached_token(tiny_c
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("head_dim", [64, 128, 256])
-@pytest.mark.parametrize("window", [None, 300])
-def test_flash_varlen_attention_matches_the_ref_at_real_sizes(head_dim, window):
+@pytest.mark.parametrize("heads", [(16, 8), (32, 8), (8, 8)])
+def test_cudnn_varlen_attention_matches_the_ref_at_real_sizes(head_dim, heads):
     lengths = [1024, 1, 700, 129, 2048]
-    q, k, v, cu, *_ = packed_fresh_batch(lengths, 16, 8, head_dim, torch.bfloat16, device="cuda")
-    assert flash_varlen_available("cuda", torch.bfloat16) and not flash_varlen_available("cuda", torch.float32)
-    got = varlen_attention(q, k, v, cu, max(lengths), head_dim ** -0.5, sliding_window=window)
-    want = varlen_attention_ref(q, k, v, cu, max(lengths), head_dim ** -0.5, sliding_window=window)
+    q, k, v, cu, *_ = packed_fresh_batch(lengths, *heads, head_dim, torch.bfloat16, device="cuda")
+    assert cudnn_varlen_available("cuda", torch.bfloat16) and not cudnn_varlen_available("cuda", torch.float32)
+    got = varlen_attention(q, k, v, cu, max(lengths), head_dim ** -0.5)
+    want = varlen_attention_ref(q, k, v, cu, max(lengths), head_dim ** -0.5)
     assert got.shape == want.shape and got.dtype == torch.bfloat16
     torch.testing.assert_close(got.float(), want.float(), atol=2e-2, rtol=2e-2)
 
 
 @pytest.mark.gpu
-def test_the_engine_in_bf16_prefills_fresh_prompts_with_flash_and_matches_the_paged_kernel(tiny_ckpt):
+def test_the_engine_in_bf16_prefills_fresh_prompts_with_cudnn_and_matches_the_paged_kernel(tiny_ckpt):
     prompts = random_prompts(512, [5, 40, 100, 7, 64], seed=24)
     logits, engines = [], []
-    for flash in (True, False):
+    for cudnn in (True, False):
         llm = LLM(tiny_ckpt, device="cuda", dtype="bfloat16", kvcache_block_size=16, max_model_len=512,
-                  num_kvcache_blocks=256, flash_prefill=flash)
+                  num_kvcache_blocks=256, cudnn_prefill=cudnn)
         layers = [m for m in llm.model_runner.model.modules() if isinstance(m, Attention)]
-        assert all((a.attn_backend.varlen_attention is not None) == flash for a in layers)
+        assert all((a.attn_backend.varlen_attention is not None) == cudnn for a in layers)
         for p in prompts:
             llm.add_request(p, SamplingParams(temperature=0, max_tokens=4))
         batch = llm.scheduler.schedule()

@@ -8,8 +8,8 @@ chunked prefill, prefix-cache hits and decode all use one cache layout:
 Steps where every sequence computes one token use the decode kernel (flash-decoding); any other
 step uses the variable-length prefill kernel, which also handles one-token rows mixed in. A
 prefill step with no cached K/V at all (fresh prompts) runs the backend's `varlen_attention`
-where it has one: the step's K/V read back from the cache in token order (slot_mapping), one
-packed run per sequence, attended without a block table.
+where it has one and the layer has no window: the step's K/V read back from the cache in token
+order (slot_mapping), one packed run per sequence, attended without a block table.
 Which kernels run is the backend's choice, bound at construction (aios/layers/backend.py): with
 fused kernels, q/k-norm + RoPE + the K/V store are one launch (`qk_norm_rope_store_kvcache`), and
 so are RoPE + the K/V store of a family without a q/k norm (`rope_store_kvcache`).
@@ -49,12 +49,11 @@ class Attention(nn.Module):
             raise ValueError(f"sliding_window must be >= 1 or None, got {sliding_window}")
         self.sliding_window = sliding_window
         if sliding_window is not None:            # bound once; a backend without windows runs full attention
-            varlen = self.attn_backend.varlen_attention
-            self.attn_backend = replace(
+            self.attn_backend = replace(          # varlen_attention has no window: the paged kernels take it all
                 self.attn_backend,
                 prefill_attention=partial(self.attn_backend.prefill_attention, sliding_window=sliding_window),
                 decode_attention=partial(self.attn_backend.decode_attention, sliding_window=sliding_window),
-                varlen_attention=None if varlen is None else partial(varlen, sliding_window=sliding_window))
+                varlen_attention=None)
         self.fused_qk_norm_rope_store = backend.fused_kernels    # lesson 10: one launch per layer
         self.k_cache = torch.tensor([])       # set by ModelRunner once the cache is allocated
         self.v_cache = torch.tensor([])

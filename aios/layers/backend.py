@@ -6,7 +6,7 @@ A `Backend` is four choices (lessons 09, 10), made from `Config` by `Backend.fro
   `TORCH_ATTENTION` their references (the score matrix built whole). A learner's attention is one
   more `AttentionBackend`, passed in, not patched in. An `AttentionBackend` may also carry a
   `varlen_attention` for prefill steps with no cached K/V (`Context.has_cached_kv` False): with
-  `Config.flash_prefill` on a GPU that has it, the engine's is torch's FlashAttention-2
+  `Config.cudnn_prefill` on a Hopper GPU, the engine's is cuDNN's fused attention
   (aios/kernels/varlen_attention.py).
 - `fused_kernels`: the Triton RMSNorm(+residual), q/k-norm + RoPE + KV store (one launch per
   layer), SiLU*mul, one-row gemv and sampling kernels; False runs their torch references.
@@ -61,15 +61,13 @@ class AttentionBackend:
     varlen_attention: Callable[..., torch.Tensor] | None = None
 
 
-def flash_varlen_available(device: torch.device | str, dtype: torch.dtype) -> bool:
-    """torch's FlashAttention-2 runs here: a CUDA device of compute capability >= 8.0, a half dtype,
-    and a torch built with it."""
+def cudnn_varlen_available(device: torch.device | str, dtype: torch.dtype) -> bool:
+    """cuDNN's fused attention takes fresh prompts here: a half dtype on a Hopper or newer GPU (where
+    it was measured faster than the paged Triton kernel) and a torch with cuDNN."""
     device = torch.device(device)
     if device.type != "cuda" or dtype not in HALF_DTYPES or not torch.cuda.is_available():
         return False
-    if not torch.backends.cuda.is_flash_attention_available():
-        return False
-    return torch.cuda.get_device_capability(device) >= (8, 0)
+    return torch.backends.cudnn.is_available() and torch.cuda.get_device_capability(device) >= (9, 0)
 
 
 TRITON_ATTENTION = AttentionBackend("triton", store_kvcache, prefill_attention, decode_attention)
@@ -94,9 +92,9 @@ class Backend:
         if device.type != "cuda":
             return TORCH
         attention = ATTENTION_BACKENDS[config.attention_backend]
-        if (config.flash_prefill and attention is TRITON_ATTENTION
-                and flash_varlen_available(device, config.dtype)):
-            attention = replace(attention, name="triton+flash", varlen_attention=varlen_attention)
+        if (config.cudnn_prefill and attention is TRITON_ATTENTION
+                and cudnn_varlen_available(device, config.dtype)):
+            attention = replace(attention, name="triton+cudnn", varlen_attention=varlen_attention)
         return cls(attention, config.fused_kernels,
                    config.fused_kernels and config.fuse_norm_into_gemv, config.fused_kernels and config.silu_in_gemv)
 

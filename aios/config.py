@@ -145,11 +145,6 @@ class Config:
     # MLP 8.75 -> 7.80 us, the 8B's level; kernels/NOTES.md). Where fuse_norm_into_gemv is on too, its
     # forward_one_row wins (SiLU in down_proj)
     silu_in_gemv: bool = True
-    # lesson 09 / issue 21: a prefill step in which no sequence attends to earlier K/V (fresh prompts:
-    # no prefix hit, no earlier chunk, no decode row) runs cuDNN's fused attention on the step's own
-    # K/V (aios/kernels/varlen_attention.py) on a Hopper GPU in bf16/fp16; any other step, a windowed
-    # layer, and cudnn_prefill=False run the paged Triton kernel. H200: BENCHMARKS.md, "Prefill of long prompts"
-    cudnn_prefill: bool = True
     enforce_eager: bool = False               # lesson 11: True turns CUDA graphs off
     async_scheduling: bool = True             # lesson 11: schedule step N+1 while the GPU runs step N
     tensor_parallel_size: int = 1             # lesson 14

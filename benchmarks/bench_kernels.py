@@ -6,9 +6,9 @@
 
 - prefill attention (by default 8 x 1024 tokens, 16 q heads / 8 kv heads, head_dim 128, bf16,
   causal) over the paged cache at block sizes 16/64/256, vs torch SDPA on contiguous K/V (its own
-  pick, FlashAttention-2 and cuDNN pinned) and, for fresh prompts, the engine's cuDNN varlen path
-  (with and without its K/V gather from the cache) and cuDNN varlen with K/V of fewer heads: ms and
-  TFLOP/s. --prefill-cases / --prefill-heads pick other shapes: long prompts, and the chunks of a
+  pick, FlashAttention-2 and cuDNN pinned) and, for fresh prompts, torch's varlen kernels on packed
+  K/V (cuDNN's ragged path and FlashAttention-2, with and without a gather of K/V out of a paged
+  cache): ms and TFLOP/s. --prefill-cases / --prefill-heads pick other shapes: long prompts, and the chunks of a
   chunked prefill (SxC+L: a C-token chunk whose first L tokens are in the cache, what the engine
   runs when a prompt is longer than max_num_batched_tokens). Each tile config runs unpacked and,
   where the GQA group is > 1, packed (all q heads of a kv head in one tile).
@@ -65,7 +65,6 @@ from aios.kernels.fused_gemv import add_rmsnorm_gemv, silu_mul_gemv  # noqa: E40
 from aios.kernels.gemv import gemv, gemv_config  # noqa: E402
 from aios.kernels.gemv_silu_and_mul import gemv_silu_and_mul, gemv_silu_and_mul_config  # noqa: E402
 from aios.kernels.prefill_attention import _prefill_attention_launch, _prefill_config  # noqa: E402
-from aios.kernels.varlen_attention import varlen_attention  # noqa: E402
 
 HBM_BYTES_PER_S = 3.0e12  # H100 SXM HBM3, the floor the brief names (spec 3.35 TB/s)
 L2_FLUSH_BYTES = 256 << 20
@@ -231,28 +230,33 @@ def bench_prefill_case(args, results, num_seqs, chunk, num_cached, num_heads, nu
                 return sdpa(qd, kr, vr, **causal)
         baselines.append((f"sdpa {backend.name.lower()} (K/V repeated)", pinned))
     if num_cached == 0:
-        # what the engine runs for fresh prompts (aios/kernels/varlen_attention.py): cuDNN's attention on
-        # packed K/V, alone and with the engine's gather of the step's K/V rows out of the paged cache;
-        # and cuDNN's ragged path given GQA's fewer K/V heads (the engine repeats them: unchecked there)
+        # fresh prompts' attention over packed K/V, no block table: what an engine could run for a prefill
+        # step with nothing cached, through torch's own kernels. cuDNN's ragged path takes K/V of q's
+        # heads or fewer; "+ gather" adds reading the step's K/V rows back out of a paged cache first
         kp = kd.transpose(1, 2).reshape(num_seqs * chunk, num_kv_heads, head_dim)
         vp = vd.transpose(1, 2).reshape(num_seqs * chunk, num_kv_heads, head_dim)
         flat_k = torch.empty(2 * kp.shape[0], num_kv_heads, head_dim, dtype=dtype, device="cuda")
         flat_v = torch.empty_like(flat_k)
         slots = torch.randperm(flat_k.shape[0], device="cuda", generator=gen)[:kp.shape[0]]
         flat_k[slots], flat_v[slots] = kp, vp
-        cudnn = torch.ops.aten._cudnn_attention_forward
+
+        def cudnn_varlen(k, v, repeat=True):
+            if repeat:
+                k, v = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
+            return torch.ops.aten._cudnn_attention_forward(q, k, v, None, cu_q, cu_q, chunk, chunk, True, 0.0, True,
+                                                           False, scale=scale)[0]
         baselines += [
-            ("cudnn varlen (engine, fresh prompts)", lambda: varlen_attention(q, kp, vp, cu_q, chunk, scale)),
-            ("cudnn varlen + gather from the cache", lambda: varlen_attention(q, flat_k[slots], flat_v[slots], cu_q,
-                                                                              chunk, scale)),
-            ("cudnn varlen, K/V not repeated", lambda: cudnn(q, kp, vp, None, cu_q, cu_q, chunk, chunk, True, 0.0,
-                                                             True, False, scale=scale)[0]),
+            ("cudnn varlen (K/V repeated)", lambda: cudnn_varlen(kp, vp)),
+            ("cudnn varlen + gather from a cache", lambda: cudnn_varlen(flat_k[slots], flat_v[slots])),
+            ("cudnn varlen, K/V not repeated", lambda: cudnn_varlen(kp, vp, repeat=False)),
             ("flash-2 varlen (aten)", lambda: torch.ops.aten._flash_attention_forward(
                 q, kp, vp, cu_q, cu_q, chunk, chunk, 0.0, True, False, scale=scale)[0]),
+            ("flash-2 varlen + gather from a cache", lambda: torch.ops.aten._flash_attention_forward(
+                q, flat_k[slots], flat_v[slots], cu_q, cu_q, chunk, chunk, 0.0, True, False, scale=scale)[0]),
         ]
         # one query row of each sequence checked against plain attention: a kernel that runs is not
         # yet one that computes attention
-        checks = {"cudnn varlen (engine, fresh prompts)", "cudnn varlen, K/V not repeated", "flash-2 varlen (aten)"}
+        checks = {"cudnn varlen (K/V repeated)", "cudnn varlen, K/V not repeated", "flash-2 varlen (aten)"}
     else:
         checks = set()
     for impl, fn in baselines:

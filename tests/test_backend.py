@@ -52,7 +52,6 @@ def test_backend_from_config_follows_the_switches_on_a_gpu_only(tiny_ckpt):
     class Cfg:
         device, attention_backend, fused_kernels = "cuda", "torch", True
         fuse_norm_into_gemv, silu_in_gemv = False, False
-        cudnn_prefill, dtype = True, torch.float32          # fp32: cuDNN's attention is never chosen
 
     assert Backend.from_config(Cfg) == Backend(TORCH_ATTENTION, fused_kernels=True)
     Cfg.fuse_norm_into_gemv = True

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 # lesson -> (what it adds, Config overrides relative to the engine's defaults)
 _OFF = dict(attention_backend="torch", fused_kernels=False, enforce_eager=True, async_scheduling=False,
-            enable_prefix_caching=False, cudnn_prefill=False)
+            enable_prefix_caching=False)
 
 LADDER: list[tuple[str, str, dict]] = [
     ("06", "paged KV cache, one sequence at a time", dict(_OFF, max_num_seqs=1)),
@@ -21,8 +21,7 @@ LADDER: list[tuple[str, str, dict]] = [
      dict(_OFF, attention_backend="triton", fused_kernels=True)),
     ("11", "+ CUDA graphs for decode, async scheduling", dict(_OFF, attention_backend="triton", fused_kernels=True,
                                                               enforce_eager=False, async_scheduling=True)),
-    ("13", "+ prefix caching (no shared prefixes here), cuDNN attention for fresh prompts: the defaults",
-     dict()),
+    ("13", "+ prefix caching (no shared prefixes here: no change expected)", dict()),
 ]
 
 

@@ -150,8 +150,6 @@ def engine_kwargs(args: argparse.Namespace, model_dir: str) -> dict:
               async_scheduling=not args.no_async_scheduling)
     if args.no_silu_in_gemv:
         kw["silu_in_gemv"] = False
-    if args.no_cudnn_prefill:
-        kw["cudnn_prefill"] = False
     if not glob.glob(os.path.join(model_dir, "*.safetensors")):
         kw["load_format"] = "dummy"
     if not os.path.exists(os.path.join(model_dir, "tokenizer.json")):
@@ -224,9 +222,6 @@ def main(argv: list[str] | None = None, prog: str | None = None, results_dir: st
     ap.add_argument("--no-async-scheduling", action="store_true", help="wait for each step's tokens")
     ap.add_argument("--no-silu-in-gemv", action="store_true",
                     help="Config.silu_in_gemv=False: a one-token MLP's SiLU * up as a launch of its own")
-    ap.add_argument("--no-flash-prefill", action="store_true",
-                    help="Config.cudnn_prefill=False: fresh prompts' prefill runs the paged Triton kernel, "
-                         "not torch's FlashAttention-2")
     ap.add_argument("--profile", action="store_true", help="after each run, a per-step time breakdown + kernel table")
     ap.add_argument("--out", default=results_dir, help="where JSON results and plots go (default: %(default)s)")
     ap.add_argument("--tag", default="", help="suffix of the result file names")

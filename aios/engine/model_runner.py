@@ -157,10 +157,8 @@ class ModelRunner:
         """Pay the first-use costs now, not inside the first requests' time to first token: Triton
         compiles the prefill kernels' tile variants (16/32/64-row query tiles for short chunks,
         larger ones for long prompts), and cuBLAS picks and loads a GEMM kernel for each range of
-        token counts. Two small prefill steps per power of two up to the step budget, one of a fresh
-        prompt and one after a cached token (a backend with `varlen_attention` takes the first to it,
-        only the second to the paged kernel; the second is capped by max_model_len as the
-        scheduler's chunks are); their K/V go into blocks no sequence owns yet."""
+        token counts. One small prefill step per power of two up to the step budget; its K/V goes
+        into blocks no sequence owns yet."""
         cfg = self.config
         q_len, logits = 2, None
         while q_len <= min(cfg.max_num_batched_tokens, cfg.max_model_len):
@@ -168,10 +166,6 @@ class ModelRunner:
             if num_blocks > self.num_kvcache_blocks:
                 break
             logits = self.execute(dummy_prefill_inputs([q_len], [num_blocks], self.block_size))
-            after_one = min(q_len, cfg.max_model_len - 1)
-            blocks_after_one = after_one // self.block_size + 1          # the cached token and after_one more
-            if after_one >= 1 and blocks_after_one <= self.num_kvcache_blocks:
-                self.execute(dummy_prefill_inputs([after_one], [blocks_after_one], self.block_size, num_cached=1))
             q_len *= 2
         # the sampler on the model's logits dtype: profile_num_blocks ran it on fp32 logits (the
         # top-k/top-p path), a temperature-only row hands the kernel logits of the model's dtype
@@ -230,7 +224,6 @@ class ModelRunner:
             cu_seqlens_k=torch.nn.functional.pad(t["context_lens"].cumsum(0, dtype=torch.int32), (1, 0)),
             max_seqlen_q=inputs.max_seqlen_q,
             max_seqlen_k=inputs.max_seqlen_k,
-            has_cached_kv=bool((inputs.context_lens != np.diff(inputs.cu_seqlens_q)).any()),
         )
         hidden = self.model(t["input_ids"], t["positions"], context)
         prompt_logprobs = None

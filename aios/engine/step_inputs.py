@@ -116,11 +116,8 @@ def profile_seq_lens(max_num_batched_tokens: int, max_num_seqs: int, max_model_l
     return [seq_len] * num_full + ([rest] if rest else [])
 
 
-def dummy_prefill_inputs(seq_lens: list[int], blocks_per_seq: list[int], block_size: int,
-                         num_cached: int = 0) -> StepInputs:
-    """A prefill of token 0 repeated, sequence i in blocks of its own (memory profiling, warm-up):
-    seq_lens[i] new tokens after `num_cached` tokens taken as already in the cache (whatever its
-    blocks hold), so num_cached > 0 is a step with cached K/V (Context.has_cached_kv)."""
+def dummy_prefill_inputs(seq_lens: list[int], blocks_per_seq: list[int], block_size: int) -> StepInputs:
+    """A prefill of token 0 repeated, sequence i in blocks of its own (memory profiling, warm-up)."""
     width = max(blocks_per_seq)
     block_tables = np.full((len(seq_lens), width), -1, dtype=np.int32)
     start = 0
@@ -128,5 +125,5 @@ def dummy_prefill_inputs(seq_lens: list[int], blocks_per_seq: list[int], block_s
         block_tables[i, :n] = np.arange(start, start + n)
         start += n
     lens = np.asarray(seq_lens, dtype=np.int64)
-    return build_step_inputs(np.zeros(int(lens.sum()), np.int64), np.full(len(lens), num_cached, np.int64), lens,
+    return build_step_inputs(np.zeros(int(lens.sum()), np.int64), np.zeros(len(lens), np.int64), lens,
                              block_tables, np.cumsum(lens) - 1, block_size)

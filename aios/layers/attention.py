@@ -6,10 +6,7 @@ The K/V of every token, cached prefix and new tokens alike, is read through `blo
 chunked prefill, prefix-cache hits and decode all use one cache layout:
     k_cache, v_cache: [num_blocks, block_size, num_kv_heads, head_dim]   (one pair per layer)
 Steps where every sequence computes one token use the decode kernel (flash-decoding); any other
-step uses the variable-length prefill kernel, which also handles one-token rows mixed in. A
-prefill step with no cached K/V at all (fresh prompts) runs the backend's `varlen_attention`
-where it has one and the layer has no window: the step's K/V read back from the cache in token
-order (slot_mapping), one packed run per sequence, attended without a block table.
+step uses the variable-length prefill kernel, which also handles one-token rows mixed in.
 Which kernels run is the backend's choice, bound at construction (aios/layers/backend.py): with
 fused kernels, q/k-norm + RoPE + the K/V store are one launch (`qk_norm_rope_store_kvcache`), and
 so are RoPE + the K/V store of a family without a q/k norm (`rope_store_kvcache`).
@@ -49,11 +46,10 @@ class Attention(nn.Module):
             raise ValueError(f"sliding_window must be >= 1 or None, got {sliding_window}")
         self.sliding_window = sliding_window
         if sliding_window is not None:            # bound once; a backend without windows runs full attention
-            self.attn_backend = replace(          # varlen_attention has no window: the paged kernels take it all
+            self.attn_backend = replace(
                 self.attn_backend,
                 prefill_attention=partial(self.attn_backend.prefill_attention, sliding_window=sliding_window),
-                decode_attention=partial(self.attn_backend.decode_attention, sliding_window=sliding_window),
-                varlen_attention=None)
+                decode_attention=partial(self.attn_backend.decode_attention, sliding_window=sliding_window))
         self.fused_qk_norm_rope_store = backend.fused_kernels    # lesson 10: one launch per layer
         self.k_cache = torch.tensor([])       # set by ModelRunner once the cache is allocated
         self.v_cache = torch.tensor([])
@@ -79,12 +75,6 @@ class Attention(nn.Module):
             else:
                 q, k = self.rotary_emb(positions, q), self.rotary_emb(positions, k)
             self.attn_backend.store_kvcache(k, v, self.k_cache, self.v_cache, context.slot_mapping)
-        if context.is_prefill and not context.has_cached_kv and self.attn_backend.varlen_attention is not None:
-            # the cache is where the fused kernels left k and v: gather the step's rows back in token order
-            k_new = self.k_cache.flatten(0, 1)[context.slot_mapping]
-            v_new = self.v_cache.flatten(0, 1)[context.slot_mapping]
-            return self.attn_backend.varlen_attention(q, k_new, v_new, context.cu_seqlens_q, context.max_seqlen_q,
-                                                      self.scale)
         if context.is_prefill:
             return self.attn_backend.prefill_attention(q, self.k_cache, self.v_cache, context.cu_seqlens_q,
                                                   context.cu_seqlens_k, context.max_seqlen_q,

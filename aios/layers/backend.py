@@ -4,10 +4,7 @@ A `Backend` is four choices (lessons 09, 10), made from `Config` by `Backend.fro
 - `attention`: an `AttentionBackend`, the functions that store K/V into the paged cache and attend
   over it. `TRITON_ATTENTION` is AIOS's FlashAttention prefill and paged decode kernels;
   `TORCH_ATTENTION` their references (the score matrix built whole). A learner's attention is one
-  more `AttentionBackend`, passed in, not patched in. An `AttentionBackend` may also carry a
-  `varlen_attention` for prefill steps with no cached K/V (`Context.has_cached_kv` False): with
-  `Config.cudnn_prefill` on a Hopper GPU, the engine's is cuDNN's fused attention
-  (aios/kernels/varlen_attention.py).
+  more `AttentionBackend`, passed in, not patched in.
 - `fused_kernels`: the Triton RMSNorm(+residual), q/k-norm + RoPE + KV store (one launch per
   layer), SiLU*mul, one-row gemv and sampling kernels; False runs their torch references.
 - `fused_one_row` (`Config.fuse_norm_into_gemv`, off by default; needs fused_kernels): a dense
@@ -27,7 +24,7 @@ flipped after construction, and nothing asks a tensor which device it is on.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -40,7 +37,6 @@ from aios.kernels import (
     store_kvcache,
     store_kvcache_ref,
 )
-from aios.kernels.varlen_attention import HALF_DTYPES, varlen_attention
 
 if TYPE_CHECKING:
     from aios.config import Config
@@ -56,18 +52,6 @@ class AttentionBackend:
     store_kvcache: Callable[..., None]          # (k, v, k_cache, v_cache, slot_mapping)
     prefill_attention: Callable[..., torch.Tensor]
     decode_attention: Callable[..., torch.Tensor]
-    # (q, k, v, cu_seqlens, max_seqlen, scale): causal attention over the step's own contiguous K/V;
-    # None: every prefill step runs prefill_attention
-    varlen_attention: Callable[..., torch.Tensor] | None = None
-
-
-def cudnn_varlen_available(device: torch.device | str, dtype: torch.dtype) -> bool:
-    """cuDNN's fused attention takes fresh prompts here: a half dtype on a Hopper or newer GPU (where
-    it was measured faster than the paged Triton kernel) and a torch with cuDNN."""
-    device = torch.device(device)
-    if device.type != "cuda" or dtype not in HALF_DTYPES or not torch.cuda.is_available():
-        return False
-    return torch.backends.cudnn.is_available() and torch.cuda.get_device_capability(device) >= (9, 0)
 
 
 TRITON_ATTENTION = AttentionBackend("triton", store_kvcache, prefill_attention, decode_attention)
@@ -88,14 +72,9 @@ class Backend:
     def from_config(cls, config: Config, device: torch.device | str | None = None) -> Backend:
         """The engine's choice: `Config.attention_backend` and `Config.fused_kernels` on a GPU, the
         references on a CPU. `device` defaults to `config.device` (a TP worker passes its own)."""
-        device = torch.device(device if device is not None else config.device)
-        if device.type != "cuda":
+        if torch.device(device if device is not None else config.device).type != "cuda":
             return TORCH
-        attention = ATTENTION_BACKENDS[config.attention_backend]
-        if (config.cudnn_prefill and attention is TRITON_ATTENTION
-                and cudnn_varlen_available(device, config.dtype)):
-            attention = replace(attention, name="triton+cudnn", varlen_attention=varlen_attention)
-        return cls(attention, config.fused_kernels,
+        return cls(ATTENTION_BACKENDS[config.attention_backend], config.fused_kernels,
                    config.fused_kernels and config.fuse_norm_into_gemv, config.fused_kernels and config.silu_in_gemv)
 
     @classmethod

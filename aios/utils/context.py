@@ -10,9 +10,6 @@ For a batch of sequences s = 0..B-1, each computing `seqlen_q[s]` new tokens on 
 - `cu_seqlens_q` / `cu_seqlens_k`: prefix sums of seqlen_q / seqlen_k, int32, length B + 1.
 - `block_tables[s]`: physical block ids of sequence s, padded with -1.
 - `context_lens[s]` = seqlen_k[s]: tokens sequence s attends to (decode kernels use this).
-- `has_cached_kv`: some sequence attends to K/V written before this step (seqlen_k[s] > seqlen_q[s]
-  for some s: a prefix-cache hit, an earlier chunk, a decode row). When False, a prefill step's K/V
-  are its own new tokens, packed as cu_seqlens_q delimits them (aios/kernels/varlen_attention.py).
 """
 
 from __future__ import annotations
@@ -32,4 +29,3 @@ class Context:
     cu_seqlens_k: torch.Tensor | None = None  # [num_seqs + 1] int32 (prefill only)
     max_seqlen_q: int = 1
     max_seqlen_k: int = 0
-    has_cached_kv: bool = True

@@ -146,14 +146,15 @@ def main() -> None:
     parser.add_argument("--silu-in-gemm", choices=("both", "on", "off"), default="both",
                         help="time candidates with the SiLU inside the first GEMM, as its own launch, or both")
     parser.add_argument("--merge", action="store_true",
-                        help="start from the GPU's existing table: its entry at each token count competes "
+                        help="start from the table the engine loads for this shape and GPU (aios/kernels/configs/"
+                             "fused_moe/, whatever --table-dir says): its entry at each token count competes "
                              "with the candidates, and the token counts not tuned keep theirs")
     args = parser.parse_args()
     assert torch.cuda.is_available(), "tune_moe.py needs a CUDA GPU"
     gpu = torch.cuda.get_device_name()
     start, table, rows = time.time(), {}, []
     if args.merge:
-        existing = MoeTiles.load(args.experts, args.inter, gpu, args.table_dir)
+        existing = MoeTiles.load(args.experts, args.inter, gpu, CONFIG_DIR)
         args.merge = dict(existing.by_num_tokens) if existing is not None else {}
         table = dict(args.merge)
     for num_tokens in args.tokens:

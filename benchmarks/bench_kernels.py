@@ -8,8 +8,8 @@
   causal) over the paged cache at block sizes 16/64/256, vs torch SDPA on contiguous K/V (its own
   pick, FlashAttention-2 and cuDNN pinned) and, for fresh prompts, torch's varlen kernels on packed
   K/V (cuDNN's ragged path and FlashAttention-2, with and without a gather of K/V out of a paged
-  cache): ms and TFLOP/s. --prefill-cases / --prefill-heads pick other shapes: long prompts, and the chunks of a
-  chunked prefill (SxC+L: a C-token chunk whose first L tokens are in the cache, what the engine
+  cache): ms and TFLOP/s. --prefill-cases / --prefill-heads pick other shapes: long prompts, and
+  the chunks of a chunked prefill (SxC+L: a C-token chunk whose first L tokens are in the cache, what the engine
   runs when a prompt is longer than max_num_batched_tokens). Each tile config runs unpacked and,
   where the GQA group is > 1, packed (all q heads of a kv head in one tile).
 - decode attention (batch 1/32/256, context 512..4096) vs the bandwidth floor
@@ -231,8 +231,9 @@ def bench_prefill_case(args, results, num_seqs, chunk, num_cached, num_heads, nu
         baselines.append((f"sdpa {backend.name.lower()} (K/V repeated)", pinned))
     if num_cached == 0:
         # fresh prompts' attention over packed K/V, no block table: what an engine could run for a prefill
-        # step with nothing cached, through torch's own kernels. cuDNN's ragged path takes K/V of q's
-        # heads or fewer; "+ gather" adds reading the step's K/V rows back out of a paged cache first
+        # step with nothing cached, through torch's own kernels. cuDNN's ragged path is timed with K/V
+        # repeated to q's heads and with GQA's fewer; "+ gather" first reads the step's K/V rows back
+        # out of a paged cache
         kp = kd.transpose(1, 2).reshape(num_seqs * chunk, num_kv_heads, head_dim)
         vp = vd.transpose(1, 2).reshape(num_seqs * chunk, num_kv_heads, head_dim)
         flat_k = torch.empty(2 * kp.shape[0], num_kv_heads, head_dim, dtype=dtype, device="cuda")

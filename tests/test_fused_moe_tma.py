@@ -128,3 +128,42 @@ def test_tma_fused_moe_replays_inside_a_cuda_graph(grid):
     graph.replay()
     want = fused_moe_ref(x, w13, w2, topk_weights, topk_ids)
     assert torch.allclose(out.float(), want.float(), atol=3e-2, rtol=3e-2)
+
+
+def test_the_tma_table_keeps_its_grids_in_a_file_of_its_own(tmp_path, monkeypatch):
+    """tune_moe.py --gemm tma writes its table beside the committed one, never over it, and each
+    entry's programs_per_sm (None included) comes back."""
+    from aios.kernels.fused_moe_tma import load_tma_tiles, save_tma_tiles, tma_tiles_path
+    from aios.kernels.moe_tiles import MoeTiles, tiles_file_name
+
+    tiles = MoeTiles(((64, dict(block_m=16, block_n=64, block_k=128, num_warps=4, num_stages=3, silu_in_gemm=True,
+                                programs_per_sm=None)),
+                      (512, dict(block_m=64, block_n=64, block_k=64, num_warps=4, num_stages=3, silu_in_gemm=True,
+                                 programs_per_sm=2))))
+    path = save_tma_tiles(tiles, 128, 768, "NVIDIA H200", tmp_path)
+    assert path.name != tiles_file_name(128, 768, "NVIDIA H200") and path == tma_tiles_path(128, 768, "NVIDIA H200",
+                                                                                           tmp_path)
+    assert load_tma_tiles(128, 768, "NVIDIA H200", tmp_path) == tiles
+    assert MoeTiles.load(128, 768, "NVIDIA H200", tmp_path) is None
+    monkeypatch.setattr("aios.kernels.device._cuda_sm_count", lambda index: 132)     # as on the H200
+    for num_tokens, num_programs in ((64, None), (512, 2 * 132)):
+        cfg = fused_moe_tma_config(num_tokens, 8, torch.device("cuda", 0), load_tma_tiles(128, 768, "NVIDIA H200",
+                                                                                           tmp_path))
+        assert "programs_per_sm" not in cfg and cfg["num_programs"] == num_programs
+
+
+def test_tune_moe_times_each_tma_grid_right_after_the_default_kernel_at_its_tiles(monkeypatch):
+    import argparse
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))    # its own imports
+    from benchmarks.tune_moe import gemm_candidates
+
+    args = argparse.Namespace(tiles="base", silu_in_gemm="on", gemm="tma", programs_per_sm=[0, 1], top_k=8,
+                              experts=128)
+    pairs = gemm_candidates(args, 256)
+    assert [gemm for gemm, _ in pairs[:3]] == ["triton", "tma", "tma"] and len(pairs) % 3 == 0
+    for (_, base), (_, grid0), (_, grid1) in zip(pairs[::3], pairs[1::3], pairs[2::3]):
+        assert grid0 == {**base, "programs_per_sm": None} and grid1 == {**base, "programs_per_sm": 1}
+    assert all(gemm == "triton" for gemm, _ in gemm_candidates(argparse.Namespace(**{**vars(args), "gemm": "triton"}),
+                                                               256))

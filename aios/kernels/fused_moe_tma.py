@@ -18,6 +18,8 @@ the routing weights, the top-k sum. Only the grouped GEMM differs, in two ways:
   share its weight tiles in L2), the loop flattened (`tl.range(flatten=True)`) so that the next
   item's first tiles load during this one's epilogue. None: one program per work item, as the
   default kernel's grid. Only row blocks below num_tokens_post_padded are work items.
+Not used: `tl.range(warp_specialize=True)`: Triton 3.6 documents it for Blackwell, and for sm_90 it
+compiled some tiles without their pipeline and failed others (aios/kernels/NOTES.md).
 
 Invariants (tests/test_fused_moe_tma.py checks each): equal to `fused_moe_ref` as `fused_moe` is
 (padding rows read and write nothing, fp32 dots IEEE); no host sync; PDL (aios/kernels/pdl.py): every
@@ -26,6 +28,9 @@ The weights need 16-byte aligned rows (K * itemsize % 16 == 0) and experts stack
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import torch
 import triton
@@ -37,10 +42,11 @@ from aios.kernels.device import sm_count
 from aios.kernels.fused_moe import _dot, fused_moe_config, fused_moe_ref
 from aios.kernels.moe_align import moe_align_block_size
 from aios.kernels.moe_gemv import MAX_PAIRS_GEMV, fused_moe_gemv
-from aios.kernels.moe_tiles import MoeTiles
+from aios.kernels.moe_tiles import CONFIG_DIR, MoeTiles, tiles_file_name
 from aios.kernels.pdl import pdl_enabled, wait_for_previous_kernel
 
-__all__ = ["fused_moe_ref", "fused_moe_tma", "fused_moe_tma_config"]     # the reference is fused_moe.py's
+__all__ = ["fused_moe_ref", "fused_moe_tma", "fused_moe_tma_config", "load_tma_tiles",   # the reference: fused_moe.py's
+           "save_tma_tiles"]
 PROGRAMS_PER_SM = 1          # the persistent grid's default until the H200 measures (tune_moe.py --gemm tma)
 
 
@@ -52,7 +58,7 @@ def _fused_moe_tma_kernel(
     A_ROWS_PER_PAIR: tl.constexpr, MUL_ROUTED_WEIGHT: tl.constexpr, SILU_AND_MUL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     PRECISION: tl.constexpr, UPCAST: tl.constexpr, USE_PDL: tl.constexpr,
-    FLATTEN: tl.constexpr, WARP_SPECIALIZE: tl.constexpr,
+    FLATTEN: tl.constexpr,
 ):
     """_fused_moe_kernel's C (aios/kernels/fused_moe.py), B read as [BLOCK_N, BLOCK_K] boxes of the
     [E * b_rows_per_expert, K] descriptor; each program loops over work items tile = pid_n *
@@ -61,8 +67,7 @@ def _fused_moe_tma_kernel(
     num_m_blocks = tl.load(num_tokens_post_padded_ptr) // BLOCK_M         # a multiple of BLOCK_M
     num_tiles = num_m_blocks * tl.cdiv(N, BLOCK_N)
     dtype = c_ptr.dtype.element_ty
-    for tile in tl.range(tl.program_id(0), num_tiles, tl.num_programs(0), flatten=FLATTEN,
-                         warp_specialize=WARP_SPECIALIZE):
+    for tile in tl.range(tl.program_id(0), num_tiles, tl.num_programs(0), flatten=FLATTEN):
         pid_m = tile % num_m_blocks
         pid_n = tile // num_m_blocks
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -93,13 +98,35 @@ def _fused_moe_tma_kernel(
 def fused_moe_tma_config(num_tokens: int, top_k: int, device: torch.device, tiles: MoeTiles | None = None,
                          programs_per_sm: int | None = PROGRAMS_PER_SM) -> dict:
     """fused_moe_config's tiles (the measured table's where it has them), plus `num_programs`: the
-    persistent grid's size (programs_per_sm * SMs; None: one program per work item) and
-    `warp_specialize` (off: the Triton 3.6 docs give automatic warp specialization to Blackwell)."""
+    persistent grid's size (programs_per_sm * SMs; None: one program per work item)."""
     cfg = fused_moe_config(num_tokens, top_k, device, tiles)
     programs_per_sm = cfg.pop("programs_per_sm", programs_per_sm)
     cfg["num_programs"] = None if programs_per_sm is None else programs_per_sm * sm_count(device)
-    cfg.setdefault("warp_specialize", False)
     return cfg
+
+
+def tma_tiles_path(num_experts: int, intermediate_size: int, device_name: str, config_dir: Path = CONFIG_DIR) -> Path:
+    """The TMA kernel's table (benchmarks/tune_moe.py --gemm tma) beside the default kernel's, never it."""
+    return Path(config_dir) / tiles_file_name(num_experts, intermediate_size, device_name).replace(".json",
+                                                                                                   ",gemm=tma.json")
+
+
+def save_tma_tiles(tiles: MoeTiles, num_experts: int, intermediate_size: int, device_name: str,
+                   config_dir: Path = CONFIG_DIR) -> Path:
+    path = tma_tiles_path(num_experts, intermediate_size, device_name, config_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(tiles.to_dict(), indent=1))
+    return path
+
+
+def load_tma_tiles(num_experts: int, intermediate_size: int, device_name: str,
+                   config_dir: Path = CONFIG_DIR) -> MoeTiles | None:
+    """The measured TMA table, each entry's programs_per_sm kept (MoeTiles.from_dict keeps only the
+    default kernel's keys), or None where none was measured."""
+    path = tma_tiles_path(num_experts, intermediate_size, device_name, config_dir)
+    if not path.exists():
+        return None
+    return MoeTiles(tuple(sorted((int(t), entry) for t, entry in json.loads(path.read_text()).items())))
 
 
 def _weight_descriptor(b: torch.Tensor, cfg: dict) -> TensorDescriptor:
@@ -125,7 +152,7 @@ def _grouped_gemm_tma(a, b, c, topk_weights, sorted_token_ids, expert_ids, num_t
         A_ROWS_PER_PAIR=a_rows_per_pair, MUL_ROUTED_WEIGHT=mul_routed_weight, SILU_AND_MUL=silu_and_mul,
         BLOCK_M=cfg["block_m"], BLOCK_N=cfg["block_n"], BLOCK_K=cfg["block_k"],
         PRECISION="ieee" if a.dtype == torch.float32 else "tf32", UPCAST=a.device.type != "cuda", USE_PDL=pdl,
-        FLATTEN=cfg["num_programs"] is not None, WARP_SPECIALIZE=cfg["warp_specialize"],
+        FLATTEN=cfg["num_programs"] is not None,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], launch_pdl=pdl,
     )
 

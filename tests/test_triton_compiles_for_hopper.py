@@ -20,9 +20,10 @@ in aios/kernels is one the harness makes as the GPU would; and the bug that brok
 (`_loop_carried_shape_change` below) is caught. What only a GPU checks: numerics, races, PDL
 ordering, registers and occupancy, loading and running the cubin (aios/kernels/NOTES.md).
 
-Cost on a 2-core CPU: ~110 s with a cold Triton cache (87 specializations of 20 kernels, and the 29
-of bench_kernels.py's prefill sweep, reported apart as `prefill_sweep`: 44 s of compiling), a few
-seconds when ~/.triton/cache already holds them (an edited kernel recompiles only its own). By hand:
+Cost on a 2-core CPU: ~170 s with a cold Triton cache (142 specializations of 22 kernels, 120 s of
+compiling, 29 s of it the 37 of the opt-in TMA grouped GEMM; and the 28 of bench_kernels.py's
+prefill sweep, reported apart as `prefill_sweep`: 45 s), a few seconds when ~/.triton/cache
+already holds them (an edited kernel recompiles only its own). By hand:
 `PYTHONPATH=$PWD python tests/test_triton_compiles_for_hopper.py` prints the report (JSON).
 """
 

@@ -7,7 +7,7 @@ the routing weights, the top-k sum. Only the grouped GEMM differs, in two ways:
 
 - The weight tile of expert e at rows [n0, n0 + BLOCK_N), columns [k0, k0 + BLOCK_K) is one 2-D
   box of w13 viewed as [E * 2I, H] (or w2 as [E * H, I]), loaded by the TMA unit through a host-side
-  tensor descriptor (`triton.tools.tensor_descriptor.TensorDescriptor`, Triton >= 3.4: Triton
+  tensor descriptor (`triton.tools.tensor_descriptor.TensorDescriptor`, in Triton 3.6 and 3.9; Triton
   encodes the CUtensorMap at launch and passes it as a kernel parameter, so no global workspace
   and no `triton.set_allocator`; a CUDA graph keeps the parameter, and the weights do not move).
   Columns past K come back as zeros; rows past the expert's N are another expert's (or the up
@@ -15,9 +15,10 @@ the routing weights, the top-k sum. Only the grouped GEMM differs, in two ways:
   sorted_token_ids, so they stay ordinary (cp.async) loads.
 - `programs_per_sm`: a persistent grid of programs_per_sm * SMs programs, each looping over
   (row block, N tile) work items, row blocks fastest (an expert's row blocks run side by side and
-  share its weight tiles in L2), the loop flattened (`tl.range(flatten=True)`) so that the next
-  item's first tiles load during this one's epilogue. None: one program per work item, as the
-  default kernel's grid. Only row blocks below num_tokens_post_padded are work items.
+  share its weight tiles in L2), the loop flattened (`tl.range(flatten=True)`: one pipelined loop
+  over (item, K step), so the next item's first tiles load during this one's epilogue). None: one
+  program per work item, as the default kernel's grid. Only row blocks below num_tokens_post_padded
+  are work items.
 Not used: `tl.range(warp_specialize=True)`: Triton 3.6 documents it for Blackwell, and for sm_90 it
 compiled some tiles without their pipeline and failed others (aios/kernels/NOTES.md).
 

@@ -16,7 +16,10 @@ Rows, microseconds per layer call:
   where benchmarks/tune_moe.py wrote a table, as the engine's FusedMoE layer loads it);
 - `router`, `experts (sorted ...)` and `experts (gemv)` alone, to place the time, to choose
   MAX_PAIRS_GEMV (the gemv rows up to 8 tokens) and where the SiLU goes (fused_moe_config);
-- with --sweep: moe_gemv tiles at 1 and 2 tokens, grouped-GEMM tiles at 32 and 256.
+- with --sweep: moe_gemv tiles at 1 and 2 tokens, grouped-GEMM tiles at 32 and 256;
+- with --tma (the sorted path's token counts): `experts (sorted, engine's tiles)` and the same
+  tiles through aios/kernels/fused_moe_tma.py, a program per work item and persistent grids of 1
+  and 2 programs per SM.
 Every row first checks its output against fused_moe_ref in fp32. Writes moe-<date>-<gpu>.json and
 .md under --out.
 """
@@ -37,6 +40,7 @@ import triton  # noqa: E402
 from bench_kernels import bench_graph  # noqa: E402
 
 from aios.kernels.fused_moe import fused_moe, fused_moe_config, fused_moe_ref  # noqa: E402
+from aios.kernels.fused_moe_tma import fused_moe_tma  # noqa: E402
 from aios.kernels.gemv import gemv  # noqa: E402
 from aios.kernels.moe_gemv import MAX_PAIRS_GEMV, fused_moe_gemv  # noqa: E402
 from aios.kernels.moe_tiles import MoeTiles  # noqa: E402
@@ -107,6 +111,14 @@ def time_rows(tokens: int, args, results: list) -> None:
     if tokens <= 8:
         rows.append(("experts (gemv)", experts(functools.partial(fused_moe, gemv=True)),
                      fused_moe(layers[0]["x"], layers[0]["w13"], layers[0]["w2"], w0, ids0, gemv=True)))
+    if args.tma and tokens * TOP_K > MAX_PAIRS_GEMV:
+        same_tiles = [("experts (sorted, engine's tiles)", functools.partial(fused_moe, gemv=False, tiles=TILES))]
+        for name, programs_per_sm in (("a program per work item", None), ("persistent, 1 per SM", 1),
+                                      ("persistent, 2 per SM", 2)):
+            same_tiles.append((f"experts (sorted, engine's tiles, TMA, {name})", functools.partial(
+                fused_moe_tma, gemv=False, tiles=TILES, programs_per_sm=programs_per_sm)))
+        rows += [(name, experts(fn), fn(layers[0]["x"], layers[0]["w13"], layers[0]["w2"], w0, ids0))
+                 for name, fn in same_tiles]
     if args.sweep and tokens <= 2:
         for bn in (8, 16, 32):
             for bn_down in (4, 8, 16):
@@ -144,6 +156,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, nargs="+", default=[1, 2, 4, 8, 32, 256])
     parser.add_argument("--sweep", action="store_true", help="also sweep the gemv and grouped-GEMM tiles")
+    parser.add_argument("--tma", action="store_true", help="also time the TMA grouped GEMM at the engine's tiles")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = parser.parse_args()
     assert torch.cuda.is_available(), "bench_moe.py needs a CUDA GPU"

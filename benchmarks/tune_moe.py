@@ -15,6 +15,14 @@ Writes the table, E=..,N=..,device_name=...json, into --table-dir (default
 aios/kernels/configs/fused_moe/, where FusedMoE looks: aios/kernels/moe_tiles.py), and every timing,
 with the default rule's beside the best, to --out/moe-tune-<date>-<gpu>.json. --max-seconds stops
 the ladder early and writes what it measured.
+
+    python benchmarks/tune_moe.py --gemm tma --tiles table --tokens 64 128 256 512 4096
+
+times aios/kernels/fused_moe_tma.py's grouped GEMM (TMA weight loads, a persistent grid of
+--programs-per-sm per SM, 0: a program per work item) at each candidate's tiles, right after the
+default kernel at the same tiles, both checked against the default rule's output first; it writes
+its own table, E=..,N=..,device_name=..,gemm=tma.json, and moe-tune-tma-<date>-<gpu>.json, and
+leaves the committed table alone.
 """
 
 import argparse
@@ -32,6 +40,7 @@ import triton  # noqa: E402
 from bench_kernels import bench_graph  # noqa: E402
 
 from aios.kernels.fused_moe import fused_moe, fused_moe_config  # noqa: E402
+from aios.kernels.fused_moe_tma import fused_moe_tma, save_tma_tiles  # noqa: E402
 from aios.kernels.moe_gemv import MAX_PAIRS_GEMV  # noqa: E402
 from aios.kernels.moe_tiles import CONFIG_DIR, MoeTiles  # noqa: E402
 from aios.kernels.topk_softmax import topk_softmax  # noqa: E402
@@ -82,11 +91,30 @@ def make_layers(args, num_tokens: int, gen: torch.Generator) -> list[dict]:
     return layers
 
 
-def run_with(layer: dict, cfg: dict | None) -> torch.Tensor:
+def run_with(layer: dict, cfg: dict | None, gemm: str = "triton") -> torch.Tensor:
     """fused_moe's sorted path at `cfg` (a one-entry table: every token count takes it; None: the
-    rule-based default, no table)."""
+    rule-based default, no table); gemm "tma": fused_moe_tma's, cfg's programs_per_sm included."""
     tiles = None if cfg is None else MoeTiles(((1, cfg),))
-    return fused_moe(layer["x"], layer["w13"], layer["w2"], layer["weights"], layer["ids"], gemv=False, tiles=tiles)
+    moe = fused_moe if gemm == "triton" else fused_moe_tma
+    return moe(layer["x"], layer["w13"], layer["w2"], layer["weights"], layer["ids"], gemv=False, tiles=tiles)
+
+
+def gemm_candidates(args, num_tokens: int) -> list[tuple[str, dict]]:
+    """(gemm, cfg) to time: the tile candidates (--tiles table: the engine's table entry alone)
+    through the default kernel, and with --gemm tma each also through the TMA kernel at every
+    --programs-per-sm, right after the default kernel at the same tiles."""
+    if args.tiles == "table":
+        table = MoeTiles.load(args.experts, args.inter, torch.cuda.get_device_name(), CONFIG_DIR)
+        assert table is not None, "--tiles table: no committed tile table for this shape and GPU"
+        base = [table.choose(num_tokens)]
+    else:
+        tiles = {"base": TILES, "wide": WIDE_TILES, "all": TILES + WIDE_TILES}[args.tiles]
+        silu_modes = {"both": (True, False), "on": (True,), "off": (False,)}[args.silu_in_gemm]
+        base = candidates(num_tokens, args.top_k, args.experts, tiles, silu_modes)
+    if args.gemm == "triton":
+        return [("triton", cfg) for cfg in base]
+    return [(gemm, {**cfg, "programs_per_sm": p or None}) if gemm == "tma" else (gemm, cfg)
+            for cfg in base for gemm, p in [("triton", None)] + [("tma", p) for p in args.programs_per_sm]]
 
 
 def tune_one(args, num_tokens: int, rows: list) -> dict | None:
@@ -96,36 +124,40 @@ def tune_one(args, num_tokens: int, rows: list) -> dict | None:
     want = run_with(layers[0], None).float()
     tol = 2e-2 * want.abs().max().item() + 1e-3
 
-    def time_cfg(cfg):
-        return 1e3 * bench_graph(lambda c: (lambda: run_with(layers[c], cfg)), len(layers), calls_per_graph)
+    def time_cfg(cfg, gemm="triton"):
+        return 1e3 * bench_graph(lambda c: (lambda: run_with(layers[c], cfg, gemm)), len(layers), calls_per_graph)
     default_us = time_cfg(None)
     default = fused_moe_config(num_tokens, args.top_k, torch.device("cuda"))
     rows.append(dict(num_tokens=num_tokens, config=default, us=default_us, default=True))
-    best, best_us = None, math.inf
-    tiles = {"base": TILES, "wide": WIDE_TILES, "all": TILES + WIDE_TILES}[args.tiles]
-    silu_modes = {"both": (True, False), "on": (True,), "off": (False,)}[args.silu_in_gemm]
+    best, best_us, same_tiles_us = None, math.inf, {}
     if args.merge and num_tokens in args.merge:            # the table's entry competes too
         best = args.merge[num_tokens]
         best_us = time_cfg(best)
         rows.append(dict(num_tokens=num_tokens, config=best, us=best_us, table=True))
-    for cfg in candidates(num_tokens, args.top_k, args.experts, tiles, silu_modes):
+    for gemm, cfg in gemm_candidates(args, num_tokens):
         try:
-            err = (run_with(layers[0], cfg).float() - want).abs().max().item()
+            err = (run_with(layers[0], cfg, gemm).float() - want).abs().max().item()
             if err > tol:
-                print(f"tokens {num_tokens:6d} {cfg}: refused, max |diff| {err:.3g} vs the default's output",
+                print(f"tokens {num_tokens:6d} {gemm} {cfg}: refused, max |diff| {err:.3g} vs the default's output",
                       flush=True)
-                rows.append(dict(num_tokens=num_tokens, config=cfg, us=None, error=f"max |diff| {err:.3g}"))
+                rows.append(dict(num_tokens=num_tokens, gemm=gemm, config=cfg, us=None, error=f"max |diff| {err:.3g}"))
                 continue
-            us = time_cfg(cfg)
+            us = time_cfg(cfg, gemm)
         except Exception as e:  # noqa: BLE001 - a tile that does not fit (shared memory) is a result too
-            print(f"tokens {num_tokens:6d} {cfg}: failed: {type(e).__name__}", flush=True)
-            rows.append(dict(num_tokens=num_tokens, config=cfg, us=None, error=type(e).__name__))
+            print(f"tokens {num_tokens:6d} {gemm} {cfg}: failed: {type(e).__name__}", flush=True)
+            rows.append(dict(num_tokens=num_tokens, gemm=gemm, config=cfg, us=None, error=type(e).__name__))
             continue
-        rows.append(dict(num_tokens=num_tokens, config=cfg, us=us))
-        if us < best_us:
+        rows.append(dict(num_tokens=num_tokens, gemm=gemm, config=cfg, us=us))
+        if gemm == "triton":
+            same_tiles_us[repr(cfg)] = us
+        if args.gemm == "tma" and gemm == "tma":
+            base_us = same_tiles_us.get(repr({k: v for k, v in cfg.items() if k != "programs_per_sm"}))
+            print(f"tokens {num_tokens:6d} {cfg}: tma {us:8.1f} us, default kernel at these tiles "
+                  + (f"{base_us:8.1f} us ({base_us / us:.2f}x)" if base_us else "failed or refused"), flush=True)
+        if gemm == args.gemm and us < best_us:
             best, best_us = cfg, us
     if best is not None:
-        print(f"tokens {num_tokens:6d}: best {best} {best_us:8.1f} us, default rule {default_us:8.1f} us "
+        print(f"tokens {num_tokens:6d}: best {args.gemm} {best} {best_us:8.1f} us, default rule {default_us:8.1f} us "
               f"({default_us / best_us:.2f}x)", flush=True)
     return best
 
@@ -141,15 +173,24 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"),
                         help="where every timing goes (JSON)")
     parser.add_argument("--max-seconds", type=float, default=None, help="stop the ladder after this long")
-    parser.add_argument("--tiles", choices=("base", "wide", "all"), default="base",
-                        help="the candidate (block_n, block_k, warps, stages): TILES, WIDE_TILES or both")
+    parser.add_argument("--tiles", choices=("base", "wide", "all", "table"), default="base",
+                        help="the candidate (block_n, block_k, warps, stages): TILES, WIDE_TILES or both; table: "
+                             "the committed table's entry alone (its block_m and SiLU placement too)")
     parser.add_argument("--silu-in-gemm", choices=("both", "on", "off"), default="both",
                         help="time candidates with the SiLU inside the first GEMM, as its own launch, or both")
     parser.add_argument("--merge", action="store_true",
                         help="start from the table the engine loads for this shape and GPU (aios/kernels/configs/"
                              "fused_moe/, whatever --table-dir says): its entry at each token count competes "
                              "with the candidates, and the token counts not tuned keep theirs")
+    parser.add_argument("--gemm", choices=("triton", "tma"), default="triton",
+                        help="tma: tune aios/kernels/fused_moe_tma.py's grouped GEMM, each candidate timed right "
+                             "after the default kernel at the same tiles; its table goes to a file of its own "
+                             "(..,gemm=tma.json), the committed table is left as it is")
+    parser.add_argument("--programs-per-sm", type=int, nargs="+", default=[0, 1, 2],
+                        help="--gemm tma: the persistent grids to try (0: one program per work item)")
     args = parser.parse_args()
+    if args.gemm == "tma" and args.merge:
+        parser.error("--merge starts from the default kernel's table; with --gemm tma leave it out")
     assert torch.cuda.is_available(), "tune_moe.py needs a CUDA GPU"
     gpu = torch.cuda.get_device_name()
     start, table, rows = time.time(), {}, []
@@ -168,16 +209,20 @@ def main() -> None:
         if best is not None:
             table[num_tokens] = best
         torch.cuda.empty_cache()
-    if table:
+    if table and args.gemm == "tma":
+        path = save_tma_tiles(MoeTiles(tuple(sorted(table.items()))), args.experts, args.inter, gpu, args.table_dir)
+        print(f"TMA tile table: {path}")
+    elif table:
         path = MoeTiles.from_dict(table).save(args.experts, args.inter, gpu, args.table_dir)
         print(f"tile table: {path}")
-    summary = dict(benchmark="moe-tune", gpu=gpu, torch=torch.__version__, triton=triton.__version__,
+    summary = dict(benchmark="moe-tune", gemm=args.gemm, gpu=gpu, torch=torch.__version__, triton=triton.__version__,
                    date=datetime.date.today().isoformat(), aios_git=os.environ.get("AIOS_GIT"),
                    shape=dict(experts=args.experts, hidden=args.hidden, inter=args.inter, top_k=args.top_k),
                    wall_s=time.time() - start, table={str(t): c for t, c in table.items()}, rows=rows)
     os.makedirs(args.out, exist_ok=True)
     tag = f"-{summary['aios_git']}" if summary["aios_git"] else ""
-    with open(os.path.join(args.out, f"moe-tune-{summary['date']}-{gpu.replace(' ', '-')}{tag}.json"), "w") as f:
+    stem = "moe-tune" if args.gemm == "triton" else "moe-tune-tma"
+    with open(os.path.join(args.out, f"{stem}-{summary['date']}-{gpu.replace(' ', '-')}{tag}.json"), "w") as f:
         json.dump(summary, f, indent=1)
 
 

@@ -20,9 +20,10 @@ in aios/kernels is one the harness makes as the GPU would; and the bug that brok
 (`_loop_carried_shape_change` below) is caught. What only a GPU checks: numerics, races, PDL
 ordering, registers and occupancy, loading and running the cubin (aios/kernels/NOTES.md).
 
-Cost on a 2-core CPU: ~110 s with a cold Triton cache (87 specializations of 20 kernels, and the 29
-of bench_kernels.py's prefill sweep, reported apart as `prefill_sweep`: 44 s of compiling), a few
-seconds when ~/.triton/cache already holds them (an edited kernel recompiles only its own). By hand:
+Cost on a 2-core CPU: ~170 s with a cold Triton cache (142 specializations of 22 kernels, 120 s of
+compiling, 29 s of it the 37 of the opt-in TMA grouped GEMM; and the 28 of bench_kernels.py's
+prefill sweep, reported apart as `prefill_sweep`: 45 s), a few seconds when ~/.triton/cache
+already holds them (an edited kernel recompiles only its own). By hand:
 `PYTHONPATH=$PWD python tests/test_triton_compiles_for_hopper.py` prints the report (JSON).
 """
 
@@ -61,6 +62,7 @@ def _cases():
     import aios.kernels as K
     P = importlib.import_module("aios.kernels.prefill_attention")   # the package's name is the function
     from aios.kernels.fused_moe import fused_moe
+    from aios.kernels.fused_moe_tma import fused_moe_tma
     from aios.kernels.moe_align import moe_align_block_size
     from aios.kernels.moe_tiles import CONFIG_DIR, MoeTiles
     from aios.kernels.topk_softmax import topk_softmax
@@ -152,11 +154,23 @@ def _cases():
         ids = torch.randint(0, experts, (tokens, top_k), dtype=torch.int32)     # the layout reads them on the CPU
         return lambda: fused_moe(x, w13, w2, e(tokens, top_k), ids, tiles=tiles)
 
+    def moe_tma(dtype, tokens, tiles=None, programs_per_sm=1, experts=128, top_k=8, moe_hidden=256, moe_inter=128):
+        # the opt-in TMA grouped GEMM (aios/kernels/fused_moe_tma.py): persistent (1 program per SM) or not (None)
+        x = e(tokens, moe_hidden, dtype=dtype)
+        w13, w2 = e(experts, 2 * moe_inter, moe_hidden, dtype=dtype), e(experts, moe_hidden, moe_inter, dtype=dtype)
+        ids = torch.randint(0, experts, (tokens, top_k), dtype=torch.int32)
+        return lambda: fused_moe_tma(x, w13, w2, e(tokens, top_k), ids, tiles=tiles, programs_per_sm=programs_per_sm)
+
     measured_moe_tiles = [  # every entry of every committed tile table (benchmarks/tune_moe.py), as the only entry
         (f"moe bf16, {path.stem}, entry {num_tokens}", moe(bf16, 64, tiles=MoeTiles(((1, tiles),))))
         for path in sorted(CONFIG_DIR.glob("*.json"))
         for num_tokens, tiles in MoeTiles.from_dict(json.loads(path.read_text())).by_num_tokens]
-    return measured_moe_tiles + [
+    measured_moe_tiles_tma = [  # the same entries through the TMA grouped GEMM, both grids
+        (f"moe tma bf16, {path.stem}, entry {num_tokens}, programs_per_sm {grid}",
+         moe_tma(bf16, 64, tiles=MoeTiles(((1, tiles),)), programs_per_sm=grid))
+        for path in sorted(CONFIG_DIR.glob("*.json"))
+        for num_tokens, tiles in MoeTiles.from_dict(json.loads(path.read_text())).by_num_tokens for grid in (None, 1)]
+    return measured_moe_tiles + measured_moe_tiles_tma + [
         ("gemv, fused gemvs bf16 (0.6B qkv)", linear(bf16, 4096, hidden)),
         ("gemv, fused gemvs bf16 (8B gate_up)", linear(bf16, 24576, 4096)),
         ("gemv, fused gemvs bf16, sizes not divisible by 16", linear(bf16, 4096, hidden, odd=True)),
@@ -195,6 +209,8 @@ def _cases():
         ("moe bf16, 64 tokens (chunked layout, SiLU in the GEMM)", moe(bf16, 64)),
         ("moe bf16, 300 tokens (chunked layout, SiLU launch)", moe(bf16, 300)),
         ("moe fp32, 64 tokens", moe(f32, 64)),
+        ("moe tma bf16, 300 tokens (the rule's tiles, SiLU launch)", moe_tma(bf16, 300)),
+        ("moe tma fp32, 64 tokens", moe_tma(f32, 64)),
         ("moe align, int64 topk_ids (select_experts)", lambda: (
             moe_align_block_size(torch.randint(0, 128, (4, 8)), 16, 128),
             moe_align_block_size(torch.randint(0, 128, (64, 8)), 32, 128))),

@@ -13,16 +13,20 @@ device-dependent constexprs as on the H200, and every entry of the measured MoE 
 (aios/kernels/configs/fused_moe/). Nothing runs: only compilation is checked.
 
 The tests: every case launches; every launch compiles (and fits the H200's shared memory); every
-tile of the benchmark's prefill sweep compiles, or fails only for want of shared memory; every
+tile of the benchmark's prefill sweep compiles, or fails only for want of shared memory; every tile
+of prefill_attention_tma's TMA_TILES compiles, its warp-specialized ones into 3 warp groups (those
+of 128 rows excepted on triton 3.9, whose Hopper warp-specialization pass fails them); every
 kernel of aios/kernels (a module-level JITFunction launched somewhere, or called by no other
 kernel) was compiled at least once, so a new kernel without a case fails here; every device choice
 in aios/kernels is one the harness makes as the GPU would; and the bug that broke the GPU tests
 (`_loop_carried_shape_change` below) is caught. What only a GPU checks: numerics, races, PDL
 ordering, registers and occupancy, loading and running the cubin (aios/kernels/NOTES.md).
 
-Cost on a 2-core CPU: ~110 s with a cold Triton cache (87 specializations of 20 kernels, and the 29
-of bench_kernels.py's prefill sweep, reported apart as `prefill_sweep`: 44 s of compiling), a few
-seconds when ~/.triton/cache already holds them (an edited kernel recompiles only its own). By hand:
+Cost on a 2-core CPU: ~110 s with a cold Triton cache when it compiled 87 specializations of 20
+kernels and the 29 of bench_kernels.py's prefill sweep (reported apart as `prefill_sweep`: 44 s of
+compiling); now 114 of 22 kernels, 28 of the sweep and 6 of the TMA tiles (`tma_tiles`, the rest
+shared with the cases); a few seconds when ~/.triton/cache already holds them (an edited kernel
+recompiles only its own). Another Triton's compiler: put it first on PYTHONPATH. By hand:
 `PYTHONPATH=$PWD python tests/test_triton_compiles_for_hopper.py` prints the report (JSON).
 """
 

@@ -7,18 +7,20 @@ so a benchmark row or a test is always the kernel it names). It applies to bf16/
 or 128, a block size that is a multiple of BLOCK_N, on an sm_90 GPU (or Triton's CPU interpreter).
 
 Why TMA fits the paged cache: with BLOCK_N dividing the block size, key tile start_n of a sequence
-lies inside one KV block, and that block's rows are contiguous in the 2-D view
-`k_cache.view(num_blocks * block_size, num_kv_heads * head_dim)`. A descriptor over that view with
-box [BLOCK_N, HEAD_DIM], loaded at row `block_table[start_n // block_size] * block_size +
-start_n % block_size` and column `kv_head * head_dim`, is one TMA copy of the tile. Q is read the
-same way from `[total_q, num_heads * head_dim]`, box [BLOCK_M, HEAD_DIM] at the tile's first row:
-rows past the span are the next sequence's queries (or zeros past total_q, TMA's padding), computed
-and never stored. The output is stored with a row mask, not by TMA, which would overwrite the next
+lies inside one KV block. A descriptor over `k_cache` as [num_blocks, block_size, num_kv_heads *
+head_dim] with box [1, BLOCK_N, HEAD_DIM], loaded at (block_table[start_n // block_size],
+start_n % block_size, kv_head * head_dim), is one TMA copy of the tile. Q is read the same way from
+`[total_q, num_heads * head_dim]`, box [BLOCK_M, HEAD_DIM] at the tile's first row: rows past the
+span are the next sequence's queries (or zeros past total_q, TMA's padding), computed and never
+stored. The output is stored with a row mask, not by TMA, which would overwrite the next
 sequence's rows.
 
 Invariants beyond prefill_attention's:
-- Key slots past seqlen_k inside the last block are read (a TMA box cannot be masked by row): the
-  masked tiles replace their scores by -inf and their V rows by 0 (a free slot may hold NaN).
+- No slot past seqlen_k is read (a free slot of the engine's torch.empty cache may hold NaN, and
+  a TMA box cannot be masked by row): a last tile short of keys is loaded shifted left by the keys
+  it lacks, so its box ends at key seqlen_k - 1. Its leading rows are keys of earlier tiles, or
+  TMA's zeros where the shifted slot is negative (before the block's first); the mask hides both
+  (key position >= start_n), and both are finite, so their p = 0 adds 0.
 - Descriptors are host-side (`triton.tools.tensor_descriptor.TensorDescriptor`, passed by value as
   kernel parameters): no global-memory allocator is needed, so `triton.set_allocator` (process-wide
   state) is never called. Device-side `tl.make_tensor_descriptor` would need one.
@@ -26,8 +28,8 @@ Invariants beyond prefill_attention's:
   diagonal masked), software-pipelined over num_stages with TMA loads.
 - WARP_SPECIALIZE=True: ONE key loop, `tl.range(..., warp_specialize=True)`, every tile masked.
   Triton's Hopper auto-warp-specialization pass (sm_80/90; triton 3.6 and 3.9) then splits the
-  kernel into a TMA producer warp group and two consumer warp groups (MMA + softmax, 64 rows each
-  at BLOCK_M 128), 3 x num_warps warps, with setmaxnreg moving registers to the consumers. The
+  kernel into a TMA producer warp group and two consumer warp groups (MMAs and softmax; at BLOCK_M
+  128 each takes 64 rows), 3 x num_warps warps, with setmaxnreg moving registers to the consumers. The
   pass takes only this shape: on both versions a second key loop, a peeled tile before or after
   the loop, or an early `return` fails it (compiled for sm_90 on the CPU), so programs past their
   span run an empty loop instead of returning. It applies at num_warps=4; at 8 it leaves the loop
@@ -54,16 +56,22 @@ HEAD_DIMS = (64, 128)
 @triton.jit
 def _tma_tile(
     acc, l_i, m_i, q, q_pos, desc_k, desc_v, block_table_row, start_n, seqlen_k, kv_col, qk_scale, window,
-    BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr, SLIDING: tl.constexpr,
-    UPCAST: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
+    SLIDING: tl.constexpr, UPCAST: tl.constexpr,
 ):
     block = tl.load(block_table_row + start_n // BLOCK_SIZE)
-    row = block * BLOCK_SIZE + start_n % BLOCK_SIZE          # the tile's first row in the [slots, D] view
-    k = desc_k.load([row, kv_col])                           # [BLOCK_N, HEAD_DIM]
+    if MASKED:
+        # the box never passes the sequence's last key: a last tile short of keys is loaded shifted
+        # left by what it lacks (its leading rows are earlier tiles' keys, or TMA's zeros before the
+        # block's first slot: both masked below, and finite, so p = 0 times them is 0)
+        shift = tl.minimum(seqlen_k - start_n - BLOCK_N, 0)
+    else:
+        shift = 0
+    k = desc_k.load([block, start_n % BLOCK_SIZE + shift, kv_col]).reshape(BLOCK_N, HEAD_DIM)
     qk = _dot(q, k.T, "tf32", UPCAST) * qk_scale             # [BLOCK_M, BLOCK_N], log2 units
     if MASKED:
-        offs_n = start_n + tl.arange(0, BLOCK_N)
-        visible = (offs_n[None, :] <= q_pos[:, None]) & (offs_n < seqlen_k)[None, :]
+        offs_n = start_n + shift + tl.arange(0, BLOCK_N)     # each box row's key position
+        visible = (offs_n[None, :] >= start_n) & (offs_n[None, :] <= q_pos[:, None])
         if SLIDING:
             visible = visible & (offs_n[None, :] > q_pos[:, None] - window)
         qk = tl.where(visible, qk, float("-inf"))
@@ -76,9 +84,7 @@ def _tma_tile(
     p = tl.exp2(qk - m_sub[:, None])
     alpha = tl.exp2(m_i - m_sub)
     l_i = l_i * alpha + tl.sum(p, 1)
-    v = desc_v.load([row, kv_col])                           # [BLOCK_N, HEAD_DIM]
-    if MASKED:
-        v = tl.where((start_n + tl.arange(0, BLOCK_N) < seqlen_k)[:, None], v, 0.0)
+    v = desc_v.load([block, start_n % BLOCK_SIZE + shift, kv_col]).reshape(BLOCK_N, HEAD_DIM)
     acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, "tf32", UPCAST)
     return acc, l_i, m_new
 
@@ -125,18 +131,18 @@ def _prefill_attention_tma_kernel(
         # the pass with a second loop or a peeled tile, before or after it): one loop, every tile masked
         for start_n in tl.range(window_start, end, BLOCK_N, warp_specialize=True):
             acc, l_i, m_i = _tma_tile(acc, l_i, m_i, q, q_pos, desc_k, desc_v, block_table_row, start_n, seqlen_k,
-                                      kv_col, qk_scale, window, BLOCK_SIZE, BLOCK_N, True, SLIDING, UPCAST)
+                                      kv_col, qk_scale, window, HEAD_DIM, BLOCK_SIZE, BLOCK_N, True, SLIDING, UPCAST)
     else:
         # prefill_attention's loops: window edge masked, then unmasked, then the diagonal masked
         for start_n in range(window_start, full_start, BLOCK_N):
             acc, l_i, m_i = _tma_tile(acc, l_i, m_i, q, q_pos, desc_k, desc_v, block_table_row, start_n, seqlen_k,
-                                      kv_col, qk_scale, window, BLOCK_SIZE, BLOCK_N, True, True, UPCAST)
+                                      kv_col, qk_scale, window, HEAD_DIM, BLOCK_SIZE, BLOCK_N, True, True, UPCAST)
         for start_n in range(full_start, full_end, BLOCK_N):
             acc, l_i, m_i = _tma_tile(acc, l_i, m_i, q, q_pos, desc_k, desc_v, block_table_row, start_n, seqlen_k,
-                                      kv_col, qk_scale, window, BLOCK_SIZE, BLOCK_N, False, False, UPCAST)
+                                      kv_col, qk_scale, window, HEAD_DIM, BLOCK_SIZE, BLOCK_N, False, False, UPCAST)
         for start_n in range(full_end, end, BLOCK_N):
             acc, l_i, m_i = _tma_tile(acc, l_i, m_i, q, q_pos, desc_k, desc_v, block_table_row, start_n, seqlen_k,
-                                      kv_col, qk_scale, window, BLOCK_SIZE, BLOCK_N, True, SLIDING, UPCAST)
+                                      kv_col, qk_scale, window, HEAD_DIM, BLOCK_SIZE, BLOCK_N, True, SLIDING, UPCAST)
 
     acc = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]   # l_i == 0 only on rows past the span (not stored)
     offs_d = tl.arange(0, HEAD_DIM)
@@ -183,10 +189,14 @@ def _prefill_attention_tma_launch(
     num_seqs = cu_seqlens_q.shape[0] - 1
     if total_q == 0 or num_seqs == 0:
         return out
-    slots, width = num_blocks * block_size, num_kv_heads * head_dim
+    # K/V as [num_blocks, block_size, kv_heads * D]: a box [1, block_n, D] stays in one block, and
+    # its rows before the block's first slot (a negative slot) are TMA's zeros
+    width = num_kv_heads * head_dim
+    kv_shape, kv_strides = [num_blocks, block_size, width], [block_size * width, width, 1]
+    kv_box = [1, block_n, head_dim]
     desc_q = TensorDescriptor(q, [total_q, num_heads * head_dim], [q.stride(0), 1], [block_m, head_dim])
-    desc_k = TensorDescriptor(k_cache, [slots, width], [width, 1], [block_n, head_dim])
-    desc_v = TensorDescriptor(v_cache, [slots, width], [width, 1], [block_n, head_dim])
+    desc_k = TensorDescriptor(k_cache, kv_shape, kv_strides, kv_box)
+    desc_v = TensorDescriptor(v_cache, kv_shape, kv_strides, kv_box)
     grid = (num_heads, num_seqs, triton.cdiv(max_seqlen_q, block_m))
     _prefill_attention_tma_kernel[grid](
         desc_q, desc_k, desc_v, out, cu_seqlens_q, cu_seqlens_k, block_tables, scale * LOG2E,

@@ -49,7 +49,8 @@ from aios.kernels.prefill_attention import LOG2E, _dot
 # tests/test_triton_compiles_for_hopper.py compiles. The first, the wrapper's choice on Hopper until
 # measured, is prefill_attention's long-prompt tile with TMA loads (compiles on triton 3.6 and 3.9);
 # the warp-specialized ones run 12 warps; those of 128 rows compile on 3.6 only (module docstring)
-TMA_TILES = [(128, 128, 8, 3, False), (128, 128, 4, 2, True), (128, 64, 4, 3, True), (64, 128, 4, 2, True)]
+TMA_TILES = [(128, 128, 8, 3, False), (128, 128, 4, 2, True), (128, 64, 4, 3, True), (128, 64, 4, 4, True),
+             (64, 128, 4, 2, True)]
 HEAD_DIMS = (64, 128)
 
 

@@ -24,7 +24,7 @@ ordering, registers and occupancy, loading and running the cubin (aios/kernels/N
 
 Cost on a 2-core CPU: ~110 s with a cold Triton cache when it compiled 87 specializations of 20
 kernels and the 29 of bench_kernels.py's prefill sweep (reported apart as `prefill_sweep`: 44 s of
-compiling); now 114 of 22 kernels, 28 of the sweep and 6 of the TMA tiles (`tma_tiles`, the rest
+compiling); now 114 of 22 kernels, 28 of the sweep and 8 of the TMA tiles (`tma_tiles`, the rest
 shared with the cases); a few seconds when ~/.triton/cache already holds them (an edited kernel
 recompiles only its own). Another Triton's compiler: put it first on PYTHONPATH. By hand:
 `PYTHONPATH=$PWD python tests/test_triton_compiles_for_hopper.py` prints the report (JSON).

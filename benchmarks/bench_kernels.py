@@ -11,7 +11,10 @@
   cache): ms and TFLOP/s. --prefill-cases / --prefill-heads pick other shapes: long prompts, and
   the chunks of a chunked prefill (SxC+L: a C-token chunk whose first L tokens are in the cache, what the engine
   runs when a prompt is longer than max_num_batched_tokens). Each tile config runs unpacked and,
-  where the GQA group is > 1, packed (all q heads of a kv head in one tile).
+  where the GQA group is > 1, packed (all q heads of a kv head in one tile). On Hopper, the opt-in
+  TMA variant (aios/kernels/prefill_attention_tma.py) runs at each of its TMA_TILES ("triton tma",
+  "triton tma ws" where warp-specialized); where it does not apply (not sm_90, a block size its
+  block_n does not divide) the row is skipped with the reason printed.
 - decode attention (batch 1/32/256, context 512..4096) vs the bandwidth floor
   (bytes of K/V read / 3.0 TB/s): us, achieved TB/s, % of floor.
 - gemv (batch-1 linear layers of Qwen3-0.6B and 8B) vs cuBLAS (F.linear), with a config sweep.
@@ -65,6 +68,7 @@ from aios.kernels.fused_gemv import add_rmsnorm_gemv, silu_mul_gemv  # noqa: E40
 from aios.kernels.gemv import gemv, gemv_config  # noqa: E402
 from aios.kernels.gemv_silu_and_mul import gemv_silu_and_mul, gemv_silu_and_mul_config  # noqa: E402
 from aios.kernels.prefill_attention import _prefill_attention_launch, _prefill_config  # noqa: E402
+from aios.kernels.prefill_attention_tma import TMA_TILES, _prefill_attention_tma_launch, _tma_config  # noqa: E402
 
 HBM_BYTES_PER_S = 3.0e12  # H100 SXM HBM3, the floor the brief names (spec 3.35 TB/s)
 L2_FLUSH_BYTES = 256 << 20
@@ -302,7 +306,39 @@ def bench_prefill_case(args, results, num_seqs, chunk, num_cached, num_heads, nu
             shown = label if "sweep" in label else f"{label} {tuple(cfg.values())}"
             print(f"prefill {name} bs={block_size:3d} {shown:48s} {ms:8.3f} ms {row['tflops']:7.1f} TFLOP/s "
                   f"err {err:.1e}", flush=True)
+        bench_prefill_tma(results, name, case, call, flops, num_cached, chunk)
         k_cache = v_cache = block_tables = call = None
+
+
+def bench_prefill_tma(results, name, case, call, flops, num_cached, chunk):
+    """prefill_attention_tma (the opt-in Hopper TMA variant) at each of its TMA_TILES, each output
+    checked against the ref before it is timed; a tile that does not apply is skipped, saying why."""
+    q, k_cache = call[0], call[1]
+    block_size = k_cache.shape[1]
+    try:
+        _tma_config(q.shape[2], q.dtype, q.device, block_size)     # dtype, head_dim, Hopper
+    except ValueError as e:
+        print(f"prefill {name} bs={block_size} triton tma: skipped: {e}", flush=True)
+        return
+    for tiles in TMA_TILES:
+        label = f"triton tma{' ws' if tiles[4] else ''} {tiles[:4]}"
+        if block_size % tiles[1]:
+            print(f"prefill {name} bs={block_size} {label}: skipped: block_n {tiles[1]} does not divide the block",
+                  flush=True)
+            continue
+        fn = lambda tiles=tiles: _prefill_attention_tma_launch(*call[:6], call[7], call[8], *tiles)
+        try:
+            err = prefill_error(call, fn(), num_cached, chunk)
+            ms = bench_eager(fn)
+        except Exception as e:  # noqa: BLE001 - a tile its Triton cannot compile, or out of shared memory
+            print(f"prefill {name} bs={block_size} {label}: failed: {type(e).__name__}: {str(e)[:200]}", flush=True)
+            continue
+        row = dict(kernel="prefill", impl=label, block_size=block_size, ms=ms, tflops=flops / ms / 1e9,
+                   max_abs_err=err, config=dict(zip(("block_m", "block_n", "num_warps", "num_stages",
+                                                     "warp_specialize"), tiles)), **case)
+        results["prefill"].append(row)
+        print(f"prefill {name} bs={block_size:3d} {label:48s} {ms:8.3f} ms {row['tflops']:7.1f} TFLOP/s "
+              f"err {err:.1e}", flush=True)
 
 
 # ---------------------------------------------------------------------------------------------

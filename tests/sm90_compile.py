@@ -36,8 +36,8 @@ CONFIG_FUNCTIONS = [                 # (module, function): the wrappers' device-
     ("aios.kernels.gemv", "gemv_config"), ("aios.kernels.fused_gemv", "gemv_config"),
     ("aios.kernels.gemv_silu_and_mul", "gemv_config"),
     ("aios.kernels.decode_attention", "_decode_config"), ("aios.kernels.decode_attention", "_decode_num_splits"),
-    ("aios.kernels.prefill_attention", "_prefill_config"), ("aios.kernels.fused_moe", "fused_moe_config"),
-    ("aios.kernels.fused_moe_tma", "fused_moe_tma_config"),
+    ("aios.kernels.prefill_attention", "_prefill_config"), ("aios.kernels.prefill_attention_tma", "_tma_config"),
+    ("aios.kernels.fused_moe", "fused_moe_config"), ("aios.kernels.fused_moe_tma", "fused_moe_tma_config"),
     ("aios.kernels.moe_gemv", "moe_gemv_config"),
 ]
 
@@ -90,7 +90,9 @@ class Sm90Compiler:
             if compiled.metadata.shared > H200_MAX_SHARED:
                 raise RuntimeError(f"needs {compiled.metadata.shared} bytes of shared memory; a block of the H200 "
                                    f"gets at most {H200_MAX_SHARED}")
-            record.update(ok=True, stages=sorted(compiled.asm), shared=compiled.metadata.shared)
+            # warps: what the kernel runs with (warp specialization adds warp groups to num_warps)
+            record.update(ok=True, stages=sorted(compiled.asm), shared=compiled.metadata.shared,
+                          warps=compiled.metadata.num_warps)
         except Exception as e:                          # noqa: BLE001  (the record carries it)
             record.update(ok=False, error=error_text(e))
         record["seconds"] = round(time.perf_counter() - start, 3)

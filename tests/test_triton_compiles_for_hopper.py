@@ -13,17 +13,21 @@ device-dependent constexprs as on the H200, and every entry of the measured MoE 
 (aios/kernels/configs/fused_moe/). Nothing runs: only compilation is checked.
 
 The tests: every case launches; every launch compiles (and fits the H200's shared memory); every
-tile of the benchmark's prefill sweep compiles, or fails only for want of shared memory; every
+tile of the benchmark's prefill sweep compiles, or fails only for want of shared memory; every tile
+of prefill_attention_tma's TMA_TILES compiles, its warp-specialized ones into 3 warp groups (those
+of 128 rows excepted on triton 3.9, whose Hopper warp-specialization pass fails them); every
 kernel of aios/kernels (a module-level JITFunction launched somewhere, or called by no other
 kernel) was compiled at least once, so a new kernel without a case fails here; every device choice
 in aios/kernels is one the harness makes as the GPU would; and the bug that broke the GPU tests
 (`_loop_carried_shape_change` below) is caught. What only a GPU checks: numerics, races, PDL
 ordering, registers and occupancy, loading and running the cubin (aios/kernels/NOTES.md).
 
-Cost on a 2-core CPU: ~170 s with a cold Triton cache (142 specializations of 22 kernels, 120 s of
-compiling, 29 s of it the 37 of the opt-in TMA grouped GEMM; and the 28 of bench_kernels.py's
-prefill sweep, reported apart as `prefill_sweep`: 45 s), a few seconds when ~/.triton/cache
-already holds them (an edited kernel recompiles only its own). By hand:
+Cost on a 2-core CPU with a cold Triton cache: ~170 s before prefill_attention_tma's cases (142
+specializations of 22 kernels, 120 s of compiling, 29 s of it the 37 of the opt-in TMA grouped
+GEMM; and the 28 of bench_kernels.py's prefill sweep, reported apart as `prefill_sweep`: 45 s),
+plus prefill_attention_tma's wrapper cases and TMA tiles (`tma_tiles`); a few seconds when
+~/.triton/cache already holds them (an edited kernel recompiles only its own). Another Triton's
+compiler: put it first on PYTHONPATH. By hand:
 `PYTHONPATH=$PWD python tests/test_triton_compiles_for_hopper.py` prints the report (JSON).
 """
 
@@ -61,6 +65,7 @@ def _cases():
     Qwen3-30B-A3B's shapes; fp32 and fp16 where a kernel's tl.dot precision or tiles depend on it)."""
     import aios.kernels as K
     P = importlib.import_module("aios.kernels.prefill_attention")   # the package's name is the function
+    T = importlib.import_module("aios.kernels.prefill_attention_tma")
     from aios.kernels.fused_moe import fused_moe
     from aios.kernels.fused_moe_tma import fused_moe_tma
     from aios.kernels.moe_align import moe_align_block_size
@@ -112,6 +117,16 @@ def _cases():
         tables = torch.zeros(2, 4096 // block_size, dtype=torch.int32)
         return lambda: K.prefill_attention(q, k_cache, v_cache, cu, cu, max_seqlen_q, max_seqlen_q, tables,
                                            dim ** -0.5, sliding_window=window)
+
+    def prefill_tma(dtype, max_seqlen_q, num_heads=heads, window=None, dim=head_dim):
+        # the opt-in Hopper variant (prefill_attention_tma.py) at its wrapper's tile; q a view of a fused qkv
+        q, _, _, k_cache, v_cache = qkv_and_cache(dtype, 2 * max_seqlen_q, 256, dim)
+        if num_heads != heads:
+            q = e(2 * max_seqlen_q, num_heads, dim, dtype=dtype)
+        cu = torch.tensor([0, max_seqlen_q, 2 * max_seqlen_q], dtype=torch.int32)
+        tables = torch.zeros(2, 16, dtype=torch.int32)
+        return lambda: T.prefill_attention_tma(q, k_cache, v_cache, cu, cu, max_seqlen_q, max_seqlen_q, tables,
+                                               dim ** -0.5, sliding_window=window)
 
     def prefill_packed(dtype, block_size, max_seqlen_q, num_heads=heads, window=None, tiles=None):
         # GQA packing (_prefill_config(pack_gqa=True), or a sweep tile of bench_kernels.py): the wrapper
@@ -193,6 +208,9 @@ def _cases():
         ("prefill bf16 packed GQA 4 (8B), sliding window", prefill_packed(bf16, 256, 1024, num_heads=32, window=512)),
         ("prefill bf16 packed GQA 4 (8B), 1-token chunk", prefill_packed(bf16, 256, 1, num_heads=32)),
         ("prefill fp32 packed GQA 2", prefill_packed(f32, 16, 1024)),
+        ("prefill tma bf16, block 256, 4096 tokens", prefill_tma(bf16, 4096)),
+        ("prefill tma bf16, 32/8 heads, sliding window", prefill_tma(bf16, 1024, num_heads=32, window=512)),
+        ("prefill tma fp16, head_dim 64, 16-token chunk", prefill_tma(f16, 16, dim=64)),
         ("decode bf16, batch 1 (split + reduce), block 16", decode(bf16, 16, 1)),
         ("decode bf16, batch 256 (direct), block 256", decode(bf16, 256, 256)),
         ("decode bf16, sliding window, split", decode(bf16, 256, 1, window=512)),
@@ -238,6 +256,25 @@ def _prefill_sweep_cases():
     return cases
 
 
+def _tma_tile_cases():
+    """prefill_attention_tma's TMA_TILES (bench_kernels.py times each) at block size 256, bf16:
+    Qwen3-0.6B's 16/8 heads, and the 8B's 32/8 with a sliding window. Reported apart: a
+    warp-specialized tile of 128 rows fails Triton 3.9's Hopper warp-specialization pass."""
+    T = importlib.import_module("aios.kernels.prefill_attention_tma")
+
+    e, cases = torch.empty, []
+    for tiles in T.TMA_TILES:
+        for num_heads, window in ((16, None), (32, 512)):
+            q = e(2048, num_heads, 128, dtype=torch.bfloat16)
+            k_cache = e(64, 256, 8, 128, dtype=torch.bfloat16)
+            cu, tables = torch.tensor([0, 1024, 2048], dtype=torch.int32), torch.zeros(2, 16, dtype=torch.int32)
+            cases.append((tiles, f"tma {tiles} h{num_heads}/8" + (" window" if window else ""),
+                          lambda q=q, k_cache=k_cache, cu=cu, tables=tables, tiles=tiles, window=window:
+                          T._prefill_attention_tma_launch(q, k_cache, k_cache, cu, cu, 1024, tables, 128 ** -0.5,
+                                                          *tiles, sliding_window=window)))
+    return cases
+
+
 def compile_every_launch() -> dict:
     """The report: {"launches": [one record per compiled specialization], "case_errors": [...],
     "kernels": {name: is_kernel}, "canary": the record of _loop_carried_shape_change}."""
@@ -266,11 +303,20 @@ def compile_every_launch() -> dict:
             case_errors.append(f"{name}: {traceback.format_exc(limit=-3)}")
     sweep = compiler.records[num_launches:]
     del compiler.records[num_launches:]
+    tma_tiles = []
+    for tiles, name, call in _tma_tile_cases():
+        compiler.case = name
+        try:
+            call()
+        except Exception:                               # noqa: BLE001
+            case_errors.append(f"{name}: {traceback.format_exc(limit=-3)}")
+        tma_tiles += [dict(record, tiles=list(tiles)) for record in compiler.records[num_launches:]]
+        del compiler.records[num_launches:]
     compiler.case = "canary"
     canary = compiler.compile(_loop_carried_shape_change, (torch.empty(4096, dtype=torch.int32), 100), {"BLOCK": 64})
     compiler.records.remove(canary)
     return {"launches": compiler.records, "case_errors": case_errors, "kernels": kernel_functions(), "canary": canary,
-            "prefill_sweep": sweep}
+            "prefill_sweep": sweep, "tma_tiles": tma_tiles, "triton": triton.__version__}
 
 
 @pytest.fixture(scope="module")
@@ -315,6 +361,30 @@ def test_every_prefill_sweep_tile_compiles_for_sm90_or_only_overflows_shared_mem
         print(f"{r['case']:36s} " + (f"{r['shared']:7d} B shared" if r["ok"] else r["error"][:100]))
     broken = [f"{r['case']}: {r['error']}" for r in sweep if not r["ok"] and "shared memory" not in r["error"]]
     assert not broken, "\n\n".join(broken)
+
+
+@pytest.mark.slow
+def test_every_tma_tile_compiles_for_sm90_and_its_warp_specialized_ones_run_three_warp_groups(report):
+    """prefill_attention_tma's TMA_TILES: each compiles to a cubin within the H200's shared memory,
+    and a warp-specialized one is split into 3 warp groups (a TMA producer, two consumers). Known
+    exception, printed: Triton 3.9's Hopper warp-specialization pass fails the tiles of 128 rows
+    (3.6, the H200's Triton, compiles them: kernels/NOTES.md, "Hopper TMA variant")."""
+    from aios.kernels.prefill_attention_tma import TMA_TILES
+
+    tma = report["tma_tiles"]    # less the specializations _cases() compiled first (the wrapper's tile)
+    assert {tuple(r["tiles"]) for r in tma} >= {tiles for tiles in TMA_TILES if tiles[4]}
+    broken, specialized = [], 0
+    for r in tma:
+        block_m, _, num_warps, _, warp_specialize = r["tiles"]
+        print(f"{r['case']:44s} " + (f"{r['shared']:7d} B shared, {r['warps']:2d} warps" if r["ok"]
+                                     else r["error"][:100]))
+        if r["ok"]:
+            assert r["warps"] == (3 * num_warps if warp_specialize else num_warps), r
+            specialized += warp_specialize
+        elif not (warp_specialize and block_m == 128 and report["triton"].startswith("3.9")):
+            broken.append(f"{r['case']}: {r['error']}")
+    assert not broken, "\n\n".join(broken)
+    assert specialized, "no warp-specialized tile compiled"
 
 
 @pytest.mark.slow

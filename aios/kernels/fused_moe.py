@@ -31,6 +31,8 @@ weights it reads comes from the layout.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import triton
 import triton.language as tl
@@ -147,9 +149,7 @@ def fused_moe(hidden_states: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, 
     `gemv` says) two gemv launches (aios/kernels/moe_gemv.py), else sorted by expert, two grouped
     GEMMs at the tiles fused_moe_config picks (from the layer's measured `tiles` where it has them;
     the SiLU inside the first where they or `silu_in_gemm` say)."""
-    num_tokens, hidden = hidden_states.shape
-    num_experts, two_i, _ = w13.shape
-    top_k = topk_ids.shape[1]
+    num_tokens, top_k = topk_ids.shape
     num_pairs = num_tokens * top_k
     assert hidden_states.stride(1) == 1 and w13.stride(2) == 1 and w2.stride(2) == 1
     if num_tokens == 0:
@@ -157,6 +157,19 @@ def fused_moe(hidden_states: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, 
     if gemv if gemv is not None else num_pairs <= MAX_PAIRS_GEMV:
         return fused_moe_gemv(hidden_states, w13, w2, topk_weights.contiguous(), topk_ids.contiguous())
     cfg = fused_moe_config(num_tokens, top_k, hidden_states.device, tiles)
+    return sorted_fused_moe(hidden_states, w13, w2, topk_weights, topk_ids, cfg, _grouped_gemm, block_m, silu_in_gemm)
+
+
+def sorted_fused_moe(hidden_states: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
+                     topk_ids: torch.Tensor, cfg: dict, grouped_gemm: Callable[..., None], block_m: int | None = None,
+                     silu_in_gemm: bool | None = None) -> torch.Tensor:
+    """The sorted path at tiles `cfg` (block_m, silu_in_gemm: overrides): the layout, two grouped GEMMs
+    (`grouped_gemm`: `_grouped_gemm`, or fused_moe_tma.py's through TMA, with its arguments), the
+    SiLU, the top-k sum."""
+    num_tokens, hidden = hidden_states.shape
+    num_experts, two_i, _ = w13.shape
+    top_k = topk_ids.shape[1]
+    num_pairs = num_tokens * top_k
     if block_m is not None:
         cfg["block_m"] = block_m
     if silu_in_gemm is not None:
@@ -165,13 +178,13 @@ def fused_moe(hidden_states: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, 
     weights = topk_weights.reshape(-1).contiguous()                        # [T * k], pair order
     if cfg["silu_in_gemm"]:
         act = torch.empty(num_pairs, two_i // 2, dtype=hidden_states.dtype, device=hidden_states.device)
-        _grouped_gemm(hidden_states, w13, act, weights, sorted_token_ids, expert_ids, num_post, num_pairs,
-                      top_k, False, cfg, silu_and_mul=True)                # [T * k, I]
+        grouped_gemm(hidden_states, w13, act, weights, sorted_token_ids, expert_ids, num_post, num_pairs,
+                     top_k, False, cfg, silu_and_mul=True)                 # [T * k, I]
     else:
         gate_up = torch.empty(num_pairs, two_i, dtype=hidden_states.dtype, device=hidden_states.device)
-        _grouped_gemm(hidden_states, w13, gate_up, weights, sorted_token_ids, expert_ids, num_post, num_pairs,
-                      top_k, False, cfg)                                   # row t*k+j reads token t
+        grouped_gemm(hidden_states, w13, gate_up, weights, sorted_token_ids, expert_ids, num_post, num_pairs,
+                     top_k, False, cfg)                                    # row t*k+j reads token t
         act = silu_and_mul(gate_up)                                        # [T * k, I]
     down = torch.empty(num_pairs, hidden, dtype=hidden_states.dtype, device=hidden_states.device)
-    _grouped_gemm(act, w2, down, weights, sorted_token_ids, expert_ids, num_post, num_pairs, 1, True, cfg)
+    grouped_gemm(act, w2, down, weights, sorted_token_ids, expert_ids, num_post, num_pairs, 1, True, cfg)
     return down.view(num_tokens, top_k, hidden).sum(dim=1)                 # [T, H]

@@ -38,10 +38,8 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from aios.kernels.activation import silu_and_mul
 from aios.kernels.device import sm_count
-from aios.kernels.fused_moe import _dot, fused_moe_config, fused_moe_ref
-from aios.kernels.moe_align import moe_align_block_size
+from aios.kernels.fused_moe import _dot, fused_moe_config, fused_moe_ref, sorted_fused_moe
 from aios.kernels.moe_gemv import MAX_PAIRS_GEMV, fused_moe_gemv
 from aios.kernels.moe_tiles import CONFIG_DIR, MoeTiles, tiles_file_name
 from aios.kernels.pdl import pdl_enabled, wait_for_previous_kernel
@@ -165,9 +163,7 @@ def fused_moe_tma(hidden_states: torch.Tensor, w13: torch.Tensor, w2: torch.Tens
     """fused_moe with its grouped GEMMs through TMA (`_grouped_gemm_tma`): the same arguments, plus
     `programs_per_sm` (the persistent grid; None: a program per work item). A tile entry's own
     `programs_per_sm` (a table from tune_moe.py --gemm tma) wins over the argument."""
-    num_tokens, hidden = hidden_states.shape
-    num_experts, two_i, _ = w13.shape
-    top_k = topk_ids.shape[1]
+    num_tokens, top_k = topk_ids.shape
     num_pairs = num_tokens * top_k
     assert hidden_states.stride(1) == 1 and w13.stride(2) == 1 and w2.stride(2) == 1
     if num_tokens == 0:
@@ -175,21 +171,5 @@ def fused_moe_tma(hidden_states: torch.Tensor, w13: torch.Tensor, w2: torch.Tens
     if gemv if gemv is not None else num_pairs <= MAX_PAIRS_GEMV:
         return fused_moe_gemv(hidden_states, w13, w2, topk_weights.contiguous(), topk_ids.contiguous())
     cfg = fused_moe_tma_config(num_tokens, top_k, hidden_states.device, tiles, programs_per_sm)
-    if block_m is not None:
-        cfg["block_m"] = block_m
-    if silu_in_gemm is not None:
-        cfg["silu_in_gemm"] = silu_in_gemm
-    sorted_token_ids, expert_ids, num_post = moe_align_block_size(topk_ids, cfg["block_m"], num_experts)
-    weights = topk_weights.reshape(-1).contiguous()                        # [T * k], pair order
-    if cfg["silu_in_gemm"]:
-        act = torch.empty(num_pairs, two_i // 2, dtype=hidden_states.dtype, device=hidden_states.device)
-        _grouped_gemm_tma(hidden_states, w13, act, weights, sorted_token_ids, expert_ids, num_post, num_pairs,
-                          top_k, False, cfg, silu_and_mul=True)            # [T * k, I]
-    else:
-        gate_up = torch.empty(num_pairs, two_i, dtype=hidden_states.dtype, device=hidden_states.device)
-        _grouped_gemm_tma(hidden_states, w13, gate_up, weights, sorted_token_ids, expert_ids, num_post, num_pairs,
-                          top_k, False, cfg)                               # row t*k+j reads token t
-        act = silu_and_mul(gate_up)                                        # [T * k, I]
-    down = torch.empty(num_pairs, hidden, dtype=hidden_states.dtype, device=hidden_states.device)
-    _grouped_gemm_tma(act, w2, down, weights, sorted_token_ids, expert_ids, num_post, num_pairs, 1, True, cfg)
-    return down.view(num_tokens, top_k, hidden).sum(dim=1)                 # [T, H]
+    return sorted_fused_moe(hidden_states, w13, w2, topk_weights, topk_ids, cfg, _grouped_gemm_tma, block_m,
+                            silu_in_gemm)

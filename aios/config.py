@@ -134,7 +134,9 @@ class Config:
     num_kvcache_blocks: int | None = None     # None: sized from memory (GPU: after a profiling pass)
     gpu_memory_utilization: float = 0.90      # share of GPU memory the engine may use
     cpu_kvcache_space_gib: float = 1.0        # KV-cache budget on CPU
-    attention_backend: str = "triton"         # lesson 09: "triton" (FlashAttention kernels) | "torch" (reference)
+    # lesson 09: "triton" (FlashAttention kernels) | "torch" (reference) | "triton-tma" (opt-in, issue 21:
+    # prefill through aios/kernels/prefill_attention_tma.py's TMA loads; Hopper, bf16/fp16, not yet measured)
+    attention_backend: str = "triton"
     fused_kernels: bool = True                # lesson 10: Triton RMSNorm+residual, q/k-norm+RoPE, SiLU*mul
     # lesson 10: with fused_kernels, a one-token step runs add+RMSNorm and SiLU*up inside the next gemv
     # (aios/kernels/fused_gemv.py). Off by default: on an H200 it made batch-1 decode of the 8B shape
@@ -145,6 +147,9 @@ class Config:
     # MLP 8.75 -> 7.80 us, the 8B's level; kernels/NOTES.md). Where fuse_norm_into_gemv is on too, its
     # forward_one_row wins (SiLU in down_proj)
     silu_in_gemv: bool = True
+    # lesson 16 / issue 21: the MoE's grouped GEMMs, "triton" (aios/kernels/fused_moe.py) or "tma" (opt-in:
+    # aios/kernels/fused_moe_tma.py, TMA loads of the experts and a persistent grid; Hopper; not yet measured)
+    moe_gemm: str = "triton"
     enforce_eager: bool = False               # lesson 11: True turns CUDA graphs off
     async_scheduling: bool = True             # lesson 11: schedule step N+1 while the GPU runs step N
     tensor_parallel_size: int = 1             # lesson 14
@@ -192,8 +197,11 @@ class Config:
             raise ValueError(f"num_kvcache_blocks must be >= 1, got {self.num_kvcache_blocks}")
         if not self.enable_chunked_prefill and self.max_num_batched_tokens < self.max_model_len:
             raise ValueError("without chunked prefill, max_num_batched_tokens must be >= max_model_len")
-        if self.attention_backend not in ("triton", "torch"):
-            raise ValueError(f"attention_backend must be 'triton' or 'torch', got {self.attention_backend!r}")
+        if self.attention_backend not in ("triton", "triton-tma", "torch"):
+            raise ValueError(f"attention_backend must be 'triton', 'triton-tma' or 'torch', "
+                             f"got {self.attention_backend!r}")
+        if self.moe_gemm not in ("triton", "tma"):
+            raise ValueError(f"moe_gemm must be 'triton' or 'tma', got {self.moe_gemm!r}")
         if self.load_format not in ("auto", "dummy"):
             raise ValueError(f"load_format must be 'auto' or 'dummy', got {self.load_format!r}")
         if self.cudagraph_batch_sizes is None:

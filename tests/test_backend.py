@@ -51,7 +51,9 @@ def test_the_engine_on_a_cpu_builds_every_layer_with_the_torch_references(tiny_c
 def test_backend_from_config_follows_the_switches_on_a_gpu_only(tiny_ckpt):
     class Cfg:
         device, attention_backend, fused_kernels = "cuda", "torch", True
-        fuse_norm_into_gemv, silu_in_gemv = False, False
+        fuse_norm_into_gemv, silu_in_gemv, moe_gemm = False, False, "triton"
+        dtype, kvcache_block_size = torch.float32, 256
+        hf_config = ModelConfig.from_dir(tiny_ckpt)
 
     assert Backend.from_config(Cfg) == Backend(TORCH_ATTENTION, fused_kernels=True)
     Cfg.fuse_norm_into_gemv = True
@@ -61,6 +63,9 @@ def test_backend_from_config_follows_the_switches_on_a_gpu_only(tiny_ckpt):
     Cfg.attention_backend, Cfg.fused_kernels = "triton", False      # the one-row fusions need fused kernels
     assert Backend.from_config(Cfg) == Backend(TRITON_ATTENTION, fused_kernels=False)
     assert Backend.from_config(Cfg, torch.device("cpu")) == TORCH
+    Cfg.attention_backend = "triton-tma"            # opt-in TMA prefill: its refusals come at start-up
+    with pytest.raises(ValueError, match="bf16 or fp16"):
+        Backend.from_config(Cfg)
     Cfg.device = "cpu"
     assert Backend.from_config(Cfg) == TORCH
 

@@ -45,7 +45,8 @@ def test_the_start_up_line_names_what_was_picked(tiny_ckpt):
 
 @pytest.mark.parametrize("field, value", [("max_num_seqs", 0), ("max_num_seqs", True), ("max_num_batched_tokens", 2.5),
                                           ("max_model_len", -1), ("max_stop_strings", 0),
-                                          ("gpu_memory_utilization", float("nan"))])
+                                          ("gpu_memory_utilization", float("nan")),
+                                          ("attention_backend", "flash"), ("moe_gemm", "cutlass")])
 def test_a_bad_engine_value_is_refused_naming_it(tiny_ckpt, field, value):
     with pytest.raises(ValueError, match=field):
         Config(tiny_ckpt, device="cpu", **{field: value})

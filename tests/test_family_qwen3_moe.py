@@ -194,17 +194,21 @@ def test_the_router_aux_loss_fields_are_training_only_and_change_nothing(moe_ckp
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("fused", [True, False], ids=["fused-kernel", "reference"])
-def test_greedy_tokens_equal_hf_on_the_gpu_with_cuda_graphs(moe_ckpt, hf_tokens, fused):
-    """fused_kernels=False runs fused_moe_ref on the GPU, inside the same CUDA graphs (no host sync)."""
+@pytest.mark.parametrize("fused, moe_gemm", [(True, "triton"), (False, "triton"), (True, "tma")],
+                         ids=["fused-kernel", "reference", "tma-kernel"])
+def test_greedy_tokens_equal_hf_on_the_gpu_with_cuda_graphs(moe_ckpt, hf_tokens, fused, moe_gemm):
+    """fused_kernels=False runs fused_moe_ref on the GPU, inside the same CUDA graphs (no host sync);
+    moe_gemm="tma" the opt-in TMA grouped GEMMs (aios/kernels/fused_moe_tma.py)."""
     from aios.kernels.fused_moe import fused_moe, fused_moe_ref
+    from aios.kernels.fused_moe_tma import fused_moe_tma
     from aios.kernels.topk_softmax import topk_softmax
     from aios.layers.fused_moe import select_experts
 
     with LLM(moe_ckpt, device="cuda", dtype="float32", kvcache_block_size=16, gpu_memory_utilization=0.3,
-             max_num_seqs=8, fused_kernels=fused) as llm:
+             max_num_seqs=8, fused_kernels=fused, moe_gemm=moe_gemm) as llm:
         assert llm.model_runner.cuda_graphs.graphs
         experts = llm.model_runner.model.model.layers[0].mlp.experts.fused_moe   # fused: bound to the layer's tiles
-        assert getattr(experts, "func", experts) is (fused_moe if fused else fused_moe_ref)
+        want = fused_moe_ref if not fused else fused_moe_tma if moe_gemm == "tma" else fused_moe
+        assert getattr(experts, "func", experts) is want
         assert llm.model_runner.model.model.layers[0].mlp.select_experts is (topk_softmax if fused else select_experts)
         assert greedy(llm, PROMPTS, 16) == hf_tokens

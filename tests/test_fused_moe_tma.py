@@ -167,3 +167,20 @@ def test_tune_moe_times_each_tma_grid_right_after_the_default_kernel_at_its_tile
         assert grid0 == {**base, "programs_per_sm": None} and grid1 == {**base, "programs_per_sm": 1}
     assert all(gemm == "triton" for gemm, _ in gemm_candidates(argparse.Namespace(**{**vars(args), "gemm": "triton"}),
                                                                256))
+
+
+def test_a_layer_built_with_moe_gemm_tma_binds_the_tma_kernel_and_computes_the_reference():
+    """Config.moe_gemm="tma" reaches the layer as Backend.moe_gemm_tma: the layer binds fused_moe_tma
+    once, and (interpreted here) its forward is the reference's."""
+    from aios.layers.backend import TRITON, Backend
+    from aios.layers.fused_moe import FusedMoE
+
+    layer = FusedMoE(4, 32, 16, backend=Backend(TRITON.attention, fused_kernels=True, moe_gemm_tma=True))
+    default = FusedMoE(4, 32, 16, backend=TRITON)
+    assert layer.fused_moe.func is fused_moe_tma and default.fused_moe.func is fused_moe
+    x, w13, w2, topk_weights, topk_ids = random_moe(20, 4, 2, 32, 16, device="cpu")
+    with torch.no_grad():
+        layer.gate_up_proj.copy_(w13)
+        layer.down_proj.copy_(w2)
+    got = layer(x, topk_weights, topk_ids)
+    assert torch.allclose(got, fused_moe_ref(x, w13, w2, topk_weights, topk_ids), atol=1e-5, rtol=1e-5)

@@ -156,3 +156,50 @@ def test_a_16k_prompt_and_a_chunk_after_8k_cached_equal_the_ref_on_their_first_a
 def test_the_wrapper_takes_its_hopper_tile_on_an_h200():
     args, _, _ = make_prefill_batch([(2048, 8192), (1, 100)], 256, 32, 8, 128, torch.bfloat16)
     assert_attention_close(prefill_attention_tma(*args), prefill_attention_ref(*args), torch.bfloat16)
+
+
+def test_an_engine_built_with_triton_tma_refuses_at_start_up_what_the_kernel_cannot_run(tiny_ckpt):
+    """attention_backend="triton-tma" is checked against the model, dtype, GPU and block size when
+    the engine is built (Backend.from_config), not inside a request's step. (On a CPU every backend
+    is the references, so the check is the GPU's: here, the fp32 refusal through a GPU-side Cfg.)"""
+    from aios.config import ModelConfig
+    from aios.layers.backend import Backend
+
+    class Cfg:
+        device, attention_backend, fused_kernels, moe_gemm = "cuda", "triton-tma", True, "triton"
+        fuse_norm_into_gemv = silu_in_gemv = False
+        dtype, kvcache_block_size = torch.float32, 256
+        hf_config = ModelConfig.from_dir(tiny_ckpt)
+
+    with pytest.raises(ValueError, match="bf16 or fp16"):
+        Backend.from_config(Cfg)
+    Cfg.dtype = torch.bfloat16
+    with pytest.raises(ValueError, match="head_dim"):          # the tiny model's head_dim is 32
+        Backend.from_config(Cfg)
+
+
+@gpu
+@needs_hopper
+def test_the_engine_with_triton_tma_computes_the_logits_of_the_paged_triton_kernel(tmp_path):
+    """bf16 tokens can differ after a near-tie, so the first step's logits (a prefill of five fresh
+    prompts, one crossing a block) are compared, engine against engine on the same weights."""
+    from aios import LLM, SamplingParams
+    from aios.layers.attention import Attention
+    from aios.utils.tiny_checkpoint import make_checkpoint
+    from helpers import random_prompts
+
+    ckpt = make_checkpoint(str(tmp_path / "d128"), hidden_size=256, num_heads=4, num_kv_heads=2, head_dim=128)
+    prompts = random_prompts(512, [5, 40, 300, 7, 64], seed=24)
+    logits = []
+    for backend in ("triton-tma", "triton"):
+        with LLM(ckpt, device="cuda", dtype="bfloat16", max_model_len=512, num_kvcache_blocks=64,
+                 attention_backend=backend) as llm:
+            layers = [m for m in llm.model_runner.model.modules() if isinstance(m, Attention)]
+            assert all((a.attn_backend.prefill_attention is prefill_attention_tma) == (backend == "triton-tma")
+                       for a in layers)
+            for p in prompts:
+                llm.add_request(p, SamplingParams(temperature=0, max_tokens=4))
+            inputs = llm.model_runner.prepare_inputs(llm.scheduler.schedule())
+            assert inputs.is_prefill
+            logits.append(llm.model_runner.execute(inputs).float())
+    assert (logits[0] - logits[1]).abs().max().item() < 0.05 * logits[1].abs().max().item()

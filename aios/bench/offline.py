@@ -150,6 +150,10 @@ def engine_kwargs(args: argparse.Namespace, model_dir: str) -> dict:
               async_scheduling=not args.no_async_scheduling)
     if args.no_silu_in_gemv:
         kw["silu_in_gemv"] = False
+    if args.attention_backend != "triton":
+        kw["attention_backend"] = args.attention_backend
+    if args.moe_gemm != "triton":
+        kw["moe_gemm"] = args.moe_gemm
     if not glob.glob(os.path.join(model_dir, "*.safetensors")):
         kw["load_format"] = "dummy"
     if not os.path.exists(os.path.join(model_dir, "tokenizer.json")):
@@ -222,6 +226,10 @@ def main(argv: list[str] | None = None, prog: str | None = None, results_dir: st
     ap.add_argument("--no-async-scheduling", action="store_true", help="wait for each step's tokens")
     ap.add_argument("--no-silu-in-gemv", action="store_true",
                     help="Config.silu_in_gemv=False: a one-token MLP's SiLU * up as a launch of its own")
+    ap.add_argument("--attention-backend", choices=("triton", "triton-tma", "torch"), default="triton",
+                    help="Config.attention_backend (triton-tma: prefill through Hopper TMA loads, opt-in)")
+    ap.add_argument("--moe-gemm", choices=("triton", "tma"), default="triton",
+                    help="Config.moe_gemm (tma: the MoE's grouped GEMMs through Hopper TMA loads, opt-in)")
     ap.add_argument("--profile", action="store_true", help="after each run, a per-step time breakdown + kernel table")
     ap.add_argument("--out", default=results_dir, help="where JSON results and plots go (default: %(default)s)")
     ap.add_argument("--tag", default="", help="suffix of the result file names")

@@ -171,6 +171,12 @@ def _tma_config(head_dim: int, dtype: torch.dtype, device: torch.device, block_s
     return cfg
 
 
+def check_prefill_attention_tma(head_dim: int, dtype: torch.dtype, device: torch.device, block_size: int) -> None:
+    """Raise the ValueError prefill_attention_tma would raise for these, before any step runs (an
+    engine built with attention_backend="triton-tma" checks at start-up, not inside a request)."""
+    _tma_config(head_dim, dtype, device, block_size)
+
+
 def _prefill_attention_tma_launch(
     q, k_cache, v_cache, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, block_tables, scale,
     block_m: int, block_n: int, num_warps: int, num_stages: int, warp_specialize: bool,

@@ -3,7 +3,9 @@
 A `Backend` is four choices (lessons 09, 10), made from `Config` by `Backend.from_config`:
 - `attention`: an `AttentionBackend`, the functions that store K/V into the paged cache and attend
   over it. `TRITON_ATTENTION` is AIOS's FlashAttention prefill and paged decode kernels;
-  `TORCH_ATTENTION` their references (the score matrix built whole). A learner's attention is one
+  `TORCH_ATTENTION` their references (the score matrix built whole); `TRITON_TMA_ATTENTION`
+  (opt-in, "triton-tma") the same with prefill through Hopper TMA loads (prefill_attention_tma.py),
+  checked against the model, dtype, GPU and block size at start-up. A learner's attention is one
   more `AttentionBackend`, passed in, not patched in.
 - `fused_kernels`: the Triton RMSNorm(+residual), q/k-norm + RoPE + KV store (one launch per
   layer), SiLU*mul, one-row gemv and sampling kernels; False runs their torch references.
@@ -15,6 +17,8 @@ A `Backend` is four choices (lessons 09, 10), made from `Config` by `Backend.fro
   SiLU(gate) * up as one kernel, the activation in the gemv's epilogue (aios/kernels/gemv_silu_and_mul.py,
   `MergedColumnParallelLinear.forward_then_silu_and_mul`). A layer that takes `forward_one_row`
   (fused_one_row) never calls its MLP's forward, so there SiLU stays in down_proj's prologue.
+- `moe_gemm_tma` (`Config.moe_gemm="tma"`, opt-in; needs fused_kernels and a Hopper GPU): the MoE
+  layers' grouped GEMMs through aios/kernels/fused_moe_tma.py instead of fused_moe.py.
 On a CPU all are the references whatever Config says: Triton compiles for CUDA only.
 
 Each layer binds the functions it will call in its constructor and never looks again: no flag is
@@ -37,6 +41,7 @@ from aios.kernels import (
     store_kvcache,
     store_kvcache_ref,
 )
+from aios.kernels.prefill_attention_tma import check_prefill_attention_tma, prefill_attention_tma
 
 if TYPE_CHECKING:
     from aios.config import Config
@@ -55,8 +60,9 @@ class AttentionBackend:
 
 
 TRITON_ATTENTION = AttentionBackend("triton", store_kvcache, prefill_attention, decode_attention)
+TRITON_TMA_ATTENTION = AttentionBackend("triton-tma", store_kvcache, prefill_attention_tma, decode_attention)
 TORCH_ATTENTION = AttentionBackend("torch", store_kvcache_ref, prefill_attention_ref, decode_attention_ref)
-ATTENTION_BACKENDS = {b.name: b for b in (TRITON_ATTENTION, TORCH_ATTENTION)}
+ATTENTION_BACKENDS = {b.name: b for b in (TRITON_ATTENTION, TRITON_TMA_ATTENTION, TORCH_ATTENTION)}
 
 
 @dataclass(frozen=True)
@@ -67,15 +73,24 @@ class Backend:
     fused_one_row: bool = False
     # lesson 10: a one-row SiLU-gated MLP applies SiLU * up in gate_up's gemv (needs fused_kernels)
     silu_in_gemv: bool = False
+    # lesson 16 / issue 21: the MoE's grouped GEMMs through TMA (needs fused_kernels and a Hopper GPU)
+    moe_gemm_tma: bool = False
 
     @classmethod
     def from_config(cls, config: Config, device: torch.device | str | None = None) -> Backend:
         """The engine's choice: `Config.attention_backend` and `Config.fused_kernels` on a GPU, the
         references on a CPU. `device` defaults to `config.device` (a TP worker passes its own)."""
-        if torch.device(device if device is not None else config.device).type != "cuda":
+        device = torch.device(device if device is not None else config.device)
+        if device.type != "cuda":
             return TORCH
-        return cls(ATTENTION_BACKENDS[config.attention_backend], config.fused_kernels,
-                   config.fused_kernels and config.fuse_norm_into_gemv, config.fused_kernels and config.silu_in_gemv)
+        attention = ATTENTION_BACKENDS[config.attention_backend]
+        if attention is TRITON_TMA_ATTENTION:          # its refusals at start-up, not in a request's step
+            check_prefill_attention_tma(config.hf_config.head_dim, config.dtype, device, config.kvcache_block_size)
+        moe_gemm_tma = config.fused_kernels and config.moe_gemm == "tma"
+        if moe_gemm_tma and torch.cuda.get_device_capability(device) < (9, 0):
+            raise ValueError("moe_gemm='tma' needs a Hopper GPU (TMA loads): use moe_gemm='triton'")
+        return cls(attention, config.fused_kernels, config.fused_kernels and config.fuse_norm_into_gemv,
+                   config.fused_kernels and config.silu_in_gemv, moe_gemm_tma)
 
     @classmethod
     def for_device(cls, device: torch.device | str) -> Backend:

@@ -11,6 +11,7 @@
   (`mlp.experts.{e}.gate_proj.weight`, ...) go straight into their slices through `weight_loader`
   (aios/utils/loader.py: the model's `expert_modules_mapping`). On a GPU with a measured tile table
   for its shape (aios/kernels/moe_tiles.py) the layer holds that table and hands it to every call.
+  A backend with `moe_gemm_tma` (opt-in) binds aios/kernels/fused_moe_tma.py's kernel instead.
 Under TP each expert is split like the dense MLP: rank r holds columns r*I/N.. of every expert's
 gate and up (column-parallel) and the same rows of its down (row-parallel); one all-reduce after.
 """
@@ -18,12 +19,14 @@ gate and up (column-parallel) and the same rows of its down (row-parallel); one 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from aios.distributed.tp_group import TPGroup
 from aios.kernels.fused_moe import fused_moe, fused_moe_ref
+from aios.kernels.fused_moe_tma import fused_moe_tma, load_tma_tiles
 from aios.kernels.moe_tiles import MoeTiles
 from aios.kernels.topk_softmax import topk_softmax_ref
 from aios.layers.backend import Backend, resolve
@@ -36,12 +39,14 @@ def select_experts(router_logits: torch.Tensor, top_k: int, renormalize: bool
     return topk_weights.to(router_logits.dtype), topk_ids                   # HF rounds the weights here
 
 
-def measured_tiles(num_experts: int, intermediate_size: int) -> MoeTiles | None:
-    """benchmarks/tune_moe.py's table for this shape on the GPU the layer is being built on, or None."""
+def measured_tiles(num_experts: int, intermediate_size: int,
+                   load: Callable[[int, int, str], MoeTiles | None] = MoeTiles.load) -> MoeTiles | None:
+    """benchmarks/tune_moe.py's table for this shape on the GPU the layer is being built on (`load`:
+    the default kernel's, or fused_moe_tma.py's `load_tma_tiles`), or None."""
     device = torch.get_default_device()
     if device.type != "cuda":
         return None
-    return MoeTiles.load(num_experts, intermediate_size, torch.cuda.get_device_name(device))
+    return load(num_experts, intermediate_size, torch.cuda.get_device_name(device))
 
 
 class FusedMoE(nn.Module):
@@ -60,10 +65,16 @@ class FusedMoE(nn.Module):
                                       requires_grad=False)                   # [E, H, I / tp]
         self.gate_up_proj.weight_loader = self.weight_loader
         self.down_proj.weight_loader = self.weight_loader
-        if resolve(backend).fused_kernels:
-            # the grouped GEMMs' measured tiles for this shape on this GPU (aios/kernels/moe_tiles.py), if any
+        backend = resolve(backend)
+        if backend.fused_kernels:
+            # the grouped GEMMs' measured tiles for this shape on this GPU (aios/kernels/moe_tiles.py), if any;
+            # with moe_gemm_tma (opt-in) the TMA kernel's own table where one was measured, else the same
             self.tiles = measured_tiles(num_experts, self.intermediate_size)
-            self.fused_moe = functools.partial(fused_moe, tiles=self.tiles)
+            kernel = fused_moe
+            if backend.moe_gemm_tma:
+                kernel = fused_moe_tma
+                self.tiles = measured_tiles(num_experts, self.intermediate_size, load_tma_tiles) or self.tiles
+            self.fused_moe = functools.partial(kernel, tiles=self.tiles)
         else:
             self.tiles, self.fused_moe = None, fused_moe_ref
 

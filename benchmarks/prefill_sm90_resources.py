@@ -64,6 +64,7 @@ def main() -> None:
             else:
                 prefill._prefill_attention_launch(q, k_cache, k_cache, cu, cu, 1024, tables, 128 ** -0.5,
                                                   *tile, pack_gqa=pack_gqa)
+            compiler.wait()                                 # the compile runs on the compiler's pool
             record = compiler.records[-1] if len(compiler.records) > before else None
             mode = ("h32/8" if pack_gqa else "h16/8") if args.tma else ("packed" if pack_gqa else "unpacked")
             if record is None or not record["ok"]:

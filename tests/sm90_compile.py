@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import pkgutil
 import re
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 import triton
@@ -59,11 +61,14 @@ class Sm90Compiler:
         self.backend = make_backend(H200)
         self.binders: dict[int, object] = {}
         self.seen: set[tuple] = set()
-        self.records: list[dict] = []
+        self.records: list[dict] = []                   # filled in by the pool's threads: read after wait()
         self.case = ""                                  # the name of the case launching now
+        self.pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
+        self.pending: list[Future] = []
 
     def compile(self, jit_fn: JITFunction, args: tuple, kwargs: dict) -> dict | None:
-        """Bind one launch as JITFunction.run does, with GPU_CONSTEXPRS, and compile it for sm_90."""
+        """Bind one launch as JITFunction.run does, with GPU_CONSTEXPRS, and queue its compile for sm_90;
+        the record returned is complete after wait()."""
         kwargs = dict(kwargs)
         for name, value in GPU_CONSTEXPRS.items():
             if name in kwargs:
@@ -83,6 +88,13 @@ class Sm90Compiler:
         record = {"case": self.case, "kernel": f"{jit_fn.fn.__module__}.{jit_fn.__name__}",
                   "constexprs": repr({jit_fn.arg_names[path[0]]: v for path, v in constexprs.items()}),
                   "num_warps": options.num_warps, "num_stages": options.num_stages}
+        self.records.append(record)
+        self.pending.append(self.pool.submit(self._compile_into, record, jit_fn, signature, constexprs, attrs,
+                                             options))
+        return record
+
+    @staticmethod
+    def _compile_into(record: dict, jit_fn: JITFunction, signature, constexprs, attrs, options) -> None:
         start = time.perf_counter()
         try:
             compiled = triton.compile(ASTSource(jit_fn, signature, constexprs, attrs), target=H200,
@@ -96,8 +108,13 @@ class Sm90Compiler:
         except Exception as e:                          # noqa: BLE001  (the record carries it)
             record.update(ok=False, error=error_text(e))
         record["seconds"] = round(time.perf_counter() - start, 3)
-        self.records.append(record)
-        return record
+
+    def wait(self) -> None:
+        """Every record filled in: the compiles run on a thread per core (ptxas and much of Triton's
+        pipeline let go of the GIL), so a record is complete only after this."""
+        for future in self.pending:
+            future.result()
+        self.pending.clear()
 
 
 def compile_instead_of_launching(compiler: Sm90Compiler) -> None:

@@ -23,7 +23,7 @@ in aios/kernels is one the harness makes as the GPU would; and the bug that brok
 ordering, registers and occupancy, loading and running the cubin (aios/kernels/NOTES.md).
 
 Cost on a 2-core CPU with a cold Triton cache: 83 s (153 s before the compiles ran on a thread per
-core, sm90_compile.Sm90Compiler), for the cases' specializations of 24 kernels (the opt-in TMA
+core, sm90_compile.Sm90Compiler), for the cases' 145 specializations of 23 kernels (the opt-in TMA
 kernels' included), the 28 of bench_kernels.py's prefill sweep (reported apart as `prefill_sweep`)
 and prefill_attention_tma's TMA tiles (`tma_tiles`); a few seconds when ~/.triton/cache already
 holds them (an edited kernel recompiles only its own). Another Triton's

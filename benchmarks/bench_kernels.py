@@ -68,7 +68,11 @@ from aios.kernels.fused_gemv import add_rmsnorm_gemv, silu_mul_gemv  # noqa: E40
 from aios.kernels.gemv import gemv, gemv_config  # noqa: E402
 from aios.kernels.gemv_silu_and_mul import gemv_silu_and_mul, gemv_silu_and_mul_config  # noqa: E402
 from aios.kernels.prefill_attention import _prefill_attention_launch, _prefill_config  # noqa: E402
-from aios.kernels.prefill_attention_tma import TMA_TILES, _prefill_attention_tma_launch, _tma_config  # noqa: E402
+from aios.kernels.prefill_attention_tma import (  # noqa: E402
+    TMA_TILES,
+    _prefill_attention_tma_launch,
+    check_prefill_attention_tma,
+)
 
 HBM_BYTES_PER_S = 3.0e12  # H100 SXM HBM3, the floor the brief names (spec 3.35 TB/s)
 L2_FLUSH_BYTES = 256 << 20
@@ -316,7 +320,7 @@ def bench_prefill_tma(results, name, case, call, flops, num_cached, chunk):
     q, k_cache = call[0], call[1]
     block_size = k_cache.shape[1]
     try:
-        _tma_config(q.shape[2], q.dtype, q.device, block_size)     # dtype, head_dim, Hopper
+        check_prefill_attention_tma(q.shape[2], q.dtype, q.device, block_size)     # dtype, head_dim, Hopper
     except ValueError as e:
         print(f"prefill {name} bs={block_size} triton tma: skipped: {e}", flush=True)
         return

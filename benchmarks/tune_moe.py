@@ -40,9 +40,9 @@ import triton  # noqa: E402
 from bench_kernels import bench_graph  # noqa: E402
 
 from aios.kernels.fused_moe import fused_moe, fused_moe_config  # noqa: E402
-from aios.kernels.fused_moe_tma import fused_moe_tma, save_tma_tiles  # noqa: E402
+from aios.kernels.fused_moe_tma import fused_moe_tma  # noqa: E402
 from aios.kernels.moe_gemv import MAX_PAIRS_GEMV  # noqa: E402
-from aios.kernels.moe_tiles import CONFIG_DIR, MoeTiles  # noqa: E402
+from aios.kernels.moe_tiles import CONFIG_DIR, GEMM_KEYS, MoeTiles  # noqa: E402
 from aios.kernels.topk_softmax import topk_softmax  # noqa: E402
 
 TOKENS = [4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]
@@ -111,13 +111,16 @@ def gemm_candidates(args, num_tokens: int) -> list[tuple[str, dict]]:
         tiles = {"base": TILES, "wide": WIDE_TILES, "all": TILES + WIDE_TILES}[args.tiles]
         silu_modes = {"both": (True, False), "on": (True,), "off": (False,)}[args.silu_in_gemm]
         base = candidates(num_tokens, args.top_k, args.experts, tiles, silu_modes)
-    if args.gemm == "triton":
-        return [("triton", cfg) for cfg in base]
-    return [(gemm, {**cfg, "programs_per_sm": p or None}) if gemm == "tma" else (gemm, cfg)
-            for cfg in base for gemm, p in [("triton", None)] + [("tma", p) for p in args.programs_per_sm]]
+    out = []
+    for cfg in base:
+        out.append(("triton", cfg))
+        if args.gemm == "tma":
+            out += [("tma", {**cfg, "programs_per_sm": p or None}) for p in args.programs_per_sm]
+    return out
 
 
-def tune_one(args, num_tokens: int, rows: list) -> dict | None:
+def tune_one(args, num_tokens: int, rows: list, table_entry: dict | None = None) -> dict | None:
+    """The fastest candidate at num_tokens (`table_entry`, the engine's table's, competes too)."""
     gen = torch.Generator(device="cuda").manual_seed(num_tokens)
     layers = make_layers(args, num_tokens, gen)
     calls_per_graph = 64 if num_tokens <= 1024 else 8
@@ -130,8 +133,8 @@ def tune_one(args, num_tokens: int, rows: list) -> dict | None:
     default = fused_moe_config(num_tokens, args.top_k, torch.device("cuda"))
     rows.append(dict(num_tokens=num_tokens, config=default, us=default_us, default=True))
     best, best_us, same_tiles_us = None, math.inf, {}
-    if args.merge and num_tokens in args.merge:            # the table's entry competes too
-        best = args.merge[num_tokens]
+    if table_entry is not None:
+        best = table_entry
         best_us = time_cfg(best)
         rows.append(dict(num_tokens=num_tokens, config=best, us=best_us, table=True))
     for gemm, cfg in gemm_candidates(args, num_tokens):
@@ -194,10 +197,10 @@ def main() -> None:
     assert torch.cuda.is_available(), "tune_moe.py needs a CUDA GPU"
     gpu = torch.cuda.get_device_name()
     start, table, rows = time.time(), {}, []
-    if args.merge:
+    if args.merge:                                       # the engine's table: its entries compete, the rest stay
         existing = MoeTiles.load(args.experts, args.inter, gpu, CONFIG_DIR)
-        args.merge = dict(existing.by_num_tokens) if existing is not None else {}
-        table = dict(args.merge)
+        table = dict(existing.by_num_tokens) if existing is not None else {}
+    merged = dict(table)
     for num_tokens in args.tokens:
         if num_tokens * args.top_k <= MAX_PAIRS_GEMV:
             print(f"tokens {num_tokens}: the decode gemvs (<= {MAX_PAIRS_GEMV} pairs), no grouped GEMM to tune")
@@ -205,15 +208,13 @@ def main() -> None:
         if args.max_seconds is not None and time.time() - start > args.max_seconds:
             print(f"--max-seconds reached before {num_tokens} tokens: the table stops at {max(table, default=0)}")
             break
-        best = tune_one(args, num_tokens, rows)
+        best = tune_one(args, num_tokens, rows, merged.get(num_tokens))
         if best is not None:
             table[num_tokens] = best
         torch.cuda.empty_cache()
-    if table and args.gemm == "tma":
-        path = save_tma_tiles(MoeTiles(tuple(sorted(table.items()))), args.experts, args.inter, gpu, args.table_dir)
-        print(f"TMA tile table: {path}")
-    elif table:
-        path = MoeTiles.from_dict(table).save(args.experts, args.inter, gpu, args.table_dir)
+    if table:                               # the TMA kernel's goes to a file of its own (moe_tiles.GEMM_KEYS)
+        gemm = None if args.gemm == "triton" else args.gemm
+        path = MoeTiles.from_dict(table, GEMM_KEYS[gemm]).save(args.experts, args.inter, gpu, args.table_dir, gemm)
         print(f"tile table: {path}")
     summary = dict(benchmark="moe-tune", gemm=args.gemm, gpu=gpu, torch=torch.__version__, triton=triton.__version__,
                    date=datetime.date.today().isoformat(), aios_git=os.environ.get("AIOS_GIT"),

@@ -203,21 +203,27 @@ def test_triton_fused_moe_equals_reference_at_qwen3_30b_a3b_expert_shapes(num_to
         assert torch.allclose(got.float(), want, atol=tol, rtol=tol), (path, (got.float() - want).abs().max())
 
 
-@pytest.mark.gpu
-@pytest.mark.parametrize("path", PATHS, ids=list(PATHS))
-def test_fused_moe_replays_inside_a_cuda_graph(path):
-    x, w13, w2, topk_weights, topk_ids = random_moe(8, 16, 2, 256, 128, dtype=torch.bfloat16, device="cuda")
-    fused_moe(x, w13, w2, topk_weights, topk_ids, **PATHS[path])      # compile outside the capture
+def assert_replays_inside_a_cuda_graph(moe, num_tokens: int, **kwargs) -> None:
+    """`moe` (fused_moe or a variant) captured once, then replayed on new inputs and routing, equals
+    the reference on those."""
+    x, w13, w2, topk_weights, topk_ids = random_moe(num_tokens, 16, 2, 256, 128, dtype=torch.bfloat16, device="cuda")
+    moe(x, w13, w2, topk_weights, topk_ids, **kwargs)                 # compile outside the capture
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        out = fused_moe(x, w13, w2, topk_weights, topk_ids, **PATHS[path])
-    new_x, _, _, new_w, new_ids = random_moe(8, 16, 2, 256, 128, dtype=torch.bfloat16, device="cuda", seed=3)
+        out = moe(x, w13, w2, topk_weights, topk_ids, **kwargs)
+    new_x, _, _, new_w, new_ids = random_moe(num_tokens, 16, 2, 256, 128, dtype=torch.bfloat16, device="cuda", seed=3)
     x.copy_(new_x)
     topk_weights.copy_(new_w)
     topk_ids.copy_(new_ids)
     graph.replay()
     want = fused_moe_ref(x, w13, w2, topk_weights, topk_ids)
     assert torch.allclose(out.float(), want.float(), atol=3e-2, rtol=3e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("path", PATHS, ids=list(PATHS))
+def test_fused_moe_replays_inside_a_cuda_graph(path):
+    assert_replays_inside_a_cuda_graph(fused_moe, 8, **PATHS[path])
 
 
 @pytest.mark.gpu

@@ -10,7 +10,7 @@ it compiles for sm_90 at the engine's tiles is tests/test_triton_compiles_for_ho
 
 import pytest
 import torch
-from test_fused_moe import random_moe
+from test_fused_moe import assert_replays_inside_a_cuda_graph, random_moe
 
 from aios.kernels.fused_moe import fused_moe
 from aios.kernels.fused_moe_tma import _grouped_gemm_tma, fused_moe_ref, fused_moe_tma, fused_moe_tma_config
@@ -115,19 +115,7 @@ def test_tma_fused_moe_equals_reference_at_qwen3_30b_a3b_expert_shapes(num_token
 @pytest.mark.parametrize("grid", GRIDS, ids=list(GRIDS))
 def test_tma_fused_moe_replays_inside_a_cuda_graph(grid):
     """The weight descriptors are kernel parameters the graph keeps; new inputs and routing replay."""
-    x, w13, w2, topk_weights, topk_ids = random_moe(64, 16, 2, 256, 128, dtype=torch.bfloat16, device="cuda")
-    kwargs = dict(gemv=False, programs_per_sm=GRIDS[grid])
-    fused_moe_tma(x, w13, w2, topk_weights, topk_ids, **kwargs)                # compile outside the capture
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = fused_moe_tma(x, w13, w2, topk_weights, topk_ids, **kwargs)
-    new_x, _, _, new_w, new_ids = random_moe(64, 16, 2, 256, 128, dtype=torch.bfloat16, device="cuda", seed=3)
-    x.copy_(new_x)
-    topk_weights.copy_(new_w)
-    topk_ids.copy_(new_ids)
-    graph.replay()
-    want = fused_moe_ref(x, w13, w2, topk_weights, topk_ids)
-    assert torch.allclose(out.float(), want.float(), atol=3e-2, rtol=3e-2)
+    assert_replays_inside_a_cuda_graph(fused_moe_tma, 64, gemv=False, programs_per_sm=GRIDS[grid])
 
 
 def test_the_tma_table_keeps_its_grids_in_a_file_of_its_own(tmp_path, monkeypatch):

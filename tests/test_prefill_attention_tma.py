@@ -20,7 +20,7 @@ if not torch.cuda.is_available():  # must precede the first @triton.jit (i.e. im
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
-from test_kernels import assert_attention_close, make_prefill_batch  # noqa: E402
+from test_kernels import PREFILL_SPANS, assert_attention_close, make_prefill_batch  # noqa: E402
 
 from aios.kernels.prefill_attention import prefill_attention_ref  # noqa: E402
 from aios.kernels.prefill_attention_tma import (  # noqa: E402
@@ -34,7 +34,7 @@ gpu = pytest.mark.gpu
 needs_hopper = pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] != 9,
                                   reason="needs an sm_90 GPU (TMA)")
 # one-token spans, a span crossing 16-row tiles, chunks after a cached prefix (5 of 40, 1 of 33, 33 of 70)
-RAGGED_SPANS = [(1, 1), (17, 17), (5, 40), (1, 33), (33, 70)]
+RAGGED_SPANS = PREFILL_SPANS
 
 
 def launch(args, warp_specialize, block_m=16, block_n=16, sliding_window=None, num_warps=4, num_stages=1):

@@ -30,7 +30,6 @@ The weights need 16-byte aligned rows (K * itemsize % 16 == 0) and experts stack
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -106,26 +105,18 @@ def fused_moe_tma_config(num_tokens: int, top_k: int, device: torch.device, tile
 
 def tma_tiles_path(num_experts: int, intermediate_size: int, device_name: str, config_dir: Path = CONFIG_DIR) -> Path:
     """The TMA kernel's table (benchmarks/tune_moe.py --gemm tma) beside the default kernel's, never it."""
-    return Path(config_dir) / tiles_file_name(num_experts, intermediate_size, device_name).replace(".json",
-                                                                                                   ",gemm=tma.json")
+    return Path(config_dir) / tiles_file_name(num_experts, intermediate_size, device_name, gemm="tma")
 
 
 def save_tma_tiles(tiles: MoeTiles, num_experts: int, intermediate_size: int, device_name: str,
                    config_dir: Path = CONFIG_DIR) -> Path:
-    path = tma_tiles_path(num_experts, intermediate_size, device_name, config_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(tiles.to_dict(), indent=1))
-    return path
+    return tiles.save(num_experts, intermediate_size, device_name, config_dir, gemm="tma")
 
 
 def load_tma_tiles(num_experts: int, intermediate_size: int, device_name: str,
                    config_dir: Path = CONFIG_DIR) -> MoeTiles | None:
-    """The measured TMA table, each entry's programs_per_sm kept (MoeTiles.from_dict keeps only the
-    default kernel's keys), or None where none was measured."""
-    path = tma_tiles_path(num_experts, intermediate_size, device_name, config_dir)
-    if not path.exists():
-        return None
-    return MoeTiles(tuple(sorted((int(t), entry) for t, entry in json.loads(path.read_text()).items())))
+    """The measured TMA table, each entry's programs_per_sm kept, or None where none was measured."""
+    return MoeTiles.load(num_experts, intermediate_size, device_name, config_dir, gemm="tma")
 
 
 def _weight_descriptor(b: torch.Tensor, cfg: dict) -> TensorDescriptor:

@@ -10,9 +10,11 @@ aios/kernels/configs/fused_moe/, named as vLLM names its own:
     E=128,N=768,device_name=NVIDIA_H200.json     {"64": {"block_m": 16, "block_n": 64, ...}, ...}
 
 Each entry holds `block_m`, `block_n`, `block_k`, `num_warps`, `num_stages` and `silu_in_gemm`
-(the SiLU inside the first GEMM, or a launch of its own). A call with T tokens takes the entry of
-the nearest measured token count (on a log scale: 96 tokens is as near 64 as 128). A shape or GPU
-without a file uses `fused_moe_config`'s rule (aios/kernels/fused_moe.py).
+(the SiLU inside the first GEMM, or a launch of its own). The opt-in TMA kernel
+(aios/kernels/fused_moe_tma.py) has tables of its own beside these, `gemm="tma"`:
+`...,device_name=NVIDIA_H200,gemm=tma.json`, whose entries also hold `programs_per_sm`.
+A call with T tokens takes the entry of the nearest measured token count (on a log scale: 96
+tokens is as near 64 as 128). A shape or GPU without a file uses `fused_moe_config`'s rule (aios/kernels/fused_moe.py).
 
 The table is read once, when the FusedMoE layer is built (aios/layers/fused_moe.py), and the
 layer owns it; nothing here is module-level state.
@@ -27,11 +29,14 @@ from pathlib import Path
 
 CONFIG_DIR = Path(__file__).parent / "configs" / "fused_moe"
 TILE_KEYS = ("block_m", "block_n", "block_k", "num_warps", "num_stages", "silu_in_gemm")
+GEMM_KEYS = {None: TILE_KEYS, "tma": (*TILE_KEYS, "programs_per_sm")}     # the keys each kernel's table keeps
 
 
-def tiles_file_name(num_experts: int, intermediate_size: int, device_name: str) -> str:
-    """vLLM's naming: E experts, N = the intermediate size each rank holds, the GPU's name."""
-    return f"E={num_experts},N={intermediate_size},device_name={device_name.replace(' ', '_')}.json"
+def tiles_file_name(num_experts: int, intermediate_size: int, device_name: str, gemm: str | None = None) -> str:
+    """vLLM's naming: E experts, N = the intermediate size each rank holds, the GPU's name; and
+    `,gemm=tma` for the TMA kernel's table."""
+    suffix = "" if gemm is None else f",gemm={gemm}"
+    return f"E={num_experts},N={intermediate_size},device_name={device_name.replace(' ', '_')}{suffix}.json"
 
 
 @dataclass(frozen=True)
@@ -56,25 +61,25 @@ class MoeTiles:
         return dict(tiles)
 
     @classmethod
-    def from_dict(cls, table: dict) -> MoeTiles:
-        return cls(tuple(sorted((int(t), {k: table[t][k] for k in TILE_KEYS if k in table[t]}) for t in table)))
+    def from_dict(cls, table: dict, keys: tuple[str, ...] = TILE_KEYS) -> MoeTiles:
+        return cls(tuple(sorted((int(t), {k: table[t][k] for k in keys if k in table[t]}) for t in table)))
 
     def to_dict(self) -> dict:
         return {str(t): tiles for t, tiles in self.by_num_tokens}
 
     @classmethod
     def load(cls, num_experts: int, intermediate_size: int, device_name: str,
-             config_dir: Path = CONFIG_DIR) -> MoeTiles | None:
-        """The measured table for this shape and GPU, or None where none was measured."""
-        path = Path(config_dir) / tiles_file_name(num_experts, intermediate_size, device_name)
+             config_dir: Path = CONFIG_DIR, gemm: str | None = None) -> MoeTiles | None:
+        """The measured table for this shape, GPU and kernel (`gemm`), or None where none was measured."""
+        path = Path(config_dir) / tiles_file_name(num_experts, intermediate_size, device_name, gemm)
         if not path.exists():
             return None
         with open(path) as f:
-            return cls.from_dict(json.load(f))
+            return cls.from_dict(json.load(f), GEMM_KEYS[gemm])
 
     def save(self, num_experts: int, intermediate_size: int, device_name: str,
-             config_dir: Path = CONFIG_DIR) -> Path:
-        path = Path(config_dir) / tiles_file_name(num_experts, intermediate_size, device_name)
+             config_dir: Path = CONFIG_DIR, gemm: str | None = None) -> Path:
+        path = Path(config_dir) / tiles_file_name(num_experts, intermediate_size, device_name, gemm)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w") as f:
             json.dump(self.to_dict(), f, indent=1)

@@ -1,9 +1,10 @@
 """Hopper variant of the paged prefill attention: Q/K/V tiles by TMA, optionally warp-specialized.
 
 Same arguments, semantics and spec as `prefill_attention` (prefill_attention.py: causal, varlen,
-paged, GQA, sliding window; the spec is `prefill_attention_ref`). Opt-in and not wired into the
-engine: the caller picks it, and where it cannot apply it raises ValueError (no silent fallback,
-so a benchmark row or a test is always the kernel it names). It applies to bf16/fp16, head_dim 64
+paged, GQA, sliding window; the spec is `prefill_attention_ref`). Opt-in: the engine runs it only
+with `Config.attention_backend="triton-tma"` (aios/layers/backend.py, which checks
+`check_prefill_attention_tma` at start-up), and where it cannot apply it raises ValueError (no
+silent fallback, so a benchmark row or a test is always the kernel it names). It applies to bf16/fp16, head_dim 64
 or 128, a block size that is a multiple of BLOCK_N, on an sm_90 GPU (or Triton's CPU interpreter).
 
 Why TMA fits the paged cache: with BLOCK_N dividing the block size, key tile start_n of a sequence

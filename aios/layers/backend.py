@@ -1,6 +1,6 @@
 """Which kernels the layers run: chosen once, when the model is built, and handed to every layer.
 
-A `Backend` is four choices (lessons 09, 10), made from `Config` by `Backend.from_config`:
+A `Backend` is five choices (lessons 09, 10, 16), made from `Config` by `Backend.from_config`:
 - `attention`: an `AttentionBackend`, the functions that store K/V into the paged cache and attend
   over it. `TRITON_ATTENTION` is AIOS's FlashAttention prefill and paged decode kernels;
   `TORCH_ATTENTION` their references (the score matrix built whole); `TRITON_TMA_ATTENTION`
@@ -41,6 +41,7 @@ from aios.kernels import (
     store_kvcache,
     store_kvcache_ref,
 )
+from aios.kernels.device import is_hopper
 from aios.kernels.prefill_attention_tma import check_prefill_attention_tma, prefill_attention_tma
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ class Backend:
         if attention is TRITON_TMA_ATTENTION:          # its refusals at start-up, not in a request's step
             check_prefill_attention_tma(config.hf_config.head_dim, config.dtype, device, config.kvcache_block_size)
         moe_gemm_tma = config.fused_kernels and config.moe_gemm == "tma"
-        if moe_gemm_tma and torch.cuda.get_device_capability(device) < (9, 0):
+        if moe_gemm_tma and not is_hopper(device):
             raise ValueError("moe_gemm='tma' needs a Hopper GPU (TMA loads): use moe_gemm='triton'")
         return cls(attention, config.fused_kernels, config.fused_kernels and config.fuse_norm_into_gemv,
                    config.fused_kernels and config.silu_in_gemv, moe_gemm_tma)

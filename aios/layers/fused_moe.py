@@ -19,14 +19,13 @@ gate and up (column-parallel) and the same rows of its down (row-parallel); one 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from aios.distributed.tp_group import TPGroup
 from aios.kernels.fused_moe import fused_moe, fused_moe_ref
-from aios.kernels.fused_moe_tma import fused_moe_tma, load_tma_tiles
+from aios.kernels.fused_moe_tma import fused_moe_tma
 from aios.kernels.moe_tiles import MoeTiles
 from aios.kernels.topk_softmax import topk_softmax_ref
 from aios.layers.backend import Backend, resolve
@@ -39,14 +38,13 @@ def select_experts(router_logits: torch.Tensor, top_k: int, renormalize: bool
     return topk_weights.to(router_logits.dtype), topk_ids                   # HF rounds the weights here
 
 
-def measured_tiles(num_experts: int, intermediate_size: int,
-                   load: Callable[[int, int, str], MoeTiles | None] = MoeTiles.load) -> MoeTiles | None:
-    """benchmarks/tune_moe.py's table for this shape on the GPU the layer is being built on (`load`:
-    the default kernel's, or fused_moe_tma.py's `load_tma_tiles`), or None."""
+def measured_tiles(num_experts: int, intermediate_size: int, gemm: str | None = None) -> MoeTiles | None:
+    """benchmarks/tune_moe.py's table for this shape and kernel (`gemm`: None, the default kernel's;
+    "tma", fused_moe_tma.py's) on the GPU the layer is being built on, or None."""
     device = torch.get_default_device()
     if device.type != "cuda":
         return None
-    return load(num_experts, intermediate_size, torch.cuda.get_device_name(device))
+    return MoeTiles.load(num_experts, intermediate_size, torch.cuda.get_device_name(device), gemm=gemm)
 
 
 class FusedMoE(nn.Module):
@@ -73,7 +71,7 @@ class FusedMoE(nn.Module):
             kernel = fused_moe
             if backend.moe_gemm_tma:
                 kernel = fused_moe_tma
-                self.tiles = measured_tiles(num_experts, self.intermediate_size, load_tma_tiles) or self.tiles
+                self.tiles = measured_tiles(num_experts, self.intermediate_size, gemm="tma") or self.tiles
             self.fused_moe = functools.partial(kernel, tiles=self.tiles)
         else:
             self.tiles, self.fused_moe = None, fused_moe_ref

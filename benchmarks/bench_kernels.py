@@ -12,8 +12,8 @@
   the chunks of a chunked prefill (SxC+L: a C-token chunk whose first L tokens are in the cache, what the engine
   runs when a prompt is longer than max_num_batched_tokens). Each tile config runs unpacked and,
   where the GQA group is > 1, packed (all q heads of a kv head in one tile). On Hopper, the opt-in
-  TMA variant (aios/kernels/prefill_attention_tma.py) runs at each of its TMA_TILES ("triton tma",
-  "triton tma ws" where warp-specialized); where it does not apply (not sm_90, a block size its
+  TMA variant (aios/kernels/prefill_attention_tma.py) runs at each of its TMA_TILES ("triton tma";
+  its warp-specialized WS_TILES are refused on the GPU, never timed); where it does not apply (not sm_90, a block size its
   block_n does not divide) the row is skipped with the reason printed.
 - decode attention (batch 1/32/256, context 512..4096) vs the bandwidth floor
   (bytes of K/V read / 3.0 TB/s): us, achieved TB/s, % of floor.
@@ -325,7 +325,7 @@ def bench_prefill_tma(results, name, case, call, flops, num_cached, chunk):
         print(f"prefill {name} bs={block_size} triton tma: skipped: {e}", flush=True)
         return
     for tiles in TMA_TILES:
-        label = f"triton tma{' ws' if tiles[4] else ''} {tiles[:4]}"
+        label = f"triton tma {tiles[:4]}"
         if block_size % tiles[1]:
             print(f"prefill {name} bs={block_size} {label}: skipped: block_n {tiles[1]} does not divide the block",
                   flush=True)

@@ -25,6 +25,7 @@ from test_kernels import PREFILL_SPANS, assert_attention_close, make_prefill_bat
 from aios.kernels.prefill_attention import prefill_attention_ref  # noqa: E402
 from aios.kernels.prefill_attention_tma import (  # noqa: E402
     TMA_TILES,
+    WS_TILES,
     _prefill_attention_tma_launch,
     _tma_config,
     prefill_attention_tma,
@@ -104,7 +105,8 @@ def test_where_it_does_not_apply_it_says_so(monkeypatch):
 def test_every_tile_fits_the_engines_block_size_and_warp_specializes_at_4_warps():
     """Each key tile sits in one 256-token block; a warp-specialized tile has 4 warps (the Hopper pass
     leaves 8 unspecialized, module docstring)."""
-    for block_m, block_n, num_warps, num_stages, warp_specialize in TMA_TILES:
+    for block_m, block_n, num_warps, num_stages, warp_specialize in TMA_TILES + WS_TILES:
+        assert warp_specialize == ((block_m, block_n, num_warps, num_stages, warp_specialize) in WS_TILES)
         assert 256 % block_n == 0 and block_m & (block_m - 1) == 0 and block_m >= 16
         assert num_warps == 4 or not warp_specialize
         assert 1 <= num_stages <= 4
@@ -149,6 +151,15 @@ def test_a_16k_prompt_and_a_chunk_after_8k_cached_equal_the_ref_on_their_first_a
         args, _, _ = make_prefill_batch(spans, 256, num_heads, 8, 128, torch.bfloat16)
         out = launch(args, tiles[4], *tiles[:2], None, *tiles[2:4])
         assert_rows_close(args, out, (0, spans[0][0] // 2, spans[0][0] - 256))
+
+
+@gpu
+@needs_hopper
+def test_a_warp_specialized_tile_is_refused_on_the_gpu():
+    """WS_TILES never finished on the H200 (triton 3.6): a launch is a ValueError, not a hang."""
+    args, _, _ = make_prefill_batch([(256, 256)], 256, 16, 8, 128, torch.bfloat16)
+    with pytest.raises(ValueError, match="warp-specialized"):
+        launch(args, True, *WS_TILES[0][:2], None, *WS_TILES[0][2:4])
 
 
 @gpu

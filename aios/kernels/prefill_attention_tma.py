@@ -47,9 +47,9 @@ from aios.kernels.device import is_hopper
 from aios.kernels.prefill_attention import LOG2E, _dot
 
 # (block_m, block_n, num_warps, num_stages, warp_specialize): what bench_kernels.py times and the
-# GPU tests run. The first, the wrapper's choice on Hopper until measured otherwise, is
-# prefill_attention's long-prompt tile with TMA loads.
-TMA_TILES = [(128, 128, 8, 3, False), (128, 64, 4, 3, False), (64, 64, 4, 2, False)]
+# GPU tests run. The first is the wrapper's choice on Hopper: the fastest at every prefill case of
+# bench_kernels on the H200 (1.15-1.25x prefill_attention's; kernels/NOTES.md, "Hopper TMA variant").
+TMA_TILES = [(128, 64, 4, 3, False), (128, 128, 8, 3, False), (64, 64, 4, 2, False)]
 # The warp-specialized tiles (12 warps): they equal the ref under the CPU interpreter and compile for
 # sm_90 (tests/test_triton_compiles_for_hopper.py; those of 128 rows on triton 3.6 only), but on the
 # H200 (triton 3.6.0) the first of them never finished its first GPU test (killed after minutes, every

@@ -32,10 +32,29 @@ def tiny_ckpt_tied(tmp_path_factory) -> str:
                            num_kv_heads=4, seed=1, num_shards=2)
 
 
+def pytest_addoption(parser):
+    parser.addoption("--shard", default=None, metavar="K/N",
+                     help="run part K of N of the selected tests, whole files each (tests/sharding.py): "
+                          "a full `pytest -m gpu` split across device calls")
+
+
+@pytest.hookimpl(trylast=True)   # after -m and -k have deselected theirs
 def pytest_collection_modifyitems(config, items):
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU")
-    for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA GPU")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+    if config.getoption("--shard"):
+        from sharding import parse_shard, shard_files
+
+        try:
+            k, n = parse_shard(config.getoption("--shard"))
+        except ValueError as e:
+            raise pytest.UsageError(str(e)) from None
+        counts: dict[str, int] = {}
+        for item in items:
+            counts[item.nodeid.split("::")[0]] = counts.get(item.nodeid.split("::")[0], 0) + 1
+        mine = shard_files(counts, k, n)
+        config.hook.pytest_deselected(items=[i for i in items if i.nodeid.split("::")[0] not in mine])
+        items[:] = [i for i in items if i.nodeid.split("::")[0] in mine]

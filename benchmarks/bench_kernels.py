@@ -13,9 +13,10 @@
   runs when a prompt is longer than max_num_batched_tokens). Each tile config runs unpacked and,
   where the GQA group is > 1, packed (all q heads of a kv head in one tile). On Hopper, the opt-in
   TMA variant (aios/kernels/prefill_attention_tma.py) runs at each of its TMA_TILES ("triton tma";
-  its warp-specialized WS_TILES are refused on the GPU, never timed); where it does not apply (not sm_90, a block size its
-  block_n does not divide) the row is skipped with the reason printed.
-- decode attention (batch 1/32/256, context 512..4096) vs the bandwidth floor
+  its warp-specialized WS_TILES are refused on the GPU, never timed); where it does not apply (not
+  sm_90, a block size its block_n does not divide) the row is skipped with the reason printed.
+- decode attention (batch 1/32/256, context 512..4096; --decode-cases others, --decode-splits
+  other split counts beside the rule's) vs the bandwidth floor
   (bytes of K/V read / 3.0 TB/s): us, achieved TB/s, % of floor.
 - gemv (batch-1 linear layers of Qwen3-0.6B and 8B) vs cuBLAS (F.linear), with a config sweep.
 - fused_gemv: add_rmsnorm_gemv (before qkv / gate_up) vs fused_add_rms_norm then gemv, and
@@ -355,47 +356,51 @@ def bench_decode(args, results):
     num_heads, num_kv_heads, head_dim, dtype = 16, 8, 128, torch.bfloat16
     gen = torch.Generator(device="cuda").manual_seed(0)
     scale = head_dim ** -0.5
-    batches = (1, 32, 256)
     contexts = (512, 4096) if args.quick else (512, 1024, 2048, 4096)
-    for batch in batches:
-        for ctx in contexts:
-            kv_bytes = 2 * batch * ctx * num_kv_heads * head_dim * 2
-            num_copies = copies_for(kv_bytes)
-            for block_size in (16, 64, 256):
-                copies = []
-                for _ in range(num_copies):
-                    k_cache, v_cache, block_tables = paged_cache(
-                        batch, ctx, block_size, num_kv_heads, head_dim, dtype, gen)
-                    q = torch.randn(batch, num_heads, head_dim, dtype=dtype, device="cuda", generator=gen)
-                    lens = torch.full((batch,), ctx, dtype=torch.int32, device="cuda")
-                    copies.append((q, k_cache, v_cache, block_tables, lens, scale))
-                err = max_err(decode_attention(*copies[0]), decode_attention_ref(*copies[0]))
-                cfg = _decode_config(head_dim, dtype, q.device)
-                splits = _decode_num_splits(batch, num_kv_heads, block_tables.shape[1] * block_size, q.device,
-                                            cfg["block_n"])
-                variants = [("default", None)]
-                if "decode" in args.sweep and block_size != 64 and (batch, ctx) in ((1, 4096), (32, 2048), (256, 1024)):
-                    variants += [(f"sweep {c}", dict(block_n=c[0], num_warps=c[1], num_stages=c[2], num_splits=splits))
-                                 for c in DECODE_SWEEP]
-                    if batch == 1:
-                        variants += [(f"splits {s}", dict(cfg, num_splits=s)) for s in (8, 16, 64)]
-                for label, kw in variants:
-                    if kw is None:
-                        make = lambda i, copies=copies: (lambda: decode_attention(*copies[i]))
-                    else:
-                        make = lambda i, kw=kw, copies=copies: (lambda: _decode_attention_launch(*copies[i], **kw))
-                    ms = bench_graph(make, num_copies)
-                    us = ms * 1e3
-                    floor_us = kv_bytes / HBM_BYTES_PER_S * 1e6
-                    row = dict(kernel="decode", impl=label, batch=batch, context=ctx, block_size=block_size,
-                               num_splits=splits if kw is None else kw["num_splits"], us=us,
-                               tb_per_s=kv_bytes / (us * 1e-6) / 1e12, floor_us=floor_us,
-                               pct_of_floor=100 * floor_us / us, max_abs_err=err)
-                    results["decode"].append(row)
-                    print(f"decode b={batch:3d} ctx={ctx:4d} bs={block_size:3d} splits={row['num_splits']:2d} "
-                          f"{label:24s} {us:8.1f} us {row['tb_per_s']:5.2f} TB/s floor {floor_us:7.1f} us "
-                          f"({row['pct_of_floor']:5.1f}%) err {err:.1e}", flush=True)
-                copies = None
+    cases = [(b, c) for b in (1, 32, 256) for c in contexts]
+    if args.decode_cases:   # BxC: B sequences of C tokens of context each
+        cases = [tuple(int(x) for x in case.split("x")) for case in args.decode_cases.split(",")]
+    block_sizes = tuple(int(b) for b in args.decode_block_sizes.split(","))
+    split_counts = [int(x) for x in args.decode_splits.split(",")] if args.decode_splits else []
+    for batch, ctx in cases:
+        kv_bytes = 2 * batch * ctx * num_kv_heads * head_dim * 2
+        num_copies = copies_for(kv_bytes)
+        for block_size in block_sizes:
+            copies = []
+            for _ in range(num_copies):
+                k_cache, v_cache, block_tables = paged_cache(
+                    batch, ctx, block_size, num_kv_heads, head_dim, dtype, gen)
+                q = torch.randn(batch, num_heads, head_dim, dtype=dtype, device="cuda", generator=gen)
+                lens = torch.full((batch,), ctx, dtype=torch.int32, device="cuda")
+                copies.append((q, k_cache, v_cache, block_tables, lens, scale))
+            err = max_err(decode_attention(*copies[0]), decode_attention_ref(*copies[0]))
+            cfg = _decode_config(head_dim, dtype, q.device)
+            splits = _decode_num_splits(batch, num_kv_heads, block_tables.shape[1] * block_size, q.device,
+                                        cfg["block_n"])
+            variants = [("default", None)]
+            if "decode" in args.sweep and block_size != 64 and (batch, ctx) in ((1, 4096), (32, 2048), (256, 1024)):
+                variants += [(f"sweep {c}", dict(block_n=c[0], num_warps=c[1], num_stages=c[2], num_splits=splits))
+                             for c in DECODE_SWEEP]
+                if batch == 1:
+                    variants += [(f"splits {s}", dict(cfg, num_splits=s)) for s in (8, 16, 64)]
+            variants += [(f"splits {s}", dict(cfg, num_splits=s)) for s in split_counts if s != splits]
+            for label, kw in variants:
+                if kw is None:
+                    make = lambda i, copies=copies: (lambda: decode_attention(*copies[i]))
+                else:
+                    make = lambda i, kw=kw, copies=copies: (lambda: _decode_attention_launch(*copies[i], **kw))
+                ms = bench_graph(make, num_copies)
+                us = ms * 1e3
+                floor_us = kv_bytes / HBM_BYTES_PER_S * 1e6
+                row = dict(kernel="decode", impl=label, batch=batch, context=ctx, block_size=block_size,
+                           num_splits=splits if kw is None else kw["num_splits"], us=us,
+                           tb_per_s=kv_bytes / (us * 1e-6) / 1e12, floor_us=floor_us,
+                           pct_of_floor=100 * floor_us / us, max_abs_err=err)
+                results["decode"].append(row)
+                print(f"decode b={batch:3d} ctx={ctx:4d} bs={block_size:3d} splits={row['num_splits']:2d} "
+                      f"{label:24s} {us:8.1f} us {row['tb_per_s']:5.2f} TB/s floor {floor_us:7.1f} us "
+                      f"({row['pct_of_floor']:5.1f}%) err {err:.1e}", flush=True)
+            copies = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -701,6 +706,13 @@ def main():
                              "cached tokens, as chunked prefill runs), comma-separated")
     parser.add_argument("--prefill-heads", default="16/8", help="q/kv heads, comma-separated (8B: 32/8)")
     parser.add_argument("--prefill-block-sizes", default="16,64,256", help="KV block sizes of the prefill cases")
+    parser.add_argument("--decode-cases", default="",
+                        help="decode shapes BxC (B sequences, C tokens of context each), comma-separated; "
+                             "e.g. 16x16384, the long16k workload's decode step (default: 1/32/256 x 512..4096)")
+    parser.add_argument("--decode-block-sizes", default="16,64,256", help="KV block sizes of the decode cases")
+    parser.add_argument("--decode-splits", default="",
+                        help="also time these num_splits at every decode case (the default rule's is the "
+                             "'default' row), e.g. 1,2,3,4,6,8,16: where the split count's waves fall")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = parser.parse_args()
     assert torch.cuda.is_available(), "bench_kernels.py needs a CUDA GPU"

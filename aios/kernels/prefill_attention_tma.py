@@ -27,8 +27,8 @@ Invariants beyond prefill_attention's:
   state) is never called. Device-side `tl.make_tensor_descriptor` would need one.
 - WARP_SPECIALIZE=False: prefill_attention's three key loops (window edge masked, unmasked,
   diagonal masked), software-pipelined over num_stages with TMA loads.
-- WARP_SPECIALIZE=True (WS_TILES; refused on CUDA: on the H200 its first GPU test never finished): ONE key loop, `tl.range(..., warp_specialize=True)`, every tile masked.
-  Triton's Hopper auto-warp-specialization pass (sm_80/90; triton 3.6 and 3.9) then splits the
+- WARP_SPECIALIZE=True (WS_TILES; refused on CUDA: on the H200 its first GPU test never
+  finished): ONE key loop, `tl.range(..., warp_specialize=True)`, every tile masked. Triton's Hopper auto-warp-specialization pass (sm_80/90; triton 3.6 and 3.9) then splits the
   kernel into a TMA producer warp group and two consumer warp groups (MMAs and softmax; at BLOCK_M
   128 each takes 64 rows), 3 x num_warps warps, with setmaxnreg moving registers to the consumers. The
   pass takes only this shape: on both versions a second key loop, a peeled tile before or after

@@ -2,7 +2,7 @@
 H200 (sm_90), on a machine without a GPU.
 
     PYTHONPATH=$PWD python benchmarks/prefill_sm90_resources.py [--tiles 64,64,4,3 128,64,8,3 ...]
-    PYTHONPATH=$PWD python benchmarks/prefill_sm90_resources.py --tma   # prefill_attention_tma's TMA_TILES
+    PYTHONPATH=$PWD python benchmarks/prefill_sm90_resources.py --tma   # prefill_attention_tma's TMA_TILES and WS_TILES
 
 Each tile is launched through `_prefill_attention_launch` (bf16, head_dim 128, block size 256;
 unpacked at Qwen3-0.6B's 16/8 heads, packed at the 8B's 32/8) with tests/sm90_compile.py's harness,
@@ -31,17 +31,18 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiles", nargs="*", help="block_m,block_n,num_warps,num_stages (default: PREFILL_SWEEP)")
-    parser.add_argument("--tma", action="store_true", help="prefill_attention_tma's tiles (default: TMA_TILES)")
+    parser.add_argument("--tma", action="store_true",
+                        help="prefill_attention_tma's tiles (default: TMA_TILES and WS_TILES)")
     args = parser.parse_args()
     assert os.environ.get("TRITON_INTERPRET", "0") != "1", "the interpreter compiles nothing: run without it"
     import sm90_compile
     from triton.backends.nvidia.compiler import get_ptxas
 
-    from aios.kernels.prefill_attention_tma import TMA_TILES, _prefill_attention_tma_launch
+    from aios.kernels.prefill_attention_tma import TMA_TILES, WS_TILES, _prefill_attention_tma_launch
     from benchmarks.bench_kernels import PREFILL_SWEEP
 
     tiles = [tuple(int(v) for v in t.split(",")) for t in args.tiles] if args.tiles else None
-    tiles = tiles or (TMA_TILES if args.tma else PREFILL_SWEEP)
+    tiles = tiles or (TMA_TILES + WS_TILES if args.tma else PREFILL_SWEEP)
     compiled = []
     real_compile = triton.compile
     sm90_compile.triton.compile = lambda *a, **k: compiled.append(real_compile(*a, **k)) or compiled[-1]
@@ -60,7 +61,7 @@ def main() -> None:
             before = len(compiler.records)
             if args.tma:     # no packing in the TMA variant: 32/8 heads is the 8B's GQA group of 4
                 _prefill_attention_tma_launch(q, k_cache, k_cache, cu, cu, 1024, tables, 128 ** -0.5, *tile[:4],
-                                              bool(tile[4]))
+                                              bool(tile[4]), allow_warp_specialize=True)
             else:
                 prefill._prefill_attention_launch(q, k_cache, k_cache, cu, cu, 1024, tables, 128 ** -0.5,
                                                   *tile, pack_gqa=pack_gqa)

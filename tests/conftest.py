@@ -4,6 +4,7 @@ Triton's interpreter must be switched on before triton is first imported (it is 
 @triton.jit decorates), so that the kernels run on the CPU in CI.
 """
 
+import collections
 import os
 
 import torch
@@ -52,9 +53,7 @@ def pytest_collection_modifyitems(config, items):
             k, n = parse_shard(config.getoption("--shard"))
         except ValueError as e:
             raise pytest.UsageError(str(e)) from None
-        counts: dict[str, int] = {}
-        for item in items:
-            counts[item.nodeid.split("::")[0]] = counts.get(item.nodeid.split("::")[0], 0) + 1
-        mine = shard_files(counts, k, n)
-        config.hook.pytest_deselected(items=[i for i in items if i.nodeid.split("::")[0] not in mine])
-        items[:] = [i for i in items if i.nodeid.split("::")[0] in mine]
+        files = [item.nodeid.split("::")[0] for item in items]
+        mine = shard_files(collections.Counter(files), k, n)
+        config.hook.pytest_deselected(items=[i for i, f in zip(items, files) if f not in mine])
+        items[:] = [i for i, f in zip(items, files) if f in mine]

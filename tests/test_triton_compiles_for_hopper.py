@@ -271,7 +271,8 @@ def _tma_tile_cases():
             cases.append((tiles, f"tma {tiles} h{num_heads}/8" + (" window" if window else ""),
                           lambda q=q, k_cache=k_cache, cu=cu, tables=tables, tiles=tiles, window=window:
                           T._prefill_attention_tma_launch(q, k_cache, k_cache, cu, cu, 1024, tables, 128 ** -0.5,
-                                                          *tiles, sliding_window=window)))
+                                                          *tiles, sliding_window=window,
+                                                          allow_warp_specialize=True)))
     return cases
 
 

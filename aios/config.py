@@ -135,7 +135,8 @@ class Config:
     gpu_memory_utilization: float = 0.90      # share of GPU memory the engine may use
     cpu_kvcache_space_gib: float = 1.0        # KV-cache budget on CPU
     # lesson 09: "triton" (FlashAttention kernels) | "torch" (reference) | "triton-tma" (opt-in, issue 21:
-    # prefill through aios/kernels/prefill_attention_tma.py's TMA loads; Hopper, bf16/fp16, not yet measured)
+    # prefill through aios/kernels/prefill_attention_tma.py's TMA loads; Hopper, bf16/fp16; on an H200 the
+    # kernel is 1.15-1.28x prefill_attention, but no engine row has gained yet: kernels/NOTES.md)
     attention_backend: str = "triton"
     fused_kernels: bool = True                # lesson 10: Triton RMSNorm+residual, q/k-norm+RoPE, SiLU*mul
     # lesson 10: with fused_kernels, a one-token step runs add+RMSNorm and SiLU*up inside the next gemv
@@ -148,7 +149,8 @@ class Config:
     # forward_one_row wins (SiLU in down_proj)
     silu_in_gemv: bool = True
     # lesson 16 / issue 21: the MoE's grouped GEMMs, "triton" (aios/kernels/fused_moe.py) or "tma" (opt-in:
-    # aios/kernels/fused_moe_tma.py, TMA loads of the experts and a persistent grid; Hopper; not yet measured)
+    # aios/kernels/fused_moe_tma.py, TMA loads of the experts and a persistent grid; Hopper; on an H200
+    # level with "triton" at decode sizes, 3% faster at 4,096 tokens: kernels/NOTES.md)
     moe_gemm: str = "triton"
     enforce_eager: bool = False               # lesson 11: True turns CUDA graphs off
     async_scheduling: bool = True             # lesson 11: schedule step N+1 while the GPU runs step N

@@ -383,7 +383,8 @@ def bench_decode(args, results):
                              for c in DECODE_SWEEP]
                 if batch == 1:
                     variants += [(f"splits {s}", dict(cfg, num_splits=s)) for s in (8, 16, 64)]
-            variants += [(f"splits {s}", dict(cfg, num_splits=s)) for s in split_counts if s != splits]
+            variants += [(f"splits {s}", dict(cfg, num_splits=s)) for s in split_counts
+                         if s != splits and f"splits {s}" not in dict(variants)]
             for label, kw in variants:
                 if kw is None:
                     make = lambda i, copies=copies: (lambda: decode_attention(*copies[i]))

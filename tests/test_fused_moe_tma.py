@@ -121,22 +121,21 @@ def test_tma_fused_moe_replays_inside_a_cuda_graph(grid):
 def test_the_tma_table_keeps_its_grids_in_a_file_of_its_own(tmp_path, monkeypatch):
     """tune_moe.py --gemm tma writes its table beside the committed one, never over it, and each
     entry's programs_per_sm (None included) comes back."""
-    from aios.kernels.fused_moe_tma import load_tma_tiles, save_tma_tiles, tma_tiles_path
     from aios.kernels.moe_tiles import MoeTiles, tiles_file_name
 
     tiles = MoeTiles(((64, dict(block_m=16, block_n=64, block_k=128, num_warps=4, num_stages=3, silu_in_gemm=True,
                                 programs_per_sm=None)),
                       (512, dict(block_m=64, block_n=64, block_k=64, num_warps=4, num_stages=3, silu_in_gemm=True,
                                  programs_per_sm=2))))
-    path = save_tma_tiles(tiles, 128, 768, "NVIDIA H200", tmp_path)
-    assert path.name != tiles_file_name(128, 768, "NVIDIA H200") and path == tma_tiles_path(128, 768, "NVIDIA H200",
-                                                                                           tmp_path)
-    assert load_tma_tiles(128, 768, "NVIDIA H200", tmp_path) == tiles
+    path = tiles.save(128, 768, "NVIDIA H200", tmp_path, gemm="tma")
+    assert path.name != tiles_file_name(128, 768, "NVIDIA H200")
+    assert path == tmp_path / tiles_file_name(128, 768, "NVIDIA H200", gemm="tma")
+    assert MoeTiles.load(128, 768, "NVIDIA H200", tmp_path, gemm="tma") == tiles
     assert MoeTiles.load(128, 768, "NVIDIA H200", tmp_path) is None
     monkeypatch.setattr("aios.kernels.device._cuda_sm_count", lambda index: 132)     # as on the H200
     for num_tokens, num_programs in ((64, None), (512, 2 * 132)):
-        cfg = fused_moe_tma_config(num_tokens, 8, torch.device("cuda", 0), load_tma_tiles(128, 768, "NVIDIA H200",
-                                                                                           tmp_path))
+        cfg = fused_moe_tma_config(num_tokens, 8, torch.device("cuda", 0),
+                                   MoeTiles.load(128, 768, "NVIDIA H200", tmp_path, gemm="tma"))
         assert "programs_per_sm" not in cfg and cfg["num_programs"] == num_programs
 
 

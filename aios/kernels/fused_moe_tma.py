@@ -30,8 +30,6 @@ The weights need 16-byte aligned rows (K * itemsize % 16 == 0) and experts stack
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import triton
 import triton.language as tl
@@ -40,11 +38,11 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 from aios.kernels.device import sm_count
 from aios.kernels.fused_moe import _dot, fused_moe_config, fused_moe_ref, sorted_fused_moe
 from aios.kernels.moe_gemv import MAX_PAIRS_GEMV, fused_moe_gemv
-from aios.kernels.moe_tiles import CONFIG_DIR, MoeTiles, tiles_file_name
+from aios.kernels.moe_tiles import MoeTiles
 from aios.kernels.pdl import pdl_enabled, wait_for_previous_kernel
 
-__all__ = ["fused_moe_ref", "fused_moe_tma", "fused_moe_tma_config", "load_tma_tiles",   # the reference: fused_moe.py's
-           "save_tma_tiles"]
+# the reference is fused_moe.py's; the measured table is MoeTiles.load(..., gemm="tma") (moe_tiles.py)
+__all__ = ["fused_moe_ref", "fused_moe_tma", "fused_moe_tma_config"]
 PROGRAMS_PER_SM = 1          # the persistent grid's default until the H200 measures (tune_moe.py --gemm tma)
 
 
@@ -101,22 +99,6 @@ def fused_moe_tma_config(num_tokens: int, top_k: int, device: torch.device, tile
     programs_per_sm = cfg.pop("programs_per_sm", programs_per_sm)
     cfg["num_programs"] = None if programs_per_sm is None else programs_per_sm * sm_count(device)
     return cfg
-
-
-def tma_tiles_path(num_experts: int, intermediate_size: int, device_name: str, config_dir: Path = CONFIG_DIR) -> Path:
-    """The TMA kernel's table (benchmarks/tune_moe.py --gemm tma) beside the default kernel's, never it."""
-    return Path(config_dir) / tiles_file_name(num_experts, intermediate_size, device_name, gemm="tma")
-
-
-def save_tma_tiles(tiles: MoeTiles, num_experts: int, intermediate_size: int, device_name: str,
-                   config_dir: Path = CONFIG_DIR) -> Path:
-    return tiles.save(num_experts, intermediate_size, device_name, config_dir, gemm="tma")
-
-
-def load_tma_tiles(num_experts: int, intermediate_size: int, device_name: str,
-                   config_dir: Path = CONFIG_DIR) -> MoeTiles | None:
-    """The measured TMA table, each entry's programs_per_sm kept, or None where none was measured."""
-    return MoeTiles.load(num_experts, intermediate_size, device_name, config_dir, gemm="tma")
 
 
 def _weight_descriptor(b: torch.Tensor, cfg: dict) -> TensorDescriptor:

@@ -16,7 +16,7 @@
   its warp-specialized WS_TILES are refused on the GPU, never timed); where it does not apply (not
   sm_90, a block size its block_n does not divide) the row is skipped with the reason printed.
 - decode attention (batch 1/32/256, context 512..4096; --decode-cases others, --decode-splits
-  other split counts beside the rule's) vs the bandwidth floor
+  other split counts beside the rule's, --decode-tiles other tiles at each) vs the bandwidth floor
   (bytes of K/V read / 3.0 TB/s): us, achieved TB/s, % of floor.
 - gemv (batch-1 linear layers of Qwen3-0.6B and 8B) vs cuBLAS (F.linear), with a config sweep.
 - fused_gemv: add_rmsnorm_gemv (before qkv / gate_up) vs fused_add_rms_norm then gemv, and
@@ -362,6 +362,7 @@ def bench_decode(args, results):
         cases = [tuple(int(x) for x in case.split("x")) for case in args.decode_cases.split(",")]
     block_sizes = tuple(int(b) for b in args.decode_block_sizes.split(","))
     split_counts = [int(x) for x in args.decode_splits.split(",")] if args.decode_splits else []
+    tiles = [tuple(int(x) for x in t.split("/")) for t in args.decode_tiles.split(",")] if args.decode_tiles else []
     for batch, ctx in cases:
         kv_bytes = 2 * batch * ctx * num_kv_heads * head_dim * 2
         num_copies = copies_for(kv_bytes)
@@ -385,6 +386,11 @@ def bench_decode(args, results):
                     variants += [(f"splits {s}", dict(cfg, num_splits=s)) for s in (8, 16, 64)]
             variants += [(f"splits {s}", dict(cfg, num_splits=s)) for s in split_counts
                          if s != splits and f"splits {s}" not in dict(variants)]
+            for bn, nw, ns in tiles:   # --decode-tiles: each tile at the rule's split count and at each of --decode-splits
+                for s in dict.fromkeys([splits, *split_counts]):
+                    if (bn, nw, ns) != (cfg["block_n"], cfg["num_warps"], cfg["num_stages"]):
+                        variants.append((f"tile {bn}/{nw}/{ns} splits {s}",
+                                         dict(block_n=bn, num_warps=nw, num_stages=ns, num_splits=s)))
             for label, kw in variants:
                 if kw is None:
                     make = lambda i, copies=copies: (lambda: decode_attention(*copies[i]))
@@ -714,6 +720,9 @@ def main():
     parser.add_argument("--decode-splits", default="",
                         help="also time these num_splits at every decode case (the default rule's is the "
                              "'default' row), e.g. 1,2,3,4,6,8,16: where the split count's waves fall")
+    parser.add_argument("--decode-tiles", default="",
+                        help="also time these decode tiles BLOCK_N/num_warps/num_stages (e.g. 128/8/2,32/4/2) "
+                             "at the rule's split count and at each of --decode-splits")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = parser.parse_args()
     assert torch.cuda.is_available(), "bench_kernels.py needs a CUDA GPU"

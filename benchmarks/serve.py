@@ -221,6 +221,24 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def served_model(url: str) -> str:
+    """The id of the first model GET {url}/v1/models lists. Raises httpx.HTTPError when nothing
+    answers there, KeyError / IndexError / ValueError when the answer is not an OpenAI model list."""
+    return httpx.get(f"{url}/v1/models", timeout=10).json()["data"][0]["id"]
+
+
+def run_load(args: argparse.Namespace, workload: list[tuple[list[int], int]]) -> dict:
+    """Send workload to the server at args.url under the load args names (--rate, or --concurrency)
+    over --num-clients processes; return summarize's dict. The server's CPU seconds are the
+    difference of its /metrics before and after (None where it exports none)."""
+    server_cpu = server_cpu_seconds(args.url)
+    results, duration_s, client_cpu = run_clients(args, workload)
+    cpu = {"client": client_cpu, "server": None}
+    if server_cpu is not None and (after := server_cpu_seconds(args.url)) is not None:
+        cpu["server"] = after - server_cpu
+    return summarize(args, results, duration_s, cpu)
+
+
 def print_report(s: dict) -> None:
     print(f"\n{s['completed']}/{s['num_requests']} requests ({s['mode']}) in {s['duration_s']:.2f} s"
           + (f", {s['failed']} failed: {s['errors']}" if s["failed"] else ""))
@@ -295,20 +313,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def benchmark(args: argparse.Namespace) -> int:
     try:
-        models = httpx.get(f"{args.url}/v1/models", timeout=10).json()["data"]
-    except (httpx.HTTPError, KeyError, ValueError) as e:
+        served = served_model(args.url)
+    except (httpx.HTTPError, KeyError, IndexError, ValueError) as e:
         print(f"error: cannot reach an OpenAI-compatible server at {args.url}: {e}", file=sys.stderr)
         return 2
-    args.model = args.model or models[0]["id"]
+    args.model = args.model or served
     workload = make_workload(args)
     print(f"{args.num_requests} requests to {args.url} ({args.model}), "
           + (f"concurrency {args.concurrency}" if args.concurrency else f"rate {args.rate} req/s"))
-    server_cpu = server_cpu_seconds(args.url)
-    results, duration_s, client_cpu = run_clients(args, workload)
-    cpu = {"client": client_cpu, "server": None}
-    if server_cpu is not None and (after := server_cpu_seconds(args.url)) is not None:
-        cpu["server"] = after - server_cpu
-    summary = summarize(args, results, duration_s, cpu)
+    summary = run_load(args, workload)
     print_report(summary)
     if args.out:
         os.makedirs(args.out, exist_ok=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -162,10 +162,6 @@ class Config:
     load_format: str = "auto"                 # "auto": safetensors; "dummy": random weights (benchmarks)
     cudagraph_batch_sizes: list[int] | None = None  # lesson 11: None -> [1, 2, 4, 8, 16, 32, ...]
     seed: int = 0                             # seeds the engine's sampler for unseeded requests
-    # issue 21: at the end of start-up, gc.freeze() the heap then alive (aios/utils/gc_heap.py), so Python's
-    # full collections during serving scan only what was allocated since (a full collection of the start-up
-    # heap stalls a step for tens of ms); close() unfreezes. Process-wide: False leaves the GC alone
-    freeze_gc_heap: bool = True
     max_stop_strings: int = 32                # per request: each one is searched for after every token
     max_stop_string_len: int = 256            # characters; the stop check decodes this many tokens a step
     max_logprobs: int = 20                    # the largest logprobs / prompt_logprobs a request may ask (vLLM's)
@@ -195,9 +191,6 @@ class Config:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        for f in fields(self):
-            if f.type in (bool, "bool") and not isinstance(getattr(self, f.name), bool):
-                raise ValueError(f"{f.name} must be True or False, got {getattr(self, f.name)!r}")
         if not isinstance(self.max_logprobs, int) or isinstance(self.max_logprobs, bool) or self.max_logprobs < 0:
             raise ValueError(f"max_logprobs must be an int >= 0, got {self.max_logprobs!r}")
         if not (isinstance(self.gpu_memory_utilization, (int, float)) and 0.0 < self.gpu_memory_utilization <= 1.0):

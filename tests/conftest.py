@@ -5,7 +5,6 @@ Triton's interpreter must be switched on before triton is first imported (it is 
 """
 
 import collections
-import gc
 import os
 
 import torch
@@ -32,14 +31,6 @@ def tiny_ckpt_tied(tmp_path_factory) -> str:
     """Tied embeddings, 2 safetensors shards."""
     return make_checkpoint(str(tmp_path_factory.mktemp("tiny-qwen3-tied")), tie_word_embeddings=True,
                            num_kv_heads=4, seed=1, num_shards=2)
-
-
-@pytest.fixture(autouse=True)
-def _unfreeze_gc_heap():
-    """An engine a test built and never closed leaves the heap frozen (aios/utils/gc_heap.py): unfreeze
-    after each test, so what the test dropped is collectable by the next one."""
-    yield
-    gc.unfreeze()
 
 
 def pytest_addoption(parser):

@@ -34,7 +34,6 @@ from aios.config import Config
 from aios.distributed.process_group import abort_process_group, connect_store, create_process_group
 from aios.distributed.tp_group import TPGroup
 from aios.engine.model_runner import ModelRunner
-from aios.utils.gc_heap import freeze_startup_heap
 
 SHUTDOWN = pickle.dumps(None)
 
@@ -58,8 +57,6 @@ def worker_main(config: Config, rank: int, store_port: int, device: torch.device
         conn.send(("hello", os.getpid()))
         group = create_process_group(connect_store(store_port, size), rank, size, device)
         runner = ModelRunner(config, TPGroup(rank, size, group), device)
-        if config.freeze_gc_heap:             # as rank 0's engine does: a full collection would stall every rank
-            freeze_startup_heap()
         conn.send(("ready", runner.num_kvcache_blocks))
         while True:
             try:

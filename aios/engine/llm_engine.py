@@ -41,7 +41,6 @@ from aios.layers.sampler import Sampler
 from aios.outputs import Logprob
 from aios.sampling_params import SamplingParams
 from aios.structured_output import StructuredOutputManager
-from aios.utils.gc_heap import freeze_startup_heap, unfreeze_heap
 
 logger = logging.getLogger("aios")
 
@@ -116,8 +115,6 @@ class LLMEngine:
         self.async_scheduling = config.async_scheduling and config.tensor_parallel_size == 1
         self._inflight: InflightStep | None = None
         self.closed = False                   # close() was called: the engine takes no requests
-        if config.freeze_gc_heap:             # last: everything start-up built is frozen (aios/utils/gc_heap.py)
-            freeze_startup_heap()
 
     # ---- requests ------------------------------------------------------------------------------
 
@@ -269,5 +266,3 @@ class LLMEngine:
         if self.structured_output is not None:
             self.structured_output.close()
         self.model_runner.close()
-        if self.config.freeze_gc_heap:
-            unfreeze_heap()

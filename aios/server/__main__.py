@@ -134,7 +134,6 @@ def main(argv: list[str] | None = None) -> int:
     from aios.server.app import create_app
     from aios.server.async_engine import AsyncEngine
     from aios.server.http_protocol import http_protocol
-    from aios.utils.gc_heap import freeze_startup_heap
 
     kwargs = dict(device=args.device, dtype=args.dtype, **engine_kwargs(args))
     try:
@@ -151,7 +150,6 @@ def main(argv: list[str] | None = None) -> int:
                                 timeout_graceful_shutdown=args.shutdown_timeout,
                                 http=http_protocol(args.timeout_header_read))
         server = Server(config, app.state.model_name)
-        freeze_startup_heap()                 # this process's heap too: a full collection would stall every stream
         # uvicorn handles SIGINT/SIGTERM while it runs, then re-raises the signal into the handlers
         # that were there before it: make those a no-op, so a graceful stop ends with status 0.
         for sig in (signal.SIGINT, signal.SIGTERM):

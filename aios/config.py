@@ -136,7 +136,7 @@ class Config:
     cpu_kvcache_space_gib: float = 1.0        # KV-cache budget on CPU
     # lesson 09: "triton" (FlashAttention kernels) | "torch" (reference) | "triton-tma" (opt-in, issue 21:
     # prefill through aios/kernels/prefill_attention_tma.py's TMA loads; Hopper, bf16/fp16; on an H200 the
-    # kernel is 1.15-1.28x prefill_attention, but no engine row has gained yet: kernels/NOTES.md)
+    # kernel is 1.15-1.28x prefill_attention, the 8B shape's long16k row +1.3%: BENCHMARKS.md)
     attention_backend: str = "triton"
     fused_kernels: bool = True                # lesson 10: Triton RMSNorm+residual, q/k-norm+RoPE, SiLU*mul
     # lesson 10: with fused_kernels, a one-token step runs add+RMSNorm and SiLU*up inside the next gemv

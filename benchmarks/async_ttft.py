@@ -68,7 +68,8 @@ def run(model_dir: str, block_size: int, async_scheduling: bool, args: argparse.
         "prefill_done_ms": round(1000 * times[last_prefill + 1], 1),
         "prompt_tokens_per_mixed_step": round(float(np.mean([steps[i][1] for i in mixed])), 1) if mixed else 0,
         "mixed_step_ms": round(float(np.mean(step_ms[mixed])), 2) if mixed else 0,
-        "decode_step_ms": round(float(np.median([step_ms[i] for i in range(len(steps)) if steps[i][1] == 0] or [0])), 2),
+        "decode_step_ms": round(float(np.median([step_ms[i] for i in range(len(steps))
+                                                 if steps[i][1] == 0] or [0])), 2),
         "first_steps": [[round(1000 * t, 1), p, d, w] for t, p, d, w in steps[:40]],
     }
     llm.close()
@@ -120,10 +121,11 @@ def main() -> None:
     info = device_info(args.device)
     os.makedirs(args.out, exist_ok=True)
     name = os.path.basename(os.path.normpath(args.model)) if args.model else args.shape
-    stem = os.path.join(args.out, f"{datetime.date.today()}-{re.sub(r'[^a-z0-9.]+', '-', info['gpu'].lower()).strip('-')}-"
-                                  f"{name}-async-ttft")
+    gpu = re.sub(r'[^a-z0-9.]+', '-', info['gpu'].lower()).strip('-')
+    stem = os.path.join(args.out, f"{datetime.date.today()}-{gpu}-{name}-async-ttft")
     with open(stem + ".json", "w") as f:
-        json.dump({**info, "shape": None if args.model else args.shape, "model": args.model, "workload": "standard", "results": results}, f, indent=1)
+        json.dump({**info, "shape": None if args.model else args.shape, "model": args.model, "workload": "standard",
+                   "results": results}, f, indent=1)
     plot(results, stem + ".png")
     print("wrote", stem + ".json", stem + ".png")
 

@@ -386,7 +386,8 @@ def bench_decode(args, results):
                     variants += [(f"splits {s}", dict(cfg, num_splits=s)) for s in (8, 16, 64)]
             variants += [(f"splits {s}", dict(cfg, num_splits=s)) for s in split_counts
                          if s != splits and f"splits {s}" not in dict(variants)]
-            for bn, nw, ns in tiles:   # --decode-tiles: each tile at the rule's split count and at each of --decode-splits
+            # --decode-tiles: each tile at the rule's split count and at each of --decode-splits
+            for bn, nw, ns in tiles:
                 for s in dict.fromkeys([splits, *split_counts]):
                     if (bn, nw, ns) != (cfg["block_n"], cfg["num_warps"], cfg["num_stages"]):
                         variants.append((f"tile {bn}/{nw}/{ns} splits {s}",

@@ -7,7 +7,8 @@ parameters a decode step of the workload reads (`num_params_read`: for an MoE, t
 routes to, so batch 1 reads the active parameters and a 256-sequence batch nearly all of them; on
 the H200 the Qwen3-30B-A3B shape's standard workload took 26 s where the active parameters alone had
 said 13), or, for the prefill-bound rows (long16k, prefix, a prompt-length point's prefill), of the
-parameters one token computes with (an MoE's active ones). Start-up times are allowances, not measurements: AIOS's init_s was
+parameters one token computes with (an MoE's active ones). Start-up times are allowances, not
+measurements: AIOS's init_s was
 3-11 s in benchmarks/results/2026-12-01-nvidia-h200-*.json (plus a process start and the warm-up);
 vLLM's start-up (torch.compile, CUDA-graph capture) is not recorded in this repo, so 150 s is an
 allowance. Every result file records the measured init_s, to correct these.

@@ -161,6 +161,10 @@ class Config:
     skip_tokenizer_init: bool = False         # prompts as token ids only, no text out (benchmarks)
     load_format: str = "auto"                 # "auto": safetensors; "dummy": random weights (benchmarks)
     cudagraph_batch_sizes: list[int] | None = None  # lesson 11: None -> [1, 2, 4, 8, 16, 32, ...]
+    # lesson 11 / issue 21: a step holding prefill tokens (a new prompt beside the decodes) of at most this
+    # many tokens replays a CUDA graph too (aios/engine/cuda_graph_mixed.py: 16, 32, ... tokens); 0: such
+    # steps run eagerly. Needs attention_backend="triton". Opt-in until measured on a GPU
+    cudagraph_mixed_tokens: int = 0
     seed: int = 0                             # seeds the engine's sampler for unseeded requests
     max_stop_strings: int = 32                # per request: each one is searched for after every token
     max_stop_string_len: int = 256            # characters; the stop check decodes this many tokens a step
@@ -206,6 +210,13 @@ class Config:
             raise ValueError(f"moe_gemm must be 'triton' or 'tma', got {self.moe_gemm!r}")
         if self.load_format not in ("auto", "dummy"):
             raise ValueError(f"load_format must be 'auto' or 'dummy', got {self.load_format!r}")
+        m = self.cudagraph_mixed_tokens
+        if not isinstance(m, int) or isinstance(m, bool) or m < 0:
+            raise ValueError(f"cudagraph_mixed_tokens must be an int >= 0, got {m!r}")
+        if m and self.attention_backend != "triton":
+            raise ValueError(f"cudagraph_mixed_tokens needs attention_backend='triton' (its prefill kernel "
+                             f"takes a static tile schedule), got {self.attention_backend!r}")
+        self.cudagraph_mixed_tokens = min(m, self.max_num_batched_tokens)
         if self.cudagraph_batch_sizes is None:
             # every decode batch the scheduler can form replays a graph: sizes up to max_num_seqs
             top = self.max_num_seqs
@@ -218,7 +229,9 @@ class Config:
                 f"max_num_batched_tokens={self.max_num_batched_tokens}, max_model_len={self.max_model_len}, "
                 f"{num_kvcache_blocks} KV blocks of {self.kvcache_block_size} tokens, CUDA graphs "
                 + ("off" if self.enforce_eager or self.device == "cpu"
-                   else f"for decode batches up to {max(self.cudagraph_batch_sizes)}"))
+                   else f"for decode batches up to {max(self.cudagraph_batch_sizes)}"
+                   + (f" and mixed steps up to {self.cudagraph_mixed_tokens} tokens"
+                      if self.cudagraph_mixed_tokens else "")))
 
 
 LARGE_GPU_GIB = 70      # vLLM's threshold: its offline LLM takes 1024 seqs / 16384 tokens a step above it

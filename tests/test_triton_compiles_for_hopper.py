@@ -23,7 +23,7 @@ in aios/kernels is one the harness makes as the GPU would; and the bug that brok
 ordering, registers and occupancy, loading and running the cubin (aios/kernels/NOTES.md).
 
 Cost on a 2-core CPU with a cold Triton cache: 83 s (153 s before the compiles ran on a thread per
-core, sm90_compile.Sm90Compiler), for the cases' 145 specializations of 23 kernels (the opt-in TMA
+core, sm90_compile.Sm90Compiler), for the cases' 148 specializations of 23 kernels (the opt-in TMA
 kernels' included), the 28 of bench_kernels.py's prefill sweep (reported apart as `prefill_sweep`)
 and prefill_attention_tma's TMA tiles (`tma_tiles`); a few seconds when ~/.triton/cache already
 holds them (an edited kernel recompiles only its own). Another Triton's
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import itertools
 import json
 import os
 import subprocess
@@ -65,6 +66,7 @@ def _cases():
     Qwen3-30B-A3B's shapes; fp32 and fp16 where a kernel's tl.dot precision or tiles depend on it)."""
     import aios.kernels as K
     P = importlib.import_module("aios.kernels.prefill_attention")   # the package's name is the function
+    QT = importlib.import_module("aios.kernels.q_tiles")
     T = importlib.import_module("aios.kernels.prefill_attention_tma")
     from aios.kernels.fused_moe import fused_moe
     from aios.kernels.fused_moe_tma import fused_moe_tma
@@ -146,6 +148,29 @@ def _cases():
                                                **cfg, sliding_window=window)
         return launch
 
+    def prefill_tiled(dtype, max_seqlen_q, pack_gqa=False, window=None):
+        # the static q-tile schedule (TILED: grid (heads, num_tiles), as a CUDA graph of a mixed step
+        # captures it): a chunk of max_seqlen_q and 4 decode rows, the table padded with (-1, 0) rows
+        seqlens_q = [max_seqlen_q, 1, 1, 1, 1]
+        q, _, _, k_cache, v_cache = qkv_and_cache(dtype, sum(seqlens_q), 256)
+        cu = torch.tensor([0] + list(itertools.accumulate(seqlens_q)), dtype=torch.int32)
+        tables = torch.zeros(len(seqlens_q), 16, dtype=torch.int32)
+
+        def launch():
+            group = heads // kv_heads
+            tile_rows = QT.prefill_tile_rows(head_dim, dtype, torch.device("cpu"), max_seqlen_q, group,
+                                            pack_gqa=pack_gqa)
+            num_tiles = QT.max_q_tiles(sum(seqlens_q), len(seqlens_q), tile_rows) + 2
+            q_tiles = torch.from_numpy(QT.prefill_q_tiles(torch.diff(cu).numpy(), torch.diff(cu).numpy(),
+                                                         tile_rows, num_tiles))
+            if not pack_gqa:
+                return K.prefill_attention(q, k_cache, v_cache, cu, cu, max_seqlen_q, max_seqlen_q, tables,
+                                           head_dim ** -0.5, sliding_window=window, q_tiles=q_tiles)
+            cfg = P._prefill_config(head_dim, dtype, torch.device("cpu"), max_seqlen_q, group=group, pack_gqa=True)
+            return P._prefill_attention_launch(q, k_cache, v_cache, cu, cu, max_seqlen_q, tables, head_dim ** -0.5,
+                                               **cfg, sliding_window=window, q_tiles=q_tiles)
+        return launch
+
     def decode(dtype, block_size, batch, window=None, dim=head_dim):
         q, _, _, k_cache, v_cache = qkv_and_cache(dtype, batch, block_size, dim)
         tables = torch.zeros(batch, 4096 // block_size, dtype=torch.int32)
@@ -208,6 +233,9 @@ def _cases():
         ("prefill bf16 packed GQA 4 (8B), sliding window", prefill_packed(bf16, 256, 1024, num_heads=32, window=512)),
         ("prefill bf16 packed GQA 4 (8B), 1-token chunk", prefill_packed(bf16, 256, 1, num_heads=32)),
         ("prefill fp32 packed GQA 2", prefill_packed(f32, 16, 1024)),
+        ("prefill bf16, q-tile schedule, 256-token chunk + decode rows", prefill_tiled(bf16, 256)),
+        ("prefill bf16, q-tile schedule, sliding window", prefill_tiled(bf16, 256, window=512)),
+        ("prefill bf16 packed GQA 2, q-tile schedule", prefill_tiled(bf16, 256, pack_gqa=True)),
         ("prefill tma bf16, block 256, 4096 tokens", prefill_tma(bf16, 4096)),
         ("prefill tma bf16, 32/8 heads, sliding window", prefill_tma(bf16, 1024, num_heads=32, window=512)),
         ("prefill tma fp16, head_dim 64, 16-token chunk", prefill_tma(f16, 16, dim=64)),

@@ -29,6 +29,7 @@ import torch
 from aios.config import Config
 from aios.distributed.tp_group import TPGroup
 from aios.engine.cuda_graph import CUDAGraphRunner
+from aios.engine.cuda_graph_mixed import MixedCUDAGraphRunner
 from aios.engine.kv_cache import KVCache, cpu_num_blocks, gpu_num_blocks
 from aios.engine.scheduler import ScheduledBatch
 from aios.engine.step_handle import StepHandle
@@ -96,12 +97,17 @@ class ModelRunner:
         self.last_handle: StepHandle | None = None   # the previous step, for on-device input tokens
         self.cuda_graphs = cuda_graph_runner_cls(self.model, config.cudagraph_batch_sizes, self.max_blocks_per_seq,
                                                  self.device)
+        self.mixed_graphs = MixedCUDAGraphRunner(   # steps holding prefill tokens (cuda_graph_mixed.py; opt-in)
+            self.model, config.cudagraph_mixed_tokens, config.max_num_seqs, self.max_blocks_per_seq,
+            config.max_model_len, self.device) if config.cudagraph_mixed_tokens else None
         self.num_kvcache_blocks = config.num_kvcache_blocks or self.profile_num_blocks()
         self.kv_cache.allocate(self.num_kvcache_blocks)
         if self.is_cuda:
             self.warm_up()
             if not config.enforce_eager:
                 self.cuda_graphs.capture()
+                if self.mixed_graphs is not None:
+                    self.mixed_graphs.capture()
 
     def close(self) -> None:
         """Free this runner's device memory (KV cache, CUDA graphs, weights), so another engine in
@@ -109,6 +115,9 @@ class ModelRunner:
         if self.is_cuda:
             torch.cuda.synchronize(self.device)
         self.cuda_graphs.close()
+        if self.mixed_graphs is not None:
+            self.mixed_graphs.close()
+            self.mixed_graphs.model = None
         self.last_handle = None
         self.kv_cache.free()
         self.model = self.cuda_graphs.model = None
@@ -196,8 +205,9 @@ class ModelRunner:
     @torch.inference_mode()
     def execute(self, inputs: StepInputs, use_cuda_graph: bool = True) -> torch.Tensor:
         """Run the model on one step's inputs; return logits [len(logits_indices), vocab]. A pure
-        decode step replays a CUDA graph where one was captured for it (cuda_graph.py), anything
-        else runs eagerly (and so does everything with use_cuda_graph=False)."""
+        decode step replays a CUDA graph where one was captured for it (cuda_graph.py), a small step
+        holding prefill tokens where Config.cudagraph_mixed_tokens has graphs for it
+        (cuda_graph_mixed.py), anything else runs eagerly (so does everything with use_cuda_graph=False)."""
         return self.execute_step(inputs, use_cuda_graph)[0]
 
     @torch.inference_mode()
@@ -215,6 +225,10 @@ class ModelRunner:
         graph_bs = self.cuda_graphs.batch_size_for(inputs) if use_cuda_graph and not num_prompt_rows else None
         if graph_bs is not None:
             return self.cuda_graphs.replay(t, graph_bs), None
+        mixed = self.mixed_graphs
+        size = mixed.size_for(inputs) if mixed is not None and use_cuda_graph and not num_prompt_rows else None
+        if size is not None:
+            return mixed.replay(t, inputs, size), None
         context = Context(
             is_prefill=inputs.is_prefill,
             slot_mapping=t["slot_mapping"],

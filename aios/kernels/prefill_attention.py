@@ -31,6 +31,18 @@ The tile rows are BLOCK_Q = BLOCK_M // PACK query positions of PACK heads:
   fill the MMA's rows with heads instead of padding. On the H200 at a 16k-token prompt it was no
   faster (411 vs 409 TFLOP/s at 128 x 128 tiles: the loop is bound by its matmuls, not by K/V
   loads), so it is off; `benchmarks/bench_kernels.py --sweep prefill` times both (kernels/NOTES.md).
+
+Static q-tile schedule (`q_tiles`, optional): a CUDA graph replays a fixed launch grid, but the
+default grid `(heads, num_seqs, cdiv(max_seqlen_q, BLOCK_Q))` is made of the step's host values.
+To capture mixed steps (a few prefill chunks and decode rows) the caller instead passes an int32
+device table `q_tiles [num_tiles, 2]`, row t = (seq, m_block) for program t of axis 1, built on the
+host each step by `prefill_q_tiles` (q_tiles.py) and copied into a buffer of `max_q_tiles` rows fixed at capture;
+the grid is `(heads, num_tiles)`. Invariants (tests/test_prefill_q_tiles.py checks each):
+- Every (seq, m_block) holding a query position appears exactly once; a 0-token sequence (past the
+  real batch, cu_seqlens padded with its last value) has none.
+- Padding rows have seq = -1 and exit at once; so do rows whose m_block holds no query position.
+- The result equals the untiled launch's, whatever the rows' order; m_block counts tiles of
+  `prefill_tile_rows(...)` positions, the BLOCK_Q of the config picked at the same max_seqlen_q.
 """
 
 import torch
@@ -62,8 +74,12 @@ def prefill_attention_ref(
     block_tables: torch.Tensor,
     scale: float,
     sliding_window: int | None = None,
+    q_tiles: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Plain-torch spec: loop over sequences, gather K/V through the block table, fp32 softmax."""
+    """Plain-torch spec: loop over sequences, gather K/V through the block table, fp32 softmax.
+
+    q_tiles (the Triton launch's static schedule) is accepted and ignored: it only assigns the
+    work to programs, so the result is the same with or without it."""
     total_q, num_heads, head_dim = q.shape
     num_kv_heads = k_cache.shape[2]
     group = num_heads // num_kv_heads
@@ -165,21 +181,31 @@ def _prefill_tile(
 @triton.jit(do_not_specialize=["stride_bt"])
 def _prefill_attention_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, out_ptr,
-    cu_seqlens_q_ptr, cu_seqlens_k_ptr, block_tables_ptr, qk_scale, window,
+    cu_seqlens_q_ptr, cu_seqlens_k_ptr, block_tables_ptr, q_tiles_ptr, qk_scale, window,
     stride_qt, stride_qh, stride_ot, stride_oh,
     stride_block, stride_slot, stride_kv_head, stride_bt,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_IN_BLOCK: tl.constexpr,
     SLIDING: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr, PACK: tl.constexpr,
+    TILED: tl.constexpr,
 ):
-    # The query-tile index varies slowest and counts down, so the heaviest causal tiles (the last
-    # rows of every sequence and head) launch in the first wave and the light ones fill the tail.
     # Heads vary fastest: axis 0 is the q head (PACK == 1; neighbouring programs share a kv head, so
     # its K/V tiles hit in L2) or the kv head (PACK > 1: the program holds all its q heads).
+    # Untiled, axis 1 is the sequence and the query-tile index (axis 2) varies slowest and counts
+    # down, so the heaviest causal tiles (the last rows of every sequence and head) launch in the
+    # first wave and the light ones fill the tail. TILED, axis 1 is row t of q_tiles, (seq, m_block):
+    # its order is the launch order (prefill_q_tiles puts the heaviest first); seq < 0 is padding.
     BLOCK_Q: tl.constexpr = BLOCK_M // PACK
     head = tl.program_id(0)
-    seq = tl.program_id(1)
-    m_block = tl.num_programs(2) - 1 - tl.program_id(2)
+    if TILED:
+        tile = tl.program_id(1)
+        seq = tl.load(q_tiles_ptr + 2 * tile)
+        if seq < 0:
+            return
+        m_block = tl.load(q_tiles_ptr + 2 * tile + 1)
+    else:
+        seq = tl.program_id(1)
+        m_block = tl.num_programs(2) - 1 - tl.program_id(2)
     q_start = tl.load(cu_seqlens_q_ptr + seq)
     seqlen_q = tl.load(cu_seqlens_q_ptr + seq + 1) - q_start
     if m_block * BLOCK_Q >= seqlen_q:
@@ -289,11 +315,31 @@ def _check_tiles(block_m: int, block_n: int, pack: int) -> None:
     assert block_m >= pack, f"block_m={block_m} rows cannot hold one position of {pack} packed heads"
 
 
+def _check_q_tiles(q_tiles: torch.Tensor, device: torch.device) -> None:
+    """What the kernel reads of a q-tile schedule: int32 rows (seq, m_block), contiguous, beside q."""
+    if not isinstance(q_tiles, torch.Tensor):
+        raise TypeError(f"q_tiles must be a torch.Tensor of int32 (seq, m_block) rows, not {type(q_tiles).__name__}")
+    if q_tiles.dtype != torch.int32:
+        raise ValueError(f"q_tiles must be int32 (seq, m_block) rows, not {q_tiles.dtype}")
+    if q_tiles.dim() != 2 or q_tiles.shape[1] != 2:
+        raise ValueError(f"q_tiles must have shape [num_tiles, 2] (seq, m_block), not {list(q_tiles.shape)}")
+    if not q_tiles.is_contiguous():
+        raise ValueError("q_tiles must be contiguous: the kernel reads row t at q_tiles_ptr + 2 * t")
+    if q_tiles.device != device:
+        raise ValueError(f"q_tiles is on {q_tiles.device}, q on {device}: the kernel reads it on q's device")
+
+
 def _prefill_attention_launch(
     q, k_cache, v_cache, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, block_tables, scale,
     block_m: int, block_n: int, num_warps: int, num_stages: int, sliding_window: int | None = None,
-    pack_gqa: bool = False,
+    pack_gqa: bool = False, q_tiles: torch.Tensor | None = None,
 ) -> torch.Tensor:
+    """Launch the kernel at the given tiles. Untiled, the grid is (heads, num_seqs,
+    cdiv(max_seqlen_q, block_m // pack)); with q_tiles (rows counting tiles of block_m // pack query
+    positions) it is (heads, q_tiles.shape[0]) and max_seqlen_q is unread. Heads: kv heads when
+    pack_gqa, else q heads. Output rows of no sequence's query are left unwritten."""
+    if q_tiles is not None:
+        _check_q_tiles(q_tiles, q.device)
     total_q, num_heads, head_dim = q.shape
     num_seqs = cu_seqlens_q.shape[0] - 1
     block_size, num_kv_heads = k_cache.shape[1], k_cache.shape[2]
@@ -304,18 +350,24 @@ def _prefill_attention_launch(
     pack = triton.next_power_of_2(group) if pack_gqa else 1
     _check_tiles(block_m, block_n, pack)
     out = torch.empty(total_q, num_heads, head_dim, dtype=q.dtype, device=q.device)
-    if total_q == 0 or num_seqs == 0:
+    if total_q == 0 or num_seqs == 0 or (q_tiles is not None and q_tiles.shape[0] == 0):
         return out
-    grid = (num_kv_heads if pack_gqa else num_heads, num_seqs, triton.cdiv(max_seqlen_q, block_m // pack))
+    heads = num_kv_heads if pack_gqa else num_heads
+    if q_tiles is None:
+        grid = (heads, num_seqs, triton.cdiv(max_seqlen_q, block_m // pack))
+    else:
+        grid = (heads, q_tiles.shape[0])
     _prefill_attention_kernel[grid](
-        q, k_cache, v_cache, out, cu_seqlens_q, cu_seqlens_k, block_tables, scale * LOG2E,
+        q, k_cache, v_cache, out, cu_seqlens_q, cu_seqlens_k, block_tables,
+        cu_seqlens_q if q_tiles is None else q_tiles,       # unread when not TILED
+        scale * LOG2E,
         0 if sliding_window is None else sliding_window,
         q.stride(0), q.stride(1), out.stride(0), out.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
         GROUP=group, HEAD_DIM=head_dim, BLOCK_SIZE=block_size,
         BLOCK_M=block_m, BLOCK_N=block_n, TILE_IN_BLOCK=block_size % block_n == 0,
         SLIDING=sliding_window is not None, PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        UPCAST=q.device.type != "cuda", PACK=pack,
+        UPCAST=q.device.type != "cuda", PACK=pack, TILED=q_tiles is not None,
         num_warps=num_warps, num_stages=num_stages,
     )
     return out
@@ -332,8 +384,14 @@ def prefill_attention(
     block_tables: torch.Tensor,
     scale: float,
     sliding_window: int | None = None,
+    q_tiles: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Triton version of prefill_attention_ref (same arguments, same result)."""
+    """Triton version of prefill_attention_ref (same arguments, same result).
+
+    q_tiles: an optional static schedule (module docstring), built with
+    `prefill_q_tiles(..., prefill_tile_rows(head_dim, dtype, device, max_seqlen_q, group), ...)` at
+    this call's max_seqlen_q (under a CUDA graph: the fixed largest span the tiles were built for),
+    so that its m_blocks count the tiles this call's config picks."""
     cfg = _prefill_config(q.shape[2], q.dtype, q.device, max_seqlen_q, group=q.shape[1] // k_cache.shape[2])
-    return _prefill_attention_launch(q, k_cache, v_cache, cu_seqlens_q, cu_seqlens_k,
-                                     max_seqlen_q, block_tables, scale, **cfg, sliding_window=sliding_window)
+    return _prefill_attention_launch(q, k_cache, v_cache, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, block_tables,
+                                     scale, **cfg, sliding_window=sliding_window, q_tiles=q_tiles)

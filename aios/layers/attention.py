@@ -76,8 +76,10 @@ class Attention(nn.Module):
                 q, k = self.rotary_emb(positions, q), self.rotary_emb(positions, k)
             self.attn_backend.store_kvcache(k, v, self.k_cache, self.v_cache, context.slot_mapping)
         if context.is_prefill:
+            # a static tile schedule only under a mixed step's CUDA graph (the triton backend's kernel takes it)
+            tiles = {} if context.q_tiles is None else {"q_tiles": context.q_tiles}
             return self.attn_backend.prefill_attention(q, self.k_cache, self.v_cache, context.cu_seqlens_q,
                                                   context.cu_seqlens_k, context.max_seqlen_q,
-                                                  context.max_seqlen_k, context.block_tables, self.scale)
+                                                  context.max_seqlen_k, context.block_tables, self.scale, **tiles)
         return self.attn_backend.decode_attention(q, self.k_cache, self.v_cache, context.block_tables,
                                              context.context_lens, self.scale)

@@ -79,6 +79,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     eng.add_argument("--tp", type=int, default=None, help="tensor-parallel size")
     eng.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs")
     eng.add_argument("--no-prefix-caching", action="store_true", help="turn prefix caching off")
+    eng.add_argument("--cudagraph-mixed-tokens", type=int, default=None, metavar="N",
+                     help="steps holding prefill tokens, up to N tokens, replay CUDA graphs too "
+                          "(Config.cudagraph_mixed_tokens; opt-in, default: they run eagerly)")
     eng.add_argument("--skip-tokenizer-init", action="store_true",
                      help="load no tokenizer: prompts must be token ids, responses carry token_ids and no text")
     eng.add_argument("--load-format", default=None, choices=["auto", "dummy"],
@@ -102,7 +105,8 @@ def engine_kwargs(args: argparse.Namespace) -> dict:
     kwargs = {"max_model_len": args.max_model_len, "max_num_seqs": args.max_num_seqs,
               "max_num_batched_tokens": args.max_num_batched_tokens,
               "kvcache_block_size": args.kvcache_block_size, "num_kvcache_blocks": args.num_kvcache_blocks,
-              "tensor_parallel_size": args.tp, "load_format": args.load_format}
+              "tensor_parallel_size": args.tp, "load_format": args.load_format,
+              "cudagraph_mixed_tokens": args.cudagraph_mixed_tokens}
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     if args.enforce_eager:
         kwargs["enforce_eager"] = True

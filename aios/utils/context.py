@@ -10,6 +10,8 @@ For a batch of sequences s = 0..B-1, each computing `seqlen_q[s]` new tokens on 
 - `cu_seqlens_q` / `cu_seqlens_k`: prefix sums of seqlen_q / seqlen_k, int32, length B + 1.
 - `block_tables[s]`: physical block ids of sequence s, padded with -1.
 - `context_lens[s]` = seqlen_k[s]: tokens sequence s attends to (decode kernels use this).
+- `q_tiles` (CUDA graphs of mixed steps only, aios/engine/cuda_graph_mixed.py): the prefill kernel's
+  static schedule, one (seq, m_block) row per program, -1 rows padding; None: the kernel's own grid.
 """
 
 from __future__ import annotations
@@ -29,3 +31,4 @@ class Context:
     cu_seqlens_k: torch.Tensor | None = None  # [num_seqs + 1] int32 (prefill only)
     max_seqlen_q: int = 1
     max_seqlen_k: int = 0
+    q_tiles: torch.Tensor | None = None       # [num_tiles, 2] int32 (prefill only, under a graph)

@@ -1,0 +1,142 @@
+"""CUDA graphs for mixed steps (aios/engine/cuda_graph_mixed.py), on the CPU: what a replay runs.
+
+A CPU cannot capture a graph, but `stage` + `forward_static` are exactly what a replay does: the
+step copied into the bucket's padded static buffers, the model run over all of them. So each mixed
+step of a real generation, run that way, must give the eager step's logits, with the torch
+attention references and with the Triton kernels (the tiled prefill) under the interpreter.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from aios import LLM, SamplingParams
+from aios.engine.cuda_graph_mixed import MixedCUDAGraphRunner, mixed_sizes
+from aios.engine.upload import upload_step_inputs
+from aios.layers.backend import TRITON_ATTENTION, Backend
+from helpers import assert_no_leaked_blocks
+
+
+def test_mixed_sizes_are_powers_of_two_from_16_then_the_limit():
+    assert mixed_sizes(0) == []
+    assert mixed_sizes(16) == [16]
+    assert mixed_sizes(100) == [16, 32, 64, 100]
+    assert mixed_sizes(512) == [16, 32, 64, 128, 256, 512]
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, True, "64"])
+def test_cudagraph_mixed_tokens_must_be_an_int_at_least_0(tiny_ckpt, value):
+    with pytest.raises(ValueError, match="cudagraph_mixed_tokens must be an int >= 0"):
+        LLM(tiny_ckpt, device="cpu", cudagraph_mixed_tokens=value)
+
+
+def test_cudagraph_mixed_tokens_needs_the_triton_attention_backend(tiny_ckpt):
+    with pytest.raises(ValueError, match="needs attention_backend='triton'"):
+        LLM(tiny_ckpt, device="cpu", cudagraph_mixed_tokens=64, attention_backend="torch")
+
+
+def test_cudagraph_mixed_tokens_is_capped_by_the_step_budget(tiny_ckpt):
+    llm = LLM(tiny_ckpt, device="cpu", cudagraph_mixed_tokens=4096, max_num_batched_tokens=96)
+    assert llm.config.cudagraph_mixed_tokens == 96
+    assert llm.model_runner.mixed_graphs.sizes == [16, 32, 64, 96]
+    assert llm.model_runner.mixed_graphs.graphs == {}       # nothing captured on a CPU: every step eager
+
+
+def _check_every_mixed_step(llm: LLM, runner: MixedCUDAGraphRunner) -> list[int]:
+    """Wrap the model runner's step: each step a bucket holds also runs staged; compare logits."""
+    model_runner = llm.model_runner
+    eager_step = model_runner.execute_step
+    buckets = []
+
+    def execute_step(inputs, use_cuda_graph=True):
+        size = runner.bucket_for(inputs)
+        if size is not None and not len(inputs.prompt_logits_indices):
+            t = upload_step_inputs(inputs, model_runner.device)
+            k = runner.stage(t, inputs, size)
+            # K/V stores of the staged run write the values the eager run writes, to the same slots
+            staged = runner.forward_static(size)[:k].clone()
+            logits, scores = eager_step(inputs, use_cuda_graph)
+            torch.testing.assert_close(staged, logits, rtol=1e-4, atol=1e-4)
+            buckets.append(size)
+            return logits, scores
+        return eager_step(inputs, use_cuda_graph)
+
+    model_runner.execute_step = execute_step
+    return buckets
+
+
+@pytest.mark.parametrize("attention", ["torch", "triton"])
+def test_each_mixed_step_staged_into_its_bucket_gives_the_eager_logits(tiny_ckpt, attention):
+    # small step budget: the prompts arrive in chunks beside the decodes of those already running
+    kw = dict(backend=Backend(attention=TRITON_ATTENTION)) if attention == "triton" else {}
+    llm = LLM(tiny_ckpt, device="cpu", max_num_batched_tokens=40, async_scheduling=False,
+              kvcache_block_size=16, **kw)
+    mr = llm.model_runner
+    runner = MixedCUDAGraphRunner(mr.model, 40, llm.config.max_num_seqs, mr.max_blocks_per_seq,
+                                  llm.config.max_model_len, mr.device)
+    runner.allocate()
+    buckets = _check_every_mixed_step(llm, runner)
+    rng = np.random.default_rng(0)
+    prompts = [rng.integers(1, 100, size=n).tolist() for n in (5, 23, 37, 2, 14)]
+    outs = llm.generate(prompts, SamplingParams(max_tokens=6, ignore_eos=True), use_tqdm=False)
+    assert all(len(o["token_ids"]) == 6 for o in outs)
+    assert_no_leaked_blocks(llm)
+    assert len(buckets) >= 3 and set(buckets) <= {16, 32, 40}
+
+
+def test_stage_pads_tokens_sequences_and_tiles_so_nothing_extra_is_read_or_written(tiny_ckpt):
+    llm = LLM(tiny_ckpt, device="cpu", max_num_batched_tokens=64, async_scheduling=False, kvcache_block_size=16)
+    mr = llm.model_runner
+    runner = MixedCUDAGraphRunner(mr.model, 64, llm.config.max_num_seqs, mr.max_blocks_per_seq,
+                                  llm.config.max_model_len, mr.device)
+    runner.allocate()
+    seen = []
+
+    def record(inputs, use_cuda_graph=True):
+        if inputs.is_prefill and not seen:
+            size = runner.bucket_for(inputs)
+            runner.stage(upload_step_inputs(inputs, mr.device), inputs, size)
+            seen.append((inputs, size, {k: v.clone() for k, v in runner.v.items()}))
+        return eager(inputs, use_cuda_graph)
+
+    eager, mr.execute_step = mr.execute_step, record
+    llm.generate([[3, 4, 5, 6, 7], [8, 9, 10]], SamplingParams(max_tokens=2), use_tqdm=False)
+    inputs, size, v = seen[0]
+    n, s, seqs = len(inputs.input_ids), len(inputs.context_lens), runner.num_seqs[size]
+    assert size == 16 and (n, s) == (8, 2)
+    assert (v["slot_mapping"][n:size] == -1).all() and (v["input_ids"][n:size] == 0).all()
+    assert v["cu_seqlens_q"][:seqs + 1].tolist() == [0, 5, 8] + [8] * (seqs - 2)   # padding seqs: 0 tokens
+    assert (v["context_lens"][s:seqs] == 0).all()
+    tiles = v["q_tiles"][:runner.num_tiles[size]]
+    real = tiles[tiles[:, 0] >= 0]
+    assert sorted(map(tuple, real.tolist())) == [(0, 0), (1, 0)]           # one 16-row tile per prompt here
+    assert (tiles[len(real):, 0] == -1).all()
+
+
+@pytest.mark.gpu
+def test_mixed_graphs_replay_on_the_gpu_and_give_the_eager_greedy_tokens(tiny_ckpt):
+    rng = np.random.default_rng(1)
+    prompts = [rng.integers(1, 100, size=n).tolist() for n in (5, 23, 37, 2, 14, 30)]
+    params = SamplingParams(max_tokens=12, ignore_eos=True)      # greedy
+    kw = dict(device="cuda", dtype="float32", max_num_batched_tokens=48, kvcache_block_size=16)
+    with LLM(tiny_ckpt, **kw) as eager:
+        want = [o["token_ids"] for o in eager.generate(prompts, params, use_tqdm=False)]
+    llm = LLM(tiny_ckpt, cudagraph_mixed_tokens=48, **kw)
+    runner = llm.model_runner.mixed_graphs
+    assert sorted(runner.graphs) == [16, 32, 48]
+    replayed = []
+    replay = runner.replay
+    runner.replay = lambda t, inputs, size: replayed.append(size) or replay(t, inputs, size)
+    got = [o["token_ids"] for o in llm.generate(prompts, params, use_tqdm=False)]
+    assert got == want
+    assert len(replayed) >= 3
+    assert_no_leaked_blocks(llm)
+
+
+def test_the_server_flag_sets_the_field_and_leaves_the_default_alone():
+    pytest.importorskip("fastapi")
+    pytest.importorskip("uvicorn")
+    from aios.server.__main__ import engine_kwargs, parse_args
+
+    assert engine_kwargs(parse_args(["--cudagraph-mixed-tokens", "256"]))["cudagraph_mixed_tokens"] == 256
+    assert "cudagraph_mixed_tokens" not in engine_kwargs(parse_args([]))

@@ -162,9 +162,10 @@ class Config:
     load_format: str = "auto"                 # "auto": safetensors; "dummy": random weights (benchmarks)
     cudagraph_batch_sizes: list[int] | None = None  # lesson 11: None -> [1, 2, 4, 8, 16, 32, ...]
     # lesson 11 / issue 21: a step holding prefill tokens (a new prompt beside the decodes) of at most this
-    # many tokens replays a CUDA graph too (aios/engine/cuda_graph_mixed.py: 16, 32, ... tokens); 0: such
-    # steps run eagerly. Needs attention_backend="triton". Opt-in until measured on a GPU
-    cudagraph_mixed_tokens: int = 0
+    # many tokens replays a CUDA graph too (aios/engine/cuda_graph_mixed.py: 16, 32, 64, ... tokens); 0: such
+    # steps run eagerly. None: MIXED_GRAPH_TOKENS where CUDA graphs run with attention_backend="triton"
+    # (a server's steps: H200, 0.6B shape, Poisson 32 req/s, inter-token p99 33.1 -> 5.0 ms; BENCHMARKS.md)
+    cudagraph_mixed_tokens: int | None = None
     seed: int = 0                             # seeds the engine's sampler for unseeded requests
     max_stop_strings: int = 32                # per request: each one is searched for after every token
     max_stop_string_len: int = 256            # characters; the stop check decodes this many tokens a step
@@ -211,8 +212,10 @@ class Config:
         if self.load_format not in ("auto", "dummy"):
             raise ValueError(f"load_format must be 'auto' or 'dummy', got {self.load_format!r}")
         m = self.cudagraph_mixed_tokens
+        if m is None:
+            m = default_mixed_graph_tokens(self.device, self.attention_backend, self.enforce_eager)
         if not isinstance(m, int) or isinstance(m, bool) or m < 0:
-            raise ValueError(f"cudagraph_mixed_tokens must be an int >= 0, got {m!r}")
+            raise ValueError(f"cudagraph_mixed_tokens must be an int >= 0 or None, got {m!r}")
         if m and self.attention_backend != "triton":
             raise ValueError(f"cudagraph_mixed_tokens needs attention_backend='triton' (its prefill kernel "
                              f"takes a static tile schedule), got {self.attention_backend!r}")
@@ -232,6 +235,18 @@ class Config:
                    else f"for decode batches up to {max(self.cudagraph_batch_sizes)}"
                    + (f" and mixed steps up to {self.cudagraph_mixed_tokens} tokens"
                       if self.cudagraph_mixed_tokens else "")))
+
+
+MIXED_GRAPH_TOKENS = 512    # vLLM's largest CUDA-graph size for steps holding prefill tokens, too
+
+
+def default_mixed_graph_tokens(device: str, attention_backend: str, enforce_eager: bool) -> int:
+    """Config.cudagraph_mixed_tokens=None: graphs for steps of up to MIXED_GRAPH_TOKENS tokens wherever
+    CUDA graphs run and the prefill kernel takes a static tile table (attention_backend="triton");
+    elsewhere 0 (the CPU, eager engines, the torch and triton-tma backends run such steps eagerly)."""
+    if device == "cpu" or enforce_eager or attention_backend != "triton":
+        return 0
+    return MIXED_GRAPH_TOKENS
 
 
 LARGE_GPU_GIB = 70      # vLLM's threshold: its offline LLM takes 1024 seqs / 16384 tokens a step above it

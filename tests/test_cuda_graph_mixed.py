@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from aios import LLM, SamplingParams
+from aios.config import MIXED_GRAPH_TOKENS, default_mixed_graph_tokens
 from aios.engine.cuda_graph_mixed import MixedCUDAGraphRunner, mixed_sizes
 from aios.engine.upload import upload_step_inputs
 from aios.layers.backend import TRITON_ATTENTION, Backend
@@ -40,6 +41,21 @@ def test_cudagraph_mixed_tokens_is_capped_by_the_step_budget(tiny_ckpt):
     assert llm.config.cudagraph_mixed_tokens == 96
     assert llm.model_runner.mixed_graphs.sizes == [16, 32, 64, 96]
     assert llm.model_runner.mixed_graphs.graphs == {}       # nothing captured on a CPU: every step eager
+
+
+@pytest.mark.parametrize("device, backend, enforce_eager, want", [
+    ("cuda", "triton", False, MIXED_GRAPH_TOKENS), ("cuda:1", "triton", False, MIXED_GRAPH_TOKENS),
+    ("cpu", "triton", False, 0), ("cuda", "triton", True, 0), ("cuda", "torch", False, 0),
+    ("cuda", "triton-tma", False, 0)])
+def test_the_default_graphs_mixed_steps_wherever_cuda_graphs_run_the_triton_prefill(device, backend,
+                                                                                   enforce_eager, want):
+    assert default_mixed_graph_tokens(device, backend, enforce_eager) == want
+
+
+def test_by_default_a_cpu_engine_builds_no_mixed_graph_runner(tiny_ckpt):
+    llm = LLM(tiny_ckpt, device="cpu")
+    assert llm.config.cudagraph_mixed_tokens == 0
+    assert llm.model_runner.mixed_graphs is None
 
 
 def _check_every_mixed_step(llm: LLM, runner: MixedCUDAGraphRunner) -> list[int]:
@@ -122,10 +138,11 @@ def test_mixed_graphs_replay_on_the_gpu_and_give_the_eager_greedy_tokens(tiny_ck
     # and an engine left to the garbage collector would hold its KV cache from the tests after it.
     kw = dict(device="cuda", dtype="float32", max_num_batched_tokens=48, kvcache_block_size=16,
               gpu_memory_utilization=0.3)
-    with LLM(tiny_ckpt, **kw) as eager:
+    with LLM(tiny_ckpt, cudagraph_mixed_tokens=0, **kw) as eager:
+        assert eager.model_runner.mixed_graphs is None
         want = [o["token_ids"] for o in eager.generate(prompts, params, use_tqdm=False)]
     replayed = []
-    with LLM(tiny_ckpt, cudagraph_mixed_tokens=48, **kw) as llm:
+    with LLM(tiny_ckpt, **kw) as llm:         # the default: graphs up to 512 tokens, capped to the budget
         runner = llm.model_runner.mixed_graphs
         assert sorted(runner.graphs) == [16, 32, 48]
         replay = runner.replay

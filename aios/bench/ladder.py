@@ -19,8 +19,8 @@ LADDER: list[tuple[str, str, dict]] = [
     ("09", "+ Triton FlashAttention (prefill + paged decode)", dict(_OFF, attention_backend="triton")),
     ("10", "+ fused Triton kernels (norm+residual, qk-norm+RoPE, SiLU*mul)",
      dict(_OFF, attention_backend="triton", fused_kernels=True)),
-    ("11", "+ CUDA graphs for decode, async scheduling", dict(_OFF, attention_backend="triton", fused_kernels=True,
-                                                              enforce_eager=False, async_scheduling=True)),
+    ("11", "+ CUDA graphs (decode and small mixed steps), async scheduling",
+     dict(_OFF, attention_backend="triton", fused_kernels=True, enforce_eager=False, async_scheduling=True)),
     ("13", "+ prefix caching (no shared prefixes here: no change expected)", dict()),
 ]
 

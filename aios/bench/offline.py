@@ -154,7 +154,7 @@ def engine_kwargs(args: argparse.Namespace, model_dir: str) -> dict:
         kw["attention_backend"] = args.attention_backend
     if args.moe_gemm != "triton":
         kw["moe_gemm"] = args.moe_gemm
-    if args.cudagraph_mixed_tokens:
+    if args.cudagraph_mixed_tokens is not None:
         kw["cudagraph_mixed_tokens"] = args.cudagraph_mixed_tokens
     if not glob.glob(os.path.join(model_dir, "*.safetensors")):
         kw["load_format"] = "dummy"
@@ -232,9 +232,9 @@ def main(argv: list[str] | None = None, prog: str | None = None, results_dir: st
                     help="Config.attention_backend (triton-tma: prefill through Hopper TMA loads, opt-in)")
     ap.add_argument("--moe-gemm", choices=("triton", "tma"), default="triton",
                     help="Config.moe_gemm (tma: the MoE's grouped GEMMs through Hopper TMA loads, opt-in)")
-    ap.add_argument("--cudagraph-mixed-tokens", type=int, default=0, metavar="N",
+    ap.add_argument("--cudagraph-mixed-tokens", type=int, default=None, metavar="N",
                     help="Config.cudagraph_mixed_tokens: steps holding prefill tokens, up to N tokens, replay "
-                         "CUDA graphs too (opt-in; default 0: they run eagerly)")
+                         "CUDA graphs too; 0: they run eagerly (default: the engine's, 512 on a GPU)")
     ap.add_argument("--profile", action="store_true", help="after each run, a per-step time breakdown + kernel table")
     ap.add_argument("--out", default=results_dir, help="where JSON results and plots go (default: %(default)s)")
     ap.add_argument("--tag", default="", help="suffix of the result file names")

@@ -97,7 +97,7 @@ class ModelRunner:
         self.last_handle: StepHandle | None = None   # the previous step, for on-device input tokens
         self.cuda_graphs = cuda_graph_runner_cls(self.model, config.cudagraph_batch_sizes, self.max_blocks_per_seq,
                                                  self.device)
-        self.mixed_graphs = MixedCUDAGraphRunner(   # steps holding prefill tokens (cuda_graph_mixed.py; opt-in)
+        self.mixed_graphs = MixedCUDAGraphRunner(   # steps holding prefill tokens (cuda_graph_mixed.py)
             self.model, config.cudagraph_mixed_tokens, config.max_num_seqs, self.max_blocks_per_seq,
             config.max_model_len, self.device) if config.cudagraph_mixed_tokens else None
         self.num_kvcache_blocks = config.num_kvcache_blocks or self.profile_num_blocks()

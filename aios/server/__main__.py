@@ -81,7 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     eng.add_argument("--no-prefix-caching", action="store_true", help="turn prefix caching off")
     eng.add_argument("--cudagraph-mixed-tokens", type=int, default=None, metavar="N",
                      help="steps holding prefill tokens, up to N tokens, replay CUDA graphs too "
-                          "(Config.cudagraph_mixed_tokens; opt-in, default: they run eagerly)")
+                          "(Config.cudagraph_mixed_tokens; 0: they run eagerly; default: the engine's, 512 on a GPU)")
     eng.add_argument("--skip-tokenizer-init", action="store_true",
                      help="load no tokenizer: prompts must be token ids, responses carry token_ids and no text")
     eng.add_argument("--load-format", default=None, choices=["auto", "dummy"],

@@ -235,6 +235,7 @@ def test_max_q_tiles_is_reached_by_decode_rows_and_one_chunk():
         with pytest.raises(ValueError):
             prefill_q_tiles(seqlens_q, seqlens_q, tile_rows, bound - 1)          # and needs every row
     assert max_q_tiles(0, 4, 16) == 0
+    assert max_q_tiles(32, 0, 16) == 0           # no sequence holds a token (lesson 11's brute force)
 
 
 @pytest.mark.parametrize("group", [1, 2, 3, 4])

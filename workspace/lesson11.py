@@ -1,15 +1,18 @@
-"""Lesson 11: CUDA graphs. Choose the captured graph a decode step replays, and pad the step to it.
+"""Lesson 11: CUDA graphs. Choose the captured graph a decode step replays, and pad the step to it;
+then the tile table that lets a mixed step (prefill tokens beside decodes) replay one too.
 
 A graph is captured once per batch size (1, 2, 4, 8, ...) over static buffers (`graph_vars`); a
 decode batch of 5 replays the graph of 8, with 3 padding rows that write nothing and read nothing.
 `capture` and `close` are aios's own (CUDAGraphRunner in aios/engine/cuda_graph.py); the two
-methods below are yours. Both are plain tensor code, so the checks run them on a CPU with stand-in
-graphs; on a GPU a check also captures real graphs and drives the engine with your runner.
+methods below are yours, and so are max_q_tiles and prefill_q_tiles at the end. All are plain
+code, so the checks run them on a CPU (the runner with stand-in graphs, your tile table under the
+Triton interpreter); on a GPU a check also captures real graphs and drives the engine with your runner.
 Check: python lessons/check.py 11
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from aios.engine.cuda_graph import CUDAGraphRunner as _AiosCUDAGraphRunner
@@ -46,3 +49,23 @@ class CUDAGraphRunner(_AiosCUDAGraphRunner):
         and return the first bs rows of self.graph_logits[graph_bs]. Copy in place (copy_, fill_):
         the graph reads these very buffers."""
         raise NotImplementedError("lesson 11: CUDAGraphRunner.replay (see README, 'Build it')")
+
+
+# ---- the tile table of a graphed mixed step (README, "Build it: the tile table") ----------------
+
+def max_q_tiles(num_tokens: int, num_seqs: int, tile_rows: int) -> int:
+    """Rows the tile table of a graphed mixed step needs: enough for every step of at most
+    num_tokens query tokens in at most num_seqs sequences, a sequence of q tokens taking
+    cdiv(q, tile_rows) tiles; and no more than the worst such step needs. ValueError for a negative
+    count or tile_rows < 1."""
+    raise NotImplementedError("lesson 11: max_q_tiles (see README, 'The tile table of a graphed mixed step')")
+
+
+def prefill_q_tiles(seqlens_q: np.ndarray, seqlens_k: np.ndarray, tile_rows: int, num_tiles: int) -> np.ndarray:
+    """The table of one step, int32 [num_tiles, 2]: row t = (seq, m_block), the tile program t computes.
+
+    Every sequence s with seqlens_q[s] > 0 gets the rows (s, m) for m in 0 .. cdiv(seqlens_q[s],
+    tile_rows) - 1, each once, ordered heaviest first by the keys the tile visits,
+    min(cached + (m + 1) * tile_rows, seqlens_k[s]) with cached = seqlens_k[s] - seqlens_q[s]; the
+    rows after them are padding, (-1, 0). ValueError if the step needs more than num_tiles rows."""
+    raise NotImplementedError("lesson 11: prefill_q_tiles (see README, 'The tile table of a graphed mixed step')")

@@ -27,9 +27,11 @@ def max_q_tiles(num_tokens: int, num_seqs: int, tile_rows: int) -> int:
     tiles (at most one partial tile), so the batch takes at most
     (num_tokens + num_seqs * (tile_rows - 1)) // tile_rows <= cdiv(num_tokens, tile_rows) + num_seqs,
     and never more than num_tokens (each tile holds a token). The bound is reached (e.g. num_seqs - 1
-    one-token decode rows and one chunk of the rest)."""
+    one-token decode rows and one chunk of the rest), except without sequences: no tokens, no tiles."""
     if num_tokens < 0 or num_seqs < 0 or tile_rows < 1:
         raise ValueError(f"max_q_tiles({num_tokens}, {num_seqs}, {tile_rows}): needs counts >= 0, tile_rows >= 1")
+    if num_seqs == 0:
+        return 0
     return min(num_tokens, (num_tokens + num_seqs * (tile_rows - 1)) // tile_rows)
 
 

@@ -130,3 +130,112 @@ def test_the_engine_with_your_runner_replays_graphs_and_keeps_the_tokens(impl, t
         got = [o["token_ids"] for o in llm.generate(prompts, params, use_tqdm=False)]
     assert replays and set(replays) == {8}, f"decode steps of 5 sequences should replay the graph of 8: {replays}"
     assert got == want
+
+
+# ---- the tile table of a graphed mixed step ----------------------------------------------------
+
+def tiles_needed(seqlens_q, tile_rows: int) -> int:
+    return sum(-(-q // tile_rows) for q in seqlens_q)
+
+
+def every_step(num_tokens: int, num_seqs: int):
+    """Every step of at most num_tokens query tokens in at most num_seqs sequences (as sorted tuples)."""
+    def rest(left: int, seqs: int, top: int):
+        yield ()
+        if seqs:
+            for q in range(1, min(left, top) + 1):
+                for tail in rest(left - q, seqs - 1, q):
+                    yield (q,) + tail
+    return rest(num_tokens, num_seqs, num_tokens)
+
+
+@pytest.mark.readme("Build it: the tile table of a graphed mixed step")
+@pytest.mark.parametrize("tile_rows", [1, 2, 3, 4, 16])
+def test_max_q_tiles_is_what_the_worst_small_step_needs(impl, tile_rows):
+    for num_tokens in range(0, 10):
+        for num_seqs in range(0, 5):
+            worst = max(tiles_needed(step, tile_rows) for step in every_step(num_tokens, num_seqs))
+            got = impl.max_q_tiles(num_tokens, num_seqs, tile_rows)
+            assert got == worst, (f"max_q_tiles({num_tokens}, {num_seqs}, {tile_rows}) = {got}: the worst "
+                                  f"such step needs {worst} tiles (fewer overflows it, more launches empty programs)")
+
+
+@pytest.mark.readme("Build it: the tile table of a graphed mixed step")
+@pytest.mark.parametrize("args", [(-1, 2, 16), (8, -1, 16), (8, 2, 0)])
+def test_max_q_tiles_refuses_impossible_arguments(impl, args):
+    with pytest.raises(ValueError):
+        impl.max_q_tiles(*args)
+
+
+def random_step(rng, num_seqs: int, max_q: int = 40, max_cached: int = 30):
+    seqlens_q = rng.integers(0, max_q + 1, size=num_seqs)
+    seqlens_q[rng.random(num_seqs) < 0.4] = 1                 # decode rows
+    seqlens_q[rng.random(num_seqs) < 0.15] = 0                # sequences with nothing this step
+    return seqlens_q, seqlens_q + rng.integers(0, max_cached + 1, size=num_seqs)
+
+
+def tile_work(seqlens_q, seqlens_k, rows, tile_rows):
+    seq, m = rows[:, 0].astype(np.int64), rows[:, 1].astype(np.int64)
+    cached = seqlens_k[seq] - seqlens_q[seq]
+    return np.minimum(cached + (m + 1) * tile_rows, seqlens_k[seq])
+
+
+@pytest.mark.readme("Build it: the tile table of a graphed mixed step")
+@pytest.mark.parametrize("seed", range(6))
+def test_the_table_lists_every_tile_once_heaviest_first_then_padding(impl, seed):
+    rng = np.random.default_rng(seed)
+    tile_rows = [1, 4, 16][seed % 3]
+    seqlens_q, seqlens_k = random_step(rng, num_seqs=int(rng.integers(1, 12)))
+    real = tiles_needed(seqlens_q, tile_rows)
+    table = impl.prefill_q_tiles(seqlens_q, seqlens_k, tile_rows, real + 3)
+    assert isinstance(table, np.ndarray) and table.dtype == np.int32 and table.shape == (real + 3, 2), \
+        "an int32 array of shape [num_tiles, 2]"
+    want = sorted((s, m) for s, q in enumerate(seqlens_q) for m in range(-(-int(q) // tile_rows)))
+    assert sorted(map(tuple, table[:real].tolist())) == want, \
+        "the first rows: every (seq, m_block) tile of a sequence with query tokens, each once"
+    assert table[real:].tolist() == [[-1, 0]] * 3, "the rows after the step's tiles are padding: (-1, 0)"
+    work = tile_work(seqlens_q, seqlens_k, table[:real], tile_rows)
+    assert (np.diff(work) <= 0).all(), f"heaviest first: the keys each row visits should not grow, got {work.tolist()}"
+
+
+@pytest.mark.readme("Build it: the tile table of a graphed mixed step")
+def test_a_table_too_small_for_the_step_is_an_error_and_one_without_tiles_is_all_padding(impl):
+    seqlens_q, seqlens_k = np.array([20, 1, 0]), np.array([30, 9, 4])          # 2 + 1 tiles of 16
+    with pytest.raises(ValueError):
+        impl.prefill_q_tiles(seqlens_q, seqlens_k, 16, 2)
+    assert impl.prefill_q_tiles(seqlens_q, seqlens_k, 16, 3).shape == (3, 2)   # exactly enough
+    assert impl.prefill_q_tiles(np.array([0, 0]), np.array([5, 0]), 16, 2).tolist() == [[-1, 0]] * 2
+
+
+def paged_step(seqlens_q, seqlens_k, block_size=8, heads=4, kv_heads=2, head_dim=16, seed=0):
+    """Random q and a paged cache with every sequence's blocks scattered through the pool."""
+    g = torch.Generator().manual_seed(seed)
+    blocks = [-(-k // block_size) for k in seqlens_k]
+    pool = sum(blocks) + 2
+    k_cache = torch.randn(pool, block_size, kv_heads, head_dim, generator=g)
+    v_cache = torch.randn(pool, block_size, kv_heads, head_dim, generator=g)
+    perm = torch.randperm(pool, generator=g).tolist()
+    block_tables = torch.full((len(blocks), max(blocks)), -1, dtype=torch.int32)
+    for s, nb in enumerate(blocks):
+        block_tables[s, :nb] = torch.tensor(perm[sum(blocks[:s]): sum(blocks[:s]) + nb])
+    cu_q = torch.tensor([0] + list(seqlens_q)).cumsum(0).to(torch.int32)
+    cu_k = torch.tensor([0] + list(seqlens_k)).cumsum(0).to(torch.int32)
+    q = torch.randn(int(cu_q[-1]), heads, head_dim, generator=g)
+    return q, k_cache, v_cache, cu_q, cu_k, max(seqlens_q), max(seqlens_k), block_tables, head_dim ** -0.5
+
+
+@pytest.mark.readme("Build it: the tile table of a graphed mixed step")
+def test_the_prefill_kernel_over_your_table_equals_the_reference(impl):
+    """aios's Triton prefill kernel (the interpreter on a CPU), its grid the rows of your table."""
+    from aios.kernels.prefill_attention import _prefill_attention_launch, prefill_attention_ref
+
+    seqlens_q, seqlens_k = [1, 17, 5, 0, 33, 1], [9, 17, 40, 6, 70, 20]      # decodes, prompts, chunks
+    args = paged_step(seqlens_q, seqlens_k)
+    q, k_cache, v_cache, cu_q, cu_k, max_q, _, block_tables, scale = args
+    tile_rows = 16
+    table = impl.prefill_q_tiles(np.array(seqlens_q), np.array(seqlens_k), tile_rows,
+                                 tiles_needed(seqlens_q, tile_rows) + 2)
+    out = _prefill_attention_launch(q, k_cache, v_cache, cu_q, cu_k, max_q, block_tables, scale,
+                                    block_m=tile_rows, block_n=16, num_warps=4, num_stages=1,
+                                    q_tiles=torch.from_numpy(np.ascontiguousarray(table)).to(q.device))
+    torch.testing.assert_close(out, prefill_attention_ref(*args), atol=2e-5, rtol=2e-5)

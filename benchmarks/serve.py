@@ -49,6 +49,7 @@ class RequestResult:
     ttft_s: float = 0.0
     e2e_s: float = 0.0
     itl_s: list[float] = field(default_factory=list)
+    sent_at: float = 0.0          # wall clock (time.time()): comparable across client processes
 
 
 def make_workload(args: argparse.Namespace) -> list[tuple[list[int], int]]:
@@ -63,7 +64,7 @@ async def send(http: httpx.AsyncClient, args: argparse.Namespace, prompt: list[i
     # chunks with empty text, and their token ids are what shows a token arrived
     body = {"model": args.model, "prompt": prompt, "max_tokens": max_tokens, "temperature": args.temperature,
             "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}, "return_token_ids": True}
-    result, start = RequestResult(), time.perf_counter()
+    result, start = RequestResult(sent_at=time.time()), time.perf_counter()
     last = None
     try:
         async with http.stream("POST", f"{args.url}/v1/completions", json=body) as response:
@@ -104,12 +105,13 @@ async def run(args: argparse.Namespace, workload: list[tuple[list[int], int]], s
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     async with httpx.AsyncClient(timeout=httpx.Timeout(args.timeout), limits=limits) as http:
         if args.concurrency:
-            queue = list(reversed(workload))
-            results: list[RequestResult] = []
+            queue = list(reversed(range(len(workload))))
+            results: list[RequestResult] = [RequestResult()] * len(workload)   # in workload order
 
             async def client() -> None:
                 while queue:
-                    results.append(await send(http, args, *queue.pop()))
+                    i = queue.pop()
+                    results[i] = await send(http, args, *workload[i])
 
             await asyncio.gather(*[client() for _ in range(args.concurrency)])
             return results
@@ -170,6 +172,16 @@ def server_cpu_seconds(url: str) -> float | None:
     return None
 
 
+def request_rows(results: list[RequestResult]) -> list[dict]:
+    """One row a request, in workload order, to attribute a tail: when it was sent (seconds after
+    the first request), its lengths, and its TTFT, end-to-end time and longest inter-token gap."""
+    t0 = min((r.sent_at for r in results), default=0.0)
+    ms = lambda x: round(x * 1e3, 3)        # noqa: E731
+    return [{"sent_s": round(r.sent_at - t0, 4), "ok": r.ok, "prompt_tokens": r.prompt_tokens,
+             "output_tokens": r.output_tokens, "ttft_ms": ms(r.ttft_s), "e2e_ms": ms(r.e2e_s),
+             "max_itl_ms": ms(max(r.itl_s, default=0.0))} for r in results]
+
+
 def summarize(args: argparse.Namespace, results: list[RequestResult], duration_s: float,
               cpu: dict[str, float | None]) -> dict:
     done = [r for r in results if r.ok]
@@ -192,6 +204,7 @@ def summarize(args: argparse.Namespace, results: list[RequestResult], duration_s
         "client_cpu_per_s": cpu["client"] / duration_s,
         "server_cpu_per_s": cpu["server"] / duration_s if cpu["server"] is not None else None,
         "server_cmd": args.launch, "gpu": gpu_name(),
+        "requests": request_rows(results),
     }
 
 

@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from aios.bench.provenance import git_sha, gpu_name
 from aios.bench.shapes import SHAPES, write_shape
 from benchmarks import serve
-from benchmarks.serve_report import RATIO_CONVENTION, fmt, plot, ratios, table
+from benchmarks.serve_report import RATIO_CONVENTION, fmt, plot, ratios, slowest_first_tokens, table
 
 # Each template holds the placeholders {model} and {port} (and, for the built-ins, {max_model_len}),
 # replaced by plain substitution: a custom command's other braces (python -c "...{}...") stay as written.
@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     stem = output_stem(args, model_label, gpu)
     with open(stem + ".json", "w") as f:
         json.dump(doc, f, indent=2)
-    text = table(doc)
+    text = "\n\n".join(filter(None, [table(doc), slowest_first_tokens(doc)]))
     with open(stem + ".md", "w") as f:
         f.write(text + "\n")
     print("\n" + text + "\n")

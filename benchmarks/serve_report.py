@@ -71,6 +71,22 @@ def table(doc: dict) -> str:
     return "\n".join(lines + ([""] + notes if notes else []))
 
 
+def slowest_first_tokens(doc: dict, n: int = 5) -> str:
+    """Markdown: for each load and engine, the n requests of the longest TTFT, with when each was sent
+    and its prompt length: a tail of late senders behind a burst reads differently from one of long
+    prompts, or of requests spread over the run (rows from serve.py's per-request records)."""
+    lines = [f"Slowest first tokens ({n} a row): TTFT ms @ seconds after the first request, prompt tokens; ...", "",
+             "| load | engine | requests |", "|---|---|---|"]
+    for r in doc["rows"]:
+        reqs = [q for q in ((r["summary"] or {}).get("requests") or []) if q["ok"]]
+        if not reqs:
+            continue
+        worst = sorted(reqs, key=lambda q: q["ttft_ms"], reverse=True)[:n]
+        cells = "; ".join(f"{q['ttft_ms']:,.0f} @ {q['sent_s']:.2f} s, {q['prompt_tokens']}" for q in worst)
+        lines.append(f"| {r['load']} | {r['engine']} | {cells} |")
+    return "\n".join(lines) if len(lines) > 4 else ""
+
+
 def plot(doc: dict, path: str) -> bool:
     """Three panels: output tok/s per load, TTFT p50 / p99 and ITL p50 / p99 per load, a bar per engine."""
     try:

@@ -4,6 +4,7 @@ import json
 import socket
 import sys
 
+import numpy as np
 import pytest
 
 httpx = pytest.importorskip("httpx")      # the server's packages are optional
@@ -41,6 +42,11 @@ def test_serve_benchmark_launches_a_server_measures_every_request_and_stops_it(t
     assert s["total_tok_per_s"] * s["duration_s"] == pytest.approx(sum(len(p) + n for p, n in workload))
     assert 0 < s["ttft_ms"]["p50"] <= s["e2e_ms"]["p50"] and s["itl_ms"]["p50"] > 0
     assert s["server_cmd"] == server
+    rows = s["requests"]                                    # one a request, in workload order
+    assert [(r["prompt_tokens"], r["output_tokens"]) for r in rows] == [(len(p), n) for p, n in workload]
+    assert min(r["sent_s"] for r in rows) == 0 and all(r["ok"] for r in rows)
+    assert all(0 < r["ttft_ms"] <= r["e2e_ms"] and 0 <= r["max_itl_ms"] < r["e2e_ms"] for r in rows)
+    assert np.percentile([r["ttft_ms"] for r in rows], 99) == pytest.approx(s["ttft_ms"]["p99"], abs=0.01)
     assert s["client_cpu_per_s"] > 0 and s["server_cpu_per_s"] > 0      # read from the server's /metrics
     with pytest.raises(httpx.HTTPError):                     # the launched server was stopped
         httpx.get(f"{url}/health", timeout=2)

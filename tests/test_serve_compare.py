@@ -118,7 +118,12 @@ def test_two_servers_run_every_load_on_the_same_workload_and_a_dead_one_between_
             for metric, value in want.items():             # None where an engine has no number
                 assert got[metric] is None if value is None else got[metric] == pytest.approx(value, rel=1e-9)
     table = path.with_suffix(".md").read_text()
-    assert "first vs second (>1: first better)" in table and table.count("\n| burst |") == 5
+    ratio_rows, slowest = table.split("Slowest first tokens")
+    assert "first vs second (>1: first better)" in ratio_rows and ratio_rows.count("\n| burst |") == 5
+    slow = [line for line in slowest.splitlines() if line.startswith("| rate:50 | first | ")]
+    worst = max(rows[("first", "rate:50")]["summary"]["requests"], key=lambda q: q["ttft_ms"])
+    assert len(slow) == 1 and slow[0].count(" @ ") == 5           # the five slowest of six, slowest first
+    assert slow[0].removeprefix("| rate:50 | first | ").startswith(f"{worst['ttft_ms']:,.0f} @ {worst['sent_s']:.2f} s")
     try:
         import matplotlib  # noqa: F401
         assert path.with_suffix(".png").stat().st_size > 0

@@ -37,7 +37,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import triton  # noqa: E402
-from bench_kernels import bench_graph  # noqa: E402
 
 from aios.kernels.fused_moe import fused_moe, fused_moe_config, fused_moe_ref  # noqa: E402
 from aios.kernels.fused_moe_tma import fused_moe_tma  # noqa: E402
@@ -46,6 +45,7 @@ from aios.kernels.moe_gemv import MAX_PAIRS_GEMV, fused_moe_gemv  # noqa: E402
 from aios.kernels.moe_tiles import MoeTiles  # noqa: E402
 from aios.kernels.topk_softmax import topk_softmax  # noqa: E402
 from aios.layers.fused_moe import select_experts  # noqa: E402
+from benchmarks.kernel_bench.timing import bench_graph  # noqa: E402
 
 E, TOP_K, H, INTER = 128, 8, 2048, 768
 EXPERT_BYTES = 3 * H * INTER * 2                 # gate, up and down of one expert, bf16

@@ -39,7 +39,7 @@ def main() -> None:
     from triton.backends.nvidia.compiler import get_ptxas
 
     from aios.kernels.prefill_attention_tma import TMA_TILES, WS_TILES, _prefill_attention_tma_launch
-    from benchmarks.bench_kernels import PREFILL_SWEEP
+    from benchmarks.kernel_bench.prefill import PREFILL_SWEEP
 
     tiles = [tuple(int(v) for v in t.split(",")) for t in args.tiles] if args.tiles else None
     tiles = tiles or (TMA_TILES + WS_TILES if args.tma else PREFILL_SWEEP)

@@ -37,13 +37,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 import torch  # noqa: E402
 import triton  # noqa: E402
-from bench_kernels import bench_graph  # noqa: E402
 
 from aios.kernels.fused_moe import fused_moe, fused_moe_config  # noqa: E402
 from aios.kernels.fused_moe_tma import fused_moe_tma  # noqa: E402
 from aios.kernels.moe_gemv import MAX_PAIRS_GEMV  # noqa: E402
 from aios.kernels.moe_tiles import CONFIG_DIR, GEMM_KEYS, MoeTiles  # noqa: E402
 from aios.kernels.topk_softmax import topk_softmax  # noqa: E402
+from benchmarks.kernel_bench.timing import bench_graph  # noqa: E402
 
 TOKENS = [4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]
 TILES = [  # (block_n, block_k, num_warps, num_stages)

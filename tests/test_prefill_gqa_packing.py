@@ -107,7 +107,7 @@ def test_a_tile_without_room_for_one_packed_position_is_refused():
 def test_every_benchmark_sweep_config_fits_the_kernel_at_block_size_256():
     """bench_kernels.py's PREFILL_SWEEP, packed for the 0.6B's group of 2 and the 8B's of 4, and
     unpacked: each is a tile the kernel takes, and its key tiles sit inside one 256-token block."""
-    from benchmarks.bench_kernels import PREFILL_SWEEP
+    from benchmarks.kernel_bench.prefill import PREFILL_SWEEP
 
     for block_m, block_n, num_warps, num_stages in PREFILL_SWEEP:
         for pack in (1, 2, 4):
@@ -117,7 +117,7 @@ def test_every_benchmark_sweep_config_fits_the_kernel_at_block_size_256():
 
 
 def test_bench_prefill_cases_parse_chunks_after_a_cached_prefix():
-    from benchmarks.bench_kernels import parse_heads, parse_prefill_cases
+    from benchmarks.kernel_bench.prefill import parse_heads, parse_prefill_cases
 
     assert parse_prefill_cases("8x1024,1x8192+8192") == [(8, 1024, 0), (1, 8192, 8192)]
     assert parse_heads("16/8,32/8") == [(16, 8), (32, 8)]

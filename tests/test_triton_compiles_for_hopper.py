@@ -267,7 +267,7 @@ def _prefill_sweep_cases():
     """bench_kernels.py's PREFILL_SWEEP at block size 256, bf16: unpacked (0.6B, 16/8 heads) and
     packed (8B, 32/8). Not launched by the wrappers: reported apart, since a tile over the H200's
     shared memory is a result of the sweep (it fails there at launch), not a bug."""
-    from benchmarks.bench_kernels import PREFILL_SWEEP
+    from benchmarks.kernel_bench.prefill import PREFILL_SWEEP
 
     P = importlib.import_module("aios.kernels.prefill_attention")   # the package's name is the function
 

@@ -100,6 +100,36 @@ def test_each_mixed_step_staged_into_its_bucket_gives_the_eager_logits(tiny_ckpt
     assert len(buckets) >= 3 and set(buckets) <= {16, 32, 40}
 
 
+@pytest.fixture(scope="module", params=["gemma3", "mistral", "qwen3-moe"])
+def family_ckpt(request, tmp_path_factory) -> str:
+    """Families whose layers differ from Qwen3's where a mixed step's padding could leak: a sliding
+    window of 12 (Gemma 3 alternating it with global layers, Mistral in every layer) and experts
+    (the padding rows are routed too)."""
+    from aios.utils.tiny_checkpoint_qwen3_moe import make_qwen3_moe_checkpoint
+    from aios.utils.tiny_sliding_checkpoints import make_gemma3_checkpoint, make_mistral_checkpoint
+
+    make = {"gemma3": make_gemma3_checkpoint, "mistral": make_mistral_checkpoint,
+            "qwen3-moe": make_qwen3_moe_checkpoint}[request.param]
+    return make(str(tmp_path_factory.mktemp(request.param)))
+
+
+def test_each_mixed_step_of_other_families_staged_into_its_bucket_gives_the_eager_logits(family_ckpt):
+    """The Triton kernels under the interpreter; prompts past the window, chunked beside decodes."""
+    llm = LLM(family_ckpt, device="cpu", max_num_batched_tokens=40, async_scheduling=False, kvcache_block_size=16,
+              backend=Backend(attention=TRITON_ATTENTION))
+    mr = llm.model_runner
+    runner = MixedCUDAGraphRunner(mr.model, 40, llm.config.max_num_seqs, mr.max_blocks_per_seq,
+                                  llm.config.max_model_len, mr.device)
+    runner.allocate()
+    buckets = _check_every_mixed_step(llm, runner)
+    rng = np.random.default_rng(1)
+    prompts = [rng.integers(1, 100, size=n).tolist() for n in (30, 5, 19)]
+    outs = llm.generate(prompts, SamplingParams(max_tokens=4, ignore_eos=True), use_tqdm=False)
+    assert all(len(o["token_ids"]) == 4 for o in outs)
+    assert_no_leaked_blocks(llm)
+    assert len(buckets) >= 2
+
+
 def test_stage_pads_tokens_sequences_and_tiles_so_nothing_extra_is_read_or_written(tiny_ckpt):
     llm = LLM(tiny_ckpt, device="cpu", max_num_batched_tokens=64, async_scheduling=False, kvcache_block_size=16)
     mr = llm.model_runner

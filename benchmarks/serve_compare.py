@@ -110,6 +110,21 @@ def parse_engine_cmd(text: str) -> tuple[str, str]:
     return name, cmd
 
 
+def parse_variant(text: str) -> tuple[str, str, str]:
+    """argparse type of --variant: NAME=BASE:ARGS, a built-in engine's command under another name
+    with ARGS appended (an A/B of one engine's settings without writing its whole command)."""
+    name, sep, rest = text.partition("=")
+    base, colon, extra = rest.partition(":")
+    if not sep or not colon or not re.fullmatch(r"[A-Za-z0-9._-]+", name) or base not in BUILTIN_COMMANDS:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=BASE:ARGS, BASE one of "
+                                         f"{', '.join(BUILTIN_COMMANDS)}, NAME of letters, digits, '.', '_', '-'")
+    try:
+        shlex.split(extra)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{name}'s arguments: {e}") from None
+    return name, base, extra.strip()
+
+
 def free_port() -> int:
     """A port nothing listens on now (the OS picks it for a socket bound to port 0)."""
     with socket.socket() as s:
@@ -195,7 +210,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example:\n  python -m benchmarks.serve_compare --shape qwen3-0.6b --engines aios vllm \\\n"
-               "      --loads burst rate:16 rate:32 --num-requests 256 --num-clients 4\n\n"
+               "      --loads burst rate:16 rate:32 --num-requests 256 --num-clients 4\n"
+               "  python -m benchmarks.serve_compare --shape qwen3-0.6b --engines aios eager \\\n"
+               "      --variant 'eager=aios:--cudagraph-mixed-tokens 0'       # an A/B of one setting\n\n"
                "ratios: > 1 means the first engine of --engines is better (output tok/s first / other;\n"
                "TTFT and ITL other / first). Results: --out/<date>-<gpu>-<model>-serve-compare[-tag].json/.md/.png")
     model = ap.add_mutually_exclusive_group(required=True)
@@ -208,6 +225,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "--engine-cmd names when only those are given)")
     ap.add_argument("--engine-cmd", action="append", type=parse_engine_cmd, default=[], metavar="NAME=CMD",
                     help="a custom engine: CMD holds {port} and {model} (and may hold {max_model_len}); repeatable")
+    ap.add_argument("--variant", action="append", type=parse_variant, default=[], metavar="NAME=BASE:ARGS",
+                    help="a built-in engine under another name with ARGS appended, e.g. "
+                         "'aios-8k=aios:--max-num-batched-tokens 8192'; repeatable")
     ap.add_argument("--aios-args", default="", help="appended verbatim to aios's command, e.g. '--dtype bfloat16'")
     ap.add_argument("--vllm-args", default="", help="appended verbatim to vllm's command")
     ap.add_argument("--loads", nargs="+", type=parse_load, default=[parse_load(x) for x in DEFAULT_LOADS],
@@ -228,6 +248,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
 
     custom = dict(args.engine_cmd)
+    for name, base, extra in args.variant:
+        custom[name] = f"{BUILTIN_COMMANDS[base]} {extra}".strip()
+    if len(custom) != len(args.engine_cmd) + len(args.variant) or set(custom) & set(BUILTIN_COMMANDS):
+        ap.error("--engine-cmd and --variant names must differ from each other and from the built-ins")
     args.engines = args.engines or (list(custom) if custom else ["aios", "vllm"])
     unknown = [e for e in args.engines if e not in custom and e not in BUILTIN_COMMANDS]
     if unknown:

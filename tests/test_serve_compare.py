@@ -49,6 +49,19 @@ def test_an_engine_command_needs_its_placeholders_and_extra_args_are_appended():
     assert args.commands["aios"].endswith("--log-level warning --device cpu --dtype float32")
 
 
+def test_a_variant_is_a_builtin_command_under_its_own_name_with_its_args_appended():
+    args = serve_compare.parse_args(["--shape", "qwen3-0.6b", "--engines", "aios", "eager", "vllm",
+                                     "--variant", "eager=aios:--cudagraph-mixed-tokens 0"])
+    assert args.commands["eager"] == serve_compare.BUILTIN_COMMANDS["aios"] + " --cudagraph-mixed-tokens 0"
+    assert args.commands["aios"] == serve_compare.BUILTIN_COMMANDS["aios"]      # the base stays as it was
+    for bad in ("eager=sglang:--x 1", "eager:aios", "aios=aios:--x 1", "e=aios:--x 'unclosed"):
+        with pytest.raises(SystemExit):
+            serve_compare.parse_args(["--shape", "qwen3-0.6b", "--variant", bad])
+    with pytest.raises(SystemExit):                     # one name for two engines
+        serve_compare.parse_args(["--shape", "qwen3-0.6b", "--variant", "x=aios:--a 1",
+                                  "--engine-cmd", "x=srv --port {port} --model {model}"])
+
+
 def test_engines_that_fail_to_start_are_each_recorded_and_the_files_still_written(tmp_path):
     code = serve_compare.main(["--model", str(tmp_path), "--engine-cmd", f"dead={FAILS}", "--engine-cmd",
                                f"gone={FAILS}", "--loads", "burst", "rate:5", "--num-requests", "2",

@@ -239,3 +239,28 @@ def test_the_prefill_kernel_over_your_table_equals_the_reference(impl):
                                     block_m=tile_rows, block_n=16, num_warps=4, num_stages=1,
                                     q_tiles=torch.from_numpy(np.ascontiguousarray(table)).to(q.device))
     torch.testing.assert_close(out, prefill_attention_ref(*args), atol=2e-5, rtol=2e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.readme("Build it: the tile table of a graphed mixed step")
+def test_the_engine_replays_mixed_steps_over_your_tables_and_keeps_the_tokens(impl, tiny_ckpt, monkeypatch):
+    """Mixed-step graphs (16, 32, 48 tokens) whose every replay takes its tile table from your
+    prefill_q_tiles: the greedy tokens must be those of an engine that runs such steps eagerly."""
+    import aios.engine.cuda_graph_mixed as mixed
+    from aios import LLM, SamplingParams
+
+    rng = np.random.default_rng(0)
+    prompts = [rng.integers(1, 100, size=n).tolist() for n in (5, 23, 37, 2, 14, 30)]
+    params = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
+    kw = dict(device="cuda", dtype="float32", max_num_batched_tokens=48, kvcache_block_size=16,
+              gpu_memory_utilization=0.3)
+    with LLM(tiny_ckpt, cudagraph_mixed_tokens=0, **kw) as llm:
+        want = [o["token_ids"] for o in llm.generate(prompts, params, use_tqdm=False)]
+    calls = []
+    mine = impl.prefill_q_tiles
+    monkeypatch.setattr(mixed, "prefill_q_tiles", lambda *a: calls.append(1) or mine(*a))
+    with LLM(tiny_ckpt, cudagraph_mixed_tokens=48, **kw) as llm:
+        assert sorted(llm.model_runner.mixed_graphs.graphs) == [16, 32, 48]
+        got = [o["token_ids"] for o in llm.generate(prompts, params, use_tqdm=False)]
+    assert calls, "no mixed step was staged through prefill_q_tiles"
+    assert got == want

@@ -12,6 +12,19 @@ from collections import defaultdict
 
 import torch
 
+KINDS = ("decode", "mixed", "mixed_graphed")
+
+
+def step_kind(runner, inputs, use_cuda_graph: bool = True) -> str:
+    """decode: one token a sequence; mixed: a step holding prefill tokens, run eagerly; mixed_graphed:
+    one that replays a mixed-step CUDA graph (ModelRunner.execute_step's test, asked the same way)."""
+    if not inputs.is_prefill:
+        return "decode"
+    mixed = runner.mixed_graphs
+    graphed = (mixed is not None and use_cuda_graph and not len(inputs.prompt_logits_indices)
+               and mixed.size_for(inputs) is not None)
+    return "mixed_graphed" if graphed else "mixed"
+
 
 def profile_engine(llm, prompts, params, max_steps: int = 400, trace_steps: int = 10) -> dict:
     sync = llm.config.device == "cuda"
@@ -21,7 +34,7 @@ def profile_engine(llm, prompts, params, max_steps: int = 400, trace_steps: int 
              "sample": (runner.sampler, "forward")}
     originals = {name: getattr(obj, attr) for name, (obj, attr) in parts.items()}
     step_times: dict[str, float] = defaultdict(float)
-    state = {"prefill": False}
+    state = {"kind": "decode"}
 
     def timed(name, fn):
         def wrapper(*args, **kwargs):
@@ -33,12 +46,12 @@ def profile_engine(llm, prompts, params, max_steps: int = 400, trace_steps: int 
                 torch.cuda.synchronize()
             step_times[name] += time.perf_counter() - t
             if name == "execute":
-                state["prefill"] = args[0].is_prefill
+                state["kind"] = step_kind(runner, *args, **kwargs)
             return out
         return wrapper
 
-    acc = {"decode": defaultdict(float), "mixed": defaultdict(float)}
-    counts = {"decode": 0, "mixed": 0}
+    acc = {kind: defaultdict(float) for kind in KINDS}
+    counts = dict.fromkeys(KINDS, 0)
     for p, sp in zip(prompts, params):
         llm.add_request(p, sp)
     table, steps = "", 0
@@ -50,7 +63,7 @@ def profile_engine(llm, prompts, params, max_steps: int = 400, trace_steps: int 
             t = time.perf_counter()
             llm.step()
             step_times["total"] = time.perf_counter() - t
-            kind = "mixed" if state["prefill"] else "decode"
+            kind = state["kind"]
             counts[kind] += 1
             for k, v in step_times.items():
                 acc[kind][k] += v
@@ -68,7 +81,9 @@ def profile_engine(llm, prompts, params, max_steps: int = 400, trace_steps: int 
             setattr(obj, attr, originals[name])
         for seq in list(llm.seqs.values()):
             llm.abort_request(seq.seq_id)
-    out: dict = {"note": f"first {steps} steps of the workload, per-step means (ms), synchronized timers"}
+    out: dict = {"note": f"first {steps} steps of the workload, per-step means (ms), synchronized timers; "
+                         "mixed: steps holding prefill tokens run eagerly, mixed_graphed: those replaying a graph",
+                 "steps": steps}
     for kind in acc:
         if counts[kind]:
             m = {k: round(1000 * v / counts[kind], 3) for k, v in acc[kind].items()}

@@ -54,6 +54,9 @@ def test_a_variant_is_a_builtin_command_under_its_own_name_with_its_args_appende
                                      "--variant", "eager=aios:--cudagraph-mixed-tokens 0"])
     assert args.commands["eager"] == serve_compare.BUILTIN_COMMANDS["aios"] + " --cudagraph-mixed-tokens 0"
     assert args.commands["aios"] == serve_compare.BUILTIN_COMMANDS["aios"]      # the base stays as it was
+    again = serve_compare.parse_args(["--shape", "qwen3-0.6b", "--engines", "aios", "vllm", "again",
+                                      "--variant", "again=aios:"])              # A, B, A: the same server twice
+    assert again.commands["again"] == again.commands["aios"] == serve_compare.BUILTIN_COMMANDS["aios"]
     for bad in ("eager=sglang:--x 1", "eager:aios", "aios=aios:--x 1", "e=aios:--x 'unclosed"):
         with pytest.raises(SystemExit):
             serve_compare.parse_args(["--shape", "qwen3-0.6b", "--variant", bad])

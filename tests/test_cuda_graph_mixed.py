@@ -81,22 +81,29 @@ def _check_every_mixed_step(llm: LLM, runner: MixedCUDAGraphRunner) -> list[int]
     return buckets
 
 
-@pytest.mark.parametrize("attention", ["torch", "triton"])
-def test_each_mixed_step_staged_into_its_bucket_gives_the_eager_logits(tiny_ckpt, attention):
-    # small step budget: the prompts arrive in chunks beside the decodes of those already running
-    kw = dict(backend=Backend(attention=TRITON_ATTENTION)) if attention == "triton" else {}
-    llm = LLM(tiny_ckpt, device="cpu", max_num_batched_tokens=40, async_scheduling=False,
-              kvcache_block_size=16, **kw)
+def generate_checking_every_mixed_step(ckpt: str, prompt_lens: list[int], max_tokens: int, seed: int,
+                                       **kw) -> list[int]:
+    """Generate on the CPU at a 40-token step budget (the prompts arrive in chunks beside the decodes
+    of those already running), each mixed step also staged into its bucket and compared with the
+    eager step (_check_every_mixed_step); return the buckets the steps took."""
+    llm = LLM(ckpt, device="cpu", max_num_batched_tokens=40, async_scheduling=False, kvcache_block_size=16, **kw)
     mr = llm.model_runner
     runner = MixedCUDAGraphRunner(mr.model, 40, llm.config.max_num_seqs, mr.max_blocks_per_seq,
                                   llm.config.max_model_len, mr.device)
     runner.allocate()
     buckets = _check_every_mixed_step(llm, runner)
-    rng = np.random.default_rng(0)
-    prompts = [rng.integers(1, 100, size=n).tolist() for n in (5, 23, 37, 2, 14)]
-    outs = llm.generate(prompts, SamplingParams(max_tokens=6, ignore_eos=True), use_tqdm=False)
-    assert all(len(o["token_ids"]) == 6 for o in outs)
+    rng = np.random.default_rng(seed)
+    prompts = [rng.integers(1, 100, size=n).tolist() for n in prompt_lens]
+    outs = llm.generate(prompts, SamplingParams(max_tokens=max_tokens, ignore_eos=True), use_tqdm=False)
+    assert all(len(o["token_ids"]) == max_tokens for o in outs)
     assert_no_leaked_blocks(llm)
+    return buckets
+
+
+@pytest.mark.parametrize("attention", ["torch", "triton"])
+def test_each_mixed_step_staged_into_its_bucket_gives_the_eager_logits(tiny_ckpt, attention):
+    kw = dict(backend=Backend(attention=TRITON_ATTENTION)) if attention == "triton" else {}
+    buckets = generate_checking_every_mixed_step(tiny_ckpt, [5, 23, 37, 2, 14], max_tokens=6, seed=0, **kw)
     assert len(buckets) >= 3 and set(buckets) <= {16, 32, 40}
 
 
@@ -115,18 +122,8 @@ def family_ckpt(request, tmp_path_factory) -> str:
 
 def test_each_mixed_step_of_other_families_staged_into_its_bucket_gives_the_eager_logits(family_ckpt):
     """The Triton kernels under the interpreter; prompts past the window, chunked beside decodes."""
-    llm = LLM(family_ckpt, device="cpu", max_num_batched_tokens=40, async_scheduling=False, kvcache_block_size=16,
-              backend=Backend(attention=TRITON_ATTENTION))
-    mr = llm.model_runner
-    runner = MixedCUDAGraphRunner(mr.model, 40, llm.config.max_num_seqs, mr.max_blocks_per_seq,
-                                  llm.config.max_model_len, mr.device)
-    runner.allocate()
-    buckets = _check_every_mixed_step(llm, runner)
-    rng = np.random.default_rng(1)
-    prompts = [rng.integers(1, 100, size=n).tolist() for n in (30, 5, 19)]
-    outs = llm.generate(prompts, SamplingParams(max_tokens=4, ignore_eos=True), use_tqdm=False)
-    assert all(len(o["token_ids"]) == 4 for o in outs)
-    assert_no_leaked_blocks(llm)
+    buckets = generate_checking_every_mixed_step(family_ckpt, [30, 5, 19], max_tokens=4, seed=1,
+                                                 backend=Backend(attention=TRITON_ATTENTION))
     assert len(buckets) >= 2
 
 

@@ -106,7 +106,7 @@ async def run(args: argparse.Namespace, workload: list[tuple[list[int], int]], s
     async with httpx.AsyncClient(timeout=httpx.Timeout(args.timeout), limits=limits) as http:
         if args.concurrency:
             queue = list(reversed(range(len(workload))))
-            results: list[RequestResult] = [RequestResult()] * len(workload)   # in workload order
+            results = [RequestResult() for _ in workload]                 # in workload order
 
             async def client() -> None:
                 while queue:

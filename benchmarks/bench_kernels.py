@@ -25,6 +25,8 @@
 - gemv_silu_and_mul: the gate_up gemv with SiLU(gate) * up in its epilogue vs gemv then silu_and_mul
   (and cuBLAS then silu_and_mul), alone and as the whole one-token MLP with down_proj's gemv after it
   (three launches vs two), on the Qwen3-0.6B and 8B shapes (`--only gemv_silu_and_mul`).
+- skinny_gemm (opt-in, not in the engine): x of 2 ... 64 rows times the same shapes' weights vs
+  cuBLAS, what a decode batch's matmuls are (`--only skinny_gemm [--sweep skinny_gemm]`).
 - rms_norm, fused_add_rms_norm, silu_and_mul, qk_norm_rope (alone and fused with the KV store),
   store_kvcache, sample (one-pass Gumbel-max over a 151,936 vocabulary) vs their torch refs.
 
@@ -48,7 +50,12 @@ import torch  # noqa: E402
 import triton  # noqa: E402
 
 from benchmarks.kernel_bench.decode import bench_decode  # noqa: E402
-from benchmarks.kernel_bench.gemv import bench_fused_gemv, bench_gemv, bench_gemv_silu_and_mul  # noqa: E402
+from benchmarks.kernel_bench.gemv import (  # noqa: E402
+    bench_fused_gemv,
+    bench_gemv,
+    bench_gemv_silu_and_mul,
+    bench_skinny_gemm,
+)
 from benchmarks.kernel_bench.prefill import bench_prefill  # noqa: E402
 from benchmarks.kernel_bench.report import summary_markdown  # noqa: E402
 from benchmarks.kernel_bench.small import bench_small_kernels  # noqa: E402
@@ -59,8 +66,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer shapes")
     parser.add_argument("--sweep", default="",
-                        help="also sweep tile configs of: prefill,decode,gemv,fused_gemv,gemv_silu_and_mul")
-    parser.add_argument("--only", default="prefill,decode,gemv,fused_gemv,gemv_silu_and_mul,small")
+                        help="also sweep tile configs of: prefill,decode,gemv,fused_gemv,gemv_silu_and_mul,skinny_gemm")
+    parser.add_argument("--only", default="prefill,decode,gemv,fused_gemv,gemv_silu_and_mul,skinny_gemm,small")
     parser.add_argument("--prefill-cases", default="8x1024",
                         help="prefill shapes: SxC (S sequences of C tokens) or SxC+L (a C-token chunk after L "
                              "cached tokens, as chunked prefill runs), comma-separated")
@@ -82,12 +89,12 @@ def main():
     gpu = torch.cuda.get_device_name()
     results = dict(engine="aios", benchmark="kernels", gpu=gpu, torch=torch.__version__, triton=triton.__version__,
                    date=datetime.date.today().isoformat(), hbm_floor_bytes_per_s=HBM_BYTES_PER_S,
-                   prefill=[], decode=[], gemv=[], fused_gemv=[], gemv_silu_and_mul=[], small=[])
+                   prefill=[], decode=[], gemv=[], fused_gemv=[], gemv_silu_and_mul=[], skinny_gemm=[], small=[])
     stem = os.path.join(args.out, f"kernels-{results['date']}-{gpu.replace(' ', '-')}")
     os.makedirs(args.out, exist_ok=True)
     for part, fn in (("prefill", bench_prefill), ("decode", bench_decode), ("gemv", bench_gemv),
                      ("fused_gemv", bench_fused_gemv), ("gemv_silu_and_mul", bench_gemv_silu_and_mul),
-                     ("small", bench_small_kernels)):
+                     ("skinny_gemm", bench_skinny_gemm), ("small", bench_small_kernels)):
         if part in args.only.split(","):
             try:
                 fn(args, results)

@@ -40,7 +40,7 @@ CONFIG_FUNCTIONS = [                 # (module, function): the wrappers' device-
     ("aios.kernels.decode_attention", "_decode_config"), ("aios.kernels.decode_attention", "_decode_num_splits"),
     ("aios.kernels.prefill_attention", "_prefill_config"), ("aios.kernels.prefill_attention_tma", "_tma_config"),
     ("aios.kernels.fused_moe", "fused_moe_config"), ("aios.kernels.fused_moe_tma", "fused_moe_tma_config"),
-    ("aios.kernels.moe_gemv", "moe_gemv_config"),
+    ("aios.kernels.moe_gemv", "moe_gemv_config"), ("aios.kernels.skinny_gemm", "skinny_gemm_config"),
 ]
 
 

@@ -23,7 +23,7 @@ in aios/kernels is one the harness makes as the GPU would; and the bug that brok
 ordering, registers and occupancy, loading and running the cubin (aios/kernels/NOTES.md).
 
 Cost on a 2-core CPU with a cold Triton cache: 83 s (153 s before the compiles ran on a thread per
-core, sm90_compile.Sm90Compiler), for the cases' 148 specializations of 23 kernels (the opt-in TMA
+core, sm90_compile.Sm90Compiler), for the cases' 152 specializations of 24 kernels (the opt-in TMA
 kernels' included), the 28 of bench_kernels.py's prefill sweep (reported apart as `prefill_sweep`)
 and prefill_attention_tma's TMA tiles (`tma_tiles`); a few seconds when ~/.triton/cache already
 holds them (an edited kernel recompiles only its own). Another Triton's
@@ -68,6 +68,7 @@ def _cases():
     P = importlib.import_module("aios.kernels.prefill_attention")   # the package's name is the function
     QT = importlib.import_module("aios.kernels.q_tiles")
     T = importlib.import_module("aios.kernels.prefill_attention_tma")
+    SG = importlib.import_module("aios.kernels.skinny_gemm")
     from aios.kernels.fused_moe import fused_moe
     from aios.kernels.fused_moe_tma import fused_moe_tma
     from aios.kernels.moe_align import moe_align_block_size
@@ -215,6 +216,10 @@ def _cases():
         ("gemv, fused gemvs bf16 (8B gate_up)", linear(bf16, 24576, 4096)),
         ("gemv, fused gemvs bf16, sizes not divisible by 16", linear(bf16, 4096, hidden, odd=True)),
         ("gemv, fused gemvs fp32", linear(f32, 4096, hidden)),
+        ("skinny gemm bf16 (opt-in), 2 / 32 / 64 rows of the 8B qkv",
+         lambda: [SG.skinny_gemm(e(m, 4096, dtype=bf16), e(6144, 4096, dtype=bf16)) for m in (2, 32, 64)]),
+        ("skinny gemm fp32 (opt-in), 8 rows",
+         lambda: SG.skinny_gemm(e(8, hidden, dtype=f32), e(4096, hidden, dtype=f32))),
         ("rmsnorm, activations bf16", norms(bf16, 8)),
         ("rmsnorm, activations fp32", norms(f32, 8)),
         ("qk_norm_rope, store_kvcache bf16", rope_and_store(bf16)),

@@ -1,5 +1,6 @@
 """The one-row linear layers: gemv against cuBLAS, the norm / SiLU fused into it, and the gate_up
-gemv with SiLU * up in its epilogue (bench_kernels.py's --only gemv,fused_gemv,gemv_silu_and_mul).
+gemv with SiLU * up in its epilogue (bench_kernels.py's --only gemv,fused_gemv,gemv_silu_and_mul);
+and the few-row ones, the opt-in skinny GEMM against cuBLAS (--only skinny_gemm).
 """
 
 import torch
@@ -12,6 +13,7 @@ from aios.kernels import (
 from aios.kernels.fused_gemv import add_rmsnorm_gemv, silu_mul_gemv
 from aios.kernels.gemv import gemv, gemv_config
 from aios.kernels.gemv_silu_and_mul import gemv_silu_and_mul, gemv_silu_and_mul_config
+from aios.kernels.skinny_gemm import skinny_gemm, skinny_gemm_config
 from benchmarks.kernel_bench.timing import bench_graph, copies_for, max_err
 
 GEMV_SHAPES = {  # (N, K) of each linear layer at batch 1: qkv, o, gate_up, down
@@ -48,6 +50,41 @@ def bench_gemv(args, results):
                        key=lambda r: r["us"])
             print(f"gemv {shape:10s} N={n:5d} K={k:5d} best: {best['impl']} {best['us']:.2f} us", flush=True)
             copies = None
+
+
+SKINNY_ROWS = (2, 4, 8, 16, 32, 64)
+SKINNY_SWEEP = [(bn, bk, w, st) for bn in (16, 32, 64) for bk in (128, 256, 512) for w in (4, 8) for st in (2, 3, 4)]
+
+
+def bench_skinny_gemm(args, results):
+    """x [M, K] @ W^T at the GEMV_SHAPES, M = 2 ... 64 rows (a decode batch), skinny_gemm against
+    cuBLAS, in a CUDA graph; bytes = W (what a decode step's matmul streams)."""
+    dtype, gen = torch.bfloat16, torch.Generator(device="cuda").manual_seed(0)
+    rows = (2, 32) if args.quick else SKINNY_ROWS
+    for shape, layers in GEMV_SHAPES.items():
+        for n, k in layers:
+            nbytes = n * k * 2
+            num_copies = copies_for(nbytes)
+            weights = [torch.randn(n, k, dtype=dtype, device="cuda", generator=gen) / k ** 0.5
+                       for _ in range(num_copies)]
+            for m in rows:
+                copies = [(torch.randn(m, k, dtype=dtype, device="cuda", generator=gen), w) for w in weights]
+                err = max_err(skinny_gemm(*copies[0]), F.linear(*copies[0]))
+                cfg = skinny_gemm_config(m, n, k, copies[0][0].device)
+                variants = [("cuBLAS F.linear", F.linear, None), ("triton skinny default", skinny_gemm, cfg)]
+                if "skinny_gemm" in args.sweep and m in (8, 32):
+                    variants += [(f"sweep {c}", lambda x, w, c=c: skinny_gemm(x, w, *c),
+                                  dict(zip(("block_n", "block_k", "num_warps", "num_stages"), c)))
+                                 for c in SKINNY_SWEEP]
+                for label, fn, c in variants:
+                    us = 1e3 * bench_graph(lambda i, fn=fn, a=copies: (lambda: fn(*a[i])), num_copies)
+                    row = dict(kernel="skinny_gemm", shape=shape, n=n, k=k, m=m, impl=label, config=c, us=us,
+                               tb_per_s=nbytes / (us * 1e-6) / 1e12, max_abs_err=err)
+                    results["skinny_gemm"].append(row)
+                    if not label.startswith("sweep"):
+                        print(f"skinny {shape:10s} M={m:2d} N={n:5d} K={k:5d} {label:22s} {us:7.2f} us "
+                              f"{row['tb_per_s']:5.2f} TB/s err {err:.1e}", flush=True)
+            weights = copies = None
 
 
 FUSED_GEMV_SHAPES = {  # (kind, N, K): the norm fuses into qkv and gate_up, the SiLU into down

@@ -64,6 +64,14 @@ def summary_markdown(results):
             of_case = [r for r in rows if (r["shape"], r["kind"]) == case]
             lines += [f"| {r['shape']} | {r['kind']} | {r['intermediate']} | {r['hidden']} | {r['impl']} | "
                       f"{r['us']:.2f} | {r['tb_per_s']:.2f} |" for r in with_best_of_sweep(of_case)]
+    if results.get("skinny_gemm"):
+        lines += ["", "## A few rows: skinny_gemm vs cuBLAS (CUDA graph; bytes = the weight)", "",
+                  "| model | M | N | K | impl | us | TB/s |", "|---|---|---|---|---|---|---|"]
+        rows = results["skinny_gemm"]
+        for case in dict.fromkeys((r["shape"], r["m"], r["n"], r["k"]) for r in rows):
+            of_case = [r for r in rows if (r["shape"], r["m"], r["n"], r["k"]) == case]
+            lines += [f"| {r['shape']} | {r['m']} | {r['n']} | {r['k']} | {r['impl']} | {r['us']:.2f} | "
+                      f"{r['tb_per_s']:.2f} |" for r in with_best_of_sweep(of_case)]
     lines += ["", "## Small kernels (CUDA graph; bytes = reads + writes)", "",
               "| kernel | tokens | impl | us | TB/s |", "|---|---|---|---|---|"]
     lines += [f"| {r['kernel']} | {r['num_tokens']} | {r['impl']} | {r['us']:.2f} | {r['tb_per_s']:.2f} |"

@@ -1,0 +1,94 @@
+"""aios/kernels/skinny_gemm.py: y = x @ W^T for a few rows, against its torch spec (F.linear).
+
+On the CPU the kernel runs under Triton's interpreter at small shapes; on a GPU at the Qwen3 shapes'
+decode sizes and inside a CUDA graph."""
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():  # must precede the first @triton.jit (i.e. importing aios.kernels)
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+from aios.kernels.skinny_gemm import MAX_ROWS, skinny_gemm, skinny_gemm_config, skinny_gemm_ref  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def operands(m, n, k, dtype, seed=0, device=DEVICE):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(m, k, generator=g).to(dtype).to(device)
+    w = (torch.randn(n, k, generator=g) / k ** 0.5).to(dtype).to(device)
+    return x, w
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 16, 17, 64])
+@pytest.mark.parametrize("n, k", [(48, 64), (50, 33), (16, 100)])       # tails in N and K
+def test_skinny_gemm_equals_f_linear_in_fp32(m, n, k):
+    x, w = operands(m, n, k, torch.float32)
+    torch.testing.assert_close(skinny_gemm(x, w), skinny_gemm_ref(x, w), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_skinny_gemm_keeps_half_precision_and_accumulates_in_fp32(dtype):
+    x, w = operands(5, 40, 96, dtype)
+    y = skinny_gemm(x, w)
+    assert y.dtype == dtype and y.shape == (5, 40)
+    exact = x.float() @ w.float().T
+    torch.testing.assert_close(y.float(), exact, atol=2e-2, rtol=2e-2)
+
+
+def test_rows_of_x_do_not_leak_into_each_other_and_strided_x_is_read_by_its_stride():
+    """Rows of a wider buffer (stride > K): each output row is its own row's product."""
+    big = torch.randn(6, 80, generator=torch.Generator().manual_seed(3)).to(DEVICE)
+    x = big[:, :64]                                          # row stride 80, K = 64
+    _, w = operands(6, 32, 64, torch.float32, seed=4)
+    y = skinny_gemm(x, w)
+    for i in range(6):
+        torch.testing.assert_close(y[i], w @ x[i], atol=1e-5, rtol=1e-5)
+
+
+def test_the_config_pads_rows_to_a_dot_tile_of_at_least_16():
+    cpu = torch.device("cpu")
+    assert [skinny_gemm_config(m, 64, 64, cpu)["block_m"] for m in (1, 2, 16, 17, 33, 64)] == [16, 16, 16, 32, 64, 64]
+
+
+@pytest.mark.parametrize("x_shape, w_shape, dtype_w, match", [
+    ((MAX_ROWS + 1, 32), (16, 32), torch.float32, "1 ... 64 rows"),
+    ((0, 32), (16, 32), torch.float32, "1 ... 64 rows"),
+    ((4, 32), (16, 48), torch.float32, "columns"),
+    ((4, 32), (16, 32), torch.float64, "dtype"),
+])
+def test_skinny_gemm_refuses_operands_it_cannot_multiply(x_shape, w_shape, dtype_w, match):
+    x = torch.zeros(x_shape, device=DEVICE)
+    w = torch.zeros(w_shape, dtype=dtype_w, device=DEVICE)
+    with pytest.raises(ValueError, match=match):
+        skinny_gemm(x, w)
+    with pytest.raises(ValueError, match="contiguous"):
+        skinny_gemm(torch.zeros(4, 32, device=DEVICE).t().contiguous().t(), torch.zeros(16, 32, device=DEVICE))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("m", [2, 8, 32, 64])
+@pytest.mark.parametrize("n, k", [(6144, 4096), (4096, 4096), (24576, 4096), (4096, 12288), (4096, 1024)])
+def test_skinny_gemm_equals_f_linear_at_the_decode_sizes_on_the_gpu(m, n, k):
+    x, w = operands(m, n, k, torch.bfloat16)
+    torch.testing.assert_close(skinny_gemm(x, w).float(), x.float() @ w.float().T, atol=3e-2, rtol=3e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_skinny_gemm_replays_in_a_cuda_graph_with_new_inputs():
+    x, w = operands(32, 4096, 4096, torch.bfloat16)
+    skinny_gemm(x, w)                                        # compile outside capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        y = skinny_gemm(x, w)
+    for seed in range(3):
+        x.copy_(operands(32, 4096, 4096, torch.bfloat16, seed=10 + seed)[0])
+        graph.replay()
+        torch.cuda.synchronize()
+        torch.testing.assert_close(y.float(), x.float() @ w.float().T, atol=3e-2, rtol=3e-2)

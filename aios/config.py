@@ -152,6 +152,9 @@ class Config:
     # aios/kernels/fused_moe_tma.py, TMA loads of the experts and a persistent grid; Hopper; on an H200
     # level with "triton" at decode sizes, 3% faster at 4,096 tokens: kernels/NOTES.md)
     moe_gemm: str = "triton"
+    # lesson 10 / issue 21: with fused_kernels, a step of 2 ... 64 rows (a small decode batch) runs each
+    # linear layer through aios/kernels/skinny_gemm.py instead of cuBLAS. Opt-in: not yet measured on a GPU
+    skinny_gemm: bool = False
     enforce_eager: bool = False               # lesson 11: True turns CUDA graphs off
     async_scheduling: bool = True             # lesson 11: schedule step N+1 while the GPU runs step N
     tensor_parallel_size: int = 1             # lesson 14

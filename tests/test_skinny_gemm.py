@@ -70,6 +70,26 @@ def test_skinny_gemm_refuses_operands_it_cannot_multiply(x_shape, w_shape, dtype
         skinny_gemm(torch.zeros(4, 32, device=DEVICE).t().contiguous().t(), torch.zeros(16, 32, device=DEVICE))
 
 
+def test_an_engine_with_skinny_gemm_runs_its_few_row_matmuls_through_it_and_keeps_the_tokens(tiny_ckpt, monkeypatch):
+    """Backend.skinny_gemm (Config.skinny_gemm on a GPU): the Linear layers send 2 ... 64 rows to the
+    kernel (here under the interpreter), one row to the gemv, more to F.linear; greedy tokens as the
+    reference engine's."""
+    import aios.layers.linear as linear
+    from aios import LLM, SamplingParams
+    from aios.layers.backend import TORCH_ATTENTION, Backend
+
+    prompts = [[5, 9, 14, 2, 77], [3, 8], [40, 41, 42], [7] * 70]           # the last prompt: 70 rows, cuBLAS
+    params = SamplingParams(max_tokens=4, ignore_eos=True)
+    want = [o["token_ids"] for o in LLM(tiny_ckpt, device="cpu").generate(prompts, params, use_tqdm=False)]
+    rows = []
+    kernel = linear.skinny_gemm
+    monkeypatch.setattr(linear, "skinny_gemm", lambda x, w: rows.append(x.shape[0]) or kernel(x, w))
+    llm = LLM(tiny_ckpt, device="cpu", backend=Backend(TORCH_ATTENTION, fused_kernels=True, skinny_gemm=True))
+    got = [o["token_ids"] for o in llm.generate(prompts, params, use_tqdm=False)]
+    assert got == want
+    assert rows and set(rows) <= set(range(2, MAX_ROWS + 1)) and 4 in rows     # the decode steps of 4 sequences
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("m", [2, 8, 32, 64])

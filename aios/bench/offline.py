@@ -154,6 +154,8 @@ def engine_kwargs(args: argparse.Namespace, model_dir: str) -> dict:
         kw["attention_backend"] = args.attention_backend
     if args.moe_gemm != "triton":
         kw["moe_gemm"] = args.moe_gemm
+    if args.skinny_gemm:
+        kw["skinny_gemm"] = True
     if args.cudagraph_mixed_tokens is not None:
         kw["cudagraph_mixed_tokens"] = args.cudagraph_mixed_tokens
     if not glob.glob(os.path.join(model_dir, "*.safetensors")):
@@ -232,6 +234,9 @@ def main(argv: list[str] | None = None, prog: str | None = None, results_dir: st
                     help="Config.attention_backend (triton-tma: prefill through Hopper TMA loads, opt-in)")
     ap.add_argument("--moe-gemm", choices=("triton", "tma"), default="triton",
                     help="Config.moe_gemm (tma: the MoE's grouped GEMMs through Hopper TMA loads, opt-in)")
+    ap.add_argument("--skinny-gemm", action="store_true",
+                    help="Config.skinny_gemm: linear layers of 2 ... 64 rows through the Triton skinny GEMM "
+                         "instead of cuBLAS (opt-in)")
     ap.add_argument("--cudagraph-mixed-tokens", type=int, default=None, metavar="N",
                     help="Config.cudagraph_mixed_tokens: steps holding prefill tokens, up to N tokens, replay "
                          "CUDA graphs too; 0: they run eagerly (default: the engine's, 512 on a GPU)")

@@ -12,8 +12,8 @@ x `[M, K]`, W `[N, K]` (nn.Linear's layout, K contiguous), y `[M, N]` in x's dty
 Invariants (tests/test_skinny_gemm.py checks them): fp32 accumulation, so the result differs from
 F.linear only by summation order; any M <= 64, N and K (masked tails); no host sync (CUDA-graph
 safe). Launched with PDL on Hopper (aios/kernels/pdl.py): the first tile of W loads before the
-kernel waits for the one that produced x. Opt-in, not in the engine: bench_kernels.py --only gemv
-times it against cuBLAS at 2 ... 64 rows ("skinny" rows) before any layer calls it.
+kernel waits for the one that produced x. Opt-in (`Config.skinny_gemm`: the Linear layers send it
+2 ... 64 rows); bench_kernels.py --only skinny_gemm times it against cuBLAS.
 """
 
 import torch

@@ -76,6 +76,8 @@ class Backend:
     silu_in_gemv: bool = False
     # lesson 16 / issue 21: the MoE's grouped GEMMs through TMA (needs fused_kernels and a Hopper GPU)
     moe_gemm_tma: bool = False
+    # issue 21: linear layers of 2 ... 64 rows through skinny_gemm instead of cuBLAS (needs fused_kernels)
+    skinny_gemm: bool = False
 
     @classmethod
     def from_config(cls, config: Config, device: torch.device | str | None = None) -> Backend:
@@ -91,7 +93,8 @@ class Backend:
         if moe_gemm_tma and not is_hopper(device):
             raise ValueError("moe_gemm='tma' needs a Hopper GPU (TMA loads): use moe_gemm='triton'")
         return cls(attention, config.fused_kernels, config.fused_kernels and config.fuse_norm_into_gemv,
-                   config.fused_kernels and config.silu_in_gemv, moe_gemm_tma)
+                   config.fused_kernels and config.silu_in_gemv, moe_gemm_tma,
+                   config.fused_kernels and config.skinny_gemm)
 
     @classmethod
     def for_device(cls, device: torch.device | str) -> Backend:

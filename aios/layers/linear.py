@@ -25,6 +25,8 @@ for the SiLU-gated MLPs that ask (`Backend.silu_in_gemv`):
   Each rank's weight is [its gate shard; its up shard] (weight_loader), so row i and row I + i of
   it are gate and up of the same feature on every rank, and the activation needs nothing from
   another rank.
+With `Backend.skinny_gemm` (opt-in, `Config.skinny_gemm`), inputs of 2 ... 64 rows (a small decode
+batch) go to aios/kernels/skinny_gemm.py, the gemv widened to a few rows, instead of cuBLAS.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from aios.distributed.tp_group import TPGroup
 from aios.kernels.fused_gemv import add_rmsnorm_gemv, silu_mul_gemv
 from aios.kernels.gemv import gemv
 from aios.kernels.gemv_silu_and_mul import gemv_silu_and_mul
+from aios.kernels.skinny_gemm import MAX_ROWS as SKINNY_MAX_ROWS
+from aios.kernels.skinny_gemm import skinny_gemm
 from aios.layers.backend import Backend, resolve
 
 if TYPE_CHECKING:
@@ -64,6 +68,7 @@ class LinearBase(nn.Module):
         else:
             self.register_parameter("bias", None)
         self.gemv_one_row = resolve(backend).fused_kernels   # one-row inputs to the Triton gemv
+        self.skinny_rows = resolve(backend).skinny_gemm       # 2 ... SKINNY_MAX_ROWS rows to skinny_gemm
 
     def weight_loader(self, param: nn.Parameter, loaded_weight: torch.Tensor) -> None:
         param.data.copy_(loaded_weight)
@@ -72,6 +77,8 @@ class LinearBase(nn.Module):
         """x @ weight^T, no bias."""
         if self.gemv_one_row and x.dim() == 2 and x.shape[0] == 1:
             return gemv(x, self.weight)
+        if self.skinny_rows and x.dim() == 2 and 2 <= x.shape[0] <= SKINNY_MAX_ROWS:
+            return skinny_gemm(x, self.weight)
         return F.linear(x, self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

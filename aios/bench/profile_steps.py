@@ -17,13 +17,10 @@ KINDS = ("decode", "mixed", "mixed_graphed")
 
 def step_kind(runner, inputs, use_cuda_graph: bool = True) -> str:
     """decode: one token a sequence; mixed: a step holding prefill tokens, run eagerly; mixed_graphed:
-    one that replays a mixed-step CUDA graph (ModelRunner.execute_step's test, asked the same way)."""
+    one that replays a mixed-step CUDA graph (ModelRunner.mixed_graph_size, execute_step's own test)."""
     if not inputs.is_prefill:
         return "decode"
-    mixed = runner.mixed_graphs
-    graphed = (mixed is not None and use_cuda_graph and not len(inputs.prompt_logits_indices)
-               and mixed.size_for(inputs) is not None)
-    return "mixed_graphed" if graphed else "mixed"
+    return "mixed" if runner.mixed_graph_size(inputs, use_cuda_graph) is None else "mixed_graphed"
 
 
 def profile_engine(llm, prompts, params, max_steps: int = 400, trace_steps: int = 10) -> dict:

@@ -35,7 +35,7 @@ from aios.engine.step_inputs import StepInputs
 from aios.engine.upload import to_device
 from aios.kernels.q_tiles import max_q_tiles, prefill_q_tiles, prefill_tile_rows
 from aios.layers.attention import Attention
-from aios.utils.context import Context
+from aios.utils.context import Context, cu_seqlens
 
 
 def mixed_sizes(max_tokens: int) -> list[int]:
@@ -85,7 +85,7 @@ class MixedCUDAGraphRunner:
         context = Context(
             is_prefill=True, slot_mapping=v["slot_mapping"][:size], block_tables=v["block_tables"][:seqs],
             context_lens=context_lens, cu_seqlens_q=v["cu_seqlens_q"][:seqs + 1],
-            cu_seqlens_k=torch.nn.functional.pad(context_lens.cumsum(0, dtype=torch.int32), (1, 0)),
+            cu_seqlens_k=cu_seqlens(context_lens),
             max_seqlen_q=size, max_seqlen_k=self.max_model_len, q_tiles=v["q_tiles"][:self.num_tiles[size]])
         hidden = self.model(v["input_ids"][:size], v["positions"][:size], context)
         return self.model.compute_logits(hidden[v["logits_indices"][:seqs]])

@@ -46,7 +46,7 @@ from aios.layers.logprobs import (
 )
 from aios.layers.sampler import Sampler, SamplingTensors, sampling_tensors, worst_case_sampling
 from aios.models.registry import build_model
-from aios.utils.context import Context
+from aios.utils.context import Context, cu_seqlens
 from aios.utils.loader import init_dummy_weights, load_model
 
 __all__ = ["ModelRunner", "StepHandle", "WeightLoader"]
@@ -225,17 +225,16 @@ class ModelRunner:
         graph_bs = self.cuda_graphs.batch_size_for(inputs) if use_cuda_graph and not num_prompt_rows else None
         if graph_bs is not None:
             return self.cuda_graphs.replay(t, graph_bs), None
-        mixed = self.mixed_graphs
-        size = mixed.size_for(inputs) if mixed is not None and use_cuda_graph and not num_prompt_rows else None
+        size = self.mixed_graph_size(inputs, use_cuda_graph)
         if size is not None:
-            return mixed.replay(t, inputs, size), None
+            return self.mixed_graphs.replay(t, inputs, size), None
         context = Context(
             is_prefill=inputs.is_prefill,
             slot_mapping=t["slot_mapping"],
             block_tables=t["block_tables"],
             context_lens=t["context_lens"],
             cu_seqlens_q=t["cu_seqlens_q"],
-            cu_seqlens_k=torch.nn.functional.pad(t["context_lens"].cumsum(0, dtype=torch.int32), (1, 0)),
+            cu_seqlens_k=cu_seqlens(t["context_lens"]),
             max_seqlen_q=inputs.max_seqlen_q,
             max_seqlen_k=inputs.max_seqlen_k,
         )
@@ -247,6 +246,13 @@ class ModelRunner:
         if len(inputs.logits_indices) != len(inputs.context_lens) or inputs.is_prefill:
             hidden = hidden[t["logits_indices"]]
         return self.model.compute_logits(hidden), prompt_logprobs
+
+    def mixed_graph_size(self, inputs: StepInputs, use_cuda_graph: bool = True) -> int | None:
+        """The mixed-step graph bucket execute_step replays this step with, or None (a decode step,
+        one no captured bucket holds, prompt-logprob rows: they need every hidden row)."""
+        if self.mixed_graphs is None or not use_cuda_graph or len(inputs.prompt_logits_indices):
+            return None
+        return self.mixed_graphs.size_for(inputs)
 
     def _prompt_logprobs(self, hidden: torch.Tensor, rows: torch.Tensor, target_ids: torch.Tensor,
                          num_logprobs: int) -> LogprobsTensors | None:

@@ -32,3 +32,9 @@ class Context:
     max_seqlen_q: int = 1
     max_seqlen_k: int = 0
     q_tiles: torch.Tensor | None = None       # [num_tiles, 2] int32 (prefill only, under a graph)
+
+
+def cu_seqlens(lens: torch.Tensor) -> torch.Tensor:
+    """[B] lengths -> their [B + 1] int32 prefix sums from 0, on lens's device (no host sync: it runs
+    inside a CUDA graph too)."""
+    return torch.nn.functional.pad(lens.cumsum(0, dtype=torch.int32), (1, 0))

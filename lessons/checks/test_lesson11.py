@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from lessons.checks.paged import paged_case
+
 LESSON = "11"
 CAPTURED = [1, 2, 4, 8]
 WIDTH = 4                                     # max_blocks_per_seq of the runner under test
@@ -207,30 +209,13 @@ def test_a_table_too_small_for_the_step_is_an_error_and_one_without_tiles_is_all
     assert impl.prefill_q_tiles(np.array([0, 0]), np.array([5, 0]), 16, 2).tolist() == [[-1, 0]] * 2
 
 
-def paged_step(seqlens_q, seqlens_k, block_size=8, heads=4, kv_heads=2, head_dim=16, seed=0):
-    """Random q and a paged cache with every sequence's blocks scattered through the pool."""
-    g = torch.Generator().manual_seed(seed)
-    blocks = [-(-k // block_size) for k in seqlens_k]
-    pool = sum(blocks) + 2
-    k_cache = torch.randn(pool, block_size, kv_heads, head_dim, generator=g)
-    v_cache = torch.randn(pool, block_size, kv_heads, head_dim, generator=g)
-    perm = torch.randperm(pool, generator=g).tolist()
-    block_tables = torch.full((len(blocks), max(blocks)), -1, dtype=torch.int32)
-    for s, nb in enumerate(blocks):
-        block_tables[s, :nb] = torch.tensor(perm[sum(blocks[:s]): sum(blocks[:s]) + nb])
-    cu_q = torch.tensor([0] + list(seqlens_q)).cumsum(0).to(torch.int32)
-    cu_k = torch.tensor([0] + list(seqlens_k)).cumsum(0).to(torch.int32)
-    q = torch.randn(int(cu_q[-1]), heads, head_dim, generator=g)
-    return q, k_cache, v_cache, cu_q, cu_k, max(seqlens_q), max(seqlens_k), block_tables, head_dim ** -0.5
-
-
 @pytest.mark.readme("Build it: the tile table of a graphed mixed step")
 def test_the_prefill_kernel_over_your_table_equals_the_reference(impl):
     """aios's Triton prefill kernel (the interpreter on a CPU), its grid the rows of your table."""
     from aios.kernels.prefill_attention import _prefill_attention_launch, prefill_attention_ref
 
     seqlens_q, seqlens_k = [1, 17, 5, 0, 33, 1], [9, 17, 40, 6, 70, 20]      # decodes, prompts, chunks
-    args = paged_step(seqlens_q, seqlens_k)
+    args = paged_case(seqlens_q, seqlens_k, 8)
     q, k_cache, v_cache, cu_q, cu_k, max_q, _, block_tables, scale = args
     tile_rows = 16
     table = impl.prefill_q_tiles(np.array(seqlens_q), np.array(seqlens_k), tile_rows,

@@ -12,6 +12,7 @@ if not torch.cuda.is_available():  # must precede the first @triton.jit (i.e. im
 
 import pytest  # noqa: E402
 
+import aios.kernels.skinny_gemm as skinny_gemm_module  # noqa: E402
 from aios.kernels.skinny_gemm import MAX_ROWS, skinny_gemm, skinny_gemm_config, skinny_gemm_ref  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -29,6 +30,14 @@ def operands(m, n, k, dtype, seed=0, device=DEVICE):
 def test_skinny_gemm_equals_f_linear_in_fp32(m, n, k):
     x, w = operands(m, n, k, torch.float32)
     torch.testing.assert_close(skinny_gemm(x, w), skinny_gemm_ref(x, w), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("split_k", [2, 3, 5])
+@pytest.mark.parametrize("m, n, k", [(3, 40, 200), (17, 16, 100)])
+def test_split_k_partials_sum_to_f_linear_and_a_split_count_that_leaves_one_empty_shrinks(m, n, k, split_k):
+    """Splits of whole K tiles (32 under the interpreter): K = 100 in 5 splits is 4 of 32, 32, 32, 4."""
+    x, w = operands(m, n, k, torch.float32, seed=split_k)
+    torch.testing.assert_close(skinny_gemm(x, w, split_k=split_k), skinny_gemm_ref(x, w), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -55,6 +64,17 @@ def test_the_config_pads_rows_to_a_dot_tile_of_at_least_16():
     assert [skinny_gemm_config(m, 64, 64, cpu)["block_m"] for m in (1, 2, 16, 17, 33, 64)] == [16, 16, 16, 32, 64, 64]
 
 
+def test_the_gpu_config_splits_k_only_where_the_tiles_of_w_leave_sms_idle(monkeypatch):
+    """132 SMs (an H200): the 8B gate_up's 384 tiles of W need no split, its o_proj's 64 get 8 (512
+    programs: 256 are still < 2 an SM); a split keeps >= 4 tiles of K, so the 0.6B o_proj (K = 2,048)
+    stops at 4 though 16 tiles x 4 < 264."""
+    monkeypatch.setattr(skinny_gemm_module, "sm_count", lambda device: 132)
+    gpu = torch.device("cuda")
+    splits = {(n, k): skinny_gemm_config(32, n, k, gpu)["split_k"]
+              for n, k in [(24576, 4096), (4096, 4096), (6144, 4096), (4096, 12288), (1024, 2048)]}
+    assert splits == {(24576, 4096): 1, (4096, 4096): 8, (6144, 4096): 4, (4096, 12288): 8, (1024, 2048): 4}
+
+
 @pytest.mark.parametrize("x_shape, w_shape, dtype_w, match", [
     ((MAX_ROWS + 1, 32), (16, 32), torch.float32, "1 ... 64 rows"),
     ((0, 32), (16, 32), torch.float32, "1 ... 64 rows"),
@@ -68,6 +88,8 @@ def test_skinny_gemm_refuses_operands_it_cannot_multiply(x_shape, w_shape, dtype
         skinny_gemm(x, w)
     with pytest.raises(ValueError, match="contiguous"):
         skinny_gemm(torch.zeros(4, 32, device=DEVICE).t().contiguous().t(), torch.zeros(16, 32, device=DEVICE))
+    with pytest.raises(ValueError, match="split_k"):
+        skinny_gemm(torch.zeros(4, 32, device=DEVICE), torch.zeros(16, 32, device=DEVICE), split_k=0)
 
 
 def test_an_engine_with_skinny_gemm_runs_its_few_row_matmuls_through_it_and_keeps_the_tokens(tiny_ckpt, monkeypatch):

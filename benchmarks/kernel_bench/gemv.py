@@ -53,7 +53,8 @@ def bench_gemv(args, results):
 
 
 SKINNY_ROWS = (2, 4, 8, 16, 32, 64)
-SKINNY_SWEEP = [(bn, bk, w, st) for bn in (16, 32, 64) for bk in (128, 256, 512) for w in (4, 8) for st in (2, 3, 4)]
+SKINNY_SWEEP = [(bn, bk, 4, st, sk) for bn in (64, 128) for bk in (128, 256) for st in (3, 5)
+                for sk in (None, 1, 4, 16)]   # sk None: the config's split of K; 1: none
 
 
 def bench_skinny_gemm(args, results):
@@ -74,7 +75,7 @@ def bench_skinny_gemm(args, results):
                 variants = [("cuBLAS F.linear", F.linear, None), ("triton skinny default", skinny_gemm, cfg)]
                 if "skinny_gemm" in args.sweep and m in (8, 32):
                     variants += [(f"sweep {c}", lambda x, w, c=c: skinny_gemm(x, w, *c),
-                                  dict(zip(("block_n", "block_k", "num_warps", "num_stages"), c)))
+                                  dict(zip(("block_n", "block_k", "num_warps", "num_stages", "split_k"), c)))
                                  for c in SKINNY_SWEEP]
                 for label, fn, c in variants:
                     us = 1e3 * bench_graph(lambda i, fn=fn, a=copies: (lambda: fn(*a[i])), num_copies)
@@ -83,7 +84,8 @@ def bench_skinny_gemm(args, results):
                     results["skinny_gemm"].append(row)
                     if not label.startswith("sweep"):
                         print(f"skinny {shape:10s} M={m:2d} N={n:5d} K={k:5d} {label:22s} {us:7.2f} us "
-                              f"{row['tb_per_s']:5.2f} TB/s err {err:.1e}", flush=True)
+                              f"{row['tb_per_s']:5.2f} TB/s err {err:.1e}"
+                              + (f" split_k {c['split_k']}" if c else ""), flush=True)
             weights = copies = None
 
 

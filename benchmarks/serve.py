@@ -9,7 +9,11 @@ Each request is a streamed POST /v1/completions (httpx, asyncio) of a random tok
 length is uniform in --input-len, asking for exactly a length uniform in --output-len
 (`ignore_eos`, a vLLM extension aios.server also takes). Arrivals are a Poisson process at --rate
 requests per second, or --concurrency clients each sending its next request when the last one
-ends; with neither, every request is sent at once.
+ends; with neither, every request is sent at once. Before the load, each client process sends one
+short request of its own, not measured, and the processes then start the load together: a fresh
+process's first request pays for its connection and for what httpx sets up on first use, and
+without the warm-up those 30-50 ms land on the load's first --num-clients first tokens, which is
+most of a 256-request TTFT p99 (`--no-warm-up` measures them).
 
 Reported: request and token throughput; time to first token (TTFT), inter-token latency (ITL: the
 gaps between streamed chunks) and end-to-end latency, mean / p50 / p90 / p99, in ms. With --out,
@@ -32,6 +36,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -99,11 +104,26 @@ async def send(http: httpx.AsyncClient, args: argparse.Namespace, prompt: list[i
     return result
 
 
-async def run(args: argparse.Namespace, workload: list[tuple[list[int], int]], seed: int) -> list[RequestResult]:
+async def warm_up(http: httpx.AsyncClient, args: argparse.Namespace, prompt: list[int]) -> None:
+    """One short streamed request (a few of the prompt's tokens, 2 out), not measured: the process's
+    first connection and httpx's first-use setup are paid here instead of by the load's first
+    request. Raises RuntimeError when it fails: a load behind a failing warm-up would fail too."""
+    result = await send(http, args, prompt[:4], 2)
+    if not result.ok:
+        raise RuntimeError(f"the warm-up request failed: {result.error}")
+
+
+async def run(args: argparse.Namespace, workload: list[tuple[list[int], int]], seed: int,
+              ready: Callable[[], None] = lambda: None) -> list[RequestResult]:
     """One client process's share: its requests as a Poisson process (or all at once), or its
-    --concurrency clients each sending its next request when the last one ends."""
+    --concurrency clients each sending its next request when the last one ends. With args.warm_up,
+    one warm-up request first; `ready()` is called before the load (it blocks until every client
+    process is ready, run_clients)."""
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     async with httpx.AsyncClient(timeout=httpx.Timeout(args.timeout), limits=limits) as http:
+        if args.warm_up and workload:
+            await warm_up(http, args, workload[0][0])
+        ready()
         if args.concurrency:
             queue = list(reversed(range(len(workload))))
             results = [RequestResult() for _ in workload]                 # in workload order
@@ -117,36 +137,66 @@ async def run(args: argparse.Namespace, workload: list[tuple[list[int], int]], s
             return results
         rng = random.Random(seed)
         tasks = []
-        for i, (prompt, max_tokens) in enumerate(workload):
-            if i and args.rate != float("inf"):
-                await asyncio.sleep(rng.expovariate(args.rate))         # Poisson process: exponential gaps
+        for prompt, max_tokens in workload:
+            # a Poisson process from the (common) start: an exponential gap before every arrival, the
+            # first included, so that --num-clients processes do not all send at once at time 0
+            if args.rate != float("inf"):
+                await asyncio.sleep(rng.expovariate(args.rate))
             tasks.append(asyncio.create_task(send(http, args, prompt, max_tokens)))
         return list(await asyncio.gather(*tasks))
 
 
-def client_process(args: argparse.Namespace, workload: list, rank: int) -> tuple[list[RequestResult], float, float,
-                                                                                   float]:
+def client_process(args: argparse.Namespace, workload: list, rank: int, ready: Callable[[], None] = lambda: None
+                   ) -> tuple[list[RequestResult], float, float, float]:
     """Client process `rank` of --num-clients: every num_clients-th request, at rate / num_clients
     (the sum of independent Poisson processes is one at the summed rate) or concurrency /
-    num_clients. Returns its results, start and end (wall clock) and its CPU seconds."""
+    num_clients. Returns its results, start (after the warm-up) and end (wall clock) and its CPU
+    seconds."""
     share = argparse.Namespace(**vars(args))
     share.rate = args.rate / args.num_clients
     if args.concurrency:
         share.concurrency = len(range(rank, args.concurrency, args.num_clients))
-    cpu, start = time.process_time(), time.time()
-    results = asyncio.run(run(share, workload[rank::args.num_clients], seed=args.seed + 1 + rank))
-    return results, start, time.time(), time.process_time() - cpu
+    times = {}
+
+    def started() -> None:
+        ready()
+        times["cpu"], times["start"] = time.process_time(), time.time()
+
+    results = asyncio.run(run(share, workload[rank::args.num_clients], seed=args.seed + 1 + rank, ready=started))
+    return results, times["start"], time.time(), time.process_time() - times["cpu"]
+
+
+def _client_main(args: argparse.Namespace, workload: list, rank: int, barrier, out) -> None:
+    """A spawned client process: waits at `barrier` after its warm-up, puts (rank, result or error) on `out`."""
+    def ready() -> None:
+        barrier.wait(timeout=args.timeout)
+    try:
+        out.put((rank, client_process(args, workload, rank, ready)))
+    except BaseException as e:              # noqa: BLE001  (the parent reports it; others must not hang)
+        barrier.abort()
+        out.put((rank, RuntimeError(f"client process {rank}: {type(e).__name__}: {e}")))
 
 
 def run_clients(args: argparse.Namespace, workload: list) -> tuple[list[RequestResult], float, float]:
     """(results in workload order, wall seconds, client CPU seconds). One Python process parses
-    ~10-15k stream chunks a second at most: past that the client, not the server, would be measured."""
+    ~10-15k stream chunks a second at most: past that the client, not the server, would be measured.
+    Several client processes start the load together, once each has warmed up (a barrier)."""
     if args.num_clients == 1:
         outs = [client_process(args, workload, 0)]
     else:
         ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(args.num_clients) as pool:
-            outs = pool.starmap(client_process, [(args, workload, r) for r in range(args.num_clients)])
+        barrier, queue = ctx.Barrier(args.num_clients), ctx.Queue()
+        procs = [ctx.Process(target=_client_main, args=(args, workload, r, barrier, queue))
+                 for r in range(args.num_clients)]
+        for proc in procs:
+            proc.start()
+        by_rank = dict(queue.get() for _ in procs)
+        for proc in procs:
+            proc.join()
+        errors = [out for out in by_rank.values() if isinstance(out, BaseException)]
+        if errors:
+            raise errors[0]
+        outs = [by_rank[r] for r in range(args.num_clients)]
     results: list = [None] * len(workload)
     for rank, (part, _, _, _) in enumerate(outs):
         results[rank::args.num_clients] = part
@@ -191,7 +241,7 @@ def summarize(args: argparse.Namespace, results: list[RequestResult], duration_s
         "engine": args.engine, "benchmark": "serve", "url": args.url, "model": args.model,
         "date": datetime.datetime.now().isoformat(timespec="seconds"), "aios_git": git_sha(),
         "mode": f"concurrency={args.concurrency}" if args.concurrency else f"rate={args.rate}",
-        "num_clients": args.num_clients,
+        "num_clients": args.num_clients, "warm_up": args.warm_up,
         "num_requests": len(results), "completed": len(done), "failed": len(results) - len(done),
         "input_len": list(args.input_len), "output_len": list(args.output_len), "seed": args.seed,
         "duration_s": duration_s, "request_per_s": len(done) / duration_s,
@@ -290,6 +340,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--temperature", type=float, default=0.0, help="(default: %(default)s)")
     ap.add_argument("--seed", type=int, default=0, help="seeds the workload and the arrivals (default: 0)")
     ap.add_argument("--timeout", type=float, default=600.0, help="per-request timeout, s (default: %(default)s)")
+    ap.add_argument("--no-warm-up", dest="warm_up", action="store_false",
+                    help="skip each client process's unmeasured first request (see above)")
     ap.add_argument("--engine", default="aios", help="engine name recorded in the JSON (default: %(default)s)")
     ap.add_argument("--out", default=None, help="folder for the JSON result, e.g. benchmarks/results")
     ap.add_argument("--launch", default=None, metavar="CMD",

@@ -58,3 +58,39 @@ def test_serve_benchmark_reports_a_server_that_never_answers(tmp_path):
     code = serve.main(["--url", f"http://127.0.0.1:{port}", "--launch", never, "--launch-timeout", "30",
                        "--out", str(tmp_path)])
     assert code == 2 and not list(tmp_path.iterdir())
+
+
+def fake_send(calls, fail_warm_up=False):
+    """serve.send that answers at once and records (prompt, max_tokens) of every request."""
+    async def send(http, args, prompt, max_tokens):
+        calls.append((list(prompt), max_tokens))
+        ok = not (fail_warm_up and len(calls) == 1)
+        return serve.RequestResult(ok=ok, error="" if ok else "HTTP 503: busy", prompt_tokens=len(prompt),
+                                   output_tokens=max_tokens, ttft_s=1e-3, e2e_s=2e-3)
+    return send
+
+
+@pytest.mark.parametrize("warm_up", [True, False])
+def test_each_client_warms_up_with_one_unmeasured_request_before_the_load(monkeypatch, warm_up):
+    """The first request of a fresh client process pays for its connection and httpx's first-use
+    setup (30-50 ms on the H200's host): it is sent before the load and left out of the results."""
+    calls = []
+    monkeypatch.setattr(serve, "send", fake_send(calls))
+    args = serve.parse_args(["--num-requests", "5", "--input-len", "6", "9", "--output-len", "3", "4"]
+                            + ([] if warm_up else ["--no-warm-up"]))
+    args.model = "m"
+    workload = serve.make_workload(args)
+    results, duration, _ = serve.run_clients(args, workload)
+    assert calls == ([(workload[0][0][:4], 2)] if warm_up else []) + [(p, n) for p, n in workload]
+    assert [(r.prompt_tokens, r.output_tokens) for r in results] == [(len(p), n) for p, n in workload]
+    assert duration >= 0
+
+
+def test_a_failing_warm_up_stops_the_load_with_its_error(monkeypatch):
+    calls = []
+    monkeypatch.setattr(serve, "send", fake_send(calls, fail_warm_up=True))
+    args = serve.parse_args(["--num-requests", "3"])
+    args.model = "m"
+    with pytest.raises(RuntimeError, match="warm-up request failed: HTTP 503"):
+        serve.run_clients(args, serve.make_workload(args))
+    assert len(calls) == 1

@@ -153,7 +153,8 @@ class Config:
     # level with "triton" at decode sizes, 3% faster at 4,096 tokens: kernels/NOTES.md)
     moe_gemm: str = "triton"
     # lesson 10 / issue 21: with fused_kernels, a step of 2 ... 64 rows (a small decode batch) runs each
-    # linear layer through aios/kernels/skinny_gemm.py instead of cuBLAS. Opt-in: not yet measured on a GPU
+    # linear layer through aios/kernels/skinny_gemm.py instead of cuBLAS. Opt-in: on an H200 faster on the
+    # 0.6B's narrow layers, level at 2 rows of the 8B, slower at 32-64 rows of the 8B (kernels/NOTES.md)
     skinny_gemm: bool = False
     enforce_eager: bool = False               # lesson 11: True turns CUDA graphs off
     async_scheduling: bool = True             # lesson 11: schedule step N+1 while the GPU runs step N

@@ -26,7 +26,8 @@ for the SiLU-gated MLPs that ask (`Backend.silu_in_gemv`):
   it are gate and up of the same feature on every rank, and the activation needs nothing from
   another rank.
 With `Backend.skinny_gemm` (opt-in, `Config.skinny_gemm`), inputs of 2 ... 64 rows (a small decode
-batch) go to aios/kernels/skinny_gemm.py, the gemv widened to a few rows, instead of cuBLAS.
+batch) go to aios/kernels/skinny_gemm.py (W's rows on the MMA's wide side, K split where SMs would idle)
+instead of cuBLAS.
 """
 
 from __future__ import annotations

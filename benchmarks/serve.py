@@ -38,6 +38,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from queue import Empty
 
 import httpx
 import numpy as np
@@ -190,7 +191,17 @@ def run_clients(args: argparse.Namespace, workload: list) -> tuple[list[RequestR
                  for r in range(args.num_clients)]
         for proc in procs:
             proc.start()
-        by_rank = dict(queue.get() for _ in procs)
+        by_rank: dict = {}
+        while len(by_rank) < len(procs):
+            try:
+                rank, out = queue.get(timeout=1.0)
+                by_rank[rank] = out
+            except Empty:           # a process that died without a word (a signal, a crash) fails the run
+                if crashed := [p.exitcode for p in procs if p.exitcode not in (None, 0)]:
+                    barrier.abort()
+                    for proc in procs:
+                        proc.kill()
+                    raise RuntimeError(f"a client process exited with status {crashed[0]} before it reported") from None
         for proc in procs:
             proc.join()
         errors = [out for out in by_rank.values() if isinstance(out, BaseException)]

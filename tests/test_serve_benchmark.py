@@ -94,3 +94,13 @@ def test_a_failing_warm_up_stops_the_load_with_its_error(monkeypatch):
     with pytest.raises(RuntimeError, match="warm-up request failed: HTTP 503"):
         serve.run_clients(args, serve.make_workload(args))
     assert len(calls) == 1
+
+
+def test_client_processes_report_a_failing_warm_up_and_none_waits_at_the_start_for_ever():
+    """Two spawned clients against a port nothing listens on: each warm-up fails, the barrier is
+    broken, and the run raises the first process's error instead of hanging."""
+    args = serve.parse_args(["--url", f"http://127.0.0.1:{free_port()}", "--num-requests", "4", "--num-clients", "2",
+                             "--timeout", "20"])
+    args.model = "m"
+    with pytest.raises(RuntimeError, match="client process .*warm-up request failed"):
+        serve.run_clients(args, serve.make_workload(args))

@@ -25,7 +25,7 @@ def operands(m, n, k, dtype, seed=0, device=DEVICE):
     return x, w
 
 
-@pytest.mark.parametrize("m", [1, 2, 3, 16, 17, 64])
+@pytest.mark.parametrize("m", [1, 2, 3, 16, 17, 64, 65, 200, 256])
 @pytest.mark.parametrize("n, k", [(48, 64), (50, 33), (16, 100)])       # tails in N and K
 def test_skinny_gemm_equals_f_linear_in_fp32(m, n, k):
     x, w = operands(m, n, k, torch.float32)
@@ -73,11 +73,15 @@ def test_the_gpu_config_splits_k_only_where_the_tiles_of_w_leave_sms_idle(monkey
     splits = {(n, k): skinny_gemm_config(32, n, k, gpu)["split_k"]
               for n, k in [(24576, 4096), (4096, 4096), (6144, 4096), (4096, 12288), (1024, 2048)]}
     assert splits == {(24576, 4096): 1, (4096, 4096): 8, (6144, 4096): 4, (4096, 12288): 8, (1024, 2048): 4}
+    # past 64 rows the fp32 partials count: 182 rows of the 8B o_proj split in 2 (K >= 8 M a split), not 8
+    wide = {(n, k): skinny_gemm_config(182, n, k, gpu) for n, k in [(4096, 4096), (4096, 12288), (24576, 4096)]}
+    assert {nk: c["split_k"] for nk, c in wide.items()} == {(4096, 4096): 2, (4096, 12288): 8, (24576, 4096): 1}
+    assert {c["block_m"] for c in wide.values()} == {256} and {c["num_warps"] for c in wide.values()} == {8}
 
 
 @pytest.mark.parametrize("x_shape, w_shape, dtype_w, match", [
-    ((MAX_ROWS + 1, 32), (16, 32), torch.float32, "1 ... 64 rows"),
-    ((0, 32), (16, 32), torch.float32, "1 ... 64 rows"),
+    ((MAX_ROWS + 1, 32), (16, 32), torch.float32, "1 ... 256 rows"),
+    ((0, 32), (16, 32), torch.float32, "1 ... 256 rows"),
     ((4, 32), (16, 48), torch.float32, "columns"),
     ((4, 32), (16, 32), torch.float64, "dtype"),
 ])
@@ -109,12 +113,12 @@ def test_an_engine_with_skinny_gemm_runs_its_few_row_matmuls_through_it_and_keep
     llm = LLM(tiny_ckpt, device="cpu", backend=Backend(TORCH_ATTENTION, fused_kernels=True, skinny_gemm=True))
     got = [o["token_ids"] for o in llm.generate(prompts, params, use_tqdm=False)]
     assert got == want
-    assert rows and set(rows) <= set(range(2, MAX_ROWS + 1)) and 4 in rows     # the decode steps of 4 sequences
+    assert rows and set(rows) <= set(range(2, 65)) and 4 in rows     # the decode steps of 4 sequences
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("m", [2, 8, 32, 64])
+@pytest.mark.parametrize("m", [2, 8, 32, 64, 100, 182, 256])
 @pytest.mark.parametrize("n, k", [(6144, 4096), (4096, 4096), (24576, 4096), (4096, 12288), (4096, 1024)])
 def test_skinny_gemm_equals_f_linear_at_the_decode_sizes_on_the_gpu(m, n, k):
     x, w = operands(m, n, k, torch.bfloat16)

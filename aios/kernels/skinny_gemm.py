@@ -1,4 +1,4 @@
-"""y = x @ W^T for a few rows x (2 ... 64): the matmuls of small-batch decode, which stream W.
+"""y = x @ W^T for a few rows x (2 ... 256): the matmuls of small-batch decode, which stream W.
 
 At batch 32 a decode step of the 8B shape still reads all 16.4 GB of weights to make 32 rows, 64
 FLOPs a weight element: far from compute-bound on an H200, so the time is the streaming of W. Two
@@ -12,7 +12,11 @@ things make a GEMM of so few rows stream well:
   partial [M, N], and a second kernel sums the partials in a fixed order (deterministic, unlike
   atomics) and casts to x's dtype.
 
-x `[M, K]`, W `[N, K]` (nn.Linear's layout, K contiguous), y `[M, N]` in x's dtype, 1 <= M <= 64.
+x `[M, K]`, W `[N, K]` (nn.Linear's layout, K contiguous), y `[M, N]` in x's dtype, 1 <= M <= 256.
+Past 64 rows (a decode batch of 100-256 sequences, where cuBLAS ran the 8B shape's o_proj and
+down_proj at ~41% of their roofline on the H200, BENCHMARKS.md) the same kernel runs with wider
+tiles of x and fewer splits: each split's fp32 partials are M x N x 4 bytes, by then a real share
+of what the kernel moves.
 
 Invariants (tests/test_skinny_gemm.py checks them): fp32 accumulation, so the result differs from
 F.linear only by summation order; any M <= 64, N, K and split count (masked tails); no host sync
@@ -30,7 +34,7 @@ from aios.kernels.device import sm_count
 from aios.kernels.pdl import pdl_enabled, wait_for_previous_kernel
 from aios.kernels.prefill_attention import _dot
 
-MAX_ROWS = 64
+MAX_ROWS = 256
 
 
 def skinny_gemm_ref(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -85,15 +89,21 @@ def _split_k_sum_kernel(part_ptr, y_ptr, numel, SPLIT_K: tl.constexpr, BLOCK: tl
 def skinny_gemm_config(m: int, n: int, k: int, device: torch.device) -> dict:
     """BLOCK_M: the rows padded to a power of two >= 16. BLOCK_N = 64 rows of W (one warpgroup's MMA).
     SPLIT_K: doubled while the grid holds fewer than ~2 programs an SM and each split keeps >= 4 tiles
-    of K. A first guess: the GPU sweep decides."""
+    of K; past 64 rows also while the partials (splits x M x N fp32) stay under a quarter of W's
+    bytes (K >= 8 M per split), with K tiles of 64 (a stage of 256 rows of x is 32 KB of shared memory) and,
+    at 256 rows, 8 warps (the accumulator's 64 x 256 fp32 at 64 registers a thread). A first guess:
+    the GPU sweep decides."""
     block_m = max(16, triton.next_power_of_2(m))
     if device.type != "cuda":   # Triton's interpreter: every program costs milliseconds, so few of them
         return dict(block_m=block_m, block_n=16, block_k=32, num_warps=4, num_stages=1, split_k=1)
-    block_n, block_k = 64, 128
+    wide = m > 64
+    block_n, block_k = 64, 64 if wide else 128
     tiles, split_k = triton.cdiv(n, block_n), 1
-    while tiles * split_k < 2 * sm_count(device) and k >= 2 * split_k * 4 * block_k:
+    while (tiles * split_k < 2 * sm_count(device) and k >= 2 * split_k * 4 * block_k
+           and (not wide or k >= 2 * split_k * 8 * m)):
         split_k *= 2
-    return dict(block_m=block_m, block_n=block_n, block_k=block_k, num_warps=4, num_stages=4, split_k=split_k)
+    return dict(block_m=block_m, block_n=block_n, block_k=block_k, num_warps=8 if block_m >= 256 else 4,
+                num_stages=3 if wide else 4, split_k=split_k)
 
 
 def skinny_gemm(x: torch.Tensor, weight: torch.Tensor, block_n: int | None = None, block_k: int | None = None,

@@ -42,9 +42,12 @@ from aios.distributed.tp_group import TPGroup
 from aios.kernels.fused_gemv import add_rmsnorm_gemv, silu_mul_gemv
 from aios.kernels.gemv import gemv
 from aios.kernels.gemv_silu_and_mul import gemv_silu_and_mul
-from aios.kernels.skinny_gemm import MAX_ROWS as SKINNY_MAX_ROWS
 from aios.kernels.skinny_gemm import skinny_gemm
 from aios.layers.backend import Backend, resolve
+
+# The rows Backend.skinny_gemm sends to skinny_gemm (the kernel takes up to 256): those measured on the H200
+# (kernels/NOTES.md, "A few rows")
+SKINNY_ROWS = range(2, 65)
 
 if TYPE_CHECKING:
     from aios.layers.layernorm import RMSNorm
@@ -69,7 +72,7 @@ class LinearBase(nn.Module):
         else:
             self.register_parameter("bias", None)
         self.gemv_one_row = resolve(backend).fused_kernels   # one-row inputs to the Triton gemv
-        self.skinny_rows = resolve(backend).skinny_gemm       # 2 ... SKINNY_MAX_ROWS rows to skinny_gemm
+        self.skinny_rows = resolve(backend).skinny_gemm       # SKINNY_ROWS rows to skinny_gemm
 
     def weight_loader(self, param: nn.Parameter, loaded_weight: torch.Tensor) -> None:
         param.data.copy_(loaded_weight)
@@ -78,7 +81,7 @@ class LinearBase(nn.Module):
         """x @ weight^T, no bias."""
         if self.gemv_one_row and x.dim() == 2 and x.shape[0] == 1:
             return gemv(x, self.weight)
-        if self.skinny_rows and x.dim() == 2 and 2 <= x.shape[0] <= SKINNY_MAX_ROWS:
+        if self.skinny_rows and x.dim() == 2 and x.shape[0] in SKINNY_ROWS:
             return skinny_gemm(x, self.weight)
         return F.linear(x, self.weight)
 

@@ -52,16 +52,17 @@ def bench_gemv(args, results):
             copies = None
 
 
-SKINNY_ROWS = (2, 4, 8, 16, 32, 64)
+SKINNY_ROWS = (2, 4, 8, 16, 32, 64, 96, 128, 192, 256)   # past 64: the standard workload's decode batches
 SKINNY_SWEEP = [(bn, bk, 4, st, sk) for bn in (64, 128) for bk in (128, 256) for st in (3, 5)
                 for sk in (None, 1, 4, 16)]   # sk None: the config's split of K; 1: none
 
 
 def bench_skinny_gemm(args, results):
-    """x [M, K] @ W^T at the GEMV_SHAPES, M = 2 ... 64 rows (a decode batch), skinny_gemm against
-    cuBLAS, in a CUDA graph; bytes = W (what a decode step's matmul streams)."""
+    """x [M, K] @ W^T at the GEMV_SHAPES, M = 2 ... 256 rows (a decode batch), skinny_gemm against
+    cuBLAS, in a CUDA graph; bytes = W (what a decode step's matmul streams; past ~200 rows the
+    roofline is the FLOPs, 2 M N K at ~989 TFLOP/s)."""
     dtype, gen = torch.bfloat16, torch.Generator(device="cuda").manual_seed(0)
-    rows = (2, 32) if args.quick else SKINNY_ROWS
+    rows = (2, 32, 192) if args.quick else SKINNY_ROWS
     for shape, layers in GEMV_SHAPES.items():
         for n, k in layers:
             nbytes = n * k * 2

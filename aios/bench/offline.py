@@ -155,7 +155,7 @@ def engine_kwargs(args: argparse.Namespace, model_dir: str) -> dict:
     if args.moe_gemm != "triton":
         kw["moe_gemm"] = args.moe_gemm
     if args.skinny_gemm:
-        kw["skinny_gemm"] = True
+        kw["skinny_gemm"] = args.skinny_gemm
     if args.cudagraph_mixed_tokens is not None:
         kw["cudagraph_mixed_tokens"] = args.cudagraph_mixed_tokens
     if not glob.glob(os.path.join(model_dir, "*.safetensors")):
@@ -234,9 +234,10 @@ def main(argv: list[str] | None = None, prog: str | None = None, results_dir: st
                     help="Config.attention_backend (triton-tma: prefill through Hopper TMA loads, opt-in)")
     ap.add_argument("--moe-gemm", choices=("triton", "tma"), default="triton",
                     help="Config.moe_gemm (tma: the MoE's grouped GEMMs through Hopper TMA loads, opt-in)")
-    ap.add_argument("--skinny-gemm", action="store_true",
+    ap.add_argument("--skinny-gemm", nargs="?", const=True, default=False, choices=(True, "auto"), metavar="auto",
                     help="Config.skinny_gemm: linear layers of 2 ... 64 rows through the Triton skinny GEMM "
-                         "instead of cuBLAS (opt-in)")
+                         "instead of cuBLAS; '--skinny-gemm auto': the layers and row counts where it beat "
+                         "cuBLAS when timed at start-up (opt-in)")
     ap.add_argument("--cudagraph-mixed-tokens", type=int, default=None, metavar="N",
                     help="Config.cudagraph_mixed_tokens: steps holding prefill tokens, up to N tokens, replay "
                          "CUDA graphs too; 0: they run eagerly (default: the engine's, 512 on a GPU)")

@@ -94,7 +94,7 @@ class Backend:
             raise ValueError("moe_gemm='tma' needs a Hopper GPU (TMA loads): use moe_gemm='triton'")
         return cls(attention, config.fused_kernels, config.fused_kernels and config.fuse_norm_into_gemv,
                    config.fused_kernels and config.silu_in_gemv, moe_gemm_tma,
-                   config.fused_kernels and config.skinny_gemm)
+                   config.fused_kernels and config.skinny_gemm is True)
 
     @classmethod
     def for_device(cls, device: torch.device | str) -> Backend:

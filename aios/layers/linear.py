@@ -25,13 +25,15 @@ for the SiLU-gated MLPs that ask (`Backend.silu_in_gemv`):
   Each rank's weight is [its gate shard; its up shard] (weight_loader), so row i and row I + i of
   it are gate and up of the same feature on every rank, and the activation needs nothing from
   another rank.
-With `Backend.skinny_gemm` (opt-in, `Config.skinny_gemm`), inputs of 2 ... 64 rows (a small decode
-batch) go to aios/kernels/skinny_gemm.py (W's rows on the MMA's wide side, K split where SMs would idle)
-instead of cuBLAS.
+With `Backend.skinny_gemm` (opt-in, `Config.skinny_gemm=True`), inputs of 2 ... 64 rows (a small
+decode batch) go to aios/kernels/skinny_gemm.py (W's rows on the MMA's wide side, K split where SMs
+would idle) instead of cuBLAS; with `Config.skinny_gemm="auto"`, the row counts where it was faster
+at this layer's shape, timed at start-up (aios/layers/gemm_choice.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Container
 from typing import TYPE_CHECKING
 
 import torch
@@ -72,7 +74,9 @@ class LinearBase(nn.Module):
         else:
             self.register_parameter("bias", None)
         self.gemv_one_row = resolve(backend).fused_kernels   # one-row inputs to the Triton gemv
-        self.skinny_rows = resolve(backend).skinny_gemm       # SKINNY_ROWS rows to skinny_gemm
+        # the row counts sent to skinny_gemm: SKINNY_ROWS with Backend.skinny_gemm, else none until
+        # Config.skinny_gemm='auto' has the model runner time them (aios/layers/gemm_choice.py)
+        self.skinny_rows: Container[int] = SKINNY_ROWS if resolve(backend).skinny_gemm else frozenset()
 
     def weight_loader(self, param: nn.Parameter, loaded_weight: torch.Tensor) -> None:
         param.data.copy_(loaded_weight)
@@ -81,7 +85,7 @@ class LinearBase(nn.Module):
         """x @ weight^T, no bias."""
         if self.gemv_one_row and x.dim() == 2 and x.shape[0] == 1:
             return gemv(x, self.weight)
-        if self.skinny_rows and x.dim() == 2 and x.shape[0] in SKINNY_ROWS:
+        if x.dim() == 2 and x.shape[0] in self.skinny_rows:
             return skinny_gemm(x, self.weight)
         return F.linear(x, self.weight)
 

@@ -8,10 +8,10 @@ start-up, before warm-up and graph capture, it times both kernels at each distin
 of the model's linear layers and at each decode graph's row count, and each layer then sends
 skinny_gemm exactly the row counts where it was faster by MARGIN (`LinearBase.skinny_rows`).
 
-How a matmul is timed (`graph_time_us`): a few dozen calls captured in one CUDA graph and replayed,
-so the host's launch cost, which is longer than these kernels, is not what is measured; each call
-reads its own copy of the weight, enough copies to spill the L2 cache, as a decode step reads every
-weight once.
+How a matmul is timed (`graph_time_us`): as the kernel benchmarks time it (aios/utils/graph_timing.py),
+64 calls replayed in one CUDA graph, so the host's launch cost, which is longer than these kernels,
+is not what is measured, over enough copies of the weight to spill the L2 cache, as a decode step
+reads every weight once.
 
 Invariant: a layer's `skinny_rows` is written by its constructor (from Backend) and at most once
 more, by `assign_skinny_rows` before warm-up and capture: a captured graph's kernels never change.
@@ -28,42 +28,26 @@ from torch import nn
 
 from aios.kernels.skinny_gemm import MAX_ROWS, skinny_gemm
 from aios.layers.linear import LinearBase
+from aios.utils.graph_timing import bench_graph, copies_for
 
 logger = logging.getLogger("aios")
 
 MARGIN = 0.97              # skinny_gemm must take under 97% of cuBLAS's time: a tie stays with cuBLAS
-L2_SPILL_BYTES = 128 << 20  # weight copies per timing: at least this many bytes (the H200's L2 is 50 MB)
 
 # (kernel, m, n, k, dtype, device) -> microseconds a call of x [m, k] @ W [n, k]^T; kernel "cublas"
 # (F.linear) or "skinny" (skinny_gemm)
 TimeFn = Callable[[str, int, int, int, torch.dtype, torch.device], float]
 
 
-def graph_time_us(kernel: str, m: int, n: int, k: int, dtype: torch.dtype, device: torch.device,
-                  calls: int = 32, replays: int = 5) -> float:
-    """Microseconds a call of `kernel` takes on x [m, k] and W [n, k], in a CUDA graph of `calls`
-    calls over rotating weight copies (the best of `replays` replays)."""
+def graph_time_us(kernel: str, m: int, n: int, k: int, dtype: torch.dtype, device: torch.device) -> float:
+    """Microseconds a call of `kernel` takes on x [m, k] and W [n, k], replayed in a CUDA graph over
+    weight copies that spill the L2 (aios/utils/graph_timing.py)."""
     fn = F.linear if kernel == "cublas" else skinny_gemm
-    copies = max(1, min(calls, -(-L2_SPILL_BYTES // (n * k * torch.finfo(dtype).bits // 8))))
     gen = torch.Generator(device=device).manual_seed(0)
-    ws = [torch.randn(n, k, dtype=dtype, device=device, generator=gen) / k ** 0.5 for _ in range(copies)]
+    num_copies = copies_for(n * k * torch.finfo(dtype).bits // 8)
+    ws = [torch.randn(n, k, dtype=dtype, device=device, generator=gen) / k ** 0.5 for _ in range(num_copies)]
     x = torch.randn(m, k, dtype=dtype, device=device, generator=gen)
-    fn(x, ws[0])                                   # compile / pick kernels outside the capture
-    torch.cuda.synchronize(device)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for i in range(calls):
-            fn(x, ws[i % copies])
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    best = float("inf")
-    for _ in range(replays):
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        best = min(best, start.elapsed_time(end) * 1e3 / calls)
-    del graph, ws
-    return best
+    return 1e3 * bench_graph(lambda i: (lambda: fn(x, ws[i])), num_copies)
 
 
 def choose_skinny_rows(shapes: Iterable[tuple[int, int]], row_counts: Iterable[int], dtype: torch.dtype,

@@ -2,45 +2,16 @@
 its inputs larger than L2) and the helpers every part shares.
 """
 
-import math
-
 import torch
 import triton
 
+from aios.utils.graph_timing import L2_FLUSH_BYTES, bench_graph, copies_for  # noqa: F401  (shared)
+
 HBM_BYTES_PER_S = 3.0e12  # H100 SXM HBM3, the floor the brief names (spec 3.35 TB/s)
-L2_FLUSH_BYTES = 256 << 20
 
 
 def bench_eager(fn, rep_ms=200):
     return triton.testing.do_bench(fn, warmup=25, rep=rep_ms)  # ms, L2 flushed between calls
-
-
-def bench_graph(make_call, num_copies, calls_per_graph=64, replays=5):
-    """ms per call: CUDA graph of calls_per_graph calls cycling through num_copies input copies."""
-    calls = [make_call(i % num_copies) for i in range(calls_per_graph)]
-    for c in calls[:num_copies]:
-        c()
-    torch.cuda.synchronize()
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):  # warm the allocator on the side stream before capture
-        for c in calls[:2]:
-            c()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for c in calls:
-            c()
-    graph.replay()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(replays):
-        graph.replay()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / (replays * calls_per_graph)
-
 
 
 def with_best_of_sweep(rows: list[dict]) -> list[dict]:
@@ -51,9 +22,6 @@ def with_best_of_sweep(rows: list[dict]) -> list[dict]:
         best = min(swept, key=lambda r: r["us"])
         shown.append(dict(best, impl="best of sweep " + best["impl"][6:]))
     return shown
-
-def copies_for(bytes_per_call):
-    return max(1, min(64, math.ceil(L2_FLUSH_BYTES / max(bytes_per_call, 1))))
 
 
 def max_err(a, b):

@@ -13,7 +13,13 @@ if not torch.cuda.is_available():  # must precede the first @triton.jit (i.e. im
 import pytest  # noqa: E402
 
 import aios.kernels.skinny_gemm as skinny_gemm_module  # noqa: E402
-from aios.kernels.skinny_gemm import MAX_ROWS, skinny_gemm, skinny_gemm_config, skinny_gemm_ref  # noqa: E402
+from aios.kernels.skinny_gemm import (  # noqa: E402
+    MAX_ROWS,
+    skinny_gemm,
+    skinny_gemm_config,
+    skinny_gemm_ref,
+    tma_applies,
+)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -38,6 +44,24 @@ def test_split_k_partials_sum_to_f_linear_and_a_split_count_that_leaves_one_empt
     """Splits of whole K tiles (32 under the interpreter): K = 100 in 5 splits is 4 of 32, 32, 32, 4."""
     x, w = operands(m, n, k, torch.float32, seed=split_k)
     torch.testing.assert_close(skinny_gemm(x, w, split_k=split_k), skinny_gemm_ref(x, w), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("m, n, k, split_k", [(1, 48, 64, None), (17, 50, 72, None), (65, 16, 104, 3),
+                                              (200, 40, 64, 2)])
+def test_the_tma_kernel_equals_f_linear_and_its_boxes_past_m_and_k_read_zeros(m, n, k, split_k):
+    """TMA boxes past M (rows padded to BLOCK_M), past N (masked store) and past K (72 = 2 tiles of 32
+    and a tail of 8; 104 in 3 splits of 2 tiles, the last one a tile and a tail)."""
+    x, w = operands(m, n, k, torch.float32, seed=m)
+    torch.testing.assert_close(skinny_gemm(x, w, split_k=split_k, tma=True), skinny_gemm_ref(x, w),
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_the_tma_kernel_refuses_rows_that_are_not_16_byte_aligned_by_name():
+    x, w = operands(4, 16, 36, torch.float16)                      # 72-byte rows: TMA needs multiples of 16
+    assert not tma_applies(x, w) and tma_applies(*operands(4, 16, 40, torch.float16))
+    with pytest.raises(ValueError, match="16-byte aligned"):
+        skinny_gemm(x, w, tma=True)
+    torch.testing.assert_close(skinny_gemm(x, w).float(), skinny_gemm_ref(x, w).float(), atol=1e-2, rtol=1e-2)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -120,19 +144,22 @@ def test_an_engine_with_skinny_gemm_runs_its_few_row_matmuls_through_it_and_keep
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("m", [2, 8, 32, 64, 100, 182, 256])
 @pytest.mark.parametrize("n, k", [(6144, 4096), (4096, 4096), (24576, 4096), (4096, 12288), (4096, 1024)])
-def test_skinny_gemm_equals_f_linear_at_the_decode_sizes_on_the_gpu(m, n, k):
+@pytest.mark.parametrize("tma", [False, True])
+def test_skinny_gemm_equals_f_linear_at_the_decode_sizes_on_the_gpu(m, n, k, tma):
     x, w = operands(m, n, k, torch.bfloat16)
-    torch.testing.assert_close(skinny_gemm(x, w).float(), x.float() @ w.float().T, atol=3e-2, rtol=3e-2)
+    torch.testing.assert_close(skinny_gemm(x, w, tma=tma).float(), x.float() @ w.float().T, atol=3e-2, rtol=3e-2)
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_skinny_gemm_replays_in_a_cuda_graph_with_new_inputs():
+@pytest.mark.parametrize("tma", [False, True])
+def test_skinny_gemm_replays_in_a_cuda_graph_with_new_inputs(tma):
+    """New values in the captured x (the TMA kernel's descriptor, a kernel parameter, keeps x's address)."""
     x, w = operands(32, 4096, 4096, torch.bfloat16)
-    skinny_gemm(x, w)                                        # compile outside capture
+    skinny_gemm(x, w, tma=tma)                               # compile outside capture
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        y = skinny_gemm(x, w)
+        y = skinny_gemm(x, w, tma=tma)
     for seed in range(3):
         x.copy_(operands(32, 4096, 4096, torch.bfloat16, seed=10 + seed)[0])
         graph.replay()

@@ -220,6 +220,9 @@ def _cases():
          lambda: [SG.skinny_gemm(e(m, 4096, dtype=bf16), e(6144, 4096, dtype=bf16)) for m in (2, 32, 64)]),
         ("skinny gemm bf16 (opt-in), 100 / 182 / 256 rows of the 8B down_proj (wide tiles of x)",
          lambda: [SG.skinny_gemm(e(m, 12288, dtype=bf16), e(4096, 12288, dtype=bf16)) for m in (100, 182, 256)]),
+        ("skinny gemm tma bf16 (opt-in), 2 / 32 / 182 / 256 rows of the 8B down_proj",
+         lambda: [SG.skinny_gemm(e(m, 12288, dtype=bf16), e(4096, 12288, dtype=bf16), tma=True)
+                  for m in (2, 32, 182, 256)]),
         ("skinny gemm fp32 (opt-in), 8 rows",
          lambda: SG.skinny_gemm(e(8, hidden, dtype=f32), e(4096, hidden, dtype=f32))),
         ("rmsnorm, activations bf16", norms(bf16, 8)),

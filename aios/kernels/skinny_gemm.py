@@ -23,12 +23,20 @@ F.linear only by summation order; any M <= 64, N, K and split count (masked tail
 (CUDA-graph safe). Launched with PDL on Hopper (aios/kernels/pdl.py): the first tile of W loads
 before the kernel waits for the one that produced x. Opt-in (`Config.skinny_gemm`: the Linear
 layers send it 2 ... 64 rows); bench_kernels.py --only skinny_gemm times it against cuBLAS.
+
+`tma=True` runs the same program through Hopper's TMA unit (`_skinny_gemm_tma_kernel`): each tile of
+W and of x is one 2-D box of a host-side tensor descriptor (`triton.tools.tensor_descriptor`,
+encoded at launch and passed as a kernel parameter, as aios/kernels/fused_moe_tma.py does), so the
+loads are bulk copies into shared memory with no per-thread addresses, and boxes past M or K come
+back as zeros (no masks). Splits stay whole K tiles, so no box crosses into the next split's range.
+It needs 16-byte aligned rows and bases (K * itemsize % 16 == 0). Off by default until measured.
 """
 
 import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from aios.kernels.device import sm_count
 from aios.kernels.pdl import pdl_enabled, wait_for_previous_kernel
@@ -74,6 +82,30 @@ def _skinny_gemm_kernel(x_ptr, w_ptr, out_ptr, M, N, K, stride_xm, stride_wn, st
 
 
 @triton.jit
+def _skinny_gemm_tma_kernel(x_desc, w_desc, out_ptr, M, N, K, stride_om, stride_os, k_per_split,
+                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                            PRECISION: tl.constexpr, UPCAST: tl.constexpr, USE_PDL: tl.constexpr):
+    """_skinny_gemm_kernel with W's [BLOCK_N, BLOCK_K] and x's [BLOCK_M, BLOCK_K] tiles loaded by TMA."""
+    n0 = tl.program_id(0) * BLOCK_N
+    k_lo = tl.program_id(1) * k_per_split
+    k_hi = tl.minimum(k_lo + k_per_split, K)
+    w = w_desc.load([n0, k_lo])                                        # before the wait, as above
+    wait_for_previous_kernel(USE_PDL)
+    acc = _dot(w, tl.trans(x_desc.load([0, k_lo])), PRECISION, UPCAST)
+    for k in range(k_lo + BLOCK_K, k_hi, BLOCK_K):
+        acc += _dot(w_desc.load([n0, k]), tl.trans(x_desc.load([0, k])), PRECISION, UPCAST)
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    offs_m = tl.arange(0, BLOCK_M)
+    out = out_ptr + tl.program_id(1) * stride_os + offs_m[None, :] * stride_om + offs_n[:, None]
+    tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=(offs_n < N)[:, None] & (offs_m < M)[None, :])
+
+
+def tma_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """TMA's alignment: 16-byte row strides and base addresses for both operands."""
+    return all(t.stride(0) * t.element_size() % 16 == 0 and t.data_ptr() % 16 == 0 for t in (x, weight))
+
+
+@triton.jit
 def _split_k_sum_kernel(part_ptr, y_ptr, numel, SPLIT_K: tl.constexpr, BLOCK: tl.constexpr,
                         USE_PDL: tl.constexpr):
     """y = sum over the split axis of part [SPLIT_K, numel] (fp32, in split order), cast to y's dtype."""
@@ -108,9 +140,10 @@ def skinny_gemm_config(m: int, n: int, k: int, device: torch.device) -> dict:
 
 def skinny_gemm(x: torch.Tensor, weight: torch.Tensor, block_n: int | None = None, block_k: int | None = None,
                 num_warps: int | None = None, num_stages: int | None = None,
-                split_k: int | None = None) -> torch.Tensor:
+                split_k: int | None = None, tma: bool = False) -> torch.Tensor:
     """Triton version of skinny_gemm_ref for x of 1 ... MAX_ROWS rows (same result up to fp32
-    summation order). The keyword arguments override skinny_gemm_config (the benchmark's sweep)."""
+    summation order). The keyword arguments override skinny_gemm_config (the benchmark's sweep);
+    tma: load the tiles through tensor descriptors (`_skinny_gemm_tma_kernel`)."""
     if x.dim() != 2 or not 1 <= x.shape[0] <= MAX_ROWS:
         raise ValueError(f"skinny_gemm takes x of 1 ... {MAX_ROWS} rows, got shape {tuple(x.shape)}")
     if x.shape[1] != weight.shape[1] or x.dtype != weight.dtype or x.device != weight.device:
@@ -120,6 +153,9 @@ def skinny_gemm(x: torch.Tensor, weight: torch.Tensor, block_n: int | None = Non
         raise ValueError("skinny_gemm needs x and weight with contiguous rows (stride 1 along K)")
     if split_k is not None and split_k < 1:
         raise ValueError(f"split_k must be >= 1, got {split_k}")
+    if tma and not tma_applies(x, weight):
+        raise ValueError(f"skinny_gemm(tma=True) needs 16-byte aligned rows and bases; got x strides {x.stride()}, "
+                         f"weight strides {weight.stride()}, {x.dtype}")
     m, k = x.shape
     n = weight.shape[0]
     cfg = skinny_gemm_config(m, n, k, x.device)
@@ -130,12 +166,18 @@ def skinny_gemm(x: torch.Tensor, weight: torch.Tensor, block_n: int | None = Non
     y = torch.empty(m, n, dtype=x.dtype, device=x.device)
     out = y if splits == 1 else torch.empty(splits, m, n, dtype=torch.float32, device=x.device)
     pdl = pdl_enabled(x.device)
-    _skinny_gemm_kernel[(triton.cdiv(n, block_n), splits)](
-        x, weight, out, m, n, k, x.stride(0), weight.stride(0), n, m * n, k_per_split,
-        BLOCK_M=cfg["block_m"], BLOCK_N=block_n, BLOCK_K=block_k,
-        PRECISION="ieee" if x.dtype == torch.float32 else "tf32", UPCAST=x.device.type != "cuda", USE_PDL=pdl,
-        num_warps=num_warps or cfg["num_warps"], num_stages=num_stages or cfg["num_stages"], launch_pdl=pdl,
-    )
+    grid, block_m = (triton.cdiv(n, block_n), splits), cfg["block_m"]
+    tail = dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+                PRECISION="ieee" if x.dtype == torch.float32 else "tf32", UPCAST=x.device.type != "cuda",
+                USE_PDL=pdl, num_warps=num_warps or cfg["num_warps"], num_stages=num_stages or cfg["num_stages"],
+                launch_pdl=pdl)
+    if tma:
+        x_desc = TensorDescriptor(x, [m, k], [x.stride(0), 1], [block_m, block_k])
+        w_desc = TensorDescriptor(weight, [n, k], [weight.stride(0), 1], [block_n, block_k])
+        _skinny_gemm_tma_kernel[grid](x_desc, w_desc, out, m, n, k, n, m * n, k_per_split, **tail)
+    else:
+        _skinny_gemm_kernel[grid](x, weight, out, m, n, k, x.stride(0), weight.stride(0), n, m * n, k_per_split,
+                                  **tail)
     if splits > 1:
         block = 1024
         _split_k_sum_kernel[(triton.cdiv(m * n, block),)](out, y, m * n, SPLIT_K=splits, BLOCK=block, USE_PDL=pdl,

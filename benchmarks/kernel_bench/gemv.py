@@ -52,14 +52,25 @@ def bench_gemv(args, results):
             copies = None
 
 
+def cublaslt_linear(x, w):
+    """F.linear through cuBLASLt's heuristics (torch's preferred BLAS backend, restored after): the
+    backend is read when the call is made, so a CUDA graph keeps the kernel it chose."""
+    before = torch.backends.cuda.preferred_blas_library()
+    torch.backends.cuda.preferred_blas_library("cublaslt")
+    try:
+        return F.linear(x, w)
+    finally:
+        torch.backends.cuda.preferred_blas_library(before)
+
+
 SKINNY_ROWS = (2, 4, 8, 16, 32, 64, 96, 128, 192, 256)   # past 64: the standard workload's decode batches
 SKINNY_SWEEP = [(bn, bk, 4, st, sk) for bn in (64, 128) for bk in (128, 256) for st in (3, 5)
                 for sk in (None, 1, 4, 16)]   # sk None: the config's split of K; 1: none
 
 
 def bench_skinny_gemm(args, results):
-    """x [M, K] @ W^T at the GEMV_SHAPES, M = 2 ... 256 rows (a decode batch), skinny_gemm against
-    cuBLAS, in a CUDA graph; bytes = W (what a decode step's matmul streams; past ~200 rows the
+    """x [M, K] @ W^T at the GEMV_SHAPES, M = 2 ... 256 rows (a decode batch), skinny_gemm (its
+    cp.async and its TMA loads) against cuBLAS and cuBLASLt, in a CUDA graph; bytes = W (what a decode step's matmul streams; past ~200 rows the
     roofline is the FLOPs, 2 M N K at ~989 TFLOP/s)."""
     dtype, gen = torch.bfloat16, torch.Generator(device="cuda").manual_seed(0)
     rows = (2, 32, 192) if args.quick else SKINNY_ROWS
@@ -73,7 +84,9 @@ def bench_skinny_gemm(args, results):
                 copies = [(torch.randn(m, k, dtype=dtype, device="cuda", generator=gen), w) for w in weights]
                 err = max_err(skinny_gemm(*copies[0]), F.linear(*copies[0]))
                 cfg = skinny_gemm_config(m, n, k, copies[0][0].device)
-                variants = [("cuBLAS F.linear", F.linear, None), ("triton skinny default", skinny_gemm, cfg)]
+                variants = [("cuBLAS F.linear", F.linear, None), ("cuBLASLt F.linear", cublaslt_linear, None),
+                            ("triton skinny default", skinny_gemm, cfg),
+                            ("triton skinny tma", lambda x, w: skinny_gemm(x, w, tma=True), cfg)]
                 if "skinny_gemm" in args.sweep and m in (8, 32):
                     variants += [(f"sweep {c}", lambda x, w, c=c: skinny_gemm(x, w, *c),
                                   dict(zip(("block_n", "block_k", "num_warps", "num_stages", "split_k"), c)))
@@ -84,7 +97,7 @@ def bench_skinny_gemm(args, results):
                                tb_per_s=nbytes / (us * 1e-6) / 1e12, max_abs_err=err)
                     results["skinny_gemm"].append(row)
                     if not label.startswith("sweep"):
-                        print(f"skinny {shape:10s} M={m:2d} N={n:5d} K={k:5d} {label:22s} {us:7.2f} us "
+                        print(f"skinny {shape:10s} M={m:3d} N={n:5d} K={k:5d} {label:22s} {us:7.2f} us "
                               f"{row['tb_per_s']:5.2f} TB/s err {err:.1e}"
                               + (f" split_k {c['split_k']}" if c else ""), flush=True)
             weights = copies = None

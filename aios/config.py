@@ -152,12 +152,12 @@ class Config:
     # aios/kernels/fused_moe_tma.py, TMA loads of the experts and a persistent grid; Hopper; on an H200
     # level with "triton" at decode sizes, 3% faster at 4,096 tokens: kernels/NOTES.md)
     moe_gemm: str = "triton"
-    # lesson 10 / issue 21: with fused_kernels, True: a step of 2 ... 64 rows (a small decode batch) runs
-    # each linear layer through aios/kernels/skinny_gemm.py instead of cuBLAS; "auto": the row counts
-    # and layers where it beat cuBLAS when timed at start-up (aios/layers/gemm_choice.py). Opt-in: on an
-    # H200 faster on the 0.6B's narrow layers, level at 2 rows of the 8B, slower at 32-64 rows of the 8B
-    # (kernels/NOTES.md)
-    skinny_gemm: bool | str = False
+    # lesson 10 / issue 21: the GEMM of a linear layer's 2 ... 256 rows (a decode batch), with fused_kernels.
+    # "cublas": F.linear. "skinny": 2 ... 64 rows through aios/kernels/skinny_gemm.py (on an H200 faster
+    # on the 0.6B's narrow layers, slower at 32-64 rows of the 8B). "auto": each layer shape and decode
+    # graph's row count through whichever of cuBLAS, cuBLASLt and skinny_gemm was fastest when timed at
+    # start-up (aios/layers/gemm_choice.py). Opt-in (kernels/NOTES.md, "A few rows")
+    decode_gemm: str = "cublas"
     enforce_eager: bool = False               # lesson 11: True turns CUDA graphs off
     async_scheduling: bool = True             # lesson 11: schedule step N+1 while the GPU runs step N
     tensor_parallel_size: int = 1             # lesson 14
@@ -217,8 +217,8 @@ class Config:
             raise ValueError(f"moe_gemm must be 'triton' or 'tma', got {self.moe_gemm!r}")
         if self.load_format not in ("auto", "dummy"):
             raise ValueError(f"load_format must be 'auto' or 'dummy', got {self.load_format!r}")
-        if not (isinstance(self.skinny_gemm, bool) or self.skinny_gemm == "auto"):
-            raise ValueError(f"skinny_gemm must be False, True or 'auto', got {self.skinny_gemm!r}")
+        if self.decode_gemm not in ("cublas", "skinny", "auto"):
+            raise ValueError(f"decode_gemm must be 'cublas', 'skinny' or 'auto', got {self.decode_gemm!r}")
         m = self.cudagraph_mixed_tokens
         if m is None:
             m = default_mixed_graph_tokens(self.device, self.attention_backend, self.enforce_eager)

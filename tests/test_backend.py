@@ -51,7 +51,7 @@ def test_the_engine_on_a_cpu_builds_every_layer_with_the_torch_references(tiny_c
 def test_backend_from_config_follows_the_switches_on_a_gpu_only(tiny_ckpt):
     class Cfg:
         device, attention_backend, fused_kernels = "cuda", "torch", True
-        fuse_norm_into_gemv, silu_in_gemv, moe_gemm, skinny_gemm = False, False, "triton", False
+        fuse_norm_into_gemv, silu_in_gemv, moe_gemm, decode_gemm = False, False, "triton", "cublas"
         dtype, kvcache_block_size = torch.float32, 256
         hf_config = ModelConfig.from_dir(tiny_ckpt)
 
@@ -60,8 +60,10 @@ def test_backend_from_config_follows_the_switches_on_a_gpu_only(tiny_ckpt):
     assert Backend.from_config(Cfg) == Backend(TORCH_ATTENTION, fused_kernels=True, fused_one_row=True)
     Cfg.fuse_norm_into_gemv, Cfg.silu_in_gemv = False, True
     assert Backend.from_config(Cfg) == Backend(TORCH_ATTENTION, fused_kernels=True, silu_in_gemv=True)
-    Cfg.silu_in_gemv, Cfg.skinny_gemm = False, True
+    Cfg.silu_in_gemv, Cfg.decode_gemm = False, "skinny"
     assert Backend.from_config(Cfg) == Backend(TORCH_ATTENTION, fused_kernels=True, skinny_gemm=True)
+    Cfg.decode_gemm = "auto"                       # timed by the model runner, not a Backend switch
+    assert Backend.from_config(Cfg) == Backend(TORCH_ATTENTION, fused_kernels=True)
     Cfg.attention_backend, Cfg.fused_kernels = "triton", False      # the one-row fusions need fused kernels
     assert Backend.from_config(Cfg) == Backend(TRITON_ATTENTION, fused_kernels=False)
     assert Backend.from_config(Cfg, torch.device("cpu")) == TORCH

@@ -178,7 +178,8 @@ def test_an_engine_built_with_triton_tma_refuses_at_start_up_what_the_kernel_can
 
     class Cfg:
         device, attention_backend, fused_kernels, moe_gemm = "cuda", "triton-tma", True, "triton"
-        fuse_norm_into_gemv = silu_in_gemv = skinny_gemm = False
+        fuse_norm_into_gemv = silu_in_gemv = False
+        decode_gemm = "cublas"
         dtype, kvcache_block_size = torch.float32, 256
         hf_config = ModelConfig.from_dir(tiny_ckpt)
 

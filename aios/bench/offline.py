@@ -154,8 +154,8 @@ def engine_kwargs(args: argparse.Namespace, model_dir: str) -> dict:
         kw["attention_backend"] = args.attention_backend
     if args.moe_gemm != "triton":
         kw["moe_gemm"] = args.moe_gemm
-    if args.skinny_gemm:
-        kw["skinny_gemm"] = args.skinny_gemm
+    if args.decode_gemm != "cublas":
+        kw["decode_gemm"] = args.decode_gemm
     if args.cudagraph_mixed_tokens is not None:
         kw["cudagraph_mixed_tokens"] = args.cudagraph_mixed_tokens
     if not glob.glob(os.path.join(model_dir, "*.safetensors")):
@@ -234,10 +234,10 @@ def main(argv: list[str] | None = None, prog: str | None = None, results_dir: st
                     help="Config.attention_backend (triton-tma: prefill through Hopper TMA loads, opt-in)")
     ap.add_argument("--moe-gemm", choices=("triton", "tma"), default="triton",
                     help="Config.moe_gemm (tma: the MoE's grouped GEMMs through Hopper TMA loads, opt-in)")
-    ap.add_argument("--skinny-gemm", nargs="?", const=True, default=False, choices=(True, "auto"), metavar="auto",
-                    help="Config.skinny_gemm: linear layers of 2 ... 64 rows through the Triton skinny GEMM "
-                         "instead of cuBLAS; '--skinny-gemm auto': the layers and row counts where it beat "
-                         "cuBLAS when timed at start-up (opt-in)")
+    ap.add_argument("--decode-gemm", choices=("cublas", "skinny", "auto"), default="cublas",
+                    help="Config.decode_gemm: the GEMM of 2 ... 256 rows; skinny: 2 ... 64 rows through the Triton "
+                         "skinny GEMM; auto: per layer shape and row count, the fastest of cuBLAS, cuBLASLt and "
+                         "the skinny GEMM, timed at start-up (opt-in)")
     ap.add_argument("--cudagraph-mixed-tokens", type=int, default=None, metavar="N",
                     help="Config.cudagraph_mixed_tokens: steps holding prefill tokens, up to N tokens, replay "
                          "CUDA graphs too; 0: they run eagerly (default: the engine's, 512 on a GPU)")

@@ -37,7 +37,7 @@ from aios.engine.step_inputs import StepInputs, dummy_prefill_inputs, prepare_st
 from aios.engine.upload import to_device, upload_step_inputs
 from aios.layers.attention import Attention
 from aios.layers.backend import Backend
-from aios.layers.gemm_choice import assign_skinny_rows
+from aios.layers.gemm_choice import assign_gemms
 from aios.layers.logits_processors import apply_logits_processors, logits_processor_tensors
 from aios.layers.logprobs import (
     LogprobsTensors,
@@ -91,8 +91,8 @@ class ModelRunner:
         else:
             (weight_loader or load_model)(self.model, config.model)
         self.model.eval()
-        if self.is_cuda and config.fused_kernels and config.skinny_gemm == "auto":   # before warm-up and capture
-            assign_skinny_rows(self.model, config.cudagraph_batch_sizes, self.dtype, self.device)
+        if self.is_cuda and config.fused_kernels and config.decode_gemm == "auto":   # before warm-up and capture
+            assign_gemms(self.model, config.cudagraph_batch_sizes, self.dtype, self.device)
         self.sampler = sampler or Sampler(backend)
         self.rng = np.random.default_rng(config.seed + self.tp.rank)   # noise keys of unseeded rows
         self.kv_cache = KVCache([m for m in self.model.modules() if isinstance(m, Attention)], self.block_size,

@@ -76,7 +76,7 @@ class Backend:
     silu_in_gemv: bool = False
     # lesson 16 / issue 21: the MoE's grouped GEMMs through TMA (needs fused_kernels and a Hopper GPU)
     moe_gemm_tma: bool = False
-    # issue 21: linear layers of 2 ... 64 rows through skinny_gemm instead of cuBLAS (needs fused_kernels)
+    # issue 21: linear layers of 2 ... 64 rows through skinny_gemm instead of cuBLAS (Config.decode_gemm="skinny")
     skinny_gemm: bool = False
 
     @classmethod
@@ -94,7 +94,7 @@ class Backend:
             raise ValueError("moe_gemm='tma' needs a Hopper GPU (TMA loads): use moe_gemm='triton'")
         return cls(attention, config.fused_kernels, config.fused_kernels and config.fuse_norm_into_gemv,
                    config.fused_kernels and config.silu_in_gemv, moe_gemm_tma,
-                   config.fused_kernels and config.skinny_gemm is True)
+                   config.fused_kernels and config.decode_gemm == "skinny")
 
     @classmethod
     def for_device(cls, device: torch.device | str) -> Backend:

@@ -25,15 +25,17 @@ for the SiLU-gated MLPs that ask (`Backend.silu_in_gemv`):
   Each rank's weight is [its gate shard; its up shard] (weight_loader), so row i and row I + i of
   it are gate and up of the same feature on every rank, and the activation needs nothing from
   another rank.
-With `Backend.skinny_gemm` (opt-in, `Config.skinny_gemm=True`), inputs of 2 ... 64 rows (a small
-decode batch) go to aios/kernels/skinny_gemm.py (W's rows on the MMA's wide side, K split where SMs
-would idle) instead of cuBLAS; with `Config.skinny_gemm="auto"`, the row counts where it was faster
-at this layer's shape, timed at start-up (aios/layers/gemm_choice.py).
+A matmul of 2 ... 256 rows (a decode batch) goes where the layer's `gemm_by_rows` says: by default
+nowhere, so to cuBLAS; with `Config.decode_gemm="skinny"` (opt-in) 2 ... 64 rows go to
+aios/kernels/skinny_gemm.py (W's rows on the MMA's wide side, K split where SMs would idle); with
+`Config.decode_gemm="auto"` (opt-in) each row count goes to whichever of cuBLAS, cuBLASLt
+(aios/layers/cublaslt.py) and skinny_gemm was fastest at this layer's shape, timed at start-up
+(aios/layers/gemm_choice.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import torch
@@ -46,10 +48,12 @@ from aios.kernels.gemv import gemv
 from aios.kernels.gemv_silu_and_mul import gemv_silu_and_mul
 from aios.kernels.skinny_gemm import skinny_gemm
 from aios.layers.backend import Backend, resolve
+from aios.layers.cublaslt import cublaslt_linear
 
 # The rows Backend.skinny_gemm sends to skinny_gemm (the kernel takes up to 256): those measured on the H200
 # (kernels/NOTES.md, "A few rows")
 SKINNY_ROWS = range(2, 65)
+GEMMS = ("cublas", "cublaslt", "skinny")     # what a gemm_by_rows entry may name ("cublas": F.linear)
 
 if TYPE_CHECKING:
     from aios.layers.layernorm import RMSNorm
@@ -74,9 +78,10 @@ class LinearBase(nn.Module):
         else:
             self.register_parameter("bias", None)
         self.gemv_one_row = resolve(backend).fused_kernels   # one-row inputs to the Triton gemv
-        # the row counts sent to skinny_gemm: SKINNY_ROWS with Backend.skinny_gemm, else none until
-        # Config.skinny_gemm='auto' has the model runner time them (aios/layers/gemm_choice.py)
-        self.skinny_rows: Container[int] = SKINNY_ROWS if resolve(backend).skinny_gemm else frozenset()
+        # row count -> the GEMM that runs it (one of GEMMS; a row count not in it: F.linear). SKINNY_ROWS
+        # with Backend.skinny_gemm, else empty until Config.decode_gemm='auto' has the model runner time
+        # the kernels (aios/layers/gemm_choice.py)
+        self.gemm_by_rows: Mapping[int, str] = {m: "skinny" for m in SKINNY_ROWS} if resolve(backend).skinny_gemm else {}
 
     def weight_loader(self, param: nn.Parameter, loaded_weight: torch.Tensor) -> None:
         param.data.copy_(loaded_weight)
@@ -85,8 +90,11 @@ class LinearBase(nn.Module):
         """x @ weight^T, no bias."""
         if self.gemv_one_row and x.dim() == 2 and x.shape[0] == 1:
             return gemv(x, self.weight)
-        if x.dim() == 2 and x.shape[0] in self.skinny_rows:
+        gemm = self.gemm_by_rows.get(x.shape[0]) if x.dim() == 2 else None
+        if gemm == "skinny":
             return skinny_gemm(x, self.weight)
+        if gemm == "cublaslt":
+            return cublaslt_linear(x, self.weight)
         return F.linear(x, self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

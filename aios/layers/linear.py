@@ -81,7 +81,8 @@ class LinearBase(nn.Module):
         # row count -> the GEMM that runs it (one of GEMMS; a row count not in it: F.linear). SKINNY_ROWS
         # with Backend.skinny_gemm, else empty until Config.decode_gemm='auto' has the model runner time
         # the kernels (aios/layers/gemm_choice.py)
-        self.gemm_by_rows: Mapping[int, str] = {m: "skinny" for m in SKINNY_ROWS} if resolve(backend).skinny_gemm else {}
+        skinny = resolve(backend).skinny_gemm
+        self.gemm_by_rows: Mapping[int, str] = {m: "skinny" for m in SKINNY_ROWS} if skinny else {}
 
     def weight_loader(self, param: nn.Parameter, loaded_weight: torch.Tensor) -> None:
         param.data.copy_(loaded_weight)

@@ -70,8 +70,8 @@ SKINNY_SWEEP = [(bn, bk, 4, st, sk) for bn in (64, 128) for bk in (128, 256) for
 
 def bench_skinny_gemm(args, results):
     """x [M, K] @ W^T at the GEMV_SHAPES, M = 2 ... 256 rows (a decode batch), skinny_gemm (its
-    cp.async and its TMA loads) against cuBLAS and cuBLASLt, in a CUDA graph; bytes = W (what a decode step's matmul streams; past ~200 rows the
-    roofline is the FLOPs, 2 M N K at ~989 TFLOP/s)."""
+    cp.async and its TMA loads) against cuBLAS and cuBLASLt, in a CUDA graph; bytes = W (what a
+    decode step's matmul streams; past ~200 rows the roofline is the FLOPs, 2 M N K at ~989 TFLOP/s)."""
     dtype, gen = torch.bfloat16, torch.Generator(device="cuda").manual_seed(0)
     rows = (2, 32, 192) if args.quick else SKINNY_ROWS
     for shape, layers in GEMV_SHAPES.items():

@@ -14,6 +14,7 @@ from aios.kernels.fused_gemv import add_rmsnorm_gemv, silu_mul_gemv
 from aios.kernels.gemv import gemv, gemv_config
 from aios.kernels.gemv_silu_and_mul import gemv_silu_and_mul, gemv_silu_and_mul_config
 from aios.kernels.skinny_gemm import skinny_gemm, skinny_gemm_config
+from aios.layers.cublaslt import cublaslt_linear
 from benchmarks.kernel_bench.timing import bench_graph, copies_for, max_err
 
 GEMV_SHAPES = {  # (N, K) of each linear layer at batch 1: qkv, o, gate_up, down
@@ -50,17 +51,6 @@ def bench_gemv(args, results):
                        key=lambda r: r["us"])
             print(f"gemv {shape:10s} N={n:5d} K={k:5d} best: {best['impl']} {best['us']:.2f} us", flush=True)
             copies = None
-
-
-def cublaslt_linear(x, w):
-    """F.linear through cuBLASLt's heuristics (torch's preferred BLAS backend, restored after): the
-    backend is read when the call is made, so a CUDA graph keeps the kernel it chose."""
-    before = torch.backends.cuda.preferred_blas_library()
-    torch.backends.cuda.preferred_blas_library("cublaslt")
-    try:
-        return F.linear(x, w)
-    finally:
-        torch.backends.cuda.preferred_blas_library(before)
 
 
 SKINNY_ROWS = (2, 4, 8, 16, 32, 64, 96, 128, 192, 256)   # past 64: the standard workload's decode batches

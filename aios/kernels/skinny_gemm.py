@@ -21,15 +21,18 @@ of what the kernel moves.
 Invariants (tests/test_skinny_gemm.py checks them): fp32 accumulation, so the result differs from
 F.linear only by summation order; any M <= 64, N, K and split count (masked tails); no host sync
 (CUDA-graph safe). Launched with PDL on Hopper (aios/kernels/pdl.py): the first tile of W loads
-before the kernel waits for the one that produced x. Opt-in (`Config.skinny_gemm`: the Linear
-layers send it 2 ... 64 rows); bench_kernels.py --only skinny_gemm times it against cuBLAS.
+before the kernel waits for the one that produced x. Opt-in (`Config.decode_gemm`: "skinny" sends it
+2 ... 64 rows, "auto" the row counts where it was fastest at start-up); bench_kernels.py --only
+skinny_gemm times it against cuBLAS and cuBLASLt.
 
 `tma=True` runs the same program through Hopper's TMA unit (`_skinny_gemm_tma_kernel`): each tile of
 W and of x is one 2-D box of a host-side tensor descriptor (`triton.tools.tensor_descriptor`,
 encoded at launch and passed as a kernel parameter, as aios/kernels/fused_moe_tma.py does), so the
 loads are bulk copies into shared memory with no per-thread addresses, and boxes past M or K come
 back as zeros (no masks). Splits stay whole K tiles, so no box crosses into the next split's range.
-It needs 16-byte aligned rows and bases (K * itemsize % 16 == 0). Off by default until measured.
+It needs 16-byte aligned rows and bases (K * itemsize % 16 == 0). Measured on the H200 within a
+few percent of the cp.async loads at 2-256 rows (kernels/NOTES.md, "A few rows"): the loads were
+not what limited the kernel, so the engine does not use it; the benchmark keeps the comparison.
 """
 
 import torch

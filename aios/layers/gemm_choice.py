@@ -85,6 +85,8 @@ def assign_gemms(model: nn.Module, row_counts: Iterable[int], dtype: torch.dtype
     its shape's choices; log the table, return it."""
     layers = [m for m in model.modules() if isinstance(m, LinearBase)]
     table = choose_gemms((tuple(m.weight.shape) for m in layers), row_counts, dtype, device, time_fn)
+    if device.type == "cuda":   # the timer's weight copies are freed: give their memory back to the KV cache
+        torch.cuda.empty_cache()
     for layer in layers:
         layer.gemm_by_rows = table[tuple(layer.weight.shape)]
     logger.info("decode GEMMs other than cuBLAS (timed at start-up): %s", "; ".join(

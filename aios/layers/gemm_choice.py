@@ -25,18 +25,15 @@ import logging
 from collections.abc import Callable, Iterable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from aios.kernels.skinny_gemm import MAX_ROWS, skinny_gemm
-from aios.layers.cublaslt import cublaslt_linear
-from aios.layers.linear import GEMMS, LinearBase
+from aios.kernels.skinny_gemm import MAX_ROWS
+from aios.layers.linear import GEMMS, LinearBase, run_gemm
 from aios.utils.graph_timing import bench_graph, copies_for
 
 logger = logging.getLogger("aios")
 
 MARGIN = 0.97              # another GEMM must take under 97% of cuBLAS's time: a tie stays with cuBLAS
-GEMM_FUNCTIONS = {"cublas": F.linear, "cublaslt": cublaslt_linear, "skinny": skinny_gemm}   # GEMMS' calls
 
 # (gemm, m, n, k, dtype, device) -> microseconds a call of x [m, k] @ W [n, k]^T; gemm one of GEMMS
 TimeFn = Callable[[str, int, int, int, torch.dtype, torch.device], float]
@@ -55,9 +52,9 @@ def graph_timer() -> TimeFn:
             num_copies = copies_for(n * k * torch.finfo(dtype).bits // 8)
             held.update(key=(n, k, dtype, device), ws=[
                 torch.randn(n, k, dtype=dtype, device=device, generator=gen) / k ** 0.5 for _ in range(num_copies)])
-        ws, fn = held["ws"], GEMM_FUNCTIONS[gemm]
+        ws = held["ws"]
         x = torch.randn(m, k, dtype=dtype, device=device, generator=gen)
-        return 1e3 * bench_graph(lambda i: (lambda: fn(x, ws[i])), len(ws))
+        return 1e3 * bench_graph(lambda i: (lambda: run_gemm(gemm, x, ws[i])), len(ws))
     return time_us
 
 

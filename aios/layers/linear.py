@@ -55,6 +55,16 @@ from aios.layers.cublaslt import cublaslt_linear
 SKINNY_ROWS = range(2, 65)
 GEMMS = ("cublas", "cublaslt", "skinny")     # what a gemm_by_rows entry may name ("cublas": F.linear)
 
+
+def run_gemm(gemm: str | None, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """x @ weight^T through the GEMM of that name (one of GEMMS; None: cuBLAS). The one dispatch of
+    the names: the layers' matmul and the start-up timing (aios/layers/gemm_choice.py) both call it."""
+    if gemm == "skinny":
+        return skinny_gemm(x, weight)
+    if gemm == "cublaslt":
+        return cublaslt_linear(x, weight)
+    return F.linear(x, weight)
+
 if TYPE_CHECKING:
     from aios.layers.layernorm import RMSNorm
 
@@ -91,12 +101,7 @@ class LinearBase(nn.Module):
         """x @ weight^T, no bias."""
         if self.gemv_one_row and x.dim() == 2 and x.shape[0] == 1:
             return gemv(x, self.weight)
-        gemm = self.gemm_by_rows.get(x.shape[0]) if x.dim() == 2 else None
-        if gemm == "skinny":
-            return skinny_gemm(x, self.weight)
-        if gemm == "cublaslt":
-            return cublaslt_linear(x, self.weight)
-        return F.linear(x, self.weight)
+        return run_gemm(self.gemm_by_rows.get(x.shape[0]) if x.dim() == 2 else None, x, self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.matmul(x)
